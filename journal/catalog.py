@@ -1,0 +1,175 @@
+"""Table schemas as the journal sees them, and their Avro form.
+
+A ``TableSchema`` is one *version* of a source table: a relation change (ALTER TABLE)
+makes a new one, with a new Avro schema and fingerprint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+NAMESPACE = "edms_journal"
+
+# Builtin type OIDs whose values get a proper Avro type. Anything else (enums, json,
+# interval, inet, ranges, domains…) travels as PostgreSQL's own text form, which the
+# restore hands back to PostgreSQL unchanged: lossless, if less typed.
+_SCALARS: dict[int, Any] = {
+    16: "boolean",
+    21: "int",
+    23: "int",
+    20: "long",
+    700: "float",
+    701: "double",
+    25: "string",
+    1043: "string",
+    1042: "string",
+    19: "string",
+    17: "bytes",
+    1082: {"type": "int", "logicalType": "date"},
+    1083: {"type": "long", "logicalType": "time-micros"},
+    1114: {"type": "long", "logicalType": "local-timestamp-micros"},
+    1184: {"type": "long", "logicalType": "timestamp-micros"},
+    2950: {"type": "string", "logicalType": "uuid"},
+    114: "string",  # json: kept as text (key order and spacing are part of the value)
+    3802: "string",  # jsonb
+}
+# array OID -> element OID
+ARRAY_ELEMENTS: dict[int, int] = {
+    1000: 16, 1005: 21, 1007: 23, 1016: 20, 1021: 700, 1022: 701, 1009: 25, 1015: 1043,
+    1014: 1042, 1001: 17, 1182: 1082, 1183: 1083, 1115: 1114, 1185: 1184, 2951: 2950,
+    1231: 1700, 199: 114, 3807: 3802,
+}
+NUMERIC_OID = 1700
+_NUMERIC_TYPMOD = re.compile(r"^numeric\((\d+),(\d+)\)$")
+
+
+def typed_oids() -> frozenset[int]:
+    """OIDs loaded into Python values (the rest stay PostgreSQL text)."""
+    return frozenset(_SCALARS) | {NUMERIC_OID} | frozenset(ARRAY_ELEMENTS)
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    name: str
+    pg_type: str  # format_type() text, e.g. "numeric(12,2)", "text[]", "document_status"
+    type_oid: int
+    not_null: bool = False
+
+    def avro_type(self) -> Any:
+        base = _avro_base(self.type_oid, self.pg_type)
+        return base if self.not_null else ["null", base]
+
+    def is_typed(self) -> bool:
+        return self.type_oid in typed_oids()
+
+
+def _avro_base(oid: int, pg_type: str) -> Any:
+    if oid in ARRAY_ELEMENTS:
+        element_type = pg_type[:-2] if pg_type.endswith("[]") else pg_type
+        return {"type": "array", "items": ["null", _avro_base(ARRAY_ELEMENTS[oid], element_type)]}
+    if oid == NUMERIC_OID:
+        m = _NUMERIC_TYPMOD.match(pg_type)
+        if m:
+            precision, scale = int(m.group(1)), int(m.group(2))
+            return {"type": "bytes", "logicalType": "decimal", "precision": precision,
+                    "scale": scale}
+        return "string"  # unconstrained numeric: arbitrary precision, NaN, infinities
+    return _SCALARS.get(oid, "string")
+
+
+@dataclass(frozen=True, slots=True)
+class TableSchema:
+    schema: str
+    name: str
+    columns: tuple[Column, ...]
+    primary_key: tuple[str, ...]
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+    def column(self, name: str) -> Column:
+        for c in self.columns:
+            if c.name == name:
+                return c
+        raise KeyError(f"{self.qualified} has no column {name!r}")
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns)
+
+    def key_of(self, row: dict[str, Any]) -> tuple[Any, ...]:
+        return tuple(row[c] for c in self.primary_key)
+
+    def digest(self) -> str:
+        """Content digest of this version; part of the Avro names so that two versions
+        differing only in PostgreSQL type detail never share a fingerprint."""
+        text = json.dumps(
+            [self.schema, self.name, [[c.name, c.pg_type, c.type_oid, c.not_null]
+                                      for c in self.columns], list(self.primary_key)]
+        )
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    def avro_namespace(self) -> str:
+        return f"{NAMESPACE}.{_avro_name(self.schema)}.{_avro_name(self.name)}.v{self.digest()}"
+
+    def avro_row_schema(self) -> dict[str, Any]:
+        fields = []
+        for i, c in enumerate(self.columns):
+            fields.append({"name": _field_name(c.name, i), "type": c.avro_type(),
+                           "pg_name": c.name, "pg_type": c.pg_type, "pg_type_oid": c.type_oid})
+        return {"type": "record", "name": "Row", "namespace": self.avro_namespace(),
+                "fields": fields}
+
+    def avro_key_schema(self) -> dict[str, Any]:
+        fields = []
+        for name in self.primary_key:
+            i = self.column_names.index(name)
+            c = self.columns[i]
+            fields.append({"name": _field_name(c.name, i),
+                           "type": _avro_base(c.type_oid, c.pg_type), "pg_name": c.name})
+        return {"type": "record", "name": "Key", "namespace": self.avro_namespace(),
+                "fields": fields}
+
+    def avro_field_names(self) -> tuple[str, ...]:
+        return tuple(_field_name(c.name, i) for i, c in enumerate(self.columns))
+
+    @classmethod
+    def from_avro_envelope(cls, envelope: dict[str, Any]) -> TableSchema:
+        row = next(f for f in envelope["fields"] if f["name"] == "before")["type"][1]
+        columns = []
+        for f in row["fields"]:
+            not_null = not (isinstance(f["type"], list) and f["type"][0] == "null")
+            columns.append(Column(f["pg_name"], f["pg_type"], int(f["pg_type_oid"]), not_null))
+        return cls(envelope["pg_schema"], envelope["pg_table"], tuple(columns),
+                   tuple(envelope["pg_primary_key"]))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"schema": self.schema, "name": self.name,
+                "columns": [[c.name, c.pg_type, c.type_oid, c.not_null] for c in self.columns],
+                "primary_key": list(self.primary_key)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TableSchema:
+        return cls(data["schema"], data["name"],
+                   tuple(Column(n, t, int(o), bool(nn)) for n, t, o, nn in data["columns"]),
+                   tuple(data["primary_key"]))
+
+
+_NAME_OK = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _avro_name(name: str) -> str:
+    if _NAME_OK.match(name):
+        return name
+    return "x" + hashlib.sha256(name.encode()).hexdigest()[:16]
+
+
+def _field_name(name: str, index: int) -> str:
+    # Avro field names are identifiers; a column called "order id" keeps its real name in
+    # pg_name and gets a positional Avro name.
+    return name if _NAME_OK.match(name) else f"c{index}_{_avro_name(name)}"

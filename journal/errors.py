@@ -1,0 +1,45 @@
+"""One exception hierarchy; the CLI alone maps it to exit codes."""
+
+from __future__ import annotations
+
+
+class JournalError(Exception):
+    """Base of every error the journal raises on purpose."""
+
+    exit_code = 4  # runtime failure
+
+
+class ConfigError(JournalError):
+    """The command or configuration is wrong; nothing was attempted."""
+
+    exit_code = 2
+
+
+class ValidationError(JournalError):
+    """Input (a package, a target, an event) failed validation; nothing was written."""
+
+    exit_code = 3
+
+
+class PackageCorrupt(ValidationError):
+    def __init__(self, package: str, member: str, expected: str, actual: str) -> None:
+        self.package, self.member, self.expected, self.actual = package, member, expected, actual
+        super().__init__(
+            f"package {package}: member {member!r}: expected {expected}, found {actual}"
+        )
+
+
+class ChainBroken(ValidationError):
+    """Packages do not form a continuous chain of positions."""
+
+
+class SourceError(JournalError):
+    """The source database refused or is misconfigured."""
+
+
+class TransportError(JournalError):
+    """The journal transport (Kafka or the file journal) failed."""
+
+
+class RestoreError(JournalError):
+    """A restore could not be planned or applied; the target was left unchanged."""

@@ -1,0 +1,138 @@
+"""Configuration: ``journal.toml``, overridden by ``JOURNAL_*`` variables, then by flags.
+
+Secrets never live in the file: a source password comes from ``JOURNAL_SOURCE_PASSWORD``,
+``JOURNAL_SOURCE_PASSWORD_FILE`` or libpq's own ``PGPASSFILE``/``~/.pgpass``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from journal.errors import ConfigError
+
+DEFAULT_FILE = "journal.toml"
+
+
+@dataclass(frozen=True)
+class Config:
+    source_url: str = ""
+    slot: str = "edms_journal"
+    publication: str = "edms_journal"
+    tables: tuple[str, ...] = ()  # empty: every table of the publication's schemas
+    schemas: tuple[str, ...] = ("public",)
+    journal_url: str = "file://./journal-data/journal"
+    topic_prefix: str = "edms_journal"
+    packages_url: str = "file://./journal-data/packages"
+    segment_max_events: int = 100_000
+    segment_max_bytes: int = 64 * 1024 * 1024
+    segment_max_age_s: float = 300.0
+    snapshot_every_segments: int = 24
+    retention: str = "REDUNDANCY 2"
+    heartbeat_interval_s: float = 10.0
+    natural_keys: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    generic_foreign_keys: dict[str, dict[str, str]] = field(default_factory=dict)
+    state_dir: str = "./journal-data"
+
+    def source_password(self) -> str | None:
+        if pw := os.environ.get("JOURNAL_SOURCE_PASSWORD"):
+            return pw
+        if path := os.environ.get("JOURNAL_SOURCE_PASSWORD_FILE"):
+            try:
+                return Path(path).read_text().strip()
+            except OSError as exc:
+                raise ConfigError(f"cannot read JOURNAL_SOURCE_PASSWORD_FILE: {exc}") from exc
+        return None
+
+    def source_conninfo(self) -> dict[str, Any]:
+        """psycopg connection keywords, with the password kept out of the URL."""
+        if not self.source_url:
+            raise ConfigError("no source database: set [source] url in journal.toml "
+                              "or JOURNAL_SOURCE_URL")
+        check_postgres_url(self.source_url)
+        kwargs: dict[str, Any] = {"conninfo": self.source_url}
+        if pw := self.source_password():
+            kwargs["password"] = pw
+        return kwargs
+
+
+_ENV = {
+    "JOURNAL_SOURCE_URL": "source_url",
+    "JOURNAL_SLOT": "slot",
+    "JOURNAL_PUBLICATION": "publication",
+    "JOURNAL_JOURNAL_URL": "journal_url",
+    "JOURNAL_TOPIC_PREFIX": "topic_prefix",
+    "JOURNAL_PACKAGES_URL": "packages_url",
+    "JOURNAL_RETENTION": "retention",
+    "JOURNAL_STATE_DIR": "state_dir",
+}
+
+_TOML = {
+    ("source", "url"): "source_url",
+    ("source", "slot"): "slot",
+    ("source", "publication"): "publication",
+    ("source", "tables"): "tables",
+    ("source", "schemas"): "schemas",
+    ("source", "heartbeat_interval_s"): "heartbeat_interval_s",
+    ("journal", "url"): "journal_url",
+    ("journal", "topic_prefix"): "topic_prefix",
+    ("packages", "url"): "packages_url",
+    ("packages", "segment_max_events"): "segment_max_events",
+    ("packages", "segment_max_bytes"): "segment_max_bytes",
+    ("packages", "segment_max_age_s"): "segment_max_age_s",
+    ("packages", "snapshot_every_segments"): "snapshot_every_segments",
+    ("packages", "retention"): "retention",
+    ("state", "dir"): "state_dir",
+}
+
+
+def load_config(path: str | Path | None = None, **overrides: Any) -> Config:
+    """Read the TOML file (if any), then the environment, then explicit overrides."""
+    values: dict[str, Any] = {}
+    file = Path(path) if path else Path(os.environ.get("JOURNAL_CONFIG", DEFAULT_FILE))
+    if file.exists():
+        try:
+            data = tomllib.loads(file.read_text())
+        except (tomllib.TOMLDecodeError, OSError) as exc:
+            raise ConfigError(f"{file}: {exc}") from exc
+        for (section, key), attr in _TOML.items():
+            if key in data.get(section, {}):
+                values[attr] = data[section][key]
+        for table, cols in data.get("natural_keys", {}).items():
+            values.setdefault("natural_keys", {})[table] = tuple(cols)
+        for table, spec in data.get("generic_foreign_keys", {}).items():
+            values.setdefault("generic_foreign_keys", {})[table] = dict(spec)
+        unknown = set(data) - {s for s, _ in _TOML} - {"natural_keys", "generic_foreign_keys"}
+        if unknown:
+            raise ConfigError(f"{file}: unknown section(s) {sorted(unknown)}")
+    elif path:
+        raise ConfigError(f"configuration file {file} does not exist")
+    for env, attr in _ENV.items():
+        if env in os.environ:
+            values[attr] = os.environ[env]
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    for attr in ("tables", "schemas"):
+        if isinstance(values.get(attr), str):
+            values[attr] = tuple(t for t in values[attr].split(",") if t)
+        elif attr in values:
+            values[attr] = tuple(values[attr])
+    return replace(Config(), **values)
+
+
+def check_postgres_url(url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise ConfigError(f"not a PostgreSQL URL: {redact(url)} (expected postgresql://…)")
+
+
+def redact(url: str) -> str:
+    """The URL with any password replaced, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return parts._replace(netloc=netloc).geturl()

@@ -11,6 +11,10 @@ from journal.positions import Position
 
 MARK_PREFIX = "edms_journal.mark"
 HEARTBEAT_PREFIX = "edms_journal.heartbeat"
+# Opens a snapshot generation; content is JSON {"generation", "slot", "catalog"}.
+SNAPSHOT_PREFIX = "edms_journal.snapshot"
+# A catalog change (DDL) inside a transaction; content is JSON {"catalog"}.
+CATALOG_PREFIX = "edms_journal.catalog"
 
 OPS = frozenset("curdt")
 

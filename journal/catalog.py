@@ -120,8 +120,12 @@ class TableSchema:
     def avro_row_schema(self) -> dict[str, Any]:
         fields = []
         for i, c in enumerate(self.columns):
-            fields.append({"name": _field_name(c.name, i), "type": c.avro_type(),
-                           "pg_name": c.name, "pg_type": c.pg_type, "pg_type_oid": c.type_oid})
+            # Every row field is nullable, NOT NULL columns too: a delete's key-only before
+            # image and an unchanged TOAST value leave columns without a value.
+            fields.append({"name": _field_name(c.name, i),
+                           "type": ["null", _avro_base(c.type_oid, c.pg_type)],
+                           "pg_name": c.name, "pg_type": c.pg_type, "pg_type_oid": c.type_oid,
+                           "pg_not_null": c.not_null})
         return {"type": "record", "name": "Row", "namespace": self.avro_namespace(),
                 "fields": fields}
 
@@ -143,7 +147,8 @@ class TableSchema:
         row = next(f for f in envelope["fields"] if f["name"] == "before")["type"][1]
         columns = []
         for f in row["fields"]:
-            not_null = not (isinstance(f["type"], list) and f["type"][0] == "null")
+            not_null = f.get("pg_not_null",
+                             not (isinstance(f["type"], list) and f["type"][0] == "null"))
             columns.append(Column(f["pg_name"], f["pg_type"], int(f["pg_type_oid"]), not_null))
         return cls(envelope["pg_schema"], envelope["pg_table"], tuple(columns),
                    tuple(envelope["pg_primary_key"]))

@@ -23,14 +23,18 @@ from journal.positions import Position
 class RawRecord:
     """A record as the transport holds it: position (for dedupe), key and value bytes.
 
-    ``offset`` is the transport's own cursor (Kafka offset, file journal byte offset);
-    a consumer commits the offset of the last record it has durably processed.
+    ``offset`` is the transport's own cursor of this record (Kafka offset, file journal
+    byte offset): ``read(offset)`` starts with it. ``next_offset`` is the cursor just past
+    it: once a consumer has durably processed the record it calls
+    ``commit_offset(name, record.next_offset)``, and ``read(committed_offset(name))``
+    resumes with the record after it.
     """
 
     position: Position
     key: bytes | None
     value: bytes
     offset: int
+    next_offset: int | None = None  # None only for records built outside a transport
 
 
 class JournalWriter(ABC):

@@ -1,0 +1,148 @@
+"""The foreign-key graph of a catalog: load order, cycles, and the closure of a subset.
+
+Parents load before children. A cycle (``document.current_version_id`` ↔
+``document_version.document_id``, or a self-reference such as ``folder.parent_id``) is
+broken at a nullable foreign key: those columns load as NULL and are set in a second
+pass, once every row of the cycle has its target id. A cycle with no nullable edge
+cannot be loaded row by row and is refused before anything is written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from journal.errors import RestoreError
+
+
+@dataclass(frozen=True)
+class ForeignKey:
+    table: str  # schema.table of the referencing (child) table
+    name: str
+    columns: tuple[str, ...]
+    ref_table: str
+    ref_columns: tuple[str, ...]
+    deferrable: bool
+    nullable: bool  # every referencing column may be NULL
+
+    def value_of(self, row: Mapping[str, Any]) -> tuple[Any, ...] | None:
+        """The referenced key in ``row``, or None when any part is NULL (no reference)."""
+        value = tuple(row.get(c) for c in self.columns)
+        return None if any(v is None for v in value) else value
+
+
+@dataclass(frozen=True)
+class LoadOrder:
+    tables: tuple[str, ...]  # parents first
+    deferred: frozenset[tuple[str, str]]  # (table, fk name) loaded NULL, set in a second pass
+
+    def deferred_keys(self, table: str, foreign_keys: Iterable[ForeignKey]) -> list[ForeignKey]:
+        return [fk for fk in foreign_keys if (table, fk.name) in self.deferred]
+
+
+class TableGraph:
+    """Tables and foreign keys of one CATALOG (``catalog["tables"]``)."""
+
+    def __init__(self, catalog: Mapping[str, Any]) -> None:
+        self.tables: dict[str, Mapping[str, Any]] = dict(catalog.get("tables", {}))
+        self.foreign_keys: dict[str, list[ForeignKey]] = {t: [] for t in self.tables}
+        for name, table in self.tables.items():
+            not_null = {c["name"] for c in table["columns"] if c.get("not_null")}
+            for fk in table.get("foreign_keys", []):
+                cols = tuple(fk["columns"])
+                self.foreign_keys[name].append(ForeignKey(
+                    name, fk["name"], cols, fk["ref_table"], tuple(fk["ref_columns"]),
+                    bool(fk.get("deferrable")), not (set(cols) & not_null)))
+
+    def parents(self, table: str) -> set[str]:
+        return {fk.ref_table for fk in self.foreign_keys.get(table, ())
+                if fk.ref_table in self.tables}
+
+    def load_order(self, tables: Iterable[str] | None = None) -> LoadOrder:
+        """Topological order of ``tables`` (default: all), cycles broken at nullable FKs."""
+        wanted = set(self.tables if tables is None else tables)
+        edges = {t: {fk.ref_table: [] for fk in self.foreign_keys.get(t, ())
+                     if fk.ref_table in wanted} for t in wanted}
+        for t in wanted:
+            for fk in self.foreign_keys.get(t, ()):
+                if fk.ref_table in wanted:
+                    edges[t][fk.ref_table].append(fk)
+        deferred: set[tuple[str, str]] = set()
+        while True:
+            cycle = _find_cycle(edges)
+            if cycle is None:
+                break
+            deferred |= self._break(cycle, edges)
+        order = _topological({t: set(parents) for t, parents in edges.items()})
+        return LoadOrder(tuple(order), frozenset(deferred))
+
+    def _break(self, cycle: list[str], edges: dict[str, dict[str, list[ForeignKey]]]
+               ) -> set[tuple[str, str]]:
+        """Remove one edge of ``cycle`` whose foreign keys are all nullable."""
+        pairs = list(zip(cycle, cycle[1:] + cycle[:1], strict=True))
+        for child, parent in pairs:
+            fks = edges[child][parent]
+            if all(fk.nullable for fk in fks):
+                del edges[child][parent]
+                return {(child, fk.name) for fk in fks}
+        names = " -> ".join(cycle + cycle[:1])
+        raise RestoreError(
+            f"foreign keys form a cycle with no nullable column ({names}): rows cannot be "
+            "loaded in any order; make one of these foreign keys nullable or restore into "
+            "an empty database")
+
+    def closure(self, tables: Iterable[str]) -> set[str]:
+        """``tables`` plus every table they reference, transitively."""
+        seen: set[str] = set()
+        todo = list(tables)
+        while todo:
+            t = todo.pop()
+            if t in seen:
+                continue
+            seen.add(t)
+            todo.extend(self.parents(t) - seen)
+        return seen
+
+
+def _find_cycle(edges: Mapping[str, Mapping[str, Any]]) -> list[str] | None:
+    """One cycle (as its list of nodes) of the child -> parent graph, or None."""
+    state: dict[str, int] = {}  # 1 on the stack, 2 done
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for parent in sorted(edges.get(node, {})):
+            if state.get(parent) == 1:
+                return stack[stack.index(parent):]
+            if parent not in state:
+                found = visit(parent)
+                if found:
+                    return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(edges):
+        if node not in state:
+            found = visit(node)
+            if found:
+                return found
+    return None
+
+
+def _topological(parents: dict[str, set[str]]) -> list[str]:
+    """Kahn's algorithm, alphabetical among ready tables so the order is reproducible."""
+    remaining = {t: set(p) - {t} for t, p in parents.items()}
+    order: list[str] = []
+    while remaining:
+        ready = sorted(t for t, p in remaining.items() if not p)
+        if not ready:  # cannot happen once cycles are broken
+            raise RestoreError(f"foreign-key cycle among {sorted(remaining)}")
+        for t in ready:
+            order.append(t)
+            del remaining[t]
+        for p in remaining.values():
+            p.difference_update(ready)
+    return order

@@ -1,0 +1,547 @@
+"""The capture daemon: slot → pgoutput → change events → journal transport → confirm.
+
+One loop, in this order for every batch: decode, encode, append to the transport, flush
+(durable), record the confirmed LSN in the state file, and only then confirm it to the
+slot. The slot is confirmed up to the end of the last transaction whose END marker is
+durable (or the last durable heartbeat), never further, so a crash anywhere resumes at or
+before what the journal holds, and consumers drop what they have already seen.
+
+Positions are a pure function of the WAL and of the state recorded at the resume point,
+so a transaction delivered twice (after a crash) gets the same positions both times.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import statistics
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+
+from journal.catalog import Column, TableSchema
+from journal.codec import SchemaRegistry, encode
+from journal.config import Config
+from journal.errors import ConfigError, JournalError, SourceError, TransportError
+from journal.events import (
+    CATALOG_PREFIX,
+    HEARTBEAT_PREFIX,
+    ChangeEvent,
+    LogicalMessage,
+    Record,
+    TransactionMarker,
+)
+from journal.positions import Position, format_lsn, parse_lsn
+from journal.transport import JournalWriter, open_writer
+from producers import pgoutput, slot
+from producers.catalog import JOURNAL_TABLE_PREFIX, format_types, read_catalog
+from producers.replication import Keepalive, ReplicationConnection, XLogData
+from producers.snapshot import captured_schema, take_snapshot
+from producers.values import RowLoader
+
+log = logging.getLogger(__name__)
+
+FLUSH_RECORDS = 5000  # flush after this many appended records …
+FLUSH_INTERVAL_S = 0.1  # … or when the oldest unflushed record is this old
+CONFIRM_INTERVAL_S = 1.0
+LAG_LOG_INTERVAL_S = 10.0
+SLOT_RELEASE_WAIT_S = 10.0
+BACKOFF_START_S = 0.5
+BACKOFF_MAX_S = 30.0
+JOURNAL_PREFIX = "edms_journal."
+
+
+@dataclass
+class CaptureMetrics:
+    """Counters for ``journal health`` and the logs."""
+
+    events: int = 0
+    transactions: int = 0
+    bytes: int = 0
+    last_acked_lsn: int = 0  # confirmed to the slot (durable in the journal)
+    source_lsn: int = 0
+    lag_bytes: int = 0
+    last_commit_ack_lag_s: float = 0.0
+    generation: str = ""
+    restarts: int = 0
+    ack_lags: deque[float] = field(default_factory=lambda: deque(maxlen=200_000))
+
+    def lag_percentiles(self) -> tuple[float, float]:
+        """(p50, p99) of commit→acknowledgement seconds over the recent transactions."""
+        if not self.ack_lags:
+            return 0.0, 0.0
+        data = sorted(self.ack_lags)
+        return statistics.median(data), data[min(len(data) - 1, int(len(data) * 0.99))]
+
+    def to_json(self) -> dict[str, Any]:
+        p50, p99 = self.lag_percentiles()
+        return {"events": self.events, "transactions": self.transactions, "bytes": self.bytes,
+                "last_acked_lsn": format_lsn(self.last_acked_lsn),
+                "source_lsn": format_lsn(self.source_lsn), "lag_bytes": self.lag_bytes,
+                "commit_ack_lag_p50_s": p50, "commit_ack_lag_p99_s": p99,
+                "generation": self.generation, "restarts": self.restarts}
+
+
+def run_capture(config: Config, stop_event: threading.Event | None = None, *,
+                once_until_idle: float | None = None,
+                metrics: CaptureMetrics | None = None) -> CaptureMetrics:
+    """Capture until ``stop_event`` is set (or the stream has been idle ``once_until_idle``
+    seconds). Misconfiguration at start raises at once; once streaming, lost connections
+    to the database or the transport are retried with exponential backoff."""
+    stop = stop_event or threading.Event()
+    metrics = metrics or CaptureMetrics()
+    delay = BACKOFF_START_S
+    ever_streamed = False
+    while True:
+        session = _Session(config, stop, metrics, once_until_idle)
+        try:
+            session.run()
+            return metrics
+        except ConfigError:
+            raise
+        except (JournalError, psycopg.Error, OSError) as exc:
+            ever_streamed = ever_streamed or session.streamed
+            if not ever_streamed:
+                if isinstance(exc, JournalError):
+                    raise
+                raise SourceError(slot.connection_error(config.source_url, exc)) from None
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            if session.streamed:
+                delay = BACKOFF_START_S
+            log.warning("capture interrupted: %s; retrying in %.1f s", reason, delay)
+        finally:
+            session.close()
+        metrics.restarts += 1
+        if stop.wait(delay):
+            return metrics
+        delay = min(delay * 2, BACKOFF_MAX_S)
+
+
+@dataclass
+class _Rel:
+    table: TableSchema | None  # None: not captured (ignored)
+    names: tuple[str, ...] = ()
+    loader: RowLoader | None = None
+
+
+@dataclass
+class _Txn:
+    begin: pgoutput.Begin
+    ts_ms: int
+    seq: int = 0
+    events: int = 0
+
+
+class _Session:
+    """One connected run: from connecting to the first lost connection (or the end)."""
+
+    def __init__(self, config: Config, stop: threading.Event, metrics: CaptureMetrics,
+                 once_until_idle: float | None) -> None:
+        self.config = config
+        self.stop = stop
+        self.metrics = metrics
+        self.once_until_idle = once_until_idle
+        self.streamed = False
+        self.conn: psycopg.Connection[Any] | None = None
+        self.repl: ReplicationConnection | None = None
+        self.writer: JournalWriter | None = None
+        self.registry = SchemaRegistry()
+        self.published: set[TableSchema] = set()
+        self.database = ""
+        self.rels: dict[int, _Rel] = {}
+        self.known: dict[str, Any] = {}
+        self.boundary_known: dict[str, Any] = {}
+        self.catalog: dict[str, Any] = {"types": [], "tables": {}}
+        self.txn: _Txn | None = None
+        # flushing and confirming
+        self.unflushed = 0
+        self.first_unflushed = 0.0
+        self.appended_lsn = 0  # confirmable once everything appended is durable
+        self.appended_known: dict[str, Any] = {}
+        self.flushed_lsn = 0
+        self.flushed_known: dict[str, Any] = {}
+        self.pending_commits: list[int] = []  # commit_ts (µs) of appended transactions
+        self.last_activity = time.monotonic()
+        self.probe_lsn: int | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def close(self) -> None:
+        if self.repl is not None:
+            self.repl.close()
+        if self.writer is not None:
+            try:
+                self.writer.close()
+            except JournalError:
+                pass
+        if self.conn is not None:
+            self.conn.close()
+
+    def run(self) -> None:
+        cfg = self.config
+        self.conn = slot.connect(cfg, autocommit=True)
+        slot.preflight(self.conn, cfg)
+        slot.ensure_publication(self.conn, cfg)
+        try:
+            self.repl = ReplicationConnection(cfg.source_conninfo())
+        except psycopg.Error as exc:
+            raise SourceError(slot.connection_error(cfg.source_url, exc)) from None
+        ident = self.repl.identify_system()
+        self.database = ident.database
+        self.state_path = slot.state_path(cfg.state_dir, self.database, cfg.slot)
+        slot.wait_until_inactive(self.conn, cfg.slot, SLOT_RELEASE_WAIT_S)
+        info = slot.slot_info(self.conn, cfg.slot)
+        state = slot.load_state(self.state_path)
+        problem = slot.resume_problem(state, info, ident.system_identifier, self.database)
+        self.writer = open_writer(cfg.journal_url, self.database)
+        if problem is not None:
+            state = self._new_generation(problem, info, ident.system_identifier)
+        else:
+            assert state is not None
+            self.catalog = read_catalog(self.conn, cfg.schemas, cfg.tables)
+            log.info("resuming slot %s at %s (generation %s)", cfg.slot,
+                     format_lsn(state.confirmed_lsn), state.generation)
+        self.state = state
+        self.metrics.generation = state.generation
+        self.metrics.last_acked_lsn = state.confirmed_lsn
+        self.known = dict(state.relations)
+        self.boundary_known = self.appended_known = self.flushed_known = self.known
+        self.appended_lsn = self.flushed_lsn = state.confirmed_lsn
+        # Starting at our own confirmed LSN (not the slot's, which may lag it by one status
+        # update) skips exactly the transactions already durable with their END marker.
+        self.repl.start(cfg.slot, cfg.publication, state.confirmed_lsn)
+        self.streamed = True
+        self._stream()
+
+    def _new_generation(self, problem: str, info: slot.SlotInfo | None,
+                        system_identifier: str) -> slot.SlotState:
+        cfg = self.config
+        assert self.conn is not None and self.repl is not None and self.writer is not None
+        if info is None and problem.startswith("first start"):
+            log.info("first start: creating slot %s and taking the initial snapshot", cfg.slot)
+        else:
+            log.warning("NEW SNAPSHOT GENERATION for slot %s: %s", cfg.slot, problem)
+        if info is not None:
+            slot.drop_slot(self.conn, cfg.slot)
+        slot.check_free_slot(self.conn)
+        created = self.repl.create_slot(cfg.slot)
+        state = slot.SlotState(system_identifier, self.database, cfg.slot, "",
+                               created.consistent_point, created.consistent_point)
+        slot.save_state(self.state_path, state)  # a crash before completion is then known
+        started = time.monotonic()
+        with slot.connect(cfg, autocommit=True) as snap_conn:
+            result = take_snapshot(
+                snap_conn, created.snapshot_name, created.consistent_point,
+                schemas=cfg.schemas, tables=cfg.tables, slot=cfg.slot,
+                system_identifier=system_identifier, database=self.database,
+                emit=self._append)
+        self._flush()
+        self.catalog = result.catalog
+        state.generation = result.generation
+        state.relations = result.signatures
+        state.snapshot_complete = True
+        slot.save_state(self.state_path, state)
+        log.info("snapshot generation %s: %d rows of %d tables at %s in %.1f s",
+                 result.generation, result.rows, len(result.tables),
+                 format_lsn(created.consistent_point), time.monotonic() - started)
+        return state
+
+    # -- the stream --------------------------------------------------------------------
+
+    def _stream(self) -> None:
+        assert self.repl is not None
+        now = time.monotonic()
+        next_confirm = now + CONFIRM_INTERVAL_S
+        next_heartbeat = now + self.config.heartbeat_interval_s
+        next_lag_log = now + LAG_LOG_INTERVAL_S
+        while not self.stop.is_set():
+            timeout = 0.0 if self.unflushed else 0.2
+            message = self.repl.read(timeout)
+            if isinstance(message, XLogData):
+                self._handle(message)
+            elif isinstance(message, Keepalive):
+                self.metrics.source_lsn = max(self.metrics.source_lsn, message.wal_end)
+                if message.reply_requested:
+                    self._flush()
+                    self._confirm()
+            elif self.unflushed:
+                self._flush()  # nothing more is waiting: end of a natural batch
+            now = time.monotonic()
+            if self.unflushed and (self.unflushed >= FLUSH_RECORDS
+                                   or now - self.first_unflushed >= FLUSH_INTERVAL_S):
+                self._flush()
+            if now >= next_confirm:
+                self._confirm()
+                next_confirm = now + CONFIRM_INTERVAL_S
+            if now >= next_heartbeat:
+                self._heartbeat()
+                next_heartbeat = now + self.config.heartbeat_interval_s
+            if now >= next_lag_log:
+                self._log_lag()
+                next_lag_log = now + LAG_LOG_INTERVAL_S
+            if self.once_until_idle is not None and self._idle_done(now):
+                break
+        self._flush()
+        self._confirm()
+        self.repl.end_stream()
+        self._log_lag()
+
+    def _idle_done(self, now: float) -> bool:
+        """Idle long enough, and a heartbeat sent after that came back durable: the
+        stream has nothing older left to deliver."""
+        assert self.once_until_idle is not None
+        if self.txn is not None or self.unflushed:
+            return False
+        if now - self.last_activity < self.once_until_idle:
+            self.probe_lsn = None
+            return False
+        if self.probe_lsn is None:
+            self.probe_lsn = self._heartbeat()
+            return False
+        return self.flushed_lsn >= self.probe_lsn
+
+    def _handle(self, data: XLogData) -> None:
+        msg = pgoutput.decode(data.payload)
+        if isinstance(msg, pgoutput.Insert | pgoutput.Update | pgoutput.Delete):
+            self._change(msg)
+        elif isinstance(msg, pgoutput.Begin):
+            self.txn = _Txn(msg, int(time.time() * 1000))
+        elif isinstance(msg, pgoutput.Commit):
+            self._commit(msg)
+        elif isinstance(msg, pgoutput.Relation):
+            self._relation(msg)
+        elif isinstance(msg, pgoutput.Truncate):
+            self._truncate(msg)
+        elif isinstance(msg, pgoutput.Message):
+            self._message(msg, data)
+        # Origin and Type messages carry nothing the journal records.
+
+    def _record(self, make: Callable[[Position, pgoutput.Begin, int], Record]) -> None:
+        """Append one record of the current transaction, opening it on first use."""
+        txn = self.txn
+        if txn is None:
+            raise SourceError("pgoutput sent a change outside a transaction")
+        begin = txn.begin
+        if txn.seq == 0:
+            self._append(TransactionMarker("BEGIN", self.database,
+                                           Position(begin.final_lsn, 0), begin.xid,
+                                           begin.commit_ts))
+        txn.seq += 1
+        record = make(Position(begin.final_lsn, txn.seq), begin, txn.ts_ms)
+        if isinstance(record, ChangeEvent):
+            txn.events += 1
+        self._append(record)
+
+    def _change(self, msg: pgoutput.Insert | pgoutput.Update | pgoutput.Delete) -> None:
+        rel = self.rels.get(msg.relid)
+        if rel is None:
+            raise SourceError(f"pgoutput sent a change of relation {msg.relid} before its "
+                              "relation message")
+        if rel.table is None:
+            return
+        table, names, loader = rel.table, rel.names, rel.loader
+        db = self.database
+        if isinstance(msg, pgoutput.Insert):
+            after, unchanged = pgoutput.row_of(names, loader, msg.new)
+            self._record(lambda pos, b, ts: ChangeEvent(
+                "c", db, table, pos, b.xid, b.commit_ts, None, after, unchanged, ts_ms=ts))
+        elif isinstance(msg, pgoutput.Update):
+            after, unchanged = pgoutput.row_of(names, loader, msg.new)
+            before = None if msg.old is None else pgoutput.row_of(names, loader, msg.old)[0]
+            self._record(lambda pos, b, ts: ChangeEvent(
+                "u", db, table, pos, b.xid, b.commit_ts, before, after, unchanged, ts_ms=ts))
+        else:
+            before = pgoutput.row_of(names, loader, msg.old)[0]
+            self._record(lambda pos, b, ts: ChangeEvent(
+                "d", db, table, pos, b.xid, b.commit_ts, before, None, ts_ms=ts))
+
+    def _truncate(self, msg: pgoutput.Truncate) -> None:
+        for relid in msg.relids:
+            rel = self.rels.get(relid)
+            if rel is None or rel.table is None:
+                continue
+            table = rel.table
+            self._record(lambda pos, b, ts, t=table: ChangeEvent(
+                "t", self.database, t, pos, b.xid, b.commit_ts, ts_ms=ts))
+
+    def _message(self, msg: pgoutput.Message, data: XLogData) -> None:
+        if not msg.prefix.startswith(JOURNAL_PREFIX):
+            return  # another application's message
+        if msg.transactional:
+            self._record(lambda pos, b, ts: LogicalMessage(
+                self.database, msg.prefix, msg.content, True, pos, b.xid, b.commit_ts))
+            return
+        # Non-transactional (heartbeats) come between transactions. The message's LSN is
+        # the end of its WAL record, which can be the commit LSN of the next transaction:
+        # one less keeps it strictly between the two.
+        self._append(LogicalMessage(self.database, msg.prefix, msg.content, False,
+                                    Position(msg.lsn - 1, 0), 0, data.send_time))
+        if self.txn is None:
+            self.appended_lsn = max(self.appended_lsn, msg.lsn)
+            self.appended_known = self.boundary_known
+
+    def _commit(self, msg: pgoutput.Commit) -> None:
+        txn = self.txn
+        self.txn = None
+        if txn is None:
+            raise SourceError("pgoutput sent a commit without a begin")
+        if txn.seq:
+            begin = txn.begin
+            self._append(TransactionMarker("END", self.database,
+                                           Position(begin.final_lsn, txn.seq + 1), begin.xid,
+                                           begin.commit_ts, txn.events))
+            self.pending_commits.append(begin.commit_ts)
+            self.metrics.transactions += 1
+            self.last_activity = time.monotonic()
+        self.boundary_known = self.known
+        self.appended_lsn = max(self.appended_lsn, msg.end_lsn)
+        self.appended_known = self.boundary_known
+
+    # -- relations and schemas ---------------------------------------------------------
+
+    def _captured(self, relation: pgoutput.Relation) -> bool:
+        qualified = relation.qualified
+        if self.config.tables:
+            return qualified in self.config.tables
+        return (relation.namespace in self.config.schemas
+                and not relation.name.startswith(JOURNAL_TABLE_PREFIX))
+
+    def _relation(self, msg: pgoutput.Relation) -> None:
+        if not self._captured(msg):
+            self.rels[msg.relid] = _Rel(None)
+            return
+        qualified = msg.qualified
+        signature = msg.signature()
+        changed = self.known.get(qualified) != signature
+        if changed:
+            # a relation change (DDL): the catalog of now, announced in this transaction
+            self.catalog = read_catalog(self.conn, self.config.schemas,
+                                        self.config.tables)  # type: ignore[arg-type]
+        table = self._table_for(msg)
+        if changed:
+            self.known = {**self.known, qualified: signature}
+        if changed and self.txn is not None:
+            content = json.dumps({"catalog": self.catalog}).encode()
+            self._record(lambda pos, b, ts: LogicalMessage(
+                self.database, CATALOG_PREFIX, content, True, pos, b.xid, b.commit_ts))
+            log.info("relation %s changed: new schema version %s", qualified, table.digest())
+        self.rels[msg.relid] = _Rel(table, table.column_names, RowLoader(table))
+
+    def _table_for(self, msg: pgoutput.Relation) -> TableSchema:
+        """The table version of a relation message: the catalog's when it describes the
+        same columns, otherwise built from the message itself."""
+        wire = [(c.name, c.type_oid) for c in msg.columns]
+        entry = self.catalog["tables"].get(msg.qualified)
+        if entry is not None:
+            table = captured_schema(entry)
+            if [(c.name, c.type_oid) for c in table.columns] == wire:
+                return table
+        # The catalog has moved on since this change was written (a later ALTER TABLE):
+        # describe the columns the message has, types spelled as format_type does.
+        assert self.conn is not None
+        pg_types = format_types(self.conn, [(c.type_oid, c.typmod) for c in msg.columns])
+        by_name = {c["name"]: c for c in entry["columns"]} if entry else {}
+        columns = tuple(
+            Column(c.name, pg_type, c.type_oid,
+                   bool(by_name.get(c.name, {}).get("not_null"))
+                   and by_name[c.name]["type_oid"] == c.type_oid)
+            for c, pg_type in zip(msg.columns, pg_types, strict=True))
+        names = {c.name for c in msg.columns}
+        if entry is not None and set(entry["primary_key"]) <= names:
+            key = tuple(entry["primary_key"])
+        else:
+            key = tuple(c.name for c in msg.columns if c.is_key)
+        return TableSchema(msg.namespace, msg.name, columns, key)
+
+    # -- the transport -----------------------------------------------------------------
+
+    def _append(self, record: Record) -> None:
+        writer = self.writer
+        assert writer is not None
+        if isinstance(record, ChangeEvent):
+            if record.table not in self.published:
+                # the schema is durable before any record that needs it
+                self.registry.for_table(record.table)
+                writer.publish_schemas(self.registry)
+                self.published.add(record.table)
+            self.metrics.events += 1
+            self.last_activity = time.monotonic()
+        key, value = encode(record, self.registry)
+        writer.append(record.position, key, value)
+        self.metrics.bytes += len(value)
+        if not self.unflushed:
+            self.first_unflushed = time.monotonic()
+        self.unflushed += 1
+        if self.unflushed >= FLUSH_RECORDS * 4:
+            self._flush()  # a long snapshot or transaction: keep memory flat
+
+    def _flush(self) -> None:
+        if self.writer is None:
+            return
+        if self.unflushed:
+            self.writer.flush()
+            self.unflushed = 0
+        self.flushed_lsn = self.appended_lsn
+        self.flushed_known = self.appended_known
+        if self.pending_commits:
+            now_us = time.time_ns() // 1000
+            lags = [(now_us - ts) / 1e6 for ts in self.pending_commits]
+            self.metrics.ack_lags.extend(lags)
+            self.metrics.last_commit_ack_lag_s = lags[-1]
+            self.pending_commits.clear()
+
+    def _confirm(self) -> None:
+        """Record, then confirm to the slot, the durable LSN (never anything beyond)."""
+        if self.repl is None or not self.repl.streaming:
+            return
+        state = self.state
+        if self.flushed_lsn > state.confirmed_lsn:
+            state.confirmed_lsn = self.flushed_lsn
+            state.relations = self.flushed_known
+            slot.save_state(self.state_path, state)
+        self.repl.send_status(state.confirmed_lsn)
+        self.metrics.last_acked_lsn = state.confirmed_lsn
+
+    def _heartbeat(self) -> int:
+        assert self.conn is not None
+        content = json.dumps({"ts": time.time_ns() // 1000})
+        row = self.conn.execute("SELECT pg_logical_emit_message(false, %s, %s)::text",
+                                (HEARTBEAT_PREFIX, content)).fetchone()
+        assert row is not None
+        return parse_lsn(row[0])
+
+    def _log_lag(self) -> None:
+        m = self.metrics
+        try:
+            assert self.conn is not None
+            row = self.conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
+            assert row is not None
+            m.source_lsn = parse_lsn(row[0])
+        except psycopg.Error:
+            pass
+        m.lag_bytes = max(0, m.source_lsn - m.last_acked_lsn)
+        p50, p99 = m.lag_percentiles()
+        log.info("capture: %d events, %d transactions, confirmed %s, %d bytes behind the "
+                 "source, commit→ack p50=%.3fs p99=%.3fs", m.events, m.transactions,
+                 format_lsn(m.last_acked_lsn), m.lag_bytes, p50, p99)
+
+
+def _main() -> None:
+    """``python -m producers.capture [options]`` is ``journal capture [options]``."""
+    import sys
+
+    from journal.cli import main
+
+    main(args=["capture", *sys.argv[1:]], prog_name="journal")
+
+
+if __name__ == "__main__":
+    _main()
+
+
+__all__ = ["CaptureMetrics", "TransportError", "run_capture"]

@@ -506,7 +506,7 @@ def _document_row(rng: random.Random, doc_id: int, owner_id: int,
     keywords = None if doc_id % 5 == 0 else (
         [] if doc_id % 5 == 1 else rng.sample(WORDS, rng.randint(1, 4)))
     thumbnail = None if doc_id % 3 == 0 else rng.randbytes(rng.randint(16, 96))
-    return (doc_id, uuid.UUID(int=rng.getrandbits(128), version=4), title,
+    return (doc_id, uuid.UUID(int=rng.getrandbits(128) ^ doc_id, version=4), title,
             rng.randint(1, len(DOCUMENT_TYPES)), owner_id, current_version_id,
             rng.choice(STATUSES[:4]), rng.randint(0, 400), rng.randint(1_000, 50_000_000),
             price, False, created, created.replace(tzinfo=None) + timedelta(hours=1),
@@ -547,7 +547,10 @@ class _Workload:
     def __init__(self, conn: psycopg.Connection[Any], rng: random.Random) -> None:
         self.conn = conn
         self.rng = rng
-        self.now = datetime.now(UTC)
+        # The clock is part of the random stream: the same seed on the same database
+        # writes the same timestamps.
+        self.now = self.one("SELECT greatest(%s, (SELECT max(created) FROM document), "
+                            "(SELECT max(action_time) FROM django_admin_log))", (EPOCH,))
 
     def execute(self, query: str | sql.Composable,
                 params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
@@ -569,8 +572,13 @@ class _Workload:
                         .format(sql.Identifier(table), where), (start,))
 
     def tick(self) -> datetime:
-        self.now = max(self.now, datetime.now(UTC)) + timedelta(microseconds=1)
+        self.now += timedelta(seconds=self.rng.randint(0, 20),
+                              microseconds=self.rng.randint(1, 999_999))
         return self.now
+
+    def next_id(self, table: str) -> int:
+        return self.one("SELECT nextval(pg_get_serial_sequence(%s, 'id'))",
+                        (sql.Identifier(table).as_string(self.conn),))
 
     def admin_log(self, user_id: int, model: str, object_id: Any, repr_: str,
                   flag: int, message: str) -> None:
@@ -584,8 +592,8 @@ class _Workload:
 def _create_document(w: _Workload) -> None:
     """A document with its first version, tags and initial state: the FK cycle, deferred."""
     owner = w.pick("auth_user")
-    doc_id = w.one("SELECT nextval(pg_get_serial_sequence('document', 'id'))")
-    version_id = w.one("SELECT nextval(pg_get_serial_sequence('document_version', 'id'))")
+    doc_id = w.next_id("document")
+    version_id = w.next_id("document_version")
     row = list(_document_row(w.rng, doc_id, owner, current_version_id=version_id))
     row[11] = w.tick()
     row[12] = row[11].replace(tzinfo=None)
@@ -660,7 +668,7 @@ def _change_user(w: _Workload) -> None:
     """Join, log in, change manager or leave (a leaver's reports lose their manager)."""
     choice = w.rng.randrange(4)
     if choice == 0:
-        user_id = w.one("SELECT nextval(pg_get_serial_sequence('auth_user', 'id'))")
+        user_id = w.next_id("auth_user")
         row = list(_user_row(w.rng, user_id, w.pick("auth_user")))
         row[9] = w.tick()
         w.execute("INSERT INTO auth_user (id, password, username, email, first_name, "
@@ -708,25 +716,30 @@ def _change_permissions(w: _Workload) -> None:
 def _change_reference_data(w: _Workload) -> None:
     """The slow-moving tables: a new tag, group, document type, workflow state or app."""
     choice = w.rng.randrange(5)
-    suffix = w.rng.getrandbits(32)
+    # Names carry the new row's id: unique however often the workload runs.
     if choice == 0:
-        w.execute("INSERT INTO tag (label, color) VALUES (%s, %s)",
-                  (f"tag-{suffix:08x}", w.rng.choice(COLORS)))
+        tag = w.next_id("tag")
+        w.execute("INSERT INTO tag (id, label, color) VALUES (%s, %s, %s)",
+                  (tag, f"tag-{tag}", w.rng.choice(COLORS)))
     elif choice == 1:
-        w.execute("INSERT INTO auth_group (name) VALUES (%s)", (f"Team {suffix:08x}",))
+        group = w.next_id("auth_group")
+        w.execute("INSERT INTO auth_group (id, name) VALUES (%s, %s)", (group, f"Team {group}"))
     elif choice == 2:
-        w.execute("INSERT INTO document_type (name, retention_days) VALUES (%s, %s)",
-                  (f"Type {suffix:08x}", w.rng.randint(30, 3650)))
+        type_id = w.next_id("document_type")
+        w.execute("INSERT INTO document_type (id, name, retention_days) VALUES (%s, %s, %s)",
+                  (type_id, f"Type {type_id}", w.rng.randint(30, 3650)))
     elif choice == 3:
-        workflow = w.one("INSERT INTO workflow (name) VALUES (%s) RETURNING id",
-                         (f"Workflow {suffix:08x}",))
+        workflow = w.next_id("workflow")
+        w.execute("INSERT INTO workflow (id, name) VALUES (%s, %s)",
+                  (workflow, f"Workflow {workflow}"))
         w.execute("INSERT INTO workflow_state (workflow_id, name, is_initial) "
                   "VALUES (%s, 'new', true), (%s, 'done', false)", (workflow, workflow))
     else:
         # A Django migration adding a model: its content type and four permissions.
-        model = f"model{suffix:08x}"
-        ct = w.one("INSERT INTO django_content_type (app_label, model) VALUES ('plugins', %s) "
-                   "RETURNING id", (model,))
+        ct = w.next_id("django_content_type")
+        model = f"model{ct}"
+        w.execute("INSERT INTO django_content_type (id, app_label, model) "
+                  "VALUES (%s, 'plugins', %s)", (ct, model))
         for action in PERMISSION_ACTIONS:
             w.execute("INSERT INTO auth_permission (name, content_type_id, codename) "
                       "VALUES (%s, %s, %s)", (f"Can {action} {model}", ct, f"{action}_{model}"))
@@ -799,7 +812,11 @@ def workload(conn_or_url: psycopg.Connection[Any] | str, transactions: int, seed
     stats = WorkloadStats()
     start = time.monotonic()
     with _connection(conn_or_url) as conn:
-        w = _Workload(conn, rng)
+        if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            raise ValueError("the workload commits its own transactions: pass an idle "
+                             "connection")
+        with conn.transaction():
+            w = _Workload(conn, rng)
         for i in range(transactions):
             kind = kinds[i] if i < len(kinds) else rng.choices(kinds, weights)[0]
             if rate:

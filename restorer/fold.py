@@ -1,0 +1,79 @@
+"""The journal's state at a position, folded in memory from a snapshot and transactions.
+
+What ``journal verify`` compares a database with, and what a subset restore takes its
+rows from. Memory grows with the data; a full restore never goes through here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from journal.events import ChangeEvent, Transaction
+from journal.positions import Position
+from restorer.plan import Cutoff
+from restorer.replay import ReplayResult, end_position, included
+
+Key = tuple[Any, ...]
+
+
+@dataclass
+class JournalState:
+    primary_keys: dict[str, tuple[str, ...]]
+    tables: dict[str, dict[Key, dict[str, Any]]] = field(default_factory=dict)
+    reached: Position | None = None
+
+    def rows(self, table: str) -> list[dict[str, Any]]:
+        return list(self.tables.get(table, {}).values())
+
+    def load(self, table: str, rows: Iterable[dict[str, Any]]) -> None:
+        pk = self.primary_keys[table]
+        self.tables[table] = {tuple(r[c] for c in pk): r for r in rows}
+
+    def apply(self, event: ChangeEvent) -> None:
+        table = event.table.qualified
+        pk = event.table.primary_key
+        self.primary_keys.setdefault(table, pk)
+        rows = self.tables.setdefault(table, {})
+        if event.op == "t":
+            rows.clear()
+        elif event.op in ("c", "r"):
+            assert event.after is not None
+            rows[tuple(event.after[c] for c in pk)] = dict(event.after)
+        elif event.op == "u":
+            assert event.after is not None
+            source = event.before if event.before and all(c in event.before for c in pk) \
+                else event.after
+            old = rows.pop(tuple(source[c] for c in pk), {})
+            new = dict(event.after)
+            for c in event.unchanged_toast:
+                new[c] = old.get(c)
+            rows[tuple(new[c] for c in pk)] = new
+        elif event.op == "d":
+            assert event.before is not None
+            rows.pop(tuple(event.before[c] for c in pk), None)
+
+
+def fold(catalog: dict[str, Any], rows_of: Callable[[str], Iterable[dict[str, Any]]] | None,
+         segments: Iterable[tuple[Any, Iterable[Transaction]]], cutoff: Cutoff,
+         start: Position | None, tables: Iterable[str] | None = None) -> JournalState:
+    """Snapshot rows (``rows_of`` per table) plus the transactions up to the cutoff."""
+    wanted = set(catalog["tables"] if tables is None else tables)
+    state = JournalState({t: tuple(catalog["tables"][t]["primary_key"]) for t in wanted},
+                         reached=start)
+    if rows_of is not None:
+        for t in sorted(wanted):
+            state.load(t, rows_of(t))
+    result = ReplayResult(start or Position(0, 0))
+    for manifest, transactions in segments:
+        for tx in included(transactions, cutoff, start, result):
+            for record in tx.records:
+                if isinstance(record, ChangeEvent) and record.table.qualified in wanted:
+                    state.apply(record)
+            result.reached = end_position(tx)
+        if result.stopped_at_target:
+            break
+        result.reached = max(result.reached, manifest.to_position)
+    state.reached = result.reached
+    return state

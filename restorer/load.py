@@ -1,0 +1,75 @@
+"""Loading a full snapshot's rows: COPY into an empty target, batches through natural keys
+into a populated one."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from itertools import islice
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from restorer import schema
+from restorer.graph import LoadOrder
+from restorer.report import TableCounts
+from restorer.target import TargetWriter
+
+BATCH_SIZE = 1000
+RowSource = Callable[[str], Iterable[dict[str, Any]]]
+
+
+def batches(rows: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    it = iter(rows)
+    while batch := list(islice(it, size)):
+        yield batch
+
+
+def copy_rows(conn: psycopg.Connection[Any], table: Mapping[str, Any],
+              rows: Iterable[Mapping[str, Any]]) -> int:
+    """COPY ``rows`` into ``table``; journal values go as they are (text-form ones included,
+    which PostgreSQL parses as it would its own output)."""
+    cols = [c["name"] for c in table["columns"] if not c.get("generated")]
+    query = sql.SQL("COPY {} ({}) FROM STDIN").format(
+        sql.Identifier(table["schema"], table["name"]),
+        sql.SQL(", ").join(sql.Identifier(c) for c in cols))
+    n = 0
+    with conn.cursor() as cur, cur.copy(query) as copy:
+        for row in rows:
+            copy.write_row([row[c] for c in cols])
+            n += 1
+    return n
+
+
+def load_empty(conn: psycopg.Connection[Any], catalog: Mapping[str, Any], order: LoadOrder,
+               rows_of: RowSource, counts: dict[str, TableCounts],
+               progress: Callable[[str, int], None] | None = None) -> None:
+    """pg_restore's order: types and tables, data, constraints and indexes, foreign keys,
+    sequences."""
+    schema.create_types(conn, catalog)
+    schema.create_tables(conn, catalog, order.tables)
+    for name in order.tables:
+        n = copy_rows(conn, catalog["tables"][name], rows_of(name))
+        counts.setdefault(name, TableCounts()).inserted += n
+        if progress is not None:
+            progress(name, n)
+    schema.add_constraints(conn, catalog, order.tables)
+    schema.add_foreign_keys(conn, catalog, order.tables)
+    schema.add_sequences(conn, catalog, order.tables)
+
+
+def load_populated(writer: TargetWriter, order: LoadOrder, rows_of: RowSource,
+                   batch_size: int = BATCH_SIZE,
+                   progress: Callable[[str, int], None] | None = None) -> None:
+    """Every table parents first, in batches matched by natural key; cycle edges second."""
+    graph = writer.remapper.graph
+    for name in order.tables:
+        deferred = frozenset(fk.name for fk in order.deferred_keys(
+            name, graph.foreign_keys.get(name, ())))
+        n = 0
+        for batch in batches(rows_of(name), batch_size):
+            writer.write_rows(name, batch, deferred)
+            n += len(batch)
+        if progress is not None:
+            progress(name, n)
+    writer.apply_fixups()

@@ -1,0 +1,55 @@
+"""What a restore did (or, in a dry run, would do): per-table counts and the reached position."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class TableCounts:
+    before: int = 0
+    after: int = 0
+    inserted: int = 0
+    updated: int = 0
+    deleted: int = 0
+    skipped: int = 0
+    remapped: int = 0  # rows whose target primary key differs from the source's
+    refused: int = 0
+
+
+@dataclass
+class RestoreReport:
+    target: str  # redacted URL
+    mode: str  # "empty" (ids kept, COPY) | "remap" (natural keys) | "noop"
+    dry_run: bool
+    restore_target: str
+    package_ids: list[str] = field(default_factory=list)
+    start_position: str | None = None
+    reached_position: str | None = None
+    transactions_replayed: int = 0
+    events_replayed: int = 0
+    tables: dict[str, TableCounts] = field(default_factory=dict)
+    unresolved_generic_keys: int = 0
+    seconds: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def summary(self) -> str:
+        """Human-readable table of the counts."""
+        verb = "would restore" if self.dry_run else "restored"
+        lines = [f"{verb} {self.restore_target} into {self.target} ({self.mode}): "
+                 f"position {self.start_position} -> {self.reached_position}, "
+                 f"{len(self.package_ids)} package(s), {self.transactions_replayed} "
+                 f"transaction(s) replayed, {self.seconds:.1f}s"]
+        if self.tables:
+            lines.append(f"{'table':40} {'before':>9} {'after':>9} {'insert':>8} {'update':>8} "
+                         f"{'delete':>8} {'skip':>6} {'remap':>7} {'refuse':>6}")
+            for name, c in sorted(self.tables.items()):
+                lines.append(f"{name:40} {c.before:9} {c.after:9} {c.inserted:8} {c.updated:8} "
+                             f"{c.deleted:8} {c.skipped:6} {c.remapped:7} {c.refused:6}")
+        if self.unresolved_generic_keys:
+            lines.append(f"{self.unresolved_generic_keys} generic foreign key value(s) point at "
+                         "tables outside the restore and were kept as they are")
+        return "\n".join(lines)

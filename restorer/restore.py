@@ -1,0 +1,306 @@
+"""Restore, as a story: plan → verify packages → schema → load → replay → record → report.
+
+Everything that writes happens in one target transaction (a failure, or a dry run,
+leaves the target as it was). An empty target gets the source's ids through COPY; a
+populated one gets every foreign key remapped through natural keys.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from journal.config import check_postgres_url, redact
+from journal.errors import JournalError, RestoreError, ValidationError
+from journal.events import Transaction
+from journal.positions import Position
+from restorer import schema
+from restorer.fold import fold
+from restorer.graph import TableGraph
+from restorer.load import load_empty, load_populated
+from restorer.natural_keys import qualify, resolve_natural_keys
+from restorer.plan import Reached, RestorePlan, RestoreTarget, make_plan
+from restorer.remap import ON_CONFLICT, KeyMap, RowRemapper, generic_foreign_keys, refuse_unsafe
+from restorer.replay import replay
+from restorer.report import RestoreReport, TableCounts
+from restorer.state import (
+    RestoreState,
+    read_keymap,
+    read_state,
+    write_keymap,
+    write_state,
+)
+from restorer.subset import row_closure
+from restorer.target import TargetWriter
+
+log = logging.getLogger(__name__)
+Progress = Callable[[str, int], None]
+
+
+@dataclass(frozen=True)
+class RestoreOptions:
+    target_url: str
+    packages_url: str = ""
+    to_time: datetime | None = None
+    to_lsn: int | None = None
+    to_xid: int | None = None
+    to_mark: str | None = None
+    incremental: bool = False
+    tables: tuple[str, ...] = ()
+    dry_run: bool = False
+    on_conflict: str = "update"
+    natural_keys: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    generic_foreign_keys: dict[str, dict[str, str]] = field(default_factory=dict)
+    progress: Progress | None = None
+    store: Any = None  # a journal.store.PackageStore; default: open_store(packages_url)
+    # called between loading and replay (tests inject failures here)
+    before_replay: Callable[[psycopg.Connection[Any]], None] | None = None
+
+    def restore_target(self) -> RestoreTarget:
+        given = [k for k, v in (("time", self.to_time), ("lsn", self.to_lsn),
+                                ("xid", self.to_xid), ("mark", self.to_mark)) if v is not None]
+        if len(given) > 1:
+            raise RestoreError(f"choose one restore target, not {' and '.join(given)}")
+        if self.to_time is not None:
+            return RestoreTarget.at_time(self.to_time)
+        if self.to_lsn is not None:
+            return RestoreTarget("lsn", self.to_lsn)
+        if self.to_xid is not None:
+            return RestoreTarget("xid", self.to_xid)
+        if self.to_mark is not None:
+            return RestoreTarget("mark", self.to_mark)
+        return RestoreTarget()
+
+
+class _DryRun(Exception):
+    """Rolls the rehearsal back."""
+
+
+def open_packages(options: RestoreOptions) -> Any:
+    if options.store is not None:
+        return options.store
+    from journal.store import open_store
+
+    return open_store(options.packages_url)
+
+
+def restore(options: RestoreOptions) -> RestoreReport:
+    """Bring the target database to the options' restore target; returns what was done."""
+    started = time.monotonic()
+    check_postgres_url(options.target_url)
+    if options.on_conflict not in ON_CONFLICT:
+        raise RestoreError(f"--on-conflict must be one of {', '.join(ON_CONFLICT)}")
+    target = options.restore_target()
+    store = open_packages(options)
+    manifests = store.list()
+    try:
+        conn = psycopg.connect(options.target_url)
+    except psycopg.OperationalError as exc:
+        raise RestoreError(f"cannot connect to the target {redact(options.target_url)}: "
+                           f"{_first_line(exc)}") from None
+    with conn:
+        state = read_state(conn)
+        conn.rollback()
+        plan = _plan(store, manifests, target, state, options)
+        report = RestoreReport(redact(options.target_url), "noop", options.dry_run,
+                               str(target), list(plan.package_ids),
+                               str(plan.start) if plan.start else None,
+                               str(plan.start) if plan.start else None)
+        if plan.is_noop:
+            report.seconds = time.monotonic() - started
+            return report
+        _verify_packages(store, plan)  # before the target is touched
+        try:
+            with store.lease(plan.package_ids, "restore"), conn.transaction():
+                _run(conn, store, plan, state, options, report)
+                if options.dry_run:
+                    raise _DryRun
+        except _DryRun:
+            pass
+        except psycopg.Error as exc:
+            raise RestoreError(f"restore failed, the target is unchanged: "
+                               f"{_first_line(exc)}") from exc
+        except JournalError as exc:
+            raise type(exc)(f"{exc} (the target is unchanged)") from exc
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _plan(store: Any, manifests: list[Any], target: RestoreTarget,
+          state: RestoreState | None, options: RestoreOptions) -> RestorePlan:
+    xid_lsn = _find_xid(store, manifests, int(target.value)) if target.kind == "xid" else None  # type: ignore[arg-type]
+    if state is None:
+        if options.incremental:
+            raise RestoreError("the target has no journal_restore_state: it was never "
+                               "restored; run a restore without --incremental first")
+        return make_plan(manifests, target, xid_lsn=xid_lsn)
+    if state.tables and options.incremental:
+        raise RestoreError("the target holds a subset restore (--tables); an incremental "
+                           "restore needs a full one")
+    plan = make_plan(manifests, target, reached=state.reached, xid_lsn=xid_lsn)
+    if options.incremental or plan.is_noop:
+        return plan
+    raise RestoreError(
+        f"the target was already restored (to {state.reached.position}); continue with "
+        "--incremental, or restore into a new database")
+
+
+def _find_xid(store: Any, manifests: list[Any], xid: int) -> int | None:
+    """Commit LSN of the newest transaction with ``xid`` in the segments (scans them)."""
+    for m in sorted((m for m in manifests if m.kind == "segment"),
+                    key=lambda m: m.to_position, reverse=True):
+        with store.open(m.package_id, verify=False) as reader:
+            found = [tx.commit_lsn for tx in reader.transactions() if tx.begin.xid == xid]
+        if found:
+            return max(found)
+    return None
+
+
+def _verify_packages(store: Any, plan: RestorePlan) -> None:
+    """Every stage of every package (checksums, decoding, chain) before any write."""
+    from journal.packages import verify_chain
+
+    for m in plan.manifests:
+        try:
+            store.verify(m.package_id)
+        except ValidationError as exc:
+            raise ValidationError(f"package {m.package_id} failed verification, nothing was "
+                                  f"restored: {exc}") from exc
+    if plan.full is not None:  # an incremental plan's chain was checked from its start
+        verify_chain(list(plan.manifests))
+
+
+def _segments(store: Any, plan: RestorePlan, stack: ExitStack
+              ) -> Iterator[tuple[Any, Iterator[Transaction]]]:
+    for m in plan.segments:
+        reader = stack.enter_context(store.open(m.package_id, verify=False))
+        yield m, reader.transactions()
+
+
+def _run(conn: psycopg.Connection[Any], store: Any, plan: RestorePlan,
+         state: RestoreState | None, options: RestoreOptions, report: RestoreReport) -> None:
+    conn.execute("SELECT pg_advisory_xact_lock(hashtext('edms_journal.restore'))")
+    conn.execute("SET CONSTRAINTS ALL DEFERRED")
+    catalog = (plan.full.catalog if plan.full is not None else plan.segments[-1].catalog)
+    tables = sorted(catalog["tables"])
+    requested: set[str] = set()
+    if options.tables:
+        requested = {qualify(t) for t in options.tables}
+        unknown = requested - set(tables)
+        if unknown:
+            raise RestoreError(f"--tables: no table(s) {sorted(unknown)} in the packages")
+    graph = TableGraph(catalog)
+    wanted = sorted(graph.closure(requested)) if options.tables else tables
+    existing = schema.existing_tables(conn, wanted)
+    if state is not None:
+        mode = state.mode
+    else:
+        mode = "empty" if not existing else "remap"
+    report.mode = mode
+    counts = report.tables
+    for t in wanted:
+        spec = catalog["tables"][t]
+        counts[t] = TableCounts(before=schema.row_count(conn, spec) if t in existing else 0)
+    keys = resolve_natural_keys(catalog, options.natural_keys)
+    generic = generic_foreign_keys(options.generic_foreign_keys)
+    keymap = read_keymap(conn, catalog) if mode == "remap" and state is not None else KeyMap()
+    remapper = RowRemapper(graph, keymap, generic)
+    order = graph.load_order(wanted)
+    writer = TargetWriter(conn, catalog, remapper, keys, counts, remap=mode == "remap",
+                          on_conflict=options.on_conflict, dry_run=options.dry_run)
+    if mode == "remap":
+        refuse_unsafe(graph, keys, generic, catalog, set(wanted))
+    progress = options.progress
+
+    with ExitStack() as stack:
+        if options.tables:
+            # a subset comes from the journal's state at the target, closed over its FKs
+            full = stack.enter_context(store.open(plan.full.package_id, verify=False))
+            folded = fold(catalog, full.rows, _segments(store, plan, stack), plan.cutoff,
+                          plan.start, graph.closure(requested))
+            rows = row_closure(folded, graph, requested)
+            _load(conn, mode, catalog, order, rows.__getitem__, writer, existing, progress)
+            reached = folded.reached or plan.start
+        else:
+            if plan.full is not None:
+                full = stack.enter_context(store.open(plan.full.package_id, verify=False))
+                _load(conn, mode, catalog, order, full.rows, writer, existing, progress)
+            if options.before_replay is not None:
+                options.before_replay(conn)
+            result = replay(_segments(store, plan, stack), writer, plan.cutoff,
+                            plan.start or Position(0, 0), order,
+                            on_catalog=lambda c: _on_catalog(conn, c, mode),
+                            progress=(lambda n: progress("replay", n)) if progress else None)
+            report.transactions_replayed = result.transactions
+            report.events_replayed = result.events
+            reached = result.reached
+    schema.set_sequences(conn, catalog, wanted)
+    report.reached_position = str(reached)
+    report.unresolved_generic_keys = remapper.unresolved_generic
+    for t in wanted:
+        counts[t].after = schema.row_count(conn, catalog["tables"][t])
+    head = plan.full or plan.segments[0]
+    previous = state.package_ids if state is not None else ()
+    write_state(conn, RestoreState(
+        Reached(reached, head.system_identifier, head.database, head.generation),
+        tuple(previous) + plan.package_ids, mode, tuple(sorted(requested))))
+    if mode == "remap":
+        write_keymap(conn, keymap)
+
+
+def _load(conn: psycopg.Connection[Any], mode: str, catalog: dict[str, Any], order: Any,
+          rows_of: Callable[[str], Any], writer: TargetWriter, existing: set[str],
+          progress: Progress | None) -> None:
+    if mode == "empty":
+        load_empty(conn, catalog, order, rows_of, writer.counts, progress)
+        return
+    missing = [t for t in order.tables if t not in existing]
+    if missing:  # tables the populated target lacks are created as in an empty one
+        schema.create_types(conn, catalog)
+        schema.create_tables(conn, catalog, missing)
+        schema.add_constraints(conn, catalog, missing)
+        schema.add_sequences(conn, catalog, missing)
+    _check_columns(conn, catalog, [t for t in order.tables if t in existing])
+    load_populated(writer, order, rows_of, progress=progress)
+    if missing:
+        schema.add_foreign_keys(conn, catalog, missing)
+
+
+def _check_columns(conn: psycopg.Connection[Any], catalog: dict[str, Any],
+                   tables: list[str]) -> None:
+    """Every column the packages carry must exist in the populated target."""
+    for t in tables:
+        spec = catalog["tables"][t]
+        have = {r[0] for r in conn.execute(
+            "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 "
+            "AND NOT attisdropped",
+            (sql.Identifier(spec["schema"], spec["name"]).as_string(conn),))}
+        missing = [c["name"] for c in spec["columns"] if c["name"] not in have]
+        if missing:
+            raise RestoreError(f"{t} in the target lacks column(s) {missing} that the "
+                               "packages carry: migrate the target's schema first")
+
+
+def _on_catalog(conn: psycopg.Connection[Any], catalog: dict[str, Any], mode: str) -> None:
+    """A DDL change in the stream: create tables that appeared since the snapshot."""
+    new = sorted(set(catalog.get("tables", {})) - schema.existing_tables(
+        conn, catalog.get("tables", {})))
+    if not new:
+        return
+    schema.create_types(conn, catalog)
+    schema.create_tables(conn, catalog, new)
+    schema.add_constraints(conn, catalog, new)
+    schema.add_sequences(conn, catalog, new)
+    log.info("created table(s) %s that appeared in the stream (%s mode)", new, mode)

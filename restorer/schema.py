@@ -1,0 +1,96 @@
+"""Schema in the target: create what the packages describe, in pg_restore's order.
+
+Types and tables first, rows next (by the loader), then primary keys, unique and check
+constraints, indexes, foreign keys, and finally sequences set past the highest id. The
+DDL comes from the package's CATALOG, where PostgreSQL itself quoted every identifier.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+
+def existing_tables(conn: psycopg.Connection[Any], names: Iterable[str]) -> set[str]:
+    """Which of ``names`` ("schema.table") exist in the target."""
+    names = list(names)
+    if not names:
+        return set()
+    rows = conn.execute(
+        "SELECT n.nspname || '.' || c.relname FROM pg_class c "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE c.relkind IN ('r', 'p') AND n.nspname || '.' || c.relname = ANY(%s)",
+        (names,)).fetchall()
+    return {r[0] for r in rows}
+
+
+def create_types(conn: psycopg.Connection[Any], catalog: Mapping[str, Any]) -> None:
+    for schema in sorted({t["schema"] for t in catalog.get("tables", {}).values()}
+                         | {t["schema"] for t in catalog.get("types", [])}):
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+    for t in catalog.get("types", []):
+        exists = conn.execute(
+            "SELECT 1 FROM pg_type y JOIN pg_namespace n ON n.oid = y.typnamespace "
+            "WHERE n.nspname = %s AND y.typname = %s", (t["schema"], t["name"])).fetchone()
+        if not exists:
+            conn.execute(t["ddl"])
+
+
+def create_tables(conn: psycopg.Connection[Any], catalog: Mapping[str, Any],
+                  tables: Iterable[str]) -> None:
+    for name in tables:
+        conn.execute(catalog["tables"][name]["create_table"])
+
+
+def add_constraints(conn: psycopg.Connection[Any], catalog: Mapping[str, Any],
+                    tables: Iterable[str]) -> None:
+    """Primary keys, unique and check constraints, then the other indexes."""
+    tables = list(tables)
+    for name in tables:
+        for ddl in catalog["tables"][name].get("constraints", []):
+            conn.execute(ddl)
+    for name in tables:
+        for ddl in catalog["tables"][name].get("indexes", []):
+            conn.execute(ddl)
+
+
+def add_foreign_keys(conn: psycopg.Connection[Any], catalog: Mapping[str, Any],
+                     tables: Iterable[str]) -> None:
+    tables = set(tables)
+    for name in sorted(tables):
+        for fk in catalog["tables"][name].get("foreign_keys", []):
+            if fk["ref_table"] in tables:  # a subset restore leaves the rest out
+                conn.execute(fk["ddl"])
+
+
+def add_sequences(conn: psycopg.Connection[Any], catalog: Mapping[str, Any],
+                  tables: Iterable[str]) -> None:
+    """Serial defaults and identities (created after the load, as pg_restore does)."""
+    for name in tables:
+        for seq in catalog["tables"][name].get("sequences", []):
+            conn.execute(seq["ddl"])
+
+
+def set_sequences(conn: psycopg.Connection[Any], catalog: Mapping[str, Any],
+                  tables: Iterable[str]) -> None:
+    """Move every owned sequence past the highest value in its column (never backwards)."""
+    for name in tables:
+        table = catalog["tables"][name]
+        for seq in table.get("sequences", []):
+            ident = sql.Identifier(table["schema"], table["name"])
+            col = sql.Identifier(seq["column"])
+            conn.execute(sql.SQL(
+                "SELECT setval(s, greatest(m, (SELECT last_value FROM pg_sequences "
+                "WHERE format('%%I.%%I', schemaname, sequencename)::regclass = s::regclass)))"
+                " FROM (SELECT pg_get_serial_sequence(%s, %s) AS s, max({col}) AS m "
+                "FROM {table}) x WHERE m IS NOT NULL AND s IS NOT NULL"
+            ).format(col=col, table=ident), (ident.as_string(conn), seq["column"]))
+
+
+def row_count(conn: psycopg.Connection[Any], table: Mapping[str, Any]) -> int:
+    row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(
+        sql.Identifier(table["schema"], table["name"]))).fetchone()
+    return int(row[0]) if row else 0

@@ -1,0 +1,100 @@
+"""``journal_restore_state``: what a target database was restored to, kept inside it.
+
+One row per source database: its identity, the position reached, the packages applied
+and the mode. In remap mode the key map (source id -> target id, differences only) is
+kept in ``journal_restore_keymap`` so an incremental restore maps later changes of the
+same rows onto the same target rows.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+from journal.positions import Position
+from restorer.plan import Reached
+from restorer.remap import KeyMap
+
+STATE_TABLE = "journal_restore_state"
+KEYMAP_TABLE = "journal_restore_keymap"
+
+
+@dataclass(frozen=True)
+class RestoreState:
+    reached: Reached
+    package_ids: tuple[str, ...]
+    mode: str
+    tables: tuple[str, ...]
+
+
+def read_state(conn: psycopg.Connection[Any]) -> RestoreState | None:
+    exists = conn.execute("SELECT to_regclass('public.journal_restore_state')").fetchone()
+    if not exists or exists[0] is None:
+        return None
+    row = conn.execute(
+        "SELECT system_identifier, database, generation, position, package_ids, mode, tables "
+        "FROM public.journal_restore_state ORDER BY restored_at DESC LIMIT 1").fetchone()
+    if row is None:
+        return None
+    return RestoreState(Reached(Position.parse(row[3]), row[0], row[1], row[2]),
+                        tuple(row[4]), row[5], tuple(row[6] or ()))
+
+
+def write_state(conn: psycopg.Connection[Any], state: RestoreState) -> None:
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS public.journal_restore_state ("
+        " database text PRIMARY KEY, system_identifier text NOT NULL,"
+        " generation text NOT NULL, position text NOT NULL, commit_lsn pg_lsn NOT NULL,"
+        " package_ids text[] NOT NULL, mode text NOT NULL, tables text[],"
+        " restored_at timestamptz NOT NULL DEFAULT now())")
+    r = state.reached
+    conn.execute(
+        "INSERT INTO public.journal_restore_state (database, system_identifier, generation,"
+        " position, commit_lsn, package_ids, mode, tables) VALUES (%s, %s, %s, %s, %s::pg_lsn,"
+        " %s, %s, %s) ON CONFLICT (database) DO UPDATE SET system_identifier ="
+        " excluded.system_identifier, generation = excluded.generation, position ="
+        " excluded.position, commit_lsn = excluded.commit_lsn, package_ids ="
+        " excluded.package_ids, mode = excluded.mode, tables = excluded.tables,"
+        " restored_at = now()",
+        (r.database, r.system_identifier, r.generation, str(r.position),
+         str(r.position).split(":")[0], list(state.package_ids), state.mode,
+         list(state.tables) or None))
+
+
+def write_keymap(conn: psycopg.Connection[Any], keymap: KeyMap) -> None:
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS public.journal_restore_keymap ("
+        " table_name text NOT NULL, source_key jsonb NOT NULL, target_key jsonb NOT NULL,"
+        " PRIMARY KEY (table_name, source_key))")
+    conn.execute("TRUNCATE public.journal_restore_keymap")
+    with conn.cursor().copy("COPY public.journal_restore_keymap FROM STDIN") as copy:
+        for table, source, target in keymap.items():
+            copy.write_row((table, json.dumps(source, default=str),
+                            json.dumps(target, default=str)))
+
+
+def read_keymap(conn: psycopg.Connection[Any], catalog: Mapping[str, Any]) -> KeyMap:
+    keymap = KeyMap()
+    exists = conn.execute("SELECT to_regclass('public.journal_restore_keymap')").fetchone()
+    if not exists or exists[0] is None:
+        return keymap
+    for table, source, target in conn.execute(
+            "SELECT table_name, source_key, target_key FROM public.journal_restore_keymap"):
+        spec = catalog["tables"].get(table)
+        if spec is None:
+            continue
+        types = {c["name"]: c["type_oid"] for c in spec["columns"]}
+        oids = [types[c] for c in spec["primary_key"]]
+        keymap.set(table, _typed(source, oids), _typed(target, oids))
+    return keymap
+
+
+def _typed(values: list[Any], oids: list[int]) -> tuple[Any, ...]:
+    # JSON keeps ints and strings; a uuid key comes back as its text
+    return tuple(uuid.UUID(v) if oid == 2950 and isinstance(v, str) else v
+                 for v, oid in zip(values, oids, strict=True))

@@ -1,0 +1,268 @@
+"""Writing rows into the target database, one batch or one event at a time.
+
+Two modes. *Identity* (the target was empty, ids are the source's): rows are written as
+they come. *Remap* (a populated target): foreign keys are rewritten through the key map,
+rows are matched by natural key with one query per batch, and each row is inserted,
+inserted under a fresh id, updated or skipped as ``restorer.remap.decide`` says.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from journal.errors import RestoreError
+from restorer.natural_keys import NaturalKey, is_surrogate_key
+from restorer.remap import Decision, KeyMap, RowRemapper, decide
+from restorer.report import TableCounts
+
+
+@dataclass
+class Fixup:
+    """A deferred foreign key to set once its referenced row has a target id."""
+
+    table: str
+    source_key: tuple[Any, ...]
+    fk_name: str
+    source_value: tuple[Any, ...]
+
+
+@dataclass
+class TargetWriter:
+    conn: psycopg.Connection[Any]
+    catalog: Mapping[str, Any]
+    remapper: RowRemapper
+    keys: Mapping[str, NaturalKey | None]
+    counts: dict[str, TableCounts]
+    remap: bool = False
+    on_conflict: str = "update"
+    dry_run: bool = False
+    fixups: list[Fixup] = field(default_factory=list)
+
+    @property
+    def keymap(self) -> KeyMap:
+        return self.remapper.keymap
+
+    def _table(self, name: str) -> Mapping[str, Any]:
+        return self.catalog["tables"][name]
+
+    def _count(self, name: str) -> TableCounts:
+        return self.counts.setdefault(name, TableCounts())
+
+    # -- inserts ---------------------------------------------------------------------------
+
+    def write_rows(self, table: str, rows: Sequence[dict[str, Any]],
+                   deferred: frozenset[str] = frozenset()) -> None:
+        """Insert (or match) a batch of source rows of ``table``."""
+        if not rows:
+            return
+        spec = self._table(table)
+        pk = tuple(spec["primary_key"])
+        for row in rows:
+            self.remapper.observe(table, row)
+        if not self.remap:
+            self._insert(table, rows)
+            self._count(table).inserted += len(rows)
+            return
+        mapped = [self.remapper.remap(table, row, deferred) for row in rows]
+        self.defer(table, rows, deferred)
+        nk = self.keys.get(table)
+        matches = self._match(table, nk, mapped) if nk else {}
+        unmatched = [i for i, out in enumerate(mapped)
+                     if not nk or _nk_value(nk, out) not in matches]
+        taken = self._taken(table, pk, [tuple(mapped[i][c] for c in pk) for i in unmatched])
+        inserts, updates, fresh = [], [], []
+        counts = self._count(table)
+        for i, out in enumerate(mapped):
+            source_key = tuple(rows[i][c] for c in pk)
+            match = matches.get(_nk_value(nk, out)) if nk else None
+            decision = decide(matched=match is not None,
+                              id_taken=tuple(out[c] for c in pk) in taken,
+                              on_conflict=self.on_conflict)
+            if decision is Decision.REFUSE:
+                counts.refused += 1
+                if not self.dry_run:
+                    raise RestoreError(
+                        f"{table}: a row with natural key {dict(zip(nk.columns, _nk_value(nk, out), strict=True))} "  # noqa: E501
+                        "already exists in the target (--on-conflict fail)")
+                continue
+            if match is not None:
+                self.keymap.set(table, source_key, match)
+                out.update(zip(pk, match, strict=True))
+                counts.remapped += match != source_key
+                if decision is Decision.UPDATE:
+                    updates.append(out)
+                else:
+                    counts.skipped += 1
+            elif decision is Decision.INSERT_FRESH:
+                if not is_surrogate_key(self._table(table)):
+                    raise RestoreError(
+                        f"{table}: the target already has a row with primary key {source_key} "
+                        "and the key is not generated, so no fresh id can be given")
+                fresh.append(out)
+                inserts.append(out)
+            else:
+                inserts.append(out)
+        if fresh:
+            ids = self._fresh_ids(table, pk[0], len(fresh))
+            for out, new_id in zip(fresh, ids, strict=True):
+                source_id = out[pk[0]]
+                out[pk[0]] = new_id
+                self.keymap.set(table, (source_id,), (new_id,))
+            counts.remapped += len(fresh)
+        self._insert(table, inserts)
+        counts.inserted += len(inserts)
+        for out in updates:
+            self._update(table, tuple(out[c] for c in pk), out, set(pk))
+        counts.updated += len(updates)
+
+    def defer(self, table: str, rows: Sequence[Mapping[str, Any]], deferred: frozenset[str]
+              ) -> None:
+        """Remember the deferred foreign keys of ``rows`` for ``apply_fixups``."""
+        if not deferred:
+            return
+        pk = tuple(self._table(table)["primary_key"])
+        for fk in self.remapper.graph.foreign_keys.get(table, ()):
+            if fk.name in deferred:
+                for row in rows:
+                    if (value := fk.value_of(row)) is not None:
+                        self.fixups.append(Fixup(table, tuple(row[c] for c in pk), fk.name,
+                                                 value))
+
+    def _match(self, table: str, nk: NaturalKey, rows: Sequence[dict[str, Any]]
+               ) -> dict[tuple[Any, ...], tuple[Any, ...]]:
+        """Natural key -> target primary key for the rows that exist in the target."""
+        spec = self._table(table)
+        pk = tuple(spec["primary_key"])
+        values = list({_nk_value(nk, r) for r in rows})
+        if not values:
+            return {}
+        cols = sql.SQL(", ").join(sql.Identifier(c) for c in nk.columns)
+        one = sql.SQL("({})").format(sql.SQL(", ").join(sql.Placeholder() * len(nk.columns)))
+        query = sql.SQL("SELECT {cols}, {pk} FROM {table} WHERE ({cols}) IN ({values})").format(
+            cols=cols, pk=sql.SQL(", ").join(sql.Identifier(c) for c in pk),
+            table=sql.Identifier(spec["schema"], spec["name"]),
+            values=sql.SQL(", ").join([one] * len(values)))
+        params = [v for value in values for v in value]
+        n = len(nk.columns)
+        found: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+        for r in self.conn.execute(query, params).fetchall():
+            key = tuple(r[:n])
+            if key in found:
+                raise RestoreError(f"{table}: natural key {nk.columns} is not unique in the "
+                                   f"target ({key} matches several rows); configure another "
+                                   "one under [natural_keys]")
+            found[key] = tuple(r[n:])
+        # values typed as text in the journal (enums...) come back as str too: same keys
+        return found
+
+    def _taken(self, table: str, pk: tuple[str, ...], keys: list[tuple[Any, ...]]
+               ) -> set[tuple[Any, ...]]:
+        if not keys or not pk:
+            return set()
+        spec = self._table(table)
+        one = sql.SQL("({})").format(sql.SQL(", ").join(sql.Placeholder() * len(pk)))
+        query = sql.SQL("SELECT {pk} FROM {table} WHERE ({pk}) IN ({values})").format(
+            pk=sql.SQL(", ").join(sql.Identifier(c) for c in pk),
+            table=sql.Identifier(spec["schema"], spec["name"]),
+            values=sql.SQL(", ").join([one] * len(keys)))
+        return {tuple(r) for r in self.conn.execute(query, [v for k in keys for v in k])}
+
+    def _fresh_ids(self, table: str, column: str, n: int) -> list[Any]:
+        spec = self._table(table)
+        ident = sql.Identifier(spec["schema"], spec["name"]).as_string(self.conn)
+        rows = self.conn.execute(
+            "SELECT nextval(pg_get_serial_sequence(%s, %s)) FROM generate_series(1, %s)",
+            (ident, column, n)).fetchall()
+        if rows and rows[0][0] is None:
+            raise RestoreError(f"{table}.{column} has no sequence in the target: "
+                               "cannot give fresh ids")
+        return [r[0] for r in rows]
+
+    def _columns(self, table: str) -> list[str]:
+        return [c["name"] for c in self._table(table)["columns"] if not c.get("generated")]
+
+    def _insert(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
+        if not rows:
+            return
+        spec = self._table(table)
+        cols = self._columns(table)
+        always = any(c.get("identity") == "a" for c in spec["columns"])
+        query = sql.SQL("INSERT INTO {} ({}) {}VALUES ({})").format(
+            sql.Identifier(spec["schema"], spec["name"]),
+            sql.SQL(", ").join(sql.Identifier(c) for c in cols),
+            sql.SQL("OVERRIDING SYSTEM VALUE " if always else ""),
+            sql.SQL(", ").join(sql.Placeholder() * len(cols)))
+        with self.conn.cursor() as cur:
+            cur.executemany(query, [[r.get(c) for c in cols] for r in rows])
+
+    # -- updates and deletes ---------------------------------------------------------------
+
+    def _update(self, table: str, target_key: tuple[Any, ...], values: Mapping[str, Any],
+                skip: set[str]) -> int:
+        spec = self._table(table)
+        pk = spec["primary_key"]
+        cols = [c for c in self._columns(table) if c in values and c not in skip]
+        if not cols:
+            return 0
+        query = sql.SQL("UPDATE {} SET {} WHERE {}").format(
+            sql.Identifier(spec["schema"], spec["name"]),
+            sql.SQL(", ").join(sql.SQL("{} = %s").format(sql.Identifier(c)) for c in cols),
+            sql.SQL(" AND ").join(sql.SQL("{} = %s").format(sql.Identifier(c)) for c in pk))
+        cur = self.conn.execute(query, [values[c] for c in cols] + list(target_key))
+        return cur.rowcount
+
+    def update_row(self, table: str, before: Mapping[str, Any] | None, after: dict[str, Any],
+                   unchanged: Sequence[str] = ()) -> None:
+        """Apply a source update: ``after`` minus the columns PostgreSQL did not send."""
+        spec = self._table(table)
+        pk = tuple(spec["primary_key"])
+        self.remapper.observe(table, after)
+        source_key = tuple((before if before and all(c in before for c in pk) else after)[c]
+                           for c in pk)
+        target_key = self.keymap.target_of(table, source_key) if self.remap else source_key
+        values = self.remapper.remap(table, after) if self.remap else dict(after)
+        for c in unchanged:
+            values.pop(c, None)
+        new_key = tuple(after[c] for c in pk)
+        skip = set(pk) if (self.remap or new_key == source_key) else set()
+        self._update(table, target_key, values, skip)
+        self._count(table).updated += 1
+
+    def delete_row(self, table: str, before: Mapping[str, Any]) -> None:
+        spec = self._table(table)
+        pk = tuple(spec["primary_key"])
+        source_key = tuple(before[c] for c in pk)
+        target_key = self.keymap.target_of(table, source_key) if self.remap else source_key
+        self.conn.execute(sql.SQL("DELETE FROM {} WHERE {}").format(
+            sql.Identifier(spec["schema"], spec["name"]),
+            sql.SQL(" AND ").join(sql.SQL("{} = %s").format(sql.Identifier(c)) for c in pk)),
+            list(target_key))
+        self.keymap.forget(table, source_key)
+        self._count(table).deleted += 1
+
+    def truncate(self, tables: Sequence[str]) -> None:
+        if self.remap:
+            raise RestoreError(f"the journal truncates {', '.join(tables)}: a truncate cannot "
+                               "be replayed into a populated target without losing its own "
+                               "rows; restore into an empty database")
+        self.conn.execute(sql.SQL("TRUNCATE {}").format(sql.SQL(", ").join(
+            sql.Identifier(self._table(t)["schema"], self._table(t)["name"]) for t in tables)))
+
+    def apply_fixups(self) -> None:
+        """Second pass for foreign keys deferred to break cycles."""
+        graph = self.remapper.graph
+        for f in self.fixups:
+            fk = next(k for k in graph.foreign_keys[f.table] if k.name == f.fk_name)
+            target = self.keymap.target_of(fk.ref_table, f.source_value)
+            self._update(f.table, self.keymap.target_of(f.table, f.source_key),
+                         dict(zip(fk.columns, target, strict=True)), set())
+        self.fixups.clear()
+
+
+def _nk_value(nk: NaturalKey | None, row: Mapping[str, Any]) -> tuple[Any, ...]:
+    return tuple(row[c] for c in nk.columns) if nk else ()

@@ -122,6 +122,14 @@ def run_capture(config: Config, stop_event: threading.Event | None = None, *,
         delay = min(delay * 2, BACKOFF_MAX_S)
 
 
+def journal_location(config: Config) -> str:
+    """The journal URL with the configured topic prefix (Kafka), unless it names one."""
+    url = config.journal_url
+    if url.startswith("kafka://") and "topic_prefix=" not in url:
+        url += ("&" if "?" in url else "?") + f"topic_prefix={config.topic_prefix}"
+    return url
+
+
 @dataclass
 class _Rel:
     table: TableSchema | None  # None: not captured (ignored)
@@ -198,7 +206,7 @@ class _Session:
         info = slot.slot_info(self.conn, cfg.slot)
         state = slot.load_state(self.state_path)
         problem = slot.resume_problem(state, info, ident.system_identifier, self.database)
-        self.writer = open_writer(cfg.journal_url, self.database)
+        self.writer = open_writer(journal_location(cfg), self.database)
         if problem is not None:
             state = self._new_generation(problem, info, ident.system_identifier)
         else:

@@ -28,7 +28,7 @@ from journal.events import (
 )
 from journal.state import StreamState
 from journal.transport import decoded, deduplicate, open_reader
-from producers.capture import CaptureMetrics, run_capture
+from producers.capture import CaptureMetrics, journal_location, run_capture
 from tests.conftest import scratch_database
 
 pytestmark = pytest.mark.integration
@@ -110,7 +110,7 @@ class Background:
 
 def read_records(cfg: Config, database: str) -> list[Record]:
     """Every record of the journal, at-least-once duplicates dropped, decoded."""
-    reader = open_reader(cfg.journal_url, database)
+    reader = open_reader(journal_location(cfg), database)
     try:
         raw = list(deduplicate(reader.read()))
         return list(decoded(raw, reader.registry()))
@@ -119,7 +119,7 @@ def read_records(cfg: Config, database: str) -> list[Record]:
 
 
 def raw_positions(cfg: Config, database: str) -> list[Any]:
-    reader = open_reader(cfg.journal_url, database)
+    reader = open_reader(journal_location(cfg), database)
     try:
         return [r.position for r in reader.read()]
     finally:
@@ -151,11 +151,13 @@ def sample_db(pg18_server: str):
 
 # --- tests ----------------------------------------------------------------------------------
 
-def test_snapshot_and_concurrent_workload_reconstruct_every_table(pg_server: str,
-                                                                  tmp_path: Path):
+@pytest.mark.parametrize("transport", ["kafka", "file"])
+def test_snapshot_and_concurrent_workload_reconstruct_every_table(
+        pg_server: str, transport: str, tmp_path: Path, request: pytest.FixtureRequest):
+    kafka = request.getfixturevalue("kafka_bootstrap") if transport == "kafka" else None
     with scratch_database(pg_server, "cap") as url:
         loaded_sample(url, scale=60)
-        cfg = capture_config(url, tmp_path)
+        cfg = capture_config(url, tmp_path, transport, kafka)
         capture = Background(cfg, idle=2.0)
         sample.workload(url, 150, seed=7)  # runs while the snapshot is being read
         metrics = capture.join()

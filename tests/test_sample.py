@@ -63,12 +63,13 @@ def test_same_seed_gives_the_same_database_and_the_same_workload(pg18_server: st
     assert states[0][0] != states[0][1]
 
 
-def test_workload_changes_every_table(source_db: str) -> None:
-    with psycopg.connect(source_db, autocommit=True) as conn:
+def test_workload_changes_every_table(pg_server: str) -> None:
+    with (scratch_database(pg_server, "smp") as url,
+          psycopg.connect(url, autocommit=True) as conn):
         sample.create_schema(conn)
         sample.load(conn, scale=30, seed=2)
         before = sample.snapshot_state(conn)
-        stats = sample.workload(source_db, transactions=120, seed=2)
+        stats = sample.workload(url, transactions=120, seed=2)
         after = sample.snapshot_state(conn)
     assert stats.transactions == 120
     assert set(stats.by_kind) == set(sample.TRANSACTIONS)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import json
 import os
 import re
@@ -717,19 +718,59 @@ class PackageBuilder:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._dir = Path(tempfile.mkdtemp(prefix=f".build-{os.getpid()}-", dir=self.workdir))
         self._writers: dict[str, tuple[_OcfWriter, TableSchema | None]] = {}
+        self._copied: dict[str, tuple[Path, MemberInfo]] = {}
+        self._names = itertools.count()
         self._schemas: dict[str, str] = {}
 
     def table(self, table: TableSchema) -> RowWriter:
         if self.kind != "full":
             raise ValueError("only a full snapshot holds table members")
-        name = member_name_for(table.qualified)
-        if name in self._writers:
-            raise ValueError(f"table {table.qualified} is already in the package")
-        w = _OcfWriter(self._dir / f"m{len(self._writers)}.avro", table.avro_row_schema())
+        name = self._claim(table)
+        w = _OcfWriter(self._dir / f"m{next(self._names)}.avro", table.avro_row_schema())
         self._writers[name] = (w, table)
+        return RowWriter(table, w)
+
+    def copy_table(self, reader: PackageReader, table: str) -> MemberInfo:
+        """Copy a table member of another full package unchanged (no decoding), checking
+        its SHA-256 on the way."""
+        schema = reader.table_schema(table)
+        name = self._claim(schema)
+        info = reader.manifest.table_member(table)
+        where = reader._layout[info.name]
+        target = self._dir / f"m{next(self._names)}.avro"
+        hasher = hashlib.sha256()
+        with reader.path.open("rb") as src, target.open("wb") as dst:
+            span = _Span(src, where.offset, where.size, reader.label, info.name, hasher)
+            while span.left:
+                dst.write(span.read(min(span.left, _READ_CHUNK), "the member"))
+        if hasher.hexdigest() != info.sha256:
+            raise PackageCorrupt(reader.label, info.name, f"SHA-256 {info.sha256}",
+                                 f"SHA-256 {hasher.hexdigest()}")
+        self._copied[name] = (target, info)
+        return info
+
+    def take_back(self, table: TableSchema) -> Iterator[dict[str, Any]]:
+        """Remove a table's member again, yielding the rows written to it so far."""
+        name = member_name_for(table.qualified)
+        w, _ = self._writers.pop(name)
+        sha, size, rows, decoded = w.close()
+        info = MemberInfo(name, sha, size, rows, decoded)
+        names, columns = table.avro_field_names(), table.column_names
+        try:
+            with w.path.open("rb") as fh:
+                span = _Span(fh, 0, size, "(package being built)", name)
+                for datum in _read_ocf(span, info, None):
+                    yield {c: datum[f] for f, c in zip(names, columns, strict=True)}
+        finally:
+            w.path.unlink(missing_ok=True)
+
+    def _claim(self, table: TableSchema) -> str:
+        name = member_name_for(table.qualified)
+        if name in self._writers or name in self._copied:
+            raise ValueError(f"table {table.qualified} is already in the package")
         env = envelope_schema(table)
         self._schemas[fingerprint(env).hex()] = json.dumps(env)
-        return RowWriter(table, w)
+        return name
 
     def events(self) -> EventWriter:
         if self.kind != "segment" or self._writers:
@@ -754,6 +795,8 @@ class PackageBuilder:
             fp = fingerprint(envelope_schema(table)).hex() if table is not None else None
             members.append(MemberInfo(name, sha, size, rows, decoded,
                                       table.qualified if table is not None else None, fp))
+        members += [info for _, info in self._copied.values()]
+        members.sort(key=lambda m: m.name)
         manifest = Manifest(
             package_id="", kind=self.kind, format_version=FORMAT_VERSION,
             system_identifier=system_identifier, database=database, generation=generation,
@@ -769,7 +812,9 @@ class PackageBuilder:
         tmp = Path(tmp_name)
         try:
             with os.fdopen(fd, "wb") as fh:
-                _write_tar(fh, manifest, {n: w.path for n, (w, _) in self._writers.items()})
+                paths = {n: w.path for n, (w, _) in self._writers.items()}
+                paths.update({n: path for n, (path, _) in self._copied.items()})
+                _write_tar(fh, manifest, paths)
                 fh.flush()
                 os.fsync(fh.fileno())
         except BaseException:

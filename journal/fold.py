@@ -1,0 +1,487 @@
+"""Folding: a full snapshot plus the segments after it gives the full snapshot at their end.
+
+The fold is a streaming merge. The changes of the segments are collected (in position
+order) into one external sort by ``(table, primary key, position)``; then, table by
+table, the previous snapshot's member (already in primary-key order) is merged with the
+sorted changes, and each key's changes are applied to its row in position order, the
+last write winning. Memory stays flat: the sort spills to temporary files, rows stream.
+
+The meaning of every change is ``journal.state.StreamState``'s, which the tests hold the
+fold to: an update whose key changed moves the row, unchanged-TOAST columns take the
+value of the row the update replaced, a truncate empties the table. A moved row whose
+TOAST columns were unchanged needs the value of *another* key at that moment; such
+tables (rare) get extra passes that capture those values before the real one.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import json
+import logging
+import os
+import pickle
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from journal.catalog import Column, TableSchema
+from journal.errors import ValidationError
+from journal.events import (
+    CATALOG_PREFIX,
+    SNAPSHOT_PREFIX,
+    ChangeEvent,
+    LogicalMessage,
+    Transaction,
+)
+from journal.packages import (
+    Manifest,
+    PackageBuilder,
+    PackageReader,
+    RowWriter,
+    sort_key,
+    verify_chain,
+)
+from journal.positions import Position
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SPILL_BYTES = 64 * 1024 * 1024
+
+_PUT, _DEL = 0, 1
+_UNRESOLVED = object()  # a captured row that an earlier pass could not know yet
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a fold (or an export) stops; both None means everything.
+
+    ``lsn``: transactions with commit_lsn <= lsn (inclusive, like recovery_target_lsn).
+    ``time``: stop before the first transaction that committed after it (µs UTC; the
+    rule of PostgreSQL's recovery_target_time).
+    """
+
+    lsn: int | None = None
+    time: int | None = None
+
+    def stops_before(self, txn: Transaction) -> bool:
+        if self.lsn is not None and txn.commit_lsn > self.lsn:
+            return True
+        return self.time is not None and txn.begin.commit_ts > self.time
+
+    def describe(self) -> str:
+        from journal.events import micros_to_datetime
+        from journal.positions import format_lsn
+
+        if self.lsn is not None:
+            return f"LSN {format_lsn(self.lsn)}"
+        if self.time is not None:
+            return micros_to_datetime(self.time).isoformat()
+        return "latest"
+
+
+# -- external sort ------------------------------------------------------------------------
+
+class ExternalSorter:
+    """Sorts ``(key, payload)`` pairs by key with bounded memory: payloads are pickled at
+    once, and the buffer spills to a sorted run file whenever it holds ``spill_bytes``."""
+
+    def __init__(self, directory: Path, spill_bytes: int = DEFAULT_SPILL_BYTES) -> None:
+        self._dir = Path(tempfile.mkdtemp(prefix=f".build-{os.getpid()}-sort-", dir=directory))
+        self._spill_bytes = spill_bytes
+        self._buffer: list[tuple[Any, bytes]] = []
+        self._buffered = 0
+        self._runs: list[Path] = []
+        self.count = 0
+
+    def add(self, key: Any, payload: Any) -> None:
+        data = pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
+        self._buffer.append((key, data))
+        self._buffered += len(data) + 128
+        self.count += 1
+        if self._buffered >= self._spill_bytes:
+            self._spill()
+
+    def _spill(self) -> None:
+        self._buffer.sort(key=lambda item: item[0])
+        path = self._dir / f"run{len(self._runs)}.pickle"
+        with path.open("wb") as fh:
+            for item in self._buffer:
+                pickle.dump(item, fh, protocol=pickle.HIGHEST_PROTOCOL)
+        self._runs.append(path)
+        self._buffer = []
+        self._buffered = 0
+
+    def items(self) -> Iterator[tuple[Any, Any]]:
+        """Every pair in key order (may be called more than once)."""
+        self._buffer.sort(key=lambda item: item[0])
+        streams = [_read_run(p) for p in self._runs] + [iter(self._buffer)]
+        for key, data in heapq.merge(*streams, key=lambda item: item[0]):
+            yield key, pickle.loads(data)
+
+    def close(self) -> None:
+        import shutil
+
+        shutil.rmtree(self._dir, ignore_errors=True)
+        self._buffer = []
+
+
+def _read_run(path: Path) -> Iterator[tuple[Any, bytes]]:
+    with path.open("rb") as fh:
+        while True:
+            try:
+                yield pickle.load(fh)  # noqa: S301 - our own temporary file
+            except EOFError:
+                return
+
+
+# -- rows arriving in (mostly) key order ----------------------------------------------
+
+class SortedRowSink:
+    """Writes a table's rows to its member in primary-key order. Rows that already come
+    in order (a snapshot's ``ORDER BY`` primary key, when the collation agrees) go straight
+    through; on the first row out of order everything switches to an external sort."""
+
+    def __init__(self, builder: PackageBuilder, table: TableSchema, workdir: Path,
+                 spill_bytes: int = DEFAULT_SPILL_BYTES) -> None:
+        self.table = table
+        self._builder = builder
+        self._workdir = workdir
+        self._spill_bytes = spill_bytes
+        self._writer: RowWriter | None = builder.table(table)
+        self._written: list[dict[str, Any]] | None = None
+        self._sorter: ExternalSorter | None = None
+        self._last: tuple[Any, ...] | None = None
+        self.rows = 0
+
+    def write(self, row: dict[str, Any]) -> None:
+        key = sort_key(self.table.key_of(row)) if self.table.primary_key else None
+        self.rows += 1
+        if self._sorter is not None:
+            self._sorter.add((key, self.rows), row)
+            return
+        if key is not None and self._last is not None and not self._last < key:
+            self._switch_to_sort(key, row)
+            return
+        self._last = key
+        assert self._writer is not None
+        self._writer.write(row)
+
+    def _switch_to_sort(self, key: Any, row: dict[str, Any]) -> None:
+        log.info("rows of %s are not in primary-key order: sorting them", self.table.qualified)
+        # restart the member: the rows written so far are read back into the sort
+        self._sorter = ExternalSorter(self._workdir, self._spill_bytes)
+        assert self._writer is not None
+        for i, old in enumerate(self._builder.take_back(self.table)):
+            self._sorter.add((sort_key(self.table.key_of(old)), i), old)
+        self._sorter.add((key, self.rows), row)
+        self._writer = None
+
+    def close(self) -> None:
+        if self._sorter is None:
+            return
+        writer = self._builder.table(self.table)
+        previous = None
+        for (key, _), row in self._sorter.items():
+            if previous is not None and key == previous:
+                raise ValidationError(f"table {self.table.qualified} holds primary key "
+                                      f"{self.table.key_of(row)!r} twice in one snapshot")
+            previous = key
+            writer.write(row)
+        self._sorter.close()
+
+
+# -- the fold -----------------------------------------------------------------------------
+
+@dataclass
+class _TableChanges:
+    schema: TableSchema
+    truncated_at: tuple[int, int] | None = None
+    cross_key_toast: bool = False
+    has_changes: bool = False
+
+
+@dataclass
+class FoldState:
+    """What the change pass learned: where it stopped, the catalog, each table's schema."""
+
+    position: Position
+    commit_ts: int | None
+    catalog: dict[str, Any]
+    tables: dict[str, _TableChanges] = field(default_factory=dict)
+    transactions: int = 0
+    events: int = 0
+
+
+def fold(base: PackageReader, segments: Sequence[PackageReader], workdir: Path, *,
+         target: Target | None = None, parent_id: str | None = None,
+         spill_bytes: int = DEFAULT_SPILL_BYTES) -> tuple[Path, Manifest]:
+    """Fold ``segments`` (the chain after ``base``) into ``base``, up to ``target``.
+
+    Returns the finished full package as a temporary file in ``workdir`` (fsynced) and
+    its manifest; the caller publishes it (``PackageStore.put``) or renames it.
+    """
+    verify_chain([base.manifest] + [s.manifest for s in segments])
+    if base.manifest.kind != "full":
+        raise ValidationError(f"fold needs a full snapshot as base, not {base.manifest.kind} "
+                              f"{base.manifest.package_id}")
+    target = target or Target()
+    sorter = ExternalSorter(Path(workdir), spill_bytes)
+    builder = PackageBuilder("full", Path(workdir))
+    try:
+        state = _collect(base, segments, target, sorter)
+        _merge_all(base, state, sorter, builder, Path(workdir), spill_bytes)
+        m = base.manifest
+        tmp, manifest = builder.finish(
+            system_identifier=m.system_identifier, database=m.database,
+            generation=m.generation, to_position=state.position,
+            first_commit_ts=state.commit_ts, last_commit_ts=state.commit_ts,
+            parent_id=parent_id, catalog=state.catalog)
+    except BaseException:
+        builder.discard()
+        raise
+    finally:
+        sorter.close()
+    log.info("folded %d transactions (%d changes) into %s: %s", state.transactions,
+             state.events, base.manifest.package_id, manifest.package_id)
+    return tmp, manifest
+
+
+def _collect(base: PackageReader, segments: Sequence[PackageReader], target: Target,
+             sorter: ExternalSorter) -> FoldState:
+    m = base.manifest
+    state = FoldState(m.to_position, m.last_commit_ts, m.catalog)
+    for name in base.tables():
+        state.tables[name] = _TableChanges(base.table_schema(name))
+    counter = itertools.count()
+    for segment in segments:
+        for txn in segment.transactions():
+            if target.stops_before(txn):
+                return state
+            for record in txn.records:
+                if isinstance(record, LogicalMessage):
+                    _message(record, state)
+                else:
+                    _change(record, state, sorter, counter)
+                    state.events += 1
+            assert txn.end is not None
+            state.position = txn.end.position
+            state.commit_ts = txn.end.commit_ts
+            state.transactions += 1
+    return state
+
+
+def _message(message: LogicalMessage, state: FoldState) -> None:
+    if message.prefix == SNAPSHOT_PREFIX:
+        raise ValidationError(f"a new snapshot generation starts at {message.position}: a fold "
+                              "never crosses generations (the compactor ends segments there)")
+    if message.prefix == CATALOG_PREFIX:
+        try:
+            state.catalog = json.loads(message.content)["catalog"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValidationError(f"catalog message at {message.position} is not "
+                                  f"{{\"catalog\": ...}}: {exc}") from None
+
+
+def _change(event: ChangeEvent, state: FoldState, sorter: ExternalSorter,
+            counter: Iterator[int]) -> None:
+    table = event.table
+    name = table.qualified
+    info = state.tables.get(name)
+    if info is None:
+        info = state.tables[name] = _TableChanges(table)
+    info.schema = table
+    pos = (event.position.commit_lsn, event.position.seq)
+    if event.op == "t":
+        info.truncated_at = pos
+        return
+    info.has_changes = True
+
+    def add(key: tuple[Any, ...], kind: int, payload: tuple[Any, ...]) -> None:
+        sorter.add((name, sort_key(key), pos, next(counter)), (kind, key, *payload))
+
+    if event.op in ("c", "r", "u"):
+        after = _require(event, event.after, "after")
+        new_key = table.key_of(after)
+        old_key = table.key_of(event.before) if event.op == "u" and event.before else new_key
+        toast = tuple(event.unchanged_toast) if event.op == "u" else ()
+        if old_key != new_key:
+            info.cross_key_toast |= bool(toast)
+            add(old_key, _DEL, (bool(toast),))
+            add(new_key, _PUT, (dict(after), toast, old_key if toast else None))
+        else:
+            add(new_key, _PUT, (dict(after), toast, None))
+    elif event.op == "d":
+        add(table.key_of(_require(event, event.before, "before")), _DEL, (False,))
+
+
+def _require(event: ChangeEvent, row: dict[str, Any] | None, which: str) -> dict[str, Any]:
+    if row is None:
+        raise ValidationError(f"{event.op!r} event on {event.table.qualified} at "
+                              f"{event.position} has no {which} image")
+    return row
+
+
+def _final_tables(base: PackageReader, state: FoldState) -> list[str]:
+    names = set(state.tables)
+    catalog_tables = state.catalog.get("tables") if isinstance(state.catalog, dict) else None
+    if catalog_tables:
+        for name, spec in catalog_tables.items():
+            if name not in names and spec.get("primary_key") is not None:
+                state.tables[name] = _TableChanges(_schema_from_catalog(spec))
+                names.add(name)
+        names &= set(catalog_tables)  # a table dropped since is not part of the snapshot
+    return sorted(names)
+
+
+def _schema_from_catalog(spec: dict[str, Any]) -> TableSchema:
+    return TableSchema(spec["schema"], spec["name"],
+                       tuple(Column(c["name"], c["pg_type"], int(c["type_oid"]),
+                                    bool(c["not_null"])) for c in spec["columns"]),
+                       tuple(spec["primary_key"]))
+
+
+def _merge_all(base: PackageReader, state: FoldState, sorter: ExternalSorter,
+               builder: PackageBuilder, workdir: Path, spill_bytes: int) -> None:
+    base_tables = set(base.tables())
+    changes = _by_table(sorter.items())
+    pending = next(changes, None)
+    for name in _final_tables(base, state):
+        info = state.tables[name]
+        while pending is not None and pending[0] < name:
+            pending = next(changes, None)  # changes of a table that no longer exists
+        table_changes: Iterable[Any] = ()
+        if pending is not None and pending[0] == name:
+            table_changes = pending[1]
+        in_base = name in base_tables
+        if (in_base and not info.has_changes and info.truncated_at is None
+                and info.schema == base.table_schema(name)):
+            builder.copy_table(base, name)  # untouched: the bytes are already right
+            continue
+
+        def base_rows(name: str = name, in_base: bool = in_base,
+                      info: _TableChanges = info) -> Iterable[dict[str, Any]]:
+            return base.rows(name) if in_base and info.truncated_at is None else ()
+
+        base_schema = base.table_schema(name) if in_base else info.schema
+        _merge_table(name, info, base_schema, base_rows, table_changes, builder, workdir,
+                     spill_bytes)
+
+
+def _by_table(items: Iterator[tuple[Any, Any]]) -> Iterator[tuple[str, Iterator[Any]]]:
+    for name, group in itertools.groupby(items, key=lambda kv: kv[0][0]):
+        yield name, ((key[1], key[2], payload) for key, payload in group)
+
+
+def _merge_table(name: str, info: _TableChanges, base_schema: TableSchema,
+                 base_rows: Callable[[], Iterable[dict[str, Any]]], changes: Iterable[Any],
+                 builder: PackageBuilder, workdir: Path, spill_bytes: int) -> None:
+    truncated = info.truncated_at
+    # a truncate empties the table: only what came after it counts
+    live = ((sk, pos, p) for sk, pos, p in changes if truncated is None or pos > truncated)
+    captured: dict[tuple[int, int], Any] = {}
+    if not info.cross_key_toast:
+        _write_merged(name, info, base_schema, base_rows(), live, builder, captured)
+        return
+    # keep this table's changes on disk so that the capture passes can read them again
+    own = ExternalSorter(workdir, spill_bytes)
+    try:
+        for sk, pos, payload in live:
+            own.add((sk, pos), payload)
+
+        def again() -> Iterator[Any]:
+            return ((k[0], k[1], p) for k, p in own.items())
+
+        _capture_passes(name, base_schema, base_rows, again, captured)
+        _write_merged(name, info, base_schema, base_rows(), again(), builder, captured)
+    finally:
+        own.close()
+
+
+def _capture_passes(name: str, base_schema: TableSchema,
+                    base_rows: Callable[[], Iterable[dict[str, Any]]],
+                    changes: Callable[[], Iterable[Any]],
+                    captured: dict[tuple[int, int], Any]) -> None:
+    """Find the row each key-moving update left behind, for its unchanged TOAST columns.
+    A value may depend on another such value; repeat until nothing changes."""
+    while True:
+        before = dict(captured)
+        for _ in _merged_rows(name, base_schema, base_rows(), changes(), captured, capture=True):
+            pass
+        unresolved = [p for p, v in captured.items() if v is _UNRESOLVED]
+        if not unresolved or captured == before:
+            if unresolved:
+                raise ValidationError(f"{name}: cannot resolve unchanged TOAST columns of "
+                                      f"rows moved at {unresolved[:3]}")
+            return
+
+
+def _write_merged(name: str, info: _TableChanges, base_schema: TableSchema,
+                  base_rows: Iterable[dict[str, Any]], changes: Iterable[Any],
+                  builder: PackageBuilder, captured: dict[tuple[int, int], Any]) -> None:
+    writer = builder.table(info.schema)
+    for row in _merged_rows(name, base_schema, base_rows, changes, captured, capture=False):
+        writer.write(row)
+
+
+def _merged_rows(name: str, base_schema: TableSchema, base_rows: Iterable[dict[str, Any]],
+                 changes: Iterable[Any], captured: dict[tuple[int, int], Any], *,
+                 capture: bool) -> Iterator[dict[str, Any]]:
+    """The merge itself: rows of the base and the changes, both in key order."""
+    base_iter = ((sort_key(base_schema.key_of(r)), r) for r in base_rows)
+    change_groups = itertools.groupby(changes, key=lambda e: e[0])
+    b = next(base_iter, None)
+    c = next(change_groups, None)
+    last: Any = None
+    while b is not None or c is not None:
+        if c is None or (b is not None and b[0] < c[0]):
+            assert b is not None
+            key, row = b
+            b = next(base_iter, None)
+        else:
+            key, group = c[0], list(c[1])  # one key's changes; read before advancing
+            c = next(change_groups, None)
+            current = None
+            if b is not None and b[0] == key:
+                current = b[1]
+                b = next(base_iter, None)
+            row = _apply(name, current, group, captured, capture)
+        if row is None or row is _UNRESOLVED:
+            continue
+        if last is not None and not last < key:
+            raise ValidationError(f"{name}: rows out of primary-key order at {key!r}")
+        last = key
+        yield row
+
+
+def _apply(name: str, current: dict[str, Any] | None, entries: Iterable[Any],
+           captured: dict[tuple[int, int], Any], capture: bool) -> Any:
+    """One key's changes, in position order, applied to its row (None: no row)."""
+    for _, pos, payload in entries:
+        kind, key = payload[0], payload[1]
+        if kind == _DEL:
+            if payload[2] and capture:
+                captured[pos] = current
+            current = None
+            continue
+        after, toast, source = payload[2], payload[3], payload[4]
+        if toast:
+            previous = current if source is None else captured.get(pos, _UNRESOLVED)
+            if previous is _UNRESOLVED or current is _UNRESOLVED:
+                if not capture:
+                    raise ValidationError(f"{name}: unresolved unchanged TOAST at {pos}")
+                current = _UNRESOLVED
+                continue
+            if previous is None:
+                raise ValidationError(
+                    f"update of {name} key {key!r} at {Position(*pos)} leaves column(s) "
+                    f"{', '.join(toast)} unchanged, but no earlier row is known")
+            row = dict(after)
+            for column in toast:
+                row[column] = previous.get(column)
+            current = row
+        else:
+            current = dict(after)
+    return current

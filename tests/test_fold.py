@@ -1,0 +1,357 @@
+"""Folding segments into a full snapshot agrees with replaying every event (StreamState)."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from journal.catalog import Column, TableSchema
+from journal.codec import SchemaRegistry, encode
+from journal.events import (
+    MARK_PREFIX,
+    SNAPSHOT_PREFIX,
+    ChangeEvent,
+    LogicalMessage,
+    Record,
+    TransactionMarker,
+)
+from journal.fold import SortedRowSink, Target, fold
+from journal.packages import Manifest, PackageBuilder, PackageReader, open_package
+from journal.positions import Position
+from journal.state import StreamState, transactions
+
+DOC = TableSchema("public", "doc", (Column("id", "integer", 23, True),
+                                    Column("title", "text", 25, False),
+                                    Column("body", "text", 25, False)), ("id",))
+TAG = TableSchema("public", "tag", (Column("name", "text", 25, True),
+                                    Column("n", "bigint", 20, False)), ("name",))
+LINK = TableSchema("public", "link", (Column("a", "integer", 23, True),
+                                      Column("b", "integer", 23, True),
+                                      Column("note", "text", 25, False)), ("a", "b"))
+TABLES = (DOC, TAG, LINK)
+T0 = 1_780_000_000_000_000  # µs
+
+
+def catalog_of(tables: Sequence[TableSchema]) -> dict[str, Any]:
+    return {"types": [], "tables": {
+        t.qualified: {"schema": t.schema, "name": t.name,
+                      "columns": [{"name": c.name, "pg_type": c.pg_type,
+                                   "type_oid": c.type_oid, "not_null": c.not_null,
+                                   "default": None, "identity": "", "generated": ""}
+                                  for c in t.columns],
+                      "primary_key": list(t.primary_key), "unique": [], "foreign_keys": [],
+                      "create_table": "", "constraints": [], "indexes": [], "sequences": [],
+                      "natural_key": None} for t in tables}}
+
+
+class StreamBuilder:
+    """Hand-built change streams that follow the stream contract."""
+
+    def __init__(self, database: str = "edms", lsn: int = 0x1_0000_0000) -> None:
+        self.database = database
+        self.lsn = lsn
+        self.ts = T0
+        self.xid = 700
+        self.records: list[Record] = []
+
+    def _txn(self, body: Iterable[Any]) -> list[Record]:
+        self.lsn += 0x100
+        self.ts += 1_000_000
+        self.xid += 1
+        lsn, ts, xid, db = self.lsn, self.ts, self.xid, self.database
+        out: list[Record] = [TransactionMarker("BEGIN", db, Position(lsn, 0), xid, ts)]
+        changes = 0
+        for item in body:
+            pos = Position(lsn, len(out))
+            if isinstance(item, tuple) and item[0] == "msg":
+                out.append(LogicalMessage(db, item[1], item[2], True, pos, xid, ts))
+                continue
+            op, table, before, after, toast, snapshot = item
+            out.append(ChangeEvent(op, db, table, pos, xid, ts, before, after, tuple(toast),
+                                   snapshot))
+            changes += 1
+        out.append(TransactionMarker("END", db, Position(lsn, len(out)), xid, ts, changes))
+        self.records += out
+        return out
+
+    def snapshot(self, rows: dict[TableSchema, list[dict[str, Any]]],
+                 generation: str = "gen-1") -> list[Record]:
+        content = json.dumps({"generation": generation, "slot": "s", "system_identifier": "42",
+                              "database": self.database, "catalog": catalog_of(TABLES)})
+        body: list[Any] = [("msg", SNAPSHOT_PREFIX, content.encode())]
+        for table, table_rows in rows.items():
+            body += [("r", table, None, r, (), True) for r in table_rows]
+        return self._txn(body)
+
+    def change(self, changes: list[tuple[Any, ...]], mark: str | None = None) -> list[Record]:
+        body: list[Any] = [(op, t, b, a, toast, False) for op, t, b, a, toast in changes]
+        if mark:
+            body.append(("msg", MARK_PREFIX, mark.encode()))
+        return self._txn(body)
+
+
+def encoded(records: Iterable[Record], registry: SchemaRegistry
+            ) -> list[tuple[Position, bytes | None, bytes]]:
+    return [(r.position, *encode(r, registry)) for r in records]
+
+
+def write_full(workdir: Path, state: StreamState, position: Position, commit_ts: int,
+               generation: str = "gen-1", shuffle: bool = False) -> Path:
+    """A full package of the reference state (through the snapshot sink)."""
+    builder = PackageBuilder("full", workdir)
+    for table in TABLES:
+        sink = SortedRowSink(builder, table, workdir, spill_bytes=4096)
+        rows = list(state.rows(table.qualified).values())
+        if shuffle:
+            random.Random(7).shuffle(rows)
+        for row in rows:
+            sink.write(row)
+        sink.close()
+    tmp, m = builder.finish(system_identifier="42", database="edms", generation=generation,
+                            to_position=position, first_commit_ts=commit_ts,
+                            last_commit_ts=commit_ts, catalog=catalog_of(TABLES))
+    final = workdir / f"{m.package_id}.tar"
+    tmp.rename(final)
+    return final
+
+
+def write_segment(workdir: Path, records: Sequence[Record], after: Manifest,
+                  registry: SchemaRegistry) -> Path:
+    builder = PackageBuilder("segment", workdir)
+    events = builder.events()
+    marks = []
+    for pos, key, value in encoded(records, registry):
+        events.write(pos, key, value)
+    for r in records:
+        if isinstance(r, LogicalMessage) and r.is_mark:
+            marks.append((r.content.decode(), r.position, r.commit_ts))
+    builder.add_schemas({fp.hex(): s for fp, s in registry.items()})
+    ts = [r.commit_ts for r in records if isinstance(r, TransactionMarker)]
+    tmp, m = builder.finish(system_identifier="42", database="edms", generation=after.generation,
+                            from_position=after.to_position, to_position=records[-1].position,
+                            first_commit_ts=ts[0], last_commit_ts=ts[-1],
+                            parent_id=after.package_id, marks=marks)
+    final = workdir / f"{m.package_id}.tar"
+    tmp.rename(final)
+    return final
+
+
+def package_rows(reader: PackageReader) -> dict[str, dict[tuple[Any, ...], dict[str, Any]]]:
+    out = {}
+    for name in reader.tables():
+        schema = reader.table_schema(name)
+        out[name] = {schema.key_of(r): r for r in reader.rows(name)}
+    return out
+
+
+def state_rows(state: StreamState) -> dict[str, dict[tuple[Any, ...], dict[str, Any]]]:
+    return {name: dict(rows) for name, rows in state.tables().items()}
+
+
+def same_tables(a: dict[str, dict[Any, Any]], b: dict[str, dict[Any, Any]]) -> bool:
+    names = set(a) | set(b)
+    return all(a.get(n, {}) == b.get(n, {}) for n in names)
+
+
+# -- random workloads ---------------------------------------------------------------------
+
+@st.composite
+def workloads(draw: st.DrawFn) -> tuple[dict[TableSchema, list[dict[str, Any]]],
+                                        list[list[tuple[Any, ...]]]]:
+    """Initial rows, then transactions of valid changes (c/u/d/t, key moves, TOAST)."""
+    model: dict[TableSchema, dict[tuple[Any, ...], dict[str, Any]]] = {t: {} for t in TABLES}
+    text = st.text(alphabet="abcxyz", max_size=6)
+
+    def new_row(table: TableSchema) -> dict[str, Any]:
+        while True:
+            if table is DOC:
+                row = {"id": draw(st.integers(-50, 50)), "title": draw(text),
+                       "body": draw(st.one_of(st.none(), text))}
+            elif table is TAG:
+                row = {"name": draw(text), "n": draw(st.integers(-2**40, 2**40))}
+            else:
+                row = {"a": draw(st.integers(0, 6)), "b": draw(st.integers(0, 6)),
+                       "note": draw(st.one_of(st.none(), text))}
+            if table.key_of(row) not in model[table]:
+                return row
+
+    initial = {}
+    for table in TABLES:
+        for _ in range(draw(st.integers(0, 6))):
+            row = new_row(table)
+            model[table][table.key_of(row)] = row
+        initial[table] = list(model[table].values())
+    txns = []
+    for _ in range(draw(st.integers(1, 14))):
+        changes: list[tuple[Any, ...]] = []
+        for _ in range(draw(st.integers(1, 4))):
+            table = draw(st.sampled_from(TABLES))
+            rows = model[table]
+            op = draw(st.sampled_from("ccuuudt" if rows else "ct"))
+            if op == "c":
+                row = new_row(table)
+                rows[table.key_of(row)] = row
+                changes.append(("c", table, None, row, ()))
+            elif op == "t":
+                rows.clear()
+                changes.append(("t", table, None, None, ()))
+            elif op == "d":
+                key = draw(st.sampled_from(sorted(rows, key=repr)))
+                old = rows.pop(key)
+                changes.append(("d", table, {c: old[c] for c in table.primary_key}, None, ()))
+            else:
+                key = draw(st.sampled_from(sorted(rows, key=repr)))
+                old = rows.pop(key)
+                move = draw(st.booleans()) and draw(st.booleans())
+                fresh = new_row(table)  # a key not in use (the old one was popped)
+                after = dict(fresh) if move else {**fresh, **dict(zip(table.primary_key, key,
+                                                                       strict=True))}
+                toast: tuple[str, ...] = ()
+                if table is DOC and draw(st.booleans()):
+                    toast = ("body",)
+                    full_after = {**after, "body": old["body"]}
+                    after = {**after, "body": None}
+                else:
+                    full_after = after
+                before = {c: old[c] for c in table.primary_key} if move else None
+                rows[table.key_of(full_after)] = full_after
+                changes.append(("u", table, before, after, toast))
+        txns.append(changes)
+    return initial, txns
+
+
+def _build(workdir: Path, initial: Any, txns: list[list[tuple[Any, ...]]], cuts: list[int],
+           shuffle: bool) -> tuple[list[Record], PackageReader, list[PackageReader],
+                                   list[list[Record]]]:
+    sb = StreamBuilder()
+    snap = sb.snapshot(initial)
+    base_state = StreamState().apply_all(snap)
+    base_path = write_full(workdir, base_state, snap[-1].position, snap[-1].commit_ts,
+                           shuffle=shuffle)
+    base = open_package(base_path)
+    groups = [sb.change(changes) for changes in txns]
+    registry = SchemaRegistry()
+    segments = []
+    previous = base.manifest
+    bounds = sorted({c % len(groups) for c in cuts} | {len(groups)})
+    start = 0
+    for end in bounds:
+        if end <= start:
+            continue
+        records = [r for g in groups[start:end] for r in g]
+        seg = open_package(write_segment(workdir, records, previous, registry))
+        segments.append(seg)
+        previous = seg.manifest
+        start = end
+    return sb.records, base, segments, groups
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(workloads(), st.lists(st.integers(0, 20), max_size=4), st.booleans())
+def test_fold_of_snapshot_and_segments_equals_replaying_every_event(work, cuts, shuffle):
+    initial, txns = work
+    workdir = Path(tempfile.mkdtemp())
+    try:
+        records, base, segments, _ = _build(workdir, initial, txns, cuts, shuffle)
+        tmp, manifest = fold(base, segments, workdir, spill_bytes=2048)
+        folded = package_rows(open_package(tmp))
+        oracle = StreamState().apply_all(records)
+        assert same_tables(folded, state_rows(oracle))
+        assert manifest.to_position == oracle.position
+        assert manifest.parent_id is None and manifest.kind == "full"
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(workloads(), st.lists(st.integers(0, 20), max_size=3), st.integers(0, 30),
+       st.booleans())
+def test_fold_cut_at_a_target_equals_replaying_up_to_it(work, cuts, stop, by_time):
+    initial, txns = work
+    workdir = Path(tempfile.mkdtemp())
+    try:
+        records, base, segments, groups = _build(workdir, initial, txns, cuts, False)
+        keep = stop % (len(groups) + 1)
+        snapshot_len = len(records) - sum(len(g) for g in groups)
+        expected = StreamState().apply_all(records[:snapshot_len]
+                                           + [r for g in groups[:keep] for r in g])
+        last = groups[keep - 1][-1] if keep else records[snapshot_len - 1]
+        if by_time:  # a time between two commits: stop before the first later one
+            target = Target(time=last.commit_ts + 500_000)
+        else:
+            target = Target(lsn=last.position.commit_lsn)
+        tmp, manifest = fold(base, segments, workdir, target=target)
+        assert same_tables(package_rows(open_package(tmp)), state_rows(expected))
+        assert manifest.to_position == expected.position
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def test_fold_copies_untouched_tables_byte_for_byte(tmp_path):
+    sb = StreamBuilder()
+    snap = sb.snapshot({DOC: [{"id": i, "title": f"t{i}", "body": "b"} for i in range(50)],
+                        TAG: [{"name": "x", "n": 1}], LINK: []})
+    base = open_package(write_full(tmp_path, StreamState().apply_all(snap), snap[-1].position,
+                                   snap[-1].commit_ts))
+    changes = sb.change([("c", TAG, None, {"name": "y", "n": 2}, ())])
+    seg = open_package(write_segment(tmp_path, changes, base.manifest, SchemaRegistry()))
+    tmp, manifest = fold(base, [seg], tmp_path)
+    doc_before = base.manifest.table_member("public.doc")
+    assert manifest.table_member("public.doc").sha256 == doc_before.sha256
+    assert manifest.table_member("public.tag").rows == 2
+
+
+def test_snapshot_rows_out_of_key_order_are_sorted(tmp_path):
+    rows = [{"id": i, "title": "t", "body": None} for i in (5, 3, 9, 1, 7, 2)]
+    state = StreamState().apply_all(StreamBuilder().snapshot({DOC: rows, TAG: [], LINK: []}))
+    reader = open_package(write_full(tmp_path, state, Position(1, 2), T0, shuffle=True))
+    assert [r["id"] for r in reader.rows("public.doc")] == [1, 2, 3, 5, 7, 9]
+
+
+def test_update_with_unchanged_toast_and_no_earlier_row_is_refused(tmp_path):
+    import pytest
+
+    from journal.errors import ValidationError
+
+    sb = StreamBuilder()
+    snap = sb.snapshot({DOC: [], TAG: [], LINK: []})
+    base = open_package(write_full(tmp_path, StreamState().apply_all(snap), snap[-1].position,
+                                   snap[-1].commit_ts))
+    changes = sb.change([("u", DOC, None, {"id": 1, "title": "t", "body": None}, ("body",))])
+    seg = open_package(write_segment(tmp_path, changes, base.manifest, SchemaRegistry()))
+    with pytest.raises(ValidationError, match="no earlier row"):
+        fold(base, [seg], tmp_path)
+
+
+def test_transactions_grouping_agrees_with_segment_reader(tmp_path):
+    sb = StreamBuilder()
+    snap = sb.snapshot({DOC: [], TAG: [], LINK: []})
+    base = open_package(write_full(tmp_path, StreamState().apply_all(snap), snap[-1].position,
+                                   snap[-1].commit_ts))
+    recs = sb.change([("c", TAG, None, {"name": "a", "n": 1}, ())], mark="m1")
+    recs += sb.change([("t", TAG, None, None, ())])
+    seg = open_package(write_segment(tmp_path, recs, base.manifest, SchemaRegistry()))
+    ours = [(t.begin.position, len(t.records)) for t in seg.transactions()]
+    reference = [(t.begin.position, len(t.records)) for t in transactions(recs)]
+    assert ours == reference
+    assert seg.manifest.marks == (("m1", recs[2].position, recs[2].commit_ts),)
+
+
+def test_moved_row_keeps_its_unchanged_toast_value_across_several_moves(tmp_path):
+    sb = StreamBuilder()
+    snap = sb.snapshot({DOC: [{"id": 9, "title": "a", "body": "big"}], TAG: [], LINK: []})
+    base = open_package(write_full(tmp_path, StreamState().apply_all(snap), snap[-1].position,
+                                   snap[-1].commit_ts))
+    recs = sb.change([("u", DOC, {"id": 9}, {"id": 5, "title": "b", "body": None}, ("body",))])
+    recs += sb.change([("u", DOC, {"id": 5}, {"id": 1, "title": "c", "body": None}, ("body",))])
+    seg = open_package(write_segment(tmp_path, recs, base.manifest, SchemaRegistry()))
+    tmp, _ = fold(base, [seg], tmp_path)
+    assert list(open_package(tmp).rows("public.doc")) == [{"id": 1, "title": "c", "body": "big"}]

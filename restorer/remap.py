@@ -10,8 +10,8 @@ object-id column) declared in journal.toml.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Collection, Iterator, Mapping
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
@@ -83,15 +83,28 @@ class GenericForeignKey:
     content_type_table: str = DEFAULT_CONTENT_TYPE_TABLE
     table_format: str = DEFAULT_TABLE_FORMAT
     schema: str = "public"
+    models: Mapping[str, str] = field(default_factory=dict)  # "app_label.model" -> table
 
-    def target_table(self, app_label: str, model: str) -> str:
-        return f"{self.schema}.{self.table_format.format(app_label=app_label, model=model)}"
+    def target_table(self, app_label: str, model: str,
+                     known: Collection[str] = ()) -> str:
+        """The table of a content type: configured ``models`` entry, else ``table_format``
+        (Django's default ``<app_label>_<model>``), else the one known table whose name
+        without underscores is the model's (a custom ``db_table`` such as document_type)."""
+        if (name := self.models.get(f"{app_label}.{model}")) is not None:
+            return qualify(name)
+        table = f"{self.schema}.{self.table_format.format(app_label=app_label, model=model)}"
+        if table in known or not known:
+            return table
+        guesses = [t for t in known if t.split(".", 1)[0] == self.schema
+                   and t.split(".", 1)[1].replace("_", "") in (model, app_label + model)]
+        return guesses[0] if len(guesses) == 1 else table
 
 
 def generic_foreign_keys(configured: Mapping[str, Mapping[str, str]]
                          ) -> dict[str, GenericForeignKey]:
     """Parse ``[generic_foreign_keys]``: ``"table" = {content_type = "...", object_id = "..."}``
-    with optional ``content_type_table``, ``table_format`` and ``schema``."""
+    with optional ``content_type_table``, ``table_format``, ``schema`` and ``models``
+    (``{"app_label.model" = "table"}`` for tables not named the default way)."""
     out = {}
     for table, spec in configured.items():
         if "content_type" not in spec or "object_id" not in spec:
@@ -99,7 +112,8 @@ def generic_foreign_keys(configured: Mapping[str, Mapping[str, str]]
         out[qualify(table)] = GenericForeignKey(
             qualify(table), spec["content_type"], spec["object_id"],
             qualify(spec.get("content_type_table", DEFAULT_CONTENT_TYPE_TABLE)),
-            spec.get("table_format", DEFAULT_TABLE_FORMAT), spec.get("schema", "public"))
+            spec.get("table_format", DEFAULT_TABLE_FORMAT), spec.get("schema", "public"),
+            dict(spec.get("models", {})))
     return out
 
 
@@ -140,13 +154,43 @@ class RowRemapper:
         self._ct_tables = {g.content_type_table for g in self.generic.values()}
         self._pk_of = {t: tuple(d.get("primary_key") or ()) for t, d in graph.tables.items()}
         self.unresolved_generic = 0
+        # source keys of the tables generic foreign keys point into, when every row of
+        # them passed through here (a full load): tells a dangling reference apart
+        self._seen: dict[str, set[Any]] | None = None
+        self._object_tables: dict[str, bool] = {}
+
+    def track_objects(self) -> None:
+        """Start remembering the source keys of generic-FK target tables (call before a
+        full load, once the content types are known or about to be loaded)."""
+        self._seen = {}
 
     def observe(self, table: str, row: Mapping[str, Any]) -> None:
-        """Remember a source content type row (needed to resolve generic foreign keys)."""
+        """Remember a source content type row (needed to resolve generic foreign keys),
+        and the keys of rows generic foreign keys may point at."""
         if table in self._ct_tables:
             pk = self._pk_of[table]
             self._content_types.setdefault(table, {})[row[pk[0]]] = (
                 row["app_label"], row["model"])
+            self._object_tables.clear()
+        elif self._seen is not None and self._is_object_table(table):
+            self._seen.setdefault(table, set()).add(row[self._pk_of[table][0]])
+
+    def forget(self, table: str, row: Mapping[str, Any]) -> None:
+        if self._seen is not None and table in self._seen:
+            self._seen[table].discard(row.get(self._pk_of[table][0]))
+
+    def _is_object_table(self, table: str) -> bool:
+        if table not in self._object_tables:
+            self._object_tables[table] = self._points_into(table)
+        return self._object_tables[table]
+
+    def _points_into(self, table: str) -> bool:
+        if len(self._pk_of.get(table, ())) != 1 or not self.generic:
+            return False
+        known = self.graph.tables.keys()
+        return any(g.target_table(*am, known=known) == table
+                   for g in self.generic.values()
+                   for am in self._content_types.get(g.content_type_table, {}).values())
 
     def remaps(self, fk: ForeignKey) -> bool:
         """Foreign keys to a parent's primary key carry surrogate ids; others carry
@@ -181,7 +225,7 @@ class RowRemapper:
         app_model = self._content_types.get(g.content_type_table, {}).get(ct)
         if app_model is None:
             return None
-        return g.target_table(*app_model)
+        return g.target_table(*app_model, known=self.graph.tables.keys())
 
     def remap_generic(self, g: GenericForeignKey, row: Mapping[str, Any]) -> Any:
         object_id = row.get(g.object_id)
@@ -192,6 +236,10 @@ class RowRemapper:
             self.unresolved_generic += object_id is not None
             return object_id
         source_key = (_like_key(object_id, self.graph.tables[target]["columns"], pk[0]),)
+        if self._seen is not None and source_key[0] not in self._seen.get(target, set()):
+            # the object was deleted in the source: nothing to map it to, kept as it is
+            self.unresolved_generic += 1
+            return object_id
         mapped = self.keymap.target_of(target, source_key)[0]
         return str(mapped) if isinstance(object_id, str) else mapped
 

@@ -24,7 +24,7 @@ from journal.events import Transaction
 from journal.positions import Position
 from restorer import schema
 from restorer.fold import fold
-from restorer.graph import TableGraph
+from restorer.graph import LoadOrder, TableGraph
 from restorer.load import load_empty, load_populated
 from restorer.natural_keys import qualify, resolve_natural_keys
 from restorer.plan import Reached, RestorePlan, RestoreTarget, make_plan
@@ -217,7 +217,7 @@ def _run(conn: psycopg.Connection[Any], store: Any, plan: RestorePlan,
     generic = generic_foreign_keys(options.generic_foreign_keys)
     keymap = read_keymap(conn, catalog) if mode == "remap" and state is not None else KeyMap()
     remapper = RowRemapper(graph, keymap, generic)
-    order = graph.load_order(wanted)
+    order = _generic_last(graph.load_order(wanted), graph, generic)
     writer = TargetWriter(conn, catalog, remapper, keys, counts, remap=mode == "remap",
                           on_conflict=options.on_conflict, dry_run=options.dry_run)
     if mode == "remap":
@@ -231,10 +231,12 @@ def _run(conn: psycopg.Connection[Any], store: Any, plan: RestorePlan,
             folded = fold(catalog, full.rows, _segments(store, plan, stack), plan.cutoff,
                           plan.start, graph.closure(requested))
             rows = row_closure(folded, graph, requested)
+            remapper.track_objects()
             _load(conn, mode, catalog, order, rows.__getitem__, writer, existing, progress)
             reached = folded.reached or plan.start
         else:
             if plan.full is not None:
+                remapper.track_objects()
                 full = stack.enter_context(store.open(plan.full.package_id, verify=False))
                 _load(conn, mode, catalog, order, full.rows, writer, existing, progress)
             if options.before_replay is not None:
@@ -258,6 +260,18 @@ def _run(conn: psycopg.Connection[Any], store: Any, plan: RestorePlan,
         tuple(previous) + plan.package_ids, mode, tuple(sorted(requested))))
     if mode == "remap":
         write_keymap(conn, keymap)
+
+
+def _generic_last(order: LoadOrder, graph: TableGraph, generic: dict[str, Any]) -> LoadOrder:
+    """Tables with a generic foreign key load after the tables their objects live in
+    (any of them), unless something references them; content types come first."""
+    referenced = {fk.ref_table for fks in graph.foreign_keys.values() for fk in fks}
+    last = [t for t in order.tables if t in generic and t not in referenced]
+    # content types first (they reference nothing), so object tables are known early
+    content_types = {g.content_type_table for g in generic.values()}
+    head = [t for t in order.tables if t in content_types and not graph.parents(t)]
+    middle = [t for t in order.tables if t not in last and t not in head]
+    return LoadOrder(tuple(head + middle + last), order.deferred)
 
 
 def _load(conn: psycopg.Connection[Any], mode: str, catalog: dict[str, Any], order: Any,

@@ -89,6 +89,8 @@ class TargetWriter:
                     raise RestoreError(
                         f"{table}: a row with natural key {dict(zip(nk.columns, _nk_value(nk, out), strict=True))} "  # noqa: E501
                         "already exists in the target (--on-conflict fail)")
+                # the rehearsal goes on as if skipped, so references to it still map
+                self.keymap.set(table, source_key, match)
                 continue
             if match is not None:
                 self.keymap.set(table, source_key, match)
@@ -104,18 +106,19 @@ class TargetWriter:
                         f"{table}: the target already has a row with primary key {source_key} "
                         "and the key is not generated, so no fresh id can be given")
                 fresh.append(out)
-                inserts.append(out)
             else:
                 inserts.append(out)
+        self._insert(table, inserts)
         if fresh:
+            # after the rows that keep their ids, so the sequence can be moved past them
             ids = self._fresh_ids(table, pk[0], len(fresh))
             for out, new_id in zip(fresh, ids, strict=True):
                 source_id = out[pk[0]]
                 out[pk[0]] = new_id
                 self.keymap.set(table, (source_id,), (new_id,))
+            self._insert(table, fresh)
             counts.remapped += len(fresh)
-        self._insert(table, inserts)
-        counts.inserted += len(inserts)
+        counts.inserted += len(inserts) + len(fresh)
         for out in updates:
             self._update(table, tuple(out[c] for c in pk), out, set(pk))
         counts.updated += len(updates)
@@ -173,8 +176,17 @@ class TargetWriter:
         return {tuple(r) for r in self.conn.execute(query, [v for k in keys for v in k])}
 
     def _fresh_ids(self, table: str, column: str, n: int) -> list[Any]:
+        """``n`` new ids from the column's sequence, first moved past every id in use (rows
+        inserted with their source ids did not advance it)."""
         spec = self._table(table)
         ident = sql.Identifier(spec["schema"], spec["name"]).as_string(self.conn)
+        self.conn.execute(sql.SQL(
+            "SELECT setval(s, greatest(m, (SELECT last_value FROM pg_sequences WHERE "
+            "format('%%I.%%I', schemaname, sequencename)::regclass = s::regclass)))"
+            " FROM (SELECT pg_get_serial_sequence(%s, %s) AS s, max({col}) AS m FROM {table}) x"
+            " WHERE m IS NOT NULL AND s IS NOT NULL").format(
+                col=sql.Identifier(column), table=sql.Identifier(spec["schema"], spec["name"])),
+            (ident, column))
         rows = self.conn.execute(
             "SELECT nextval(pg_get_serial_sequence(%s, %s)) FROM generate_series(1, %s)",
             (ident, column, n)).fetchall()
@@ -243,6 +255,7 @@ class TargetWriter:
             sql.SQL(" AND ").join(sql.SQL("{} = %s").format(sql.Identifier(c)) for c in pk)),
             list(target_key))
         self.keymap.forget(table, source_key)
+        self.remapper.forget(table, before)
         self._count(table).deleted += 1
 
     def truncate(self, tables: Sequence[str]) -> None:

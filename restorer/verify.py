@@ -1,0 +1,215 @@
+"""``journal verify``: compare a database with the journal's state at a position.
+
+Ids may differ between the two (a restore into a populated database assigns its own), so
+rows are compared through natural keys: every foreign key (and every declared generic
+foreign key) is replaced by the natural identity of the row it points at, surrogate
+primary keys are left out, and each table is compared as a multiset of such rows.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+import psycopg
+
+from journal.config import redact
+from journal.errors import RestoreError
+from producers.catalog import read_rows, table_schema
+from restorer import schema
+from restorer.fold import fold
+from restorer.graph import TableGraph
+from restorer.natural_keys import NaturalKey, is_surrogate_key, resolve_natural_keys
+from restorer.plan import RestoreTarget, make_plan
+from restorer.remap import GenericForeignKey, generic_foreign_keys
+
+Rows = Mapping[str, Mapping[tuple[Any, ...], Mapping[str, Any]]]
+SAMPLE = 3  # differing rows shown per table
+
+
+@dataclass
+class TableDiff:
+    expected: int
+    actual: int
+    missing: int  # in the journal's state, not in the database
+    extra: int  # in the database, not in the journal's state
+    examples: list[str] = field(default_factory=list)
+
+
+@dataclass
+class VerifyReport:
+    target: str
+    position: str | None
+    tables: dict[str, TableDiff]
+    allow_extra: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return all(d.missing == 0 and (self.allow_extra or d.extra == 0)
+                   for d in self.tables.values())
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "ok": self.ok}
+
+    def summary(self) -> str:
+        lines = [f"verify {self.target} against the journal at {self.position}: "
+                 f"{'OK' if self.ok else 'DIFFERENT'}"]
+        for name, d in sorted(self.tables.items()):
+            status = "OK" if d.missing == 0 and (self.allow_extra or d.extra == 0) else "FAILED"
+            lines.append(f"{status:6} {name}: {d.expected} expected, {d.actual} found, "
+                         f"{d.missing} missing, {d.extra} extra")
+            lines.extend(f"         {e}" for e in d.examples)
+        return "\n".join(lines)
+
+
+class Canonical:
+    """Rows of one database state rewritten so that ids no longer matter."""
+
+    def __init__(self, catalog: Mapping[str, Any], rows: Rows,
+                 keys: Mapping[str, NaturalKey | None],
+                 generic: Mapping[str, GenericForeignKey]) -> None:
+        self.catalog = catalog
+        self.rows = rows
+        self.keys = keys
+        self.generic = generic
+        self.graph = TableGraph(catalog)
+        self._identity: dict[tuple[str, tuple[Any, ...]], Any] = {}
+
+    def identity(self, table: str, key: tuple[Any, ...], depth: int = 0) -> Any:
+        """What names the row ``key`` of ``table`` independently of ids."""
+        cache_key = (table, key)
+        if cache_key in self._identity:
+            return self._identity[cache_key]
+        row = self.rows.get(table, {}).get(key)
+        if row is None:
+            return ("dangling", table, key)
+        if depth > 8:  # a long chain of tables without natural keys: stop descending
+            return ("deep", table)
+        nk = self.keys.get(table)
+        spec = self.catalog["tables"][table]
+        if nk is not None:
+            ident = (table, self._values(table, row, nk.columns, depth))
+        else:
+            cols = [c["name"] for c in spec["columns"]
+                    if not (is_surrogate_key(spec) and c["name"] in spec["primary_key"])]
+            ident = (table, self._values(table, row, cols, depth))
+        self._identity[cache_key] = ident
+        return ident
+
+    def _values(self, table: str, row: Mapping[str, Any], columns: Any, depth: int
+                ) -> tuple[Any, ...]:
+        by_column: dict[str, Any] = {}
+        for fk in self.graph.foreign_keys.get(table, ()):
+            ref = self.catalog["tables"].get(fk.ref_table)
+            if ref is None or tuple(ref["primary_key"]) != fk.ref_columns:
+                continue
+            value = fk.value_of(row)
+            ident = None if value is None else self.identity(fk.ref_table, value, depth + 1)
+            for c in fk.columns:
+                by_column[c] = ident
+        g = self.generic.get(table)
+        if g is not None:
+            by_column[g.object_id] = self._generic(g, row, depth)
+        return tuple((c, by_column[c] if c in by_column else _hashable(row.get(c)))
+                     for c in columns)
+
+    def _generic(self, g: GenericForeignKey, row: Mapping[str, Any], depth: int) -> Any:
+        object_id, ct = row.get(g.object_id), row.get(g.content_type)
+        ct_row = self.rows.get(g.content_type_table, {}).get((ct,))
+        if object_id is None or ct_row is None:
+            return object_id
+        target = g.target_table(ct_row["app_label"], ct_row["model"], self.catalog["tables"])
+        spec = self.catalog["tables"].get(target)
+        if spec is None or len(spec["primary_key"]) != 1:
+            return object_id
+        pk_type = next(c["pg_type"] for c in spec["columns"] if c["name"] == spec["primary_key"][0])
+        if isinstance(object_id, str) and pk_type in ("integer", "bigint", "smallint"):
+            try:
+                object_id = int(object_id)
+            except ValueError:
+                return object_id
+        return self.identity(target, (object_id,), depth + 1)
+
+    def table(self, table: str) -> Counter[Any]:
+        spec = self.catalog["tables"][table]
+        surrogate = is_surrogate_key(spec)
+        cols = [c["name"] for c in spec["columns"]
+                if not (surrogate and c["name"] in spec["primary_key"])]
+        return Counter(self._values(table, row, cols, 0)
+                       for row in self.rows.get(table, {}).values())
+
+
+def compare(catalog: Mapping[str, Any], expected: Rows, actual: Rows,
+            keys: Mapping[str, NaturalKey | None], generic: Mapping[str, GenericForeignKey],
+            tables: list[str] | None = None) -> dict[str, TableDiff]:
+    """Per table: how the ``actual`` rows differ from the ``expected`` ones, ids aside."""
+    want, have = Canonical(catalog, expected, keys, generic), Canonical(catalog, actual, keys,
+                                                                        generic)
+    out = {}
+    for t in tables or sorted(catalog["tables"]):
+        a, b = want.table(t), have.table(t)
+        missing, extra = a - b, b - a
+        examples = [f"missing: {_short(r)}" for r in list(missing)[:SAMPLE]]
+        examples += [f"extra: {_short(r)}" for r in list(extra)[:SAMPLE]]
+        out[t] = TableDiff(sum(a.values()), sum(b.values()), sum(missing.values()),
+                           sum(extra.values()), examples)
+    return out
+
+
+def _hashable(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(_hashable(v) for v in value)
+    if isinstance(value, dict):
+        return tuple(sorted((k, _hashable(v)) for k, v in value.items()))
+    return value
+
+
+def _short(row: Any) -> str:
+    text = repr(dict(row))
+    return text if len(text) < 200 else text[:197] + "..."
+
+
+def read_database(url: str, catalog: Mapping[str, Any], tables: list[str]) -> dict[str, Any]:
+    """The rows of ``tables`` in a database, in the journal's value representation."""
+    out: dict[str, Any] = {}
+    with psycopg.connect(url) as conn:
+        present = schema.existing_tables(conn, tables)
+        for t in tables:
+            if t not in present:
+                out[t] = {}
+                continue
+            ts = table_schema(catalog["tables"][t])
+            out[t] = {ts.key_of(r): r for r in read_rows(conn, ts)}
+    return out
+
+
+def verify(target_url: str, packages_url: str = "", at: datetime | RestoreTarget | None = None,
+           *, store: Any = None, natural_keys: Mapping[str, tuple[str, ...]] | None = None,
+           generic: Mapping[str, Mapping[str, str]] | None = None, allow_extra: bool = False,
+           tables: list[str] | None = None) -> VerifyReport:
+    """Compare the database at ``target_url`` with the journal's state at ``at``."""
+    if store is None:
+        from journal.store import open_store
+
+        store = open_store(packages_url)
+    target = at if isinstance(at, RestoreTarget) else (
+        RestoreTarget.at_time(at) if at is not None else RestoreTarget())
+    if target.kind == "xid":
+        raise RestoreError("verify takes a time, an LSN or a mark, not a transaction id")
+    plan = make_plan(store.list(), target)
+    catalog = plan.full.catalog
+    wanted = tables or sorted(catalog["tables"])
+    with ExitStack() as stack:
+        full = stack.enter_context(store.open(plan.full.package_id))
+        segments = ((m, stack.enter_context(store.open(m.package_id)).transactions())
+                    for m in plan.segments)
+        state = fold(catalog, full.rows, segments, plan.cutoff, plan.start, wanted)
+    actual = read_database(target_url, catalog, wanted)
+    keys = resolve_natural_keys(catalog, natural_keys)
+    diffs = compare(catalog, state.tables, actual, keys, generic_foreign_keys(generic or {}),
+                    wanted)
+    return VerifyReport(redact(target_url), str(state.reached), diffs, allow_extra)

@@ -192,7 +192,14 @@ def decode(value: bytes, registry: SchemaRegistry) -> Record:
         datum = fastavro.schemaless_reader(io.BytesIO(body), parsed, None)
     except Exception as exc:  # fastavro raises several types on garbage
         raise ValidationError(f"cannot decode record with schema {fp.hex()}: {exc}") from exc
-    table = registry.table(fp)
+    try:
+        return _record(datum, registry.table(fp))
+    except (ValueError, KeyError, TypeError, OverflowError) as exc:
+        # the body decoded but is no valid record (e.g. an unknown op): still bad input
+        raise ValidationError(f"record with schema {fp.hex()} is invalid: {exc}") from exc
+
+
+def _record(datum: dict[str, Any], table: TableSchema | None) -> Record:
     if table is not None:
         src = datum["source"]
         return ChangeEvent(

@@ -204,6 +204,7 @@ class _Session:
         self.state_path = slot.state_path(cfg.state_dir, self.database, cfg.slot)
         slot.wait_until_inactive(self.conn, cfg.slot, SLOT_RELEASE_WAIT_S)
         info = slot.slot_info(self.conn, cfg.slot)
+        slot.check_slot_is_ours(info, self.database)
         state = slot.load_state(self.state_path)
         problem = slot.resume_problem(state, info, ident.system_identifier, self.database)
         self.writer = open_writer(journal_location(cfg), self.database)

@@ -327,6 +327,17 @@ def save_state(path: Path, state: SlotState) -> None:
         os.close(dir_fd)
 
 
+def check_slot_is_ours(info: SlotInfo | None, database: str) -> None:
+    """A slot of that name that belongs to another database or plugin is someone else's:
+    never drop it, refuse."""
+    if info is None:
+        return
+    if info.database != database or info.plugin != "pgoutput":
+        raise SourceError(f"replication slot {info.name} already exists for database "
+                          f"{info.database} (plugin {info.plugin}): set another name in "
+                          "[source] slot")
+
+
 def resume_problem(state: SlotState | None, info: SlotInfo | None, system_identifier: str,
                    database: str) -> str | None:
     """Why the slot cannot be resumed (a new snapshot generation is needed), or None.
@@ -348,8 +359,6 @@ def resume_problem(state: SlotState | None, info: SlotInfo | None, system_identi
     if info is None:
         return (f"slot {state.slot} has disappeared (dropped, or lost in a failover): "
                 f"changes after {format_lsn(state.confirmed_lsn)} may be missing")
-    if info.plugin != "pgoutput" or info.database != database:
-        return f"slot {info.name} is not a pgoutput slot of database {database}"
     confirmed = info.confirmed_flush_lsn or 0
     if confirmed > state.confirmed_lsn:
         return (f"slot {info.name} was recreated or consumed by someone else: it is at "

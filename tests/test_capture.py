@@ -52,7 +52,9 @@ def capture_config(url: str, tmp_path: Path, transport: str = "file", kafka: str
     values: dict[str, Any] = {
         "source_url": url, "journal_url": journal_url(tmp_path, transport, kafka),
         "state_dir": str(tmp_path / "state"), "heartbeat_interval_s": 1.0,
-        "topic_prefix": f"t{uuid.uuid4().hex[:10]}", "slot": "edms_journal",
+        "topic_prefix": f"t{uuid.uuid4().hex[:10]}",
+        # slots are per server, and tests share the servers: one name per test
+        "slot": f"cap_{uuid.uuid4().hex[:12]}",
     }
     values.update(overrides)
     return replace(Config(), **values)
@@ -167,7 +169,7 @@ def test_snapshot_and_concurrent_workload_reconstruct_every_table(
                      and r.prefix == SNAPSHOT_PREFIX]
         assert len(snapshots) == 1
         content = json.loads(snapshots[0].content)
-        assert content["slot"] == "edms_journal" and content["database"] == database_of(url)
+        assert content["slot"] == cfg.slot and content["database"] == database_of(url)
         assert "public.document" in content["catalog"]["tables"]
         assert state.transactions_applied == metrics.transactions + 1
         ends = [r for r in records if isinstance(r, TransactionMarker) and r.status == "END"]
@@ -186,13 +188,10 @@ def test_positions_strictly_increase_and_slot_confirms_only_durable_lsn(sample_d
     positions = raw_positions(cfg, database_of(sample_db))
     assert positions == sorted(set(positions))  # no restart: no duplicates at all
     with psycopg.connect(sample_db) as conn:
-        (confirmed,) = conn.execute(
-            "SELECT confirmed_flush_lsn::text FROM pg_replication_slots "
-            "WHERE slot_name = 'edms_journal'").fetchone()
-    from journal.positions import parse_lsn
+        confirmed = _confirmed(conn, cfg.slot)
     # never beyond what is in the journal: the last record is at or after the slot
-    assert parse_lsn(confirmed) <= metrics.last_acked_lsn
-    assert parse_lsn(confirmed) > positions[-1].commit_lsn
+    assert confirmed <= metrics.last_acked_lsn
+    assert confirmed > positions[-1].commit_lsn
 
 
 def test_every_column_type_round_trips_and_unchanged_toast_is_resolved(sample_db: str,
@@ -297,7 +296,7 @@ def test_idle_captured_tables_with_busy_other_table_keep_retained_wal_bounded(
             deadline = threading.Event()
             retained = None
             for _ in range(50):
-                retained = _current_lsn(conn) - _confirmed(conn)
+                retained = _current_lsn(conn) - _confirmed(conn, cfg.slot)
                 if retained < 4 * 2**20:
                     break
                 deadline.wait(0.2)
@@ -313,10 +312,10 @@ def _current_lsn(conn: psycopg.Connection[Any]) -> int:
     return parse_lsn(conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0])
 
 
-def _confirmed(conn: psycopg.Connection[Any]) -> int:
+def _confirmed(conn: psycopg.Connection[Any], name: str) -> int:
     from journal.positions import parse_lsn
     row = conn.execute("SELECT confirmed_flush_lsn::text FROM pg_replication_slots "
-                       "WHERE slot_name = 'edms_journal'").fetchone()
+                       "WHERE slot_name = %s", (name,)).fetchone()
     return parse_lsn(row[0])
 
 
@@ -325,16 +324,16 @@ def test_dropped_and_recreated_slot_is_detected_and_starts_new_generation(
     cfg = capture_config(sample_db, tmp_path)
     capture_until_idle(cfg, idle=1.0)
     with psycopg.connect(sample_db, autocommit=True) as conn:
-        conn.execute("SELECT pg_drop_replication_slot('edms_journal')")
+        conn.execute("SELECT pg_drop_replication_slot(%s)", (cfg.slot,))
         conn.execute("INSERT INTO tag (id, label) VALUES (950, 'while-no-slot')")
-        conn.execute("SELECT pg_create_logical_replication_slot('edms_journal', 'pgoutput')")
+        conn.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (cfg.slot,))
         conn.execute("INSERT INTO tag (id, label) VALUES (951, 'after-recreate')")
     with caplog.at_level(logging.WARNING, logger="producers.capture"):
         capture_until_idle(cfg, idle=1.0)
     assert "NEW SNAPSHOT GENERATION" in caplog.text and "recreated" in caplog.text
     # dropped (and not recreated): detected as well
     with psycopg.connect(sample_db, autocommit=True) as conn:
-        conn.execute("SELECT pg_drop_replication_slot('edms_journal')")
+        conn.execute("SELECT pg_drop_replication_slot(%s)", (cfg.slot,))
         conn.execute("INSERT INTO tag (id, label) VALUES (952, 'while-dropped')")
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="producers.capture"):

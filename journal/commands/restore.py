@@ -1,0 +1,75 @@
+"""``journal restore``: bring a database to a point of the journal (thin over restorer)."""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime
+
+import click
+
+from journal.commands._common import config, echo_json, interactive
+from journal.errors import ConfigError
+from journal.positions import parse_lsn
+from restorer.restore import RestoreOptions, restore
+
+
+def parse_time(text: str) -> datetime:
+    """An ISO 8601 timestamp; one without a zone is refused (ambiguous for a restore)."""
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(f"--to {text!r}: not an ISO 8601 timestamp "
+                          "(e.g. 2025-11-26T10:15:00+00:00)") from None
+    if value.tzinfo is None:
+        raise ConfigError(f"--to {text!r}: give a time zone (e.g. +00:00 or Z)")
+    return value
+
+
+def _progress(what: str, n: int) -> None:
+    if what == "replay":  # one line, rewritten as events go by
+        click.echo(f"\rreplayed {n} events", err=True, nl=False)
+    else:
+        click.echo(f"loaded {what}: {n} rows", err=True)
+
+
+@click.command("restore")
+@click.option("--target", "target_url", required=True, help="postgresql:// URL of the target")
+@click.option("--to", "to_time", help="stop before the first transaction committed after T")
+@click.option("--to-lsn", help="last commit LSN to include (e.g. 16/B374D848)")
+@click.option("--to-xid", type=int, help="last transaction id to include")
+@click.option("--to-mark", help="include up to the named mark (journal mark NAME)")
+@click.option("--incremental", is_flag=True, help="continue from the target's recorded state")
+@click.option("--tables", help="comma-separated tables; their rows plus what they reference")
+@click.option("--dry-run", is_flag=True, help="rehearse in a rolled-back transaction")
+@click.option("--on-conflict", type=click.Choice(["update", "skip", "fail"]), default="update",
+              show_default=True, help="a row whose natural key exists in the target")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable report")
+@click.pass_context
+def restore_command(ctx: click.Context, target_url: str, to_time: str | None,
+                    to_lsn: str | None, to_xid: int | None, to_mark: str | None,
+                    incremental: bool, tables: str | None, dry_run: bool, on_conflict: str,
+                    as_json: bool) -> None:
+    """Restore the packages into a database: full, incremental or point-in-time."""
+    cfg = config(ctx)
+    try:
+        lsn = parse_lsn(to_lsn) if to_lsn else None
+    except ValueError as exc:
+        raise ConfigError(f"--to-lsn: {exc}") from None
+    options = RestoreOptions(
+        target_url=target_url, packages_url=cfg.packages_url,
+        to_time=parse_time(to_time) if to_time else None, to_lsn=lsn, to_xid=to_xid,
+        to_mark=to_mark, incremental=incremental,
+        tables=tuple(t.strip() for t in tables.split(",") if t.strip()) if tables else (),
+        dry_run=dry_run, on_conflict=on_conflict, natural_keys=dict(cfg.natural_keys),
+        generic_foreign_keys=dict(cfg.generic_foreign_keys),
+        progress=_progress if interactive() and not as_json else None)
+    report = restore(options)
+    if as_json:
+        echo_json(report.to_json())
+    else:
+        click.echo(report.summary())
+    sys.exit(0)
+
+
+def register(group: click.Group) -> None:
+    group.add_command(restore_command)

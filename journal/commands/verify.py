@@ -1,0 +1,36 @@
+"""``journal verify``: compare a database with the journal's state, through natural keys."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from journal.commands._common import config, echo_json
+from journal.commands.restore import parse_time
+from restorer.verify import verify
+
+
+@click.command("verify")
+@click.option("--target", "target_url", required=True, help="postgresql:// URL to compare")
+@click.option("--at", "at", help="the journal's state at this time (default: latest)")
+@click.option("--allow-extra", is_flag=True,
+              help="rows only the database has are fine (a restore into a populated one)")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable report")
+@click.pass_context
+def verify_command(ctx: click.Context, target_url: str, at: str | None, allow_extra: bool,
+                   as_json: bool) -> None:
+    """Compare TARGET row by row with the journal; exit 1 when they differ."""
+    cfg = config(ctx)
+    report = verify(target_url, cfg.packages_url, parse_time(at) if at else None,
+                    natural_keys=dict(cfg.natural_keys),
+                    generic=dict(cfg.generic_foreign_keys), allow_extra=allow_extra)
+    if as_json:
+        echo_json(report.to_json())
+    else:
+        click.echo(report.summary())
+    sys.exit(0 if report.ok else 1)
+
+
+def register(group: click.Group) -> None:
+    group.add_command(verify_command)

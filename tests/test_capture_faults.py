@@ -252,7 +252,8 @@ def test_kafka_broker_restart_mid_workload_loses_and_doubles_nothing(
             services.start_kafka()
             workload.join()
             _wait_reconstructed(cfg, url)
-            assert capture.metrics.restarts >= 1
+            # the outage really held acknowledgements back (the writer retried through it)
+            assert max(capture.metrics.ack_lags) >= 1.5
         finally:
             capture.stop.set()
             capture.join()

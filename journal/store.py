@@ -258,15 +258,20 @@ class FileStore(PackageStore):
             alive = lease.host != host or _pid_alive(lease.pid)
             if alive and lease.expires_at > now:
                 found.append(lease)
-            else:
-                path.unlink(missing_ok=True)
         return found
 
     def cleanup(self) -> list[Path]:
-        removed = []
+        removed: list[Path] = []
         if not self.directory.exists():
             return removed
         import shutil
+
+        live = {lease.lease_id for lease in self.leases()}
+        if self._lease_dir.exists():
+            for path in self._lease_dir.glob("*.json"):
+                if path.stem not in live:  # holder gone or expired
+                    path.unlink(missing_ok=True)
+                    removed.append(path)
 
         for path in self.directory.glob(".*-*"):
             parts = path.name.split("-")

@@ -1,0 +1,55 @@
+"""``journal compact [--once]``: turn the journal into backup packages."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+
+import click
+
+from journal.commands._common import config as load
+from journal.commands._common import echo_json
+from journal.compactor import Compactor, Policy, database_name, journal_url
+from journal.store import open_store
+from journal.transport import open_reader
+
+log = logging.getLogger(__name__)
+
+
+def register(group: click.Group) -> None:
+    @group.command("compact")
+    @click.option("--once", is_flag=True, help="package what the journal holds now, then exit")
+    @click.option("--snapshot", "snapshot_now", is_flag=True,
+                  help="also fold a new full snapshot at the end (on demand)")
+    @click.option("--json", "as_json", is_flag=True, help="print the run's figures as JSON")
+    @click.pass_context
+    def compact(ctx: click.Context, once: bool, snapshot_now: bool, as_json: bool) -> None:
+        """Package the change stream: segments, and full snapshots by policy.
+
+        Without --once it follows the journal until SIGTERM or Ctrl-C, finishing the
+        package it is writing first.
+        """
+        cfg = load(ctx)
+        stop = threading.Event()
+        if not once:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, lambda *_: stop.set())
+        reader = open_reader(journal_url(cfg), database_name(cfg))
+        try:
+            compactor = Compactor(reader, open_store(cfg.packages_url), Policy.from_config(cfg))
+            stats = compactor.run(once=once, stop=stop)
+            if snapshot_now:
+                compactor.snapshot_now()
+        finally:
+            reader.close()
+        summary = {"records": stats.records, "transactions": stats.transactions,
+                   "segments": stats.segments, "snapshots": stats.snapshots,
+                   "folds": stats.folds, "packages": stats.packages}
+        if as_json:
+            echo_json(summary)
+        else:
+            click.echo(f"{stats.transactions} transactions: {stats.segments} segments, "
+                       f"{stats.snapshots + stats.folds} full snapshots")
+            for package_id in stats.packages:
+                click.echo(f"  {package_id}")

@@ -1,0 +1,31 @@
+"""``journal health``: checks for people and for monitoring."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from journal.commands._common import config, echo_json
+from journal.health import run_checks
+
+
+@click.command("health")
+@click.option("--max-package-age", default=86_400.0, show_default=True,
+              help="seconds since the newest packaged commit before the check fails")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@click.pass_context
+def health(ctx: click.Context, max_package_age: float, as_json: bool) -> None:
+    """Check source, slot, journal and packages; exit 1 if any check fails."""
+    results = run_checks(config(ctx), max_package_age)
+    if as_json:
+        echo_json([{"check": r.name, "ok": r.ok, "detail": r.detail} for r in results])
+    else:
+        for r in results:
+            click.echo(r.line())
+    if not all(r.ok for r in results):
+        sys.exit(1)
+
+
+def register(group: click.Group) -> None:
+    group.add_command(health)

@@ -163,17 +163,18 @@ def _toml(tmp_path: Path, journal: str, packages: str) -> Path:
 
 def test_kill_9_during_package_writing_leaves_no_partial_package_and_a_continuous_chain(
         tmp_path):
-    sb = _workload(1500, seed=3)
+    sb = _workload(4000, seed=3)
     journal, packages = f"file://{tmp_path}/journal", f"file://{tmp_path}/packages"
     _write(journal, sb.records)
     config = _toml(tmp_path, journal, packages)
     store = open_store(packages)
     rng = random.Random(9)
-    command = [sys.executable, "-m", "journal.cli", "-c", str(config), "compact", "--once"]
+    command = [sys.executable, "-c", "from journal.cli import main; main()", "-c", str(config),
+               "compact", "--once"]
     kills = 0
     for _ in range(6):
         proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        time.sleep(rng.uniform(0.8, 2.5))
+        time.sleep(rng.uniform(0.7, 1.6))
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
             kills += 1

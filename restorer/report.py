@@ -32,6 +32,7 @@ class RestoreReport:
     tables: dict[str, TableCounts] = field(default_factory=dict)
     unresolved_generic_keys: int = 0
     seconds: float = 0.0
+    replay_seconds: float = 0.0  # reading, decoding and applying the segments
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

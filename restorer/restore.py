@@ -241,10 +241,16 @@ def _run(conn: psycopg.Connection[Any], store: Any, plan: RestorePlan,
                 _load(conn, mode, catalog, order, full.rows, writer, existing, progress)
             if options.before_replay is not None:
                 options.before_replay(conn)
+            if mode == "empty":
+                # identity writes read nothing back: pipeline them instead of a round
+                # trip per event
+                stack.enter_context(conn.pipeline())
+            replay_started = time.monotonic()
             result = replay(_segments(store, plan, stack), writer, plan.cutoff,
                             plan.start or Position(0, 0), order,
                             on_catalog=lambda c: _on_catalog(conn, c, mode),
                             progress=(lambda n: progress("replay", n)) if progress else None)
+            report.replay_seconds = time.monotonic() - replay_started
             report.transactions_replayed = result.transactions
             report.events_replayed = result.events
             reached = result.reached

@@ -42,6 +42,8 @@ class TargetWriter:
     on_conflict: str = "update"
     dry_run: bool = False
     fixups: list[Fixup] = field(default_factory=list)
+    # statements composed once per table (and column set), reused for every row
+    _queries: dict[tuple[Any, ...], str] = field(default_factory=dict)
 
     @property
     def keymap(self) -> KeyMap:
@@ -196,37 +198,48 @@ class TargetWriter:
         return [r[0] for r in rows]
 
     def _columns(self, table: str) -> list[str]:
-        return [c["name"] for c in self._table(table)["columns"] if not c.get("generated")]
+        key = ("columns", table)
+        if key not in self._queries:
+            self._queries[key] = [c["name"] for c in self._table(table)["columns"]  # type: ignore[assignment]
+                                  if not c.get("generated")]
+        return self._queries[key]  # type: ignore[return-value]
 
     def _insert(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
         if not rows:
             return
-        spec = self._table(table)
         cols = self._columns(table)
-        always = any(c.get("identity") == "a" for c in spec["columns"])
-        query = sql.SQL("INSERT INTO {} ({}) {}VALUES ({})").format(
-            sql.Identifier(spec["schema"], spec["name"]),
-            sql.SQL(", ").join(sql.Identifier(c) for c in cols),
-            sql.SQL("OVERRIDING SYSTEM VALUE " if always else ""),
-            sql.SQL(", ").join(sql.Placeholder() * len(cols)))
+        key = ("insert", table)
+        if (query := self._queries.get(key)) is None:
+            spec = self._table(table)
+            always = any(c.get("identity") == "a" for c in spec["columns"])
+            query = self._queries[key] = sql.SQL("INSERT INTO {} ({}) {}VALUES ({})").format(
+                sql.Identifier(spec["schema"], spec["name"]),
+                sql.SQL(", ").join(sql.Identifier(c) for c in cols),
+                sql.SQL("OVERRIDING SYSTEM VALUE " if always else ""),
+                sql.SQL(", ").join(sql.Placeholder() * len(cols))).as_string(self.conn)
+        if len(rows) == 1:  # replay: one row at a time, pipelined
+            self.conn.execute(query, [rows[0].get(c) for c in cols])  # type: ignore[arg-type]
+            return
         with self.conn.cursor() as cur:
-            cur.executemany(query, [[r.get(c) for c in cols] for r in rows])
+            cur.executemany(query, [[r.get(c) for c in cols] for r in rows])  # type: ignore[arg-type]
 
     # -- updates and deletes ---------------------------------------------------------------
 
     def _update(self, table: str, target_key: tuple[Any, ...], values: Mapping[str, Any],
-                skip: set[str]) -> int:
-        spec = self._table(table)
-        pk = spec["primary_key"]
-        cols = [c for c in self._columns(table) if c in values and c not in skip]
+                skip: set[str]) -> None:
+        cols = tuple(c for c in self._columns(table) if c in values and c not in skip)
         if not cols:
-            return 0
-        query = sql.SQL("UPDATE {} SET {} WHERE {}").format(
-            sql.Identifier(spec["schema"], spec["name"]),
-            sql.SQL(", ").join(sql.SQL("{} = %s").format(sql.Identifier(c)) for c in cols),
-            sql.SQL(" AND ").join(sql.SQL("{} = %s").format(sql.Identifier(c)) for c in pk))
-        cur = self.conn.execute(query, [values[c] for c in cols] + list(target_key))
-        return cur.rowcount
+            return
+        key = ("update", table, cols)
+        if (query := self._queries.get(key)) is None:
+            spec = self._table(table)
+            query = self._queries[key] = sql.SQL("UPDATE {} SET {} WHERE {}").format(
+                sql.Identifier(spec["schema"], spec["name"]),
+                sql.SQL(", ").join(sql.SQL("{} = %s").format(sql.Identifier(c)) for c in cols),
+                sql.SQL(" AND ").join(sql.SQL("{} = %s").format(sql.Identifier(c))
+                                      for c in spec["primary_key"])).as_string(self.conn)
+        # no rowcount read back: that would end the pipeline's batching
+        self.conn.execute(query, [values[c] for c in cols] + list(target_key))  # type: ignore[arg-type]
 
     def update_row(self, table: str, before: Mapping[str, Any] | None, after: dict[str, Any],
                    unchanged: Sequence[str] = ()) -> None:
@@ -250,10 +263,13 @@ class TargetWriter:
         pk = tuple(spec["primary_key"])
         source_key = tuple(before[c] for c in pk)
         target_key = self.keymap.target_of(table, source_key) if self.remap else source_key
-        self.conn.execute(sql.SQL("DELETE FROM {} WHERE {}").format(
-            sql.Identifier(spec["schema"], spec["name"]),
-            sql.SQL(" AND ").join(sql.SQL("{} = %s").format(sql.Identifier(c)) for c in pk)),
-            list(target_key))
+        key = ("delete", table)
+        if (query := self._queries.get(key)) is None:
+            query = self._queries[key] = sql.SQL("DELETE FROM {} WHERE {}").format(
+                sql.Identifier(spec["schema"], spec["name"]),
+                sql.SQL(" AND ").join(sql.SQL("{} = %s").format(sql.Identifier(c))
+                                      for c in pk)).as_string(self.conn)
+        self.conn.execute(query, list(target_key))  # type: ignore[arg-type]
         self.keymap.forget(table, source_key)
         self.remapper.forget(table, before)
         self._count(table).deleted += 1

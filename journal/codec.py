@@ -74,7 +74,7 @@ class SchemaRegistry:
         fp = fingerprint(schema)
         if fp not in self._json:
             self._json[fp] = schema_json
-            self._parsed[fp] = fastavro.parse_schema(schema, _write_hint=False)
+            self._parsed[fp] = fastavro.parse_schema(schema)
             if schema.get("name") == "Envelope" and "pg_table" in schema:
                 self._tables[fp] = TableSchema.from_avro_envelope(schema)
         return fp
@@ -84,7 +84,7 @@ class SchemaRegistry:
         hit = self._by_table.get(table)
         if hit is None:
             fp = self.add(json.dumps(envelope_schema(table)))
-            key = fastavro.parse_schema(table.avro_key_schema(), _write_hint=False)
+            key = fastavro.parse_schema(table.avro_key_schema())
             hit = self._by_table[table] = (fp, self._parsed[fp], key)
             self._tables[fp] = table
         return hit

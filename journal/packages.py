@@ -425,8 +425,10 @@ def _iter_tar(fh: IO[bytes], package: str, *, file_size: int) -> Iterator[_TarMe
 def _check_end(fh: IO[bytes], at: int, file_size: int, package: str) -> None:
     # the end marker is two zero blocks; tar pads the archive with more zeros
     if file_size < at + 512 or file_size % 512:
-        raise PackageCorrupt(package, "(archive)", "two zero blocks ending the archive",
-                             f"{file_size - at + 512} bytes")
+        raise PackageCorrupt(package, "(archive)",
+                             "two zero blocks ending the archive, in 512-byte blocks",
+                             f"{file_size - at + 512} bytes from the end marker to the end "
+                             "of the file (truncated or appended to)")
     fh.seek(at)
     while chunk := fh.read(_READ_CHUNK):
         if chunk.count(0) != len(chunk):

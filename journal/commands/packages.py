@@ -45,7 +45,7 @@ def register(group: click.Group) -> None:
             echo_json([_summary(m) for m in manifests])
             return
         for m in manifests:
-            span = f"{m.from_position or '':>18} .. {m.to_position}"
+            span = f"{str(m.from_position or ''):>16} .. {str(m.to_position):<16}"
             click.echo(f"{m.package_id}  {m.kind:<7} {span}  {_when(m.last_commit_ts)}  "
                        f"{m.rows:>9} rows  {m.size:>11} bytes")
 

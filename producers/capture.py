@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 
 FLUSH_RECORDS = 5000  # flush after this many appended records …
 FLUSH_INTERVAL_S = 0.1  # … or when the oldest unflushed record is this old
+FLUSH_WAIT_S = 0.005  # … or when nothing more arrived for this long
 CONFIRM_INTERVAL_S = 1.0
 LAG_LOG_INTERVAL_S = 10.0
 SLOT_RELEASE_WAIT_S = 10.0
@@ -160,6 +161,7 @@ class _Session:
         self.writer: JournalWriter | None = None
         self.registry = SchemaRegistry()
         self.published: set[TableSchema] = set()
+        self.last_published = 0
         self.database = ""
         self.rels: dict[int, _Rel] = {}
         self.known: dict[str, Any] = {}
@@ -269,7 +271,8 @@ class _Session:
         next_heartbeat = now + self.config.heartbeat_interval_s
         next_lag_log = now + LAG_LOG_INTERVAL_S
         while not self.stop.is_set():
-            timeout = 0.0 if self.unflushed else 0.2
+            # with records waiting, a few ms for more: fewer, larger flushes under load
+            timeout = FLUSH_WAIT_S if self.unflushed else 0.2
             message = self.repl.read(timeout)
             if isinstance(message, XLogData):
                 self._handle(message)
@@ -473,11 +476,13 @@ class _Session:
         writer = self.writer
         assert writer is not None
         if isinstance(record, ChangeEvent):
-            if record.table not in self.published:
+            # by identity first: hashing a TableSchema per event is measurable
+            if id(record.table) != self.last_published and record.table not in self.published:
                 # the schema is durable before any record that needs it
                 self.registry.for_table(record.table)
                 writer.publish_schemas(self.registry)
                 self.published.add(record.table)
+            self.last_published = id(record.table)
             self.metrics.events += 1
             self.last_activity = time.monotonic()
         key, value = encode(record, self.registry)

@@ -100,3 +100,4 @@ def _apply(tx: Transaction, writer: TargetWriter, order: LoadOrder,
         writer.truncate(truncates)
     if writer.fixups:
         writer.apply_fixups()  # the transaction's cycle is complete: set deferred keys
+    writer.end_transaction(len(tx.records))

@@ -244,7 +244,7 @@ def _run(conn: psycopg.Connection[Any], store: Any, plan: RestorePlan,
             if mode == "empty":
                 # identity writes read nothing back: pipeline them instead of a round
                 # trip per event
-                stack.enter_context(conn.pipeline())
+                writer.pipeline = stack.enter_context(conn.pipeline())
             replay_started = time.monotonic()
             result = replay(_segments(store, plan, stack), writer, plan.cutoff,
                             plan.start or Position(0, 0), order,

@@ -42,6 +42,8 @@ class TargetWriter:
     on_conflict: str = "update"
     dry_run: bool = False
     fixups: list[Fixup] = field(default_factory=list)
+    pipeline: Any = None  # psycopg Pipeline while replaying identity writes
+    _unsynced: int = 0
     # statements composed once per table (and column set), reused for every row
     _queries: dict[tuple[Any, ...], str] = field(default_factory=dict)
 
@@ -281,6 +283,14 @@ class TargetWriter:
                                "rows; restore into an empty database")
         self.conn.execute(sql.SQL("TRUNCATE {}").format(sql.SQL(", ").join(
             sql.Identifier(self._table(t)["schema"], self._table(t)["name"]) for t in tables)))
+
+    def end_transaction(self, events: int) -> None:
+        """After each replayed source transaction: sync the pipeline now and then, so
+        its queued results do not pile up in memory."""
+        self._unsynced += events
+        if self.pipeline is not None and self._unsynced >= 2000:
+            self.pipeline.sync()
+            self._unsynced = 0
 
     def apply_fixups(self) -> None:
         """Second pass for foreign keys deferred to break cycles."""

@@ -16,11 +16,11 @@ from journal.codec import SchemaRegistry, encode
 from journal.compactor import CONSUMER, Compactor, Policy, fold_latest
 from journal.events import ChangeEvent, LogicalMessage, Record
 from journal.export import export_snapshot
-from journal.fold import Target
 from journal.packages import open_package, verify_chain, verify_package
 from journal.state import StreamState
 from journal.store import open_store
 from journal.transport import open_reader, open_writer
+from restorer.plan import RestoreTarget
 from tests.test_fold import DOC, LINK, TAG, StreamBuilder, package_rows, same_tables, state_rows
 
 
@@ -145,7 +145,7 @@ def test_export_at_an_earlier_time_equals_replay_up_to_it(tmp_path):
     ends = [r for r in sb.records if getattr(r, "status", "") == "END"]
     stop = ends[37]
     manifest = export_snapshot(open_store(packages), tmp_path / "at.tar",
-                               Target(time=stop.commit_ts + 10))
+                               RestoreTarget.at_time(stop.commit_ts + 10))
     upto = [r for r in sb.records if r.position <= stop.position]
     assert manifest.to_position == stop.position and manifest.parent_id is None
     rows = package_rows(open_package(tmp_path / "at.tar"))
@@ -254,6 +254,6 @@ def test_capture_and_compaction_during_a_workload_on_postgresql_and_kafka(
         latest = package_rows(store.open(newest.package_id))
         assert same_tables(latest, sample.snapshot_state(url))
         exported = export_snapshot(store, tmp_path / "earlier.tar",
-                                   Target(lsn=Position.parse(earlier_lsn).commit_lsn))
+                                   RestoreTarget("lsn", Position.parse(earlier_lsn).commit_lsn))
         assert exported.to_position.commit_lsn <= Position.parse(earlier_lsn).commit_lsn
         assert same_tables(package_rows(open_package(tmp_path / "earlier.tar")), earlier)

@@ -3,26 +3,13 @@
 from __future__ import annotations
 
 import sys
-from datetime import datetime
 
 import click
 
-from journal.commands._common import config, echo_json, interactive
+from journal.commands._common import config, echo_json, interactive, parse_time
 from journal.errors import ConfigError
 from journal.positions import parse_lsn
 from restorer.restore import RestoreOptions, restore
-
-
-def parse_time(text: str) -> datetime:
-    """An ISO 8601 timestamp; one without a zone is refused (ambiguous for a restore)."""
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        raise ConfigError(f"--to {text!r}: not an ISO 8601 timestamp "
-                          "(e.g. 2025-11-26T10:15:00+00:00)") from None
-    if value.tzinfo is None:
-        raise ConfigError(f"--to {text!r}: give a time zone (e.g. +00:00 or Z)")
-    return value
 
 
 def _progress(what: str, n: int) -> None:

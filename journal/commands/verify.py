@@ -6,8 +6,7 @@ import sys
 
 import click
 
-from journal.commands._common import config, echo_json
-from journal.commands.restore import parse_time
+from journal.commands._common import config, echo_json, parse_time
 from restorer.verify import verify
 
 
@@ -22,7 +21,7 @@ def verify_command(ctx: click.Context, target_url: str, at: str | None, allow_ex
                    as_json: bool) -> None:
     """Compare TARGET row by row with the journal; exit 1 when they differ."""
     cfg = config(ctx)
-    report = verify(target_url, cfg.packages_url, parse_time(at) if at else None,
+    report = verify(target_url, cfg.packages_url, parse_time(at, "--at") if at else None,
                     natural_keys=dict(cfg.natural_keys),
                     generic=dict(cfg.generic_foreign_keys), allow_extra=allow_extra)
     if as_json:

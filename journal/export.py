@@ -8,9 +8,9 @@ its own. The packages read are leased for the duration, so prune leaves them alo
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from journal.durable import publish
 from journal.errors import ValidationError
 from journal.fold import Target, fold
 from journal.packages import Manifest, verify_package
@@ -36,12 +36,7 @@ def export_snapshot(store: PackageStore, output: Path, target: RestoreTarget | N
                              spill_bytes=spill_bytes)
     try:
         verify_package(tmp)
-        os.rename(tmp, output)  # same directory: atomic
-        fd = os.open(output.parent if str(output.parent) else ".", os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        publish(tmp, output.absolute())  # same directory: atomic
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

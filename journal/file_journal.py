@@ -38,6 +38,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from journal.codec import SchemaRegistry
+from journal.durable import fsync_dir, write_atomically
 from journal.errors import ConfigError, TransportError
 from journal.positions import Position
 from journal.transport import JournalReader, JournalWriter, RawRecord
@@ -79,14 +80,6 @@ def _parse_record(payload: bytes, offset: int, next_offset: int) -> RawRecord:
                      next_offset)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _make_dirs(path: Path) -> None:
     """Create ``path`` and missing parents, each made durable in its parent directory."""
     missing = []
@@ -99,7 +92,7 @@ def _make_dirs(path: Path) -> None:
             d.mkdir()
         except FileExistsError:
             continue
-        _fsync_dir(d.parent)
+        fsync_dir(d.parent)
 
 
 def _segment_path(segments: Path, base: int) -> Path:
@@ -251,7 +244,7 @@ class FileJournal:
                 continue
             removed.append(path)
         if removed:
-            _fsync_dir(self.segments_dir)
+            fsync_dir(self.segments_dir)
         return removed
 
 
@@ -276,16 +269,7 @@ def _read_consumer(path: Path) -> int:
 def _write_consumer(journal: FileJournal, name: str, offset: int) -> None:
     _make_dirs(journal.consumers_dir)
     path = journal.consumers_dir / f"{name}.json"
-    tmp = path.with_name(f".{name}.json.tmp")
-    data = json.dumps({"consumer": name, "offset": offset}).encode()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    _fsync_dir(journal.consumers_dir)
+    write_atomically(path, json.dumps({"consumer": name, "offset": offset}).encode())
 
 
 class FileJournalWriter(JournalWriter):
@@ -384,7 +368,7 @@ class FileJournalWriter(JournalWriter):
     def _create(self, path: Path) -> int:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o644)
         os.fsync(fd)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
         return fd
 
     # -- JournalWriter --------------------------------------------------------------------

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from journal.durable import fsync_dir, publish, write_atomically
 from journal.errors import ConfigError, PackageCorrupt, ValidationError
 from journal.packages import (
     Manifest,
@@ -113,14 +114,6 @@ def open_store(url: str) -> PackageStore:
     raise ConfigError(f"unsupported package store URL {url!r}: use file:///dir")
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -139,7 +132,7 @@ class FileStore(PackageStore):
     def _ensure(self) -> None:
         if not self.directory.exists():
             self.directory.mkdir(parents=True, exist_ok=True)
-            _fsync_dir(self.directory.parent)
+            fsync_dir(self.directory.parent)
 
     def workdir(self) -> Path:
         self._ensure()
@@ -199,8 +192,7 @@ class FileStore(PackageStore):
         if final.exists():  # same id: same content, already published
             tmp.unlink()
             return manifest
-        os.rename(tmp, final)
-        _fsync_dir(self.directory)
+        publish(tmp, final)
         log.info("published package %s", manifest.package_id)
         return manifest
 
@@ -210,7 +202,7 @@ class FileStore(PackageStore):
             who = ", ".join(f"{h.purpose} (pid {h.pid})" for h in holders)
             raise ValidationError(f"package {package_id} is leased by {who}; not deleted")
         self.path(package_id).unlink()
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
         self._cache.pop(f"{package_id}.tar", None)
 
     # -- leases ---------------------------------------------------------------------------
@@ -227,12 +219,7 @@ class FileStore(PackageStore):
         lease = Lease(uuid.uuid4().hex, tuple(package_ids), purpose, os.getpid(),
                       socket.gethostname(), time.time() + seconds)
         path = self._lease_dir / f"{lease.lease_id}.json"
-        tmp = self._lease_dir / f".{lease.lease_id}.tmp"
-        tmp.write_text(json.dumps(lease.__dict__))
-        with tmp.open("rb+") as fh:
-            os.fsync(fh.fileno())
-        os.rename(tmp, path)
-        _fsync_dir(self._lease_dir)
+        write_atomically(path, json.dumps(lease.__dict__).encode())
         try:
             yield lease
         finally:

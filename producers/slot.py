@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,6 +23,7 @@ import psycopg
 from psycopg import sql
 
 from journal.config import Config, redact
+from journal.durable import write_atomically
 from journal.errors import ConfigError, SourceError
 from journal.positions import format_lsn, parse_lsn
 
@@ -310,21 +309,7 @@ def load_state(path: Path) -> SlotState | None:
 def save_state(path: Path, state: SlotState) -> None:
     """Write atomically: temporary file, fsync, rename, fsync the directory."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(state.to_json(), fh, indent=1, sort_keys=True)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    write_atomically(path, json.dumps(state.to_json(), indent=1, sort_keys=True).encode())
 
 
 def check_slot_is_ours(info: SlotInfo | None, database: str) -> None:

@@ -47,3 +47,7 @@ def main(ctx: click.Context, config_path: str | None, verbose: int) -> None:
 for _name in COMMAND_MODULES:
     if importlib.util.find_spec(f"journal.commands.{_name}") is not None:
         importlib.import_module(f"journal.commands.{_name}").register(main)
+
+
+if __name__ == "__main__":
+    main()

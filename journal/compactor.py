@@ -432,17 +432,3 @@ def iter_stream(reader: JournalReader) -> Iterator[Record]:
     registry = reader.registry()
     for raw in deduplicate(reader.read(0)):
         yield decode(raw.value, registry)
-
-
-def journal_url(config: Config) -> str:
-    """The transport URL as capture writes it (Kafka: with the configured topic prefix)."""
-    url = config.journal_url
-    if url.startswith("kafka://") and "topic_prefix=" not in url:
-        url += ("&" if "?" in url else "?") + f"topic_prefix={config.topic_prefix}"
-    return url
-
-
-def database_name(config: Config) -> str:
-    from urllib.parse import urlsplit
-
-    return urlsplit(config.source_url).path.lstrip("/") or "postgres"

@@ -38,6 +38,21 @@ class Config:
     generic_foreign_keys: dict[str, dict[str, str]] = field(default_factory=dict)
     state_dir: str = "./journal-data"
 
+    def journal_location(self) -> str:
+        """The transport URL as every part uses it (Kafka: with the configured topic prefix)."""
+        url = self.journal_url
+        if url.startswith("kafka://") and "topic_prefix=" not in url:
+            url += ("&" if "?" in url else "?") + f"topic_prefix={self.topic_prefix}"
+        return url
+
+    def database(self) -> str:
+        """The source database's name: it names the journal's topic or directory."""
+        name = urlsplit(self.source_url).path.lstrip("/")
+        if not name:
+            raise ConfigError(f"the source URL {redact(self.source_url)} names no database: "
+                              "end it with /DBNAME")
+        return name
+
     def source_password(self) -> str | None:
         if pw := os.environ.get("JOURNAL_SOURCE_PASSWORD"):
             return pw

@@ -69,8 +69,7 @@ def _check_source(config: Config) -> list[CheckResult]:
 def _check_journal(config: Config) -> list[CheckResult]:
     from journal.transport import open_reader
 
-    database = _database_name(config)
-    reader = open_reader(config.journal_url, database)
+    reader = open_reader(config.journal_location(), config.database())
     try:
         schemas = len(reader.registry().items())
     finally:
@@ -94,10 +93,3 @@ def _check_packages(config: Config, max_age_s: float) -> list[CheckResult]:
         results.append(CheckResult("newest package", age <= max_age_s,
                                    f"last commit packaged {age / 60:.0f} min ago"))
     return results
-
-
-def _database_name(config: Config) -> str:
-    from urllib.parse import urlsplit
-
-    name = urlsplit(config.source_url).path.lstrip("/")
-    return name or "postgres"

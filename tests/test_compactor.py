@@ -216,7 +216,6 @@ def test_capture_and_compaction_during_a_workload_on_postgresql_and_kafka(
     import psycopg
 
     from journal import sample
-    from journal.compactor import journal_url
     from journal.positions import Position
     from tests.conftest import scratch_database
     from tests.test_capture import Background, capture_config, database_of, loaded_sample
@@ -230,7 +229,7 @@ def test_capture_and_compaction_during_a_workload_on_postgresql_and_kafka(
         capture.wait_streaming()
         store = open_store(cfg.packages_url)
         stop = threading.Event()
-        reader = open_reader(journal_url(cfg), database_of(url))
+        reader = open_reader(cfg.journal_location(), database_of(url))
         compactor = Compactor(reader, store, Policy.from_config(cfg))
         follower = threading.Thread(target=compactor.run, kwargs={"stop": stop}, daemon=True)
         follower.start()
@@ -244,7 +243,7 @@ def test_capture_and_compaction_during_a_workload_on_postgresql_and_kafka(
         follower.join(60)
         assert not follower.is_alive()
         reader.close()
-        reader = open_reader(journal_url(cfg), database_of(url))
+        reader = open_reader(cfg.journal_location(), database_of(url))
         Compactor(reader, store, Policy.from_config(cfg)).run(once=True)
         reader.close()
         newest = fold_latest(store) or store.list()[-1]

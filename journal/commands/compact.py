@@ -10,7 +10,7 @@ import click
 
 from journal.commands._common import config as load
 from journal.commands._common import echo_json
-from journal.compactor import Compactor, Policy, database_name, journal_url
+from journal.compactor import Compactor, Policy
 from journal.store import open_store
 from journal.transport import open_reader
 
@@ -23,8 +23,11 @@ def register(group: click.Group) -> None:
     @click.option("--snapshot", "snapshot_now", is_flag=True,
                   help="also fold a new full snapshot at the end (on demand)")
     @click.option("--json", "as_json", is_flag=True, help="print the run's figures as JSON")
+    @click.option("--metrics-port", type=int, metavar="PORT",
+                  help="serve Prometheus metrics on 127.0.0.1:PORT/metrics")
     @click.pass_context
-    def compact(ctx: click.Context, once: bool, snapshot_now: bool, as_json: bool) -> None:
+    def compact(ctx: click.Context, once: bool, snapshot_now: bool, as_json: bool,
+                metrics_port: int | None) -> None:
         """Package the change stream: segments, and full snapshots by policy.
 
         Without --once it follows the journal until SIGTERM or Ctrl-C, finishing the
@@ -35,9 +38,13 @@ def register(group: click.Group) -> None:
         if not once:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda *_: stop.set())
-        reader = open_reader(journal_url(cfg), database_name(cfg))
+        reader = open_reader(cfg.journal_location(), cfg.database())
         try:
             compactor = Compactor(reader, open_store(cfg.packages_url), Policy.from_config(cfg))
+            if metrics_port is not None:
+                from journal.metrics import CompactorCollector, serve
+
+                serve(CompactorCollector(compactor.stats), metrics_port)
             stats = compactor.run(once=once, stop=stop)
             if snapshot_now:
                 compactor.snapshot_now()

@@ -9,10 +9,12 @@ from __future__ import annotations
 import importlib
 import logging
 import sys
+import time
 
 import click
 
-from journal import __version__
+from journal import __version__, audit
+from journal.config import load_config
 from journal.errors import JournalError
 
 COMMAND_MODULES = (
@@ -21,13 +23,45 @@ COMMAND_MODULES = (
 )
 
 
+# Jobs that change or read backups go into the audit trail; the rest are diagnostics.
+AUDITED = frozenset({"init", "capture", "mark", "compact", "snapshot", "packages", "restore",
+                     "verify"})
+
+
 class _Group(click.Group):
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta["journal.args"] = list(args)
+        return super().parse_args(ctx, args)
+
     def invoke(self, ctx: click.Context) -> object:
+        started = time.time()
+        args = ctx.meta.get("journal.args", [])
+        command = next((a for a in args if a in self.commands), "")
+        outcome, detail = "ok", ""
         try:
             return super().invoke(ctx)
         except JournalError as exc:
+            outcome, detail = f"exit {exc.exit_code}", str(exc)
             click.echo(f"error: {exc}", err=True)
             sys.exit(exc.exit_code)
+        except SystemExit as exc:
+            outcome = "ok" if exc.code in (0, None) else f"exit {exc.code}"
+            raise
+        except BaseException as exc:
+            outcome, detail = "crashed", f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            if command in AUDITED and "--help" not in args:
+                _audit(ctx, command, args, started, outcome, detail)
+
+
+def _audit(ctx: click.Context, command: str, args: list[str], started: float, outcome: str,
+           detail: str) -> None:
+    try:
+        state_dir = load_config(ctx.obj.get("config_path") if ctx.obj else None).state_dir
+        audit.record(state_dir, command, args, started, outcome, detail)
+    except (JournalError, OSError) as exc:
+        click.echo(f"warning: the audit trail could not be written: {exc}", err=True)
 
 
 @click.group(cls=_Group)

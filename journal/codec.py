@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import io
 import json
+import struct
+from collections.abc import Callable
+from datetime import date, datetime, time
 from decimal import Decimal
 from functools import cache
 from importlib import resources
 from typing import Any
+from uuid import UUID
 
 import fastavro
+from fastavro._logical_writers import LOGICAL_WRITERS
 from fastavro.schema import fingerprint as _fingerprint
 from fastavro.schema import to_parsing_canonical_form
 
@@ -66,6 +71,8 @@ class SchemaRegistry:
         self._parsed: dict[bytes, Any] = {}
         self._tables: dict[bytes, TableSchema] = {}
         self._by_table: dict[TableSchema, tuple[bytes, Any, Any]] = {}
+        # id(table) -> (table, encoder): hashing a TableSchema per record is measurable
+        self._encoders: dict[int, tuple[TableSchema, _ChangeEncoder]] = {}
         for name in ("transaction", "message"):
             self.add(json.dumps(packaged_schema(name)))
 
@@ -89,8 +96,17 @@ class SchemaRegistry:
             self._tables[fp] = table
         return hit
 
+    def encoder(self, table: TableSchema) -> _ChangeEncoder:
+        """The compiled envelope encoder of a table version, registering it on first use."""
+        hit = self._encoders.get(id(table))
+        if hit is None or hit[0] is not table:
+            fp, parsed, key_schema = self.for_table(table)
+            hit = self._encoders[id(table)] = (table, _ChangeEncoder(table, fp, parsed,
+                                                                     key_schema))
+        return hit[1]
+
     def fingerprint_of(self, name: str) -> bytes:
-        return fingerprint(packaged_schema(name))
+        return _packaged_fingerprint(name)
 
     def schema_json(self, fp: bytes) -> str:
         try:
@@ -113,10 +129,20 @@ class SchemaRegistry:
         return self._tables.get(fp)
 
 
+@cache
+def _packaged_fingerprint(name: str) -> bytes:
+    return fingerprint(packaged_schema(name))
+
+
+@cache
+def _field_names(table: TableSchema) -> tuple[str, ...]:
+    return table.avro_field_names()
+
+
 def _to_avro_row(table: TableSchema, row: dict[str, Any] | None) -> dict[str, Any] | None:
     if row is None:
         return None
-    return {f: _avro_value(row.get(c.name)) for f, c in zip(table.avro_field_names(),
+    return {f: _avro_value(row.get(c.name)) for f, c in zip(_field_names(table),
                                                             table.columns, strict=True)}
 
 
@@ -131,7 +157,7 @@ def _avro_value(value: Any) -> Any:
 def _from_avro_row(table: TableSchema, row: dict[str, Any] | None) -> dict[str, Any] | None:
     if row is None:
         return None
-    return {c.name: row[f] for f, c in zip(table.avro_field_names(), table.columns, strict=True)}
+    return {c.name: row[f] for f, c in zip(_field_names(table), table.columns, strict=True)}
 
 
 def _write(parsed: Any, datum: dict[str, Any]) -> bytes:
@@ -142,6 +168,28 @@ def _write(parsed: Any, datum: dict[str, Any]) -> bytes:
 
 def encode(record: Record, registry: SchemaRegistry) -> tuple[bytes | None, bytes]:
     """Encode a record to ``(key, value)``; the key is the row's primary key (Avro)."""
+    try:
+        return encode_compiled(record, registry)
+    except Exception:  # fastavro writes it, or raises what it raises for such a value
+        return encode_generic(record, registry)
+
+
+def encode_compiled(record: Record, registry: SchemaRegistry) -> tuple[bytes | None, bytes]:
+    """``encode`` with the encoders compiled per schema (see below); raises for any value
+    they leave to fastavro's generic writer."""
+    kind = type(record)
+    if kind is ChangeEvent:
+        return registry.encoder(record.table).encode(record)  # type: ignore[union-attr,arg-type]
+    if kind is TransactionMarker:
+        return _encode_marker(record)  # type: ignore[arg-type]
+    if kind is LogicalMessage:
+        return _encode_message(record)  # type: ignore[arg-type]
+    raise _Unhandled(f"no compiled encoder for {kind.__name__}")
+
+
+def encode_generic(record: Record, registry: SchemaRegistry) -> tuple[bytes | None, bytes]:
+    """``encode`` through fastavro's generic writer: the reference the compiled encoders
+    must match byte for byte, and what writes any value they do not handle."""
     if isinstance(record, ChangeEvent):
         t = record.table
         fp, parsed, key_schema = registry.for_table(t)
@@ -176,6 +224,257 @@ def encode(record: Record, registry: SchemaRegistry) -> tuple[bytes | None, byte
                  "xid": record.xid, "commit_ts": record.commit_ts}
         return record.prefix.encode(), MAGIC + fp + _write(registry.parsed(fp), datum)
     raise TypeError(f"cannot encode {type(record).__name__}")
+
+
+# -- compiled encoders -------------------------------------------------------------------
+#
+# fastavro's generic writer validates every union branch of every record it writes, which
+# made encoding the most expensive step of capture. These encoders are built once per
+# table version from the same Avro types, write the same bytes (tests/test_codec_fast.py
+# proves it against fastavro), and hand any value they do not recognise to fastavro by
+# raising: a record is always either encoded exactly as fastavro would, or by fastavro.
+
+_LONG_MIN, _LONG_MAX = -(1 << 63), (1 << 63) - 1
+_INT_MIN, _INT_MAX = -(1 << 31), (1 << 31) - 1
+_BYTE = tuple(bytes((i,)) for i in range(128))
+_NULL = b"\x00"  # union branch 0 ("null")
+_SOME = b"\x02"  # union branch 1
+_TRUE, _FALSE = b"\x01", b"\x00"
+_EMPTY_ARRAY = b"\x00"
+_pack_float = struct.Struct("<f").pack
+_pack_double = struct.Struct("<d").pack
+_timestamp_micros = LOGICAL_WRITERS["long-timestamp-micros"]
+_Encode = Callable[[Any], bytes]
+
+
+class _Unhandled(ValueError):
+    """A value the compiled encoders leave to fastavro."""
+
+
+def _long(n: int) -> bytes:
+    """Avro long: zigzag, then a little-endian base-128 varint."""
+    if type(n) is not int or not _LONG_MIN <= n <= _LONG_MAX:
+        raise _Unhandled
+    n = (n << 1) ^ (n >> 63)
+    if n < 0x80:
+        return _BYTE[n]
+    if n < 0x4000:
+        return bytes((n & 0x7F | 0x80, n >> 7))
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _int(n: Any) -> bytes:
+    if type(n) is not int or not _INT_MIN <= n <= _INT_MAX:
+        raise _Unhandled
+    return _long(n)
+
+
+def _boolean(v: Any) -> bytes:
+    if v is True:
+        return _TRUE
+    if v is False:
+        return _FALSE
+    raise _Unhandled
+
+
+def _float(v: Any) -> bytes:
+    if type(v) is not float:
+        raise _Unhandled
+    return _pack_float(v)
+
+
+def _double(v: Any) -> bytes:
+    if type(v) is not float:
+        raise _Unhandled
+    return _pack_double(v)
+
+
+def _string(v: Any) -> bytes:
+    if type(v) is not str:
+        raise _Unhandled
+    data = v.encode()
+    return _long(len(data)) + data
+
+
+def _bytes(v: Any) -> bytes:
+    if type(v) is memoryview:
+        v = bytes(v)
+    elif type(v) is not bytes:
+        raise _Unhandled
+    return _long(len(v)) + v
+
+
+def _logical(kind: type, prepare: Callable[[Any, Any], Any], schema: dict[str, Any],
+             base: _Encode) -> _Encode:
+    # fastavro's own conversion (the function its writer calls), then the base type
+    def write(v: Any) -> bytes:
+        if type(v) is not kind:
+            raise _Unhandled
+        return base(prepare(v, schema))
+    return write
+
+
+def _uuid(v: Any) -> bytes:
+    if type(v) is UUID:
+        v = str(v)
+    return _string(v)
+
+
+def _array(items: _Encode) -> _Encode:
+    def write(v: Any) -> bytes:
+        if type(v) is not list:
+            raise _Unhandled
+        if not v:
+            return _EMPTY_ARRAY
+        parts = [_long(len(v))]
+        for item in v:
+            parts.append(_NULL if item is None else _SOME + items(item))
+        parts.append(_EMPTY_ARRAY)
+        return b"".join(parts)
+    return write
+
+
+_PRIMITIVES: dict[str, _Encode] = {
+    "boolean": _boolean, "int": _int, "long": _long, "float": _float, "double": _double,
+    "string": _string, "bytes": _bytes,
+}
+_LOGICAL_KINDS: dict[str, type] = {
+    "long-timestamp-micros": datetime, "long-local-timestamp-micros": datetime,
+    "int-date": date, "long-time-micros": time, "bytes-decimal": Decimal,
+}
+
+
+def _compile(avro_type: Any) -> _Encode:
+    """The encoder of one non-union Avro type as ``catalog._avro_base`` spells it."""
+    if isinstance(avro_type, str):
+        return _PRIMITIVES[avro_type]
+    if avro_type["type"] == "array":
+        items = avro_type["items"]
+        if not (isinstance(items, list) and len(items) == 2 and items[0] == "null"):
+            raise ValueError(f"unexpected array items {items!r}")
+        return _array(_compile(items[1]))
+    base = _PRIMITIVES[avro_type["type"]]
+    logical = f"{avro_type['type']}-{avro_type.get('logicalType')}"
+    if logical == "string-uuid":
+        return _uuid
+    if logical in _LOGICAL_KINDS:
+        return _logical(_LOGICAL_KINDS[logical], LOGICAL_WRITERS[logical], avro_type, base)
+    if "logicalType" in avro_type:
+        raise ValueError(f"unexpected logical type {avro_type!r}")
+    return base
+
+
+class _ChangeEncoder:
+    """The envelope (and key) of one table version's change events."""
+
+    def __init__(self, table: TableSchema, fp: bytes, parsed: Any, key_schema: Any) -> None:
+        self.table = table
+        self.header = MAGIC + fp
+        row_schema = parsed["fields"][0]["type"][1]
+        self.columns: tuple[tuple[str, _Encode], ...] = tuple(
+            (c.name, _compile(f["type"][1]))
+            for c, f in zip(table.columns, row_schema["fields"], strict=True))
+        names = table.column_names
+        self.key_indexes = tuple(names.index(n) for n in table.primary_key)
+        self.ops: dict[str, bytes] = {}
+        self.sources: dict[str, bytes] = {}  # database -> its encoded source strings
+        # the longs every record of a transaction repeats (commit LSN, xid, timestamps)
+        self.longs: dict[int, bytes] = {}
+
+    def _txn_long(self, n: int) -> bytes:
+        if type(n) is int:  # not a bool or float that compares equal to a cached int
+            hit = self.longs.get(n)
+            if hit is not None:
+                return hit
+        if len(self.longs) >= 1024:
+            self.longs.clear()
+        hit = self.longs[n] = _long(n)
+        return hit
+
+    def _bases(self, row: dict[str, Any]) -> list[bytes | None]:
+        get = row.get
+        return [None if (v := get(name)) is None else write(v) for name, write in self.columns]
+
+    def encode(self, record: ChangeEvent) -> tuple[bytes | None, bytes]:
+        parts = [self.header]
+        add = parts.append
+        before_bases = after_bases = None
+        if record.before is None:
+            add(_NULL)
+        else:
+            before_bases = self._bases(record.before)
+            add(_SOME)
+            parts.extend([_NULL if b is None else _SOME + b for b in before_bases])
+        if record.after is None:
+            add(_NULL)
+        else:
+            after_bases = self._bases(record.after)
+            add(_SOME)
+            parts.extend([_NULL if b is None else _SOME + b for b in after_bases])
+        op = self.ops.get(record.op)
+        if op is None:
+            op = self.ops[record.op] = _string(record.op)
+        add(op)
+        source = self.sources.get(record.database)
+        if source is None:
+            table = self.table
+            source = self.sources[record.database] = (
+                _string(record.database) + _string(table.schema) + _string(table.name))
+        add(source)
+        pos = record.position
+        txn_long = self._txn_long
+        add(txn_long(pos.commit_lsn))
+        add(_long(pos.seq))
+        add(txn_long(record.xid))
+        commit_ts = record.commit_ts
+        add(txn_long(commit_ts if type(commit_ts) is int else _timestamp_micros(commit_ts, None)))
+        add(_boolean(record.snapshot))
+        add(txn_long(record.ts_ms))
+        toast = record.unchanged_toast
+        if toast:
+            add(_long(len(toast)))
+            parts.extend([_string(name) for name in toast])
+        add(_EMPTY_ARRAY)
+        return self._key(record, before_bases, after_bases), b"".join(parts)
+
+    def _key(self, record: ChangeEvent, before: list[bytes | None] | None,
+             after: list[bytes | None] | None) -> bytes | None:
+        # the key record's fields are the primary key columns' row fields without the union
+        # branch: the same bytes the row encoding just produced
+        bases = after if record.after is not None else before
+        if bases is None or not self.key_indexes:
+            return None
+        parts = [bases[i] for i in self.key_indexes]
+        if None in parts:
+            raise _Unhandled  # a missing or null key column: fastavro reports it
+        return b"".join(parts)  # type: ignore[arg-type]
+
+
+_MARKER_STATUS = {"BEGIN": b"\x00", "END": b"\x02"}  # enum index as an Avro int
+
+
+def _encode_marker(record: TransactionMarker) -> tuple[bytes | None, bytes]:
+    pos = record.position
+    return str(record.xid).encode(), b"".join((
+        MAGIC, _packaged_fingerprint("transaction"), _MARKER_STATUS[record.status],
+        _string(record.database), _long(pos.commit_lsn), _long(pos.seq), _long(record.xid),
+        _long(_timestamp_micros(record.commit_ts, None)), _long(record.event_count)))
+
+
+def _encode_message(record: LogicalMessage) -> tuple[bytes | None, bytes]:
+    if type(record.content) is not bytes:
+        raise _Unhandled
+    pos = record.position
+    return record.prefix.encode(), b"".join((
+        MAGIC, _packaged_fingerprint("message"), _string(record.database),
+        _string(record.prefix), _bytes(record.content), _boolean(record.transactional),
+        _long(pos.commit_lsn), _long(pos.seq), _long(record.xid),
+        _long(_timestamp_micros(record.commit_ts, None))))
 
 
 def split_header(value: bytes) -> tuple[bytes, bytes]:

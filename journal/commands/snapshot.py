@@ -23,7 +23,7 @@ def register(group: click.Group) -> None:
 
     @snapshot.command("export")
     @click.option("--at", "at", help="stop before the first transaction committed after "
-                  "this time (ISO 8601; UTC when no zone is given)")
+                  "this time (ISO 8601 with a zone, e.g. 2026-11-26T10:00:00Z)")
     @click.option("--to-lsn", "to_lsn", help="include transactions committed up to this LSN")
     @click.option("--to-mark", "to_mark", help="include up to the named mark (journal mark NAME)")
     @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),

@@ -13,6 +13,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from restorer import ddl
+
 
 def existing_tables(conn: psycopg.Connection[Any], names: Iterable[str]) -> set[str]:
     """Which of ``names`` ("schema.table") exist in the target."""
@@ -36,13 +38,14 @@ def create_types(conn: psycopg.Connection[Any], catalog: Mapping[str, Any]) -> N
             "SELECT 1 FROM pg_type y JOIN pg_namespace n ON n.oid = y.typnamespace "
             "WHERE n.nspname = %s AND y.typname = %s", (t["schema"], t["name"])).fetchone()
         if not exists:
-            conn.execute(t["ddl"])
+            ddl.run(conn, "type", t["ddl"], t["schema"], t["name"])
 
 
 def create_tables(conn: psycopg.Connection[Any], catalog: Mapping[str, Any],
                   tables: Iterable[str]) -> None:
     for name in tables:
-        conn.execute(catalog["tables"][name]["create_table"])
+        t = catalog["tables"][name]
+        ddl.run(conn, "table", t["create_table"], t["schema"], t["name"])
 
 
 def add_constraints(conn: psycopg.Connection[Any], catalog: Mapping[str, Any],
@@ -50,28 +53,33 @@ def add_constraints(conn: psycopg.Connection[Any], catalog: Mapping[str, Any],
     """Primary keys, unique and check constraints, then the other indexes."""
     tables = list(tables)
     for name in tables:
-        for ddl in catalog["tables"][name].get("constraints", []):
-            conn.execute(ddl)
+        t = catalog["tables"][name]
+        for statement in t.get("constraints", []):
+            ddl.run(conn, "constraint", statement, t["schema"], t["name"])
     for name in tables:
-        for ddl in catalog["tables"][name].get("indexes", []):
-            conn.execute(ddl)
+        t = catalog["tables"][name]
+        for statement in t.get("indexes", []):
+            ddl.run(conn, "index", statement, t["schema"], t["name"])
 
 
 def add_foreign_keys(conn: psycopg.Connection[Any], catalog: Mapping[str, Any],
                      tables: Iterable[str]) -> None:
     tables = set(tables)
     for name in sorted(tables):
-        for fk in catalog["tables"][name].get("foreign_keys", []):
+        t = catalog["tables"][name]
+        for fk in t.get("foreign_keys", []):
             if fk["ref_table"] in tables:  # a subset restore leaves the rest out
-                conn.execute(fk["ddl"])
+                ddl.run(conn, "foreign key", fk["ddl"], t["schema"], t["name"])
 
 
 def add_sequences(conn: psycopg.Connection[Any], catalog: Mapping[str, Any],
                   tables: Iterable[str]) -> None:
     """Serial defaults and identities (created after the load, as pg_restore does)."""
     for name in tables:
-        for seq in catalog["tables"][name].get("sequences", []):
-            conn.execute(seq["ddl"])
+        t = catalog["tables"][name]
+        for seq in t.get("sequences", []):
+            for statement in ddl.split_sequence_ddl(seq["ddl"]):
+                ddl.run(conn, "sequence", statement, t["schema"], t["name"])
 
 
 def set_sequences(conn: psycopg.Connection[Any], catalog: Mapping[str, Any],

@@ -37,7 +37,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 from journal.codec import SchemaRegistry
@@ -51,6 +51,7 @@ DEFAULT_PREFIX = "edms_journal"
 POSITION_HEADER = "position"
 PARTITION_BITS = 12
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # large document rows must still fit in one record
+_DIRECT_MAX_BYTES = MAX_MESSAGE_BYTES // 2  # larger records take send()'s size check
 _TOPIC_OK = re.compile(r"^[A-Za-z0-9._-]+$")
 _TOPIC_EXISTS = 36  # TOPIC_ALREADY_EXISTS
 T = TypeVar("T")
@@ -245,6 +246,7 @@ class KafkaJournalWriter(JournalWriter):
         self.journal = journal
         self._futures: list[Any] = []
         self._in_transaction = False
+        self._ready = False  # open and in a transaction (if transactional): append may send
         self._broken: str | None = None
         config = {
             **journal.client_config(),
@@ -266,9 +268,44 @@ class KafkaJournalWriter(JournalWriter):
             if journal.transactional:
                 journal._call(self._producer.init_transactions, "initialising the writer")
             self._published = {fp for fp, _ in _read_schemas(journal)}
+            self._changes_topic = journal.changes_topic
+            self._changes_partition = self._single_partition(self._changes_topic)
+            self._direct, self._direct_tp = self._direct_accumulator()
         except BaseException:
             self._producer.close(timeout=1)
             raise
+
+    def _single_partition(self, topic: str) -> int | None:
+        # With one partition, naming it spares the key-hashing partitioner on every send;
+        # with more, the default partitioner keeps spreading records by key.
+        found = self.journal._call(lambda: self._producer.partitions_for(topic),
+                                   f"describing {topic}")
+        return 0 if found == {0} else None
+
+    def _direct_accumulator(self) -> tuple[Any, Any]:
+        """kafka-python's record accumulator, when records may go to it directly.
+
+        ``KafkaProducer.send`` spends half its time on checks that hold for every record
+        of the changes topic once they hold for one (topic metadata, a single partition
+        named explicitly, no serializers, well-formed headers, the partition added to the
+        transaction), and send was the largest cost of capture. The records still go
+        through the same batches, idempotent sequence numbers and transaction; records
+        near the size limit still go through ``send`` for its exact size check."""
+        from kafka import TopicPartition
+        from kafka.producer.record_accumulator import RecordAccumulator
+
+        producer = self._producer
+        accumulator = getattr(producer, "_accumulator", None)
+        usable = (self._changes_partition == 0
+                  and isinstance(accumulator, RecordAccumulator)
+                  and hasattr(getattr(producer, "_sender", None), "wakeup")
+                  and hasattr(getattr(producer, "_transaction_manager", None),
+                              "maybe_add_partition_to_transaction")
+                  and producer.config.get("key_serializer") is None
+                  and producer.config.get("value_serializer") is None)
+        if not usable:  # another kafka-python than the one this was written against
+            return None, None
+        return accumulator, TopicPartition(self._changes_topic, 0)
 
     def publish_schemas(self, registry: SchemaRegistry) -> None:
         self._check()
@@ -281,9 +318,23 @@ class KafkaJournalWriter(JournalWriter):
             self._published.update(fp for fp, _ in new)
 
     def append(self, position: Position, key: bytes | None, value: bytes) -> None:
-        self._check()
-        self._send(self.journal.changes_topic, key, value,
-                   [(POSITION_HEADER, position.to_bytes())])
+        # the hot path of capture: no per-record closures or error-mapping wrappers
+        if not self._ready:
+            self._check()
+            self._begin()
+        headers = [(POSITION_HEADER, position.to_bytes())]
+        try:
+            if self._direct is not None and len(value) < _DIRECT_MAX_BYTES:
+                future, full, new_batch, _ = self._direct.append(
+                    self._direct_tp, None, key, value, headers)
+                if full or new_batch:
+                    self._producer._sender.wakeup()
+            else:
+                future = self._producer.send(self._changes_topic, value, key, headers,
+                                             self._changes_partition)
+        except Exception as exc:
+            self._send_failed(exc)
+        self._futures.append(future)
 
     def flush(self) -> None:
         self._check()
@@ -306,9 +357,12 @@ class KafkaJournalWriter(JournalWriter):
         except TransportError as exc:
             self._fail(str(exc))
             raise
+        finally:
+            self._ready = False
         self._futures = []
 
     def close(self) -> None:
+        self._ready = False
         producer, self._producer = self._producer, None
         if producer is None:
             return
@@ -331,24 +385,47 @@ class KafkaJournalWriter(JournalWriter):
             raise TransportError(f"Kafka journal writer is unusable after an earlier "
                                  f"failure ({self._broken}); open a new one")
 
+    def _begin(self) -> None:
+        if self.journal.transactional and not self._in_transaction:
+            try:
+                self.journal._call(self._producer.begin_transaction, "beginning a transaction")
+                if self._direct is not None:
+                    # what send() does for every record: the partition joins the transaction
+                    self.journal._call(
+                        lambda: self._producer._transaction_manager
+                        .maybe_add_partition_to_transaction(self._direct_tp),
+                        "adding the partition to the transaction")
+            except TransportError as exc:
+                self._fail(str(exc))
+                raise
+            self._in_transaction = True
+        self._ready = True
+
     def _send(self, topic: str, key: bytes | None, value: bytes,
               headers: list[tuple[str, bytes]] | None) -> None:
+        self._begin()
         try:
-            if self.journal.transactional and not self._in_transaction:
-                self.journal._call(self._producer.begin_transaction, "beginning a transaction")
-                self._in_transaction = True
-            future = self.journal._call(
-                lambda: self._producer.send(topic, key=key, value=value, headers=headers),
-                f"sending to {topic}")
-        except TransportError as exc:
-            self._fail(str(exc))
-            raise
+            future = self._producer.send(topic, key=key, value=value, headers=headers)
+        except Exception as exc:
+            self._send_failed(exc)
         self._futures.append(future)
+
+    def _send_failed(self, exc: Exception) -> NoReturn:
+        from kafka.errors import KafkaError
+
+        if isinstance(exc, KafkaError | OSError):
+            error = TransportError(f"Kafka at {self.journal.address}: sending a record "
+                                   f"failed: {exc}")
+            self._fail(str(error))
+            raise error from exc
+        self._fail(f"sending a record failed: {exc!r}")
+        raise exc
 
     def _fail(self, reason: str) -> None:
         # After a failure the producer's state is unknown (Kafka may fence it, bump its
         # epoch or drop batches): no further record may go through it.
         self._broken = reason
+        self._ready = False
         if self._in_transaction:
             try:
                 _bounded(self._producer.abort_transaction, 10, "aborting the Kafka transaction")

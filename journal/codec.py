@@ -155,9 +155,29 @@ def _avro_value(value: Any) -> Any:
 
 
 def _from_avro_row(table: TableSchema, row: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A decoded Avro row (field names) as a journal row (column names)."""
     if row is None:
         return None
-    return {c.name: row[f] for f, c in zip(_field_names(table), table.columns, strict=True)}
+    pairs = _row_renames(table)
+    if pairs is None:  # every column name is its Avro field name: the dict is the row
+        return row
+    return {c: row[f] for f, c in pairs}
+
+
+# id(table) -> (table, (field, column) pairs or None when the names are the same): hashing
+# a TableSchema per decoded record cost more than decoding the row (as on the encode side)
+_RENAMES: dict[int, tuple[TableSchema, tuple[tuple[str, str], ...] | None]] = {}
+
+
+def _row_renames(table: TableSchema) -> tuple[tuple[str, str], ...] | None:
+    hit = _RENAMES.get(id(table))
+    if hit is None or hit[0] is not table:
+        names, columns = table.avro_field_names(), table.column_names
+        if len(_RENAMES) >= 4096:
+            _RENAMES.clear()
+        hit = _RENAMES[id(table)] = (table, None if names == columns
+                                     else tuple(zip(names, columns, strict=True)))
+    return hit[1]
 
 
 def _write(parsed: Any, datum: dict[str, Any]) -> bytes:
@@ -485,10 +505,12 @@ def split_header(value: bytes) -> tuple[bytes, bytes]:
 
 
 def decode(value: bytes, registry: SchemaRegistry) -> Record:
-    fp, body = split_header(value)
-    parsed = registry.parsed(fp)
+    fp, _ = split_header(value)
+    parsed = _reader_schema(registry.parsed(fp))
+    body = io.BytesIO(value)
+    body.seek(10)  # past the header, without copying the body
     try:
-        datum = fastavro.schemaless_reader(io.BytesIO(body), parsed, None)
+        datum = fastavro.schemaless_reader(body, parsed, None)
     except Exception as exc:  # fastavro raises several types on garbage
         raise ValidationError(f"cannot decode record with schema {fp.hex()}: {exc}") from exc
     try:
@@ -496,6 +518,49 @@ def decode(value: bytes, registry: SchemaRegistry) -> Record:
     except (ValueError, KeyError, TypeError, OverflowError) as exc:
         # the body decoded but is no valid record (e.g. an unknown op): still bad input
         raise ValidationError(f"record with schema {fp.hex()} is invalid: {exc}") from exc
+
+
+# id(parsed writer schema) -> (it, the schema decode reads with): the same schema, except
+# that the commit_ts of the stream's own records (Source, TransactionMarker, LogicalMessage)
+# is read as the plain long it is written as; the journal keeps it as µs, so fastavro's
+# datetime would only be converted back (the bytes and the values are the same)
+_READERS: dict[int, tuple[Any, Any]] = {}
+_STREAM_RECORDS = ("edms_journal.Source", "edms_journal.TransactionMarker",
+                   "edms_journal.LogicalMessage")
+
+
+def _reader_schema(parsed: Any) -> Any:
+    hit = _READERS.get(id(parsed))
+    if hit is None or hit[0] is not parsed:
+        if len(_READERS) >= 4096:
+            _READERS.clear()
+        hit = _READERS[id(parsed)] = (parsed, _plain_commit_ts(parsed))
+    return hit[1]
+
+
+def _plain_commit_ts(parsed: Any) -> Any:
+    schema = json.loads(json.dumps({k: v for k, v in parsed.items()
+                                    if not k.startswith("__")}))
+    changed = False
+
+    def walk(node: Any) -> None:
+        nonlocal changed
+        if isinstance(node, list):
+            for item in node:
+                walk(item)
+        elif isinstance(node, dict):
+            if node.get("type") == "record" and node.get("name") in _STREAM_RECORDS:
+                for f in node["fields"]:
+                    if (f["name"] == "commit_ts" and isinstance(f["type"], dict)
+                            and f["type"].get("logicalType") == "timestamp-micros"):
+                        f["type"] = "long"
+                        changed = True
+            for key in ("type", "fields", "items"):
+                if key in node:
+                    walk(node[key])
+
+    walk(schema)
+    return fastavro.parse_schema(schema) if changed else parsed
 
 
 def _record(datum: dict[str, Any], table: TableSchema | None) -> Record:

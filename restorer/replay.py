@@ -52,9 +52,10 @@ def replay(segments: Iterable[tuple[Any, Iterable[Transaction]]], writer: Target
            progress: Callable[[int], None] | None = None) -> ReplayResult:
     """Apply the transactions of each (manifest, transactions) pair in turn."""
     result = ReplayResult(start)
+    deferred = _Deferred(writer, order)
     for manifest, transactions in segments:
         for tx in included(transactions, cutoff, start, result):
-            _apply(tx, writer, order, on_catalog, result)
+            _apply(tx, writer, deferred, on_catalog, result)
             result.transactions += 1
             result.reached = end_position(tx)
             if progress is not None:
@@ -66,11 +67,42 @@ def replay(segments: Iterable[tuple[Any, Iterable[Transaction]]], writer: Target
     return result
 
 
-def _apply(tx: Transaction, writer: TargetWriter, order: LoadOrder,
+class _Deferred(dict[str, frozenset[str]]):
+    """Per table, the foreign keys (names) a remapping insert leaves for the second pass;
+    worked out once per table instead of once per event."""
+
+    def __init__(self, writer: TargetWriter, order: LoadOrder) -> None:
+        super().__init__()
+        self.writer, self.order = writer, order
+
+    def __missing__(self, table: str) -> frozenset[str]:
+        if not self.writer.remap:
+            found: frozenset[str] = frozenset()
+        else:
+            found = frozenset(fk.name for fk in self.order.deferred_keys(
+                table, self.writer.remapper.graph.foreign_keys.get(table, ())))
+        self[table] = found
+        return found
+
+
+def _apply(tx: Transaction, writer: TargetWriter, deferred: _Deferred,
            on_catalog: Callable[[dict[str, Any]], None] | None, result: ReplayResult) -> None:
     truncates: list[str] = []
+    # consecutive inserts into one table go out as one batch; in identity mode only, where
+    # a batch writes exactly what the single inserts would (remapping matches natural keys
+    # per batch, which must see the rows inserted before)
+    batch_table: str | None = None
+    batch: list[dict[str, Any]] = []
+
+    def flush() -> None:
+        nonlocal batch_table, batch
+        if batch_table is not None:
+            writer.write_rows(batch_table, batch, deferred[batch_table])
+            batch_table, batch = None, []
+
     for record in tx.records:
         if isinstance(record, LogicalMessage):
+            flush()  # a catalog change applies after the rows before it
             if record.prefix == CATALOG_PREFIX and on_catalog is not None:
                 on_catalog(json.loads(record.content)["catalog"])
             elif record.prefix == SNAPSHOT_PREFIX and on_catalog is not None:
@@ -79,23 +111,31 @@ def _apply(tx: Transaction, writer: TargetWriter, order: LoadOrder,
         assert isinstance(record, ChangeEvent)
         result.events += 1
         table = record.table.qualified
-        if record.op == "t":
+        op = record.op
+        if op in ("c", "r") and not writer.remap and not truncates:
+            assert record.after is not None
+            if table != batch_table:
+                flush()
+                batch_table = table
+            batch.append(record.after)
+            continue
+        flush()
+        if op == "t":
             truncates.append(table)
             continue
         if truncates:  # one TRUNCATE for the run, as the source issued it
             writer.truncate(truncates)
             truncates = []
-        if record.op in ("c", "r"):
+        if op in ("c", "r"):
             assert record.after is not None
-            deferred = frozenset(fk.name for fk in order.deferred_keys(
-                table, writer.remapper.graph.foreign_keys.get(table, ())))
-            writer.write_rows(table, [record.after], deferred if writer.remap else frozenset())
-        elif record.op == "u":
+            writer.write_rows(table, [record.after], deferred[table])
+        elif op == "u":
             assert record.after is not None
             writer.update_row(table, record.before, record.after, record.unchanged_toast)
         elif record.op == "d":
             assert record.before is not None
             writer.delete_row(table, record.before)
+    flush()
     if truncates:
         writer.truncate(truncates)
     if writer.fixups:

@@ -19,7 +19,7 @@ import psycopg
 from psycopg import sql
 
 from journal.config import check_postgres_url, redact
-from journal.errors import JournalError, RestoreError, ValidationError
+from journal.errors import JournalError, PackageCorrupt, RestoreError, ValidationError
 from journal.events import Transaction
 from journal.positions import Position
 from restorer import schema
@@ -128,6 +128,10 @@ def restore(options: RestoreOptions) -> RestoreReport:
         except psycopg.Error as exc:
             raise RestoreError(f"restore failed, the target is unchanged: "
                                f"{_first_line(exc)}") from exc
+        except PackageCorrupt as exc:  # found while reading, inside the transaction
+            raise ValidationError(f"package {exc.package} failed verification while "
+                                  f"loading, nothing was restored: {exc} (the target is "
+                                  "unchanged)") from exc
         except JournalError as exc:
             raise type(exc)(f"{exc} (the target is unchanged)") from exc
     report.seconds = time.monotonic() - started
@@ -169,12 +173,27 @@ def _find_xid(store: Any, manifests: list[Any], xid: int) -> int | None:
 
 
 def _verify_packages(store: Any, plan: RestorePlan) -> None:
-    """Every stage of every package (checksums, decoding, chain) before any write."""
-    from journal.packages import verify_chain
+    """Before any write: every package's structure, manifest and the SHA-256 of every
+    member, and the chain they form.
+
+    That proves each package holds exactly the bytes its manifest describes. Its records
+    are not decoded here, because the restore decodes every one of them anyway, and a
+    record that does not decode (or a segment that breaks the stream contract) raises
+    while loading -- inside the restore's single target transaction, which then rolls
+    back and leaves the target as it was. Decoding up front as well would read and decode
+    every package twice. Readers hash each member again as they read it, so a package
+    that changes after this check is refused the same way. ``journal packages verify``
+    still decodes everything.
+    """
+    from journal.packages import verify_chain, verify_package
 
     for m in plan.manifests:
         try:
-            store.verify(m.package_id)
+            found = verify_package(store.path(m.package_id), decode=False)
+            if found.package_id != m.package_id:
+                raise PackageCorrupt(m.package_id, "manifest.json",
+                                     f"package id {m.package_id}",
+                                     f"package id {found.package_id}")
         except ValidationError as exc:
             raise ValidationError(f"package {m.package_id} failed verification, nothing was "
                                   f"restored: {exc}") from exc

@@ -159,6 +159,36 @@ def test_corrupt_package_is_refused_before_the_target_is_touched(recorded, targe
                             "'public'::regnamespace").fetchone()[0] == 0
 
 
+def test_package_with_valid_checksums_but_an_undecodable_record_leaves_target_unchanged(
+        recorded, target_db):
+    # a package written that way (not damaged later): every SHA-256 matches its manifest,
+    # so only decoding finds it, which the restore does inside its one transaction
+    from journal.packages import PackageBuilder
+
+    store = recorded.store
+    seg = store.list()[-1]
+    with store.open(seg.package_id) as reader:
+        raw = list(reader.raw_records())
+    builder = PackageBuilder("segment", store.workdir())
+    events = builder.events()
+    for i, (position, key, value) in enumerate(raw):
+        events.write(position, key, value[:-3] if i == len(raw) - 2 else value)
+    builder.add_schemas(seg.schemas)
+    tmp, _ = builder.finish(
+        system_identifier=seg.system_identifier, database=seg.database,
+        generation=seg.generation, from_position=seg.from_position,
+        to_position=seg.to_position, first_commit_ts=seg.first_commit_ts,
+        last_commit_ts=seg.last_commit_ts, parent_id=seg.parent_id, catalog=seg.catalog,
+        marks=seg.marks)
+    store.delete(seg.package_id)
+    store.put(tmp)
+    with pytest.raises(ValidationError, match="nothing was restored.*unchanged"):
+        restore(_options(recorded, target_db))
+    with psycopg.connect(target_db) as conn:
+        assert conn.execute("SELECT count(*) FROM pg_class WHERE relnamespace = "
+                            "'public'::regnamespace").fetchone()[0] == 0
+
+
 def test_dry_run_changes_nothing_and_reports_what_it_would_do(recorded, target_db):
     report = restore(_options(recorded, target_db, dry_run=True))
     assert report.dry_run

@@ -299,8 +299,8 @@ class KafkaJournalWriter(JournalWriter):
         usable = (self._changes_partition == 0
                   and isinstance(accumulator, RecordAccumulator)
                   and hasattr(getattr(producer, "_sender", None), "wakeup")
-                  and hasattr(getattr(producer, "_transaction_manager", None),
-                              "maybe_add_partition_to_transaction")
+                  and all(hasattr(getattr(producer, "_transaction_manager", None), name)
+                          for name in ("maybe_add_partition_to_transaction", "begin_commit"))
                   and producer.config.get("key_serializer") is None
                   and producer.config.get("value_serializer") is None)
         if not usable:  # another kafka-python than the one this was written against
@@ -349,10 +349,7 @@ class KafkaJournalWriter(JournalWriter):
                 raise TransportError(f"Kafka at {self.journal.address} did not acknowledge "
                                      f"{len(failed)} of {len(self._futures)} records: {cause}")
             if self._in_transaction:
-                self.journal._call(
-                    lambda: _bounded(self._producer.commit_transaction, timeout,
-                                     "committing the Kafka transaction"),
-                    "committing the transaction")
+                self.journal._call(lambda: self._commit(timeout), "committing the transaction")
                 self._in_transaction = False
         except TransportError as exc:
             self._fail(str(exc))
@@ -360,6 +357,19 @@ class KafkaJournalWriter(JournalWriter):
         finally:
             self._ready = False
         self._futures = []
+
+    def _commit(self, timeout: float) -> None:
+        producer = self._producer
+        if self._direct is None:
+            _bounded(producer.commit_transaction, timeout, "committing the Kafka transaction")
+            return
+        # commit_transaction() without a thread per flush: it is these three calls, but
+        # waits without a deadline
+        result = producer._transaction_manager.begin_commit()
+        producer._sender.wakeup()
+        if not result.wait(timeout_ms=timeout * 1000):
+            raise TransportError(f"committing the Kafka transaction did not finish within "
+                                 f"{timeout:.0f} s")
 
     def close(self) -> None:
         self._ready = False

@@ -11,7 +11,8 @@
 3. Steady state: single-row transactions at 2,000/s from four connections for
    ``--steady-seconds`` (paced by a server-side procedure), with capture running;
    p50/p99 of commit→Kafka-acknowledgement.
-4. The capture processes' peak RSS (``wait4`` rusage).
+4. The capture processes' peak RSS and the backlog drain's CPU time per event (``wait4``
+   rusage): on a machine shared with other work, CPU per event varies less than events/s.
 ``--profile`` also runs the backlog drain in-process under cProfile and prints the top
 entries by cumulative and by own time.
 """
@@ -74,14 +75,14 @@ def _start_capture(toml: Path, *args: str) -> subprocess.Popen[str]:
                             stderr=subprocess.DEVNULL, text=True)
 
 
-def _finish(proc: subprocess.Popen[str]) -> tuple[dict[str, Any], int]:
-    """(final counters, peak RSS in KiB) of a capture process."""
+def _finish(proc: subprocess.Popen[str]) -> tuple[dict[str, Any], int, float]:
+    """(final counters, peak RSS in KiB, CPU seconds) of a capture process."""
     out = proc.stdout.read() if proc.stdout else ""
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise SystemExit(f"capture exited {proc.returncode}")
-    return json.loads(out or "{}"), usage.ru_maxrss
+    return json.loads(out or "{}"), usage.ru_maxrss, usage.ru_utime + usage.ru_stime
 
 
 def _backlog(url: str, rows: int, first_id: int = 1) -> tuple[int, int]:
@@ -224,13 +225,16 @@ def main() -> None:
 
         proc = _start_capture(toml, "--once-until-idle", "1")
         capture_s = _wait_confirmed(url, slot, end_lsn)
-        counters, rss_backlog = _finish(proc)
+        counters, rss_backlog, cpu_backlog = _finish(proc)
         recv_s = _pg_recvlogical(url, ref, end_lsn)
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("SELECT pg_drop_replication_slot(%s)", (ref,))
         capture_rate, recv_rate = changes / capture_s, changes / recv_s
         print(f"capture → {args.transport} (acknowledged): {capture_rate:,.0f} events/s "
               f"({changes:,} in {capture_s:.1f} s; counted {counters.get('events')})")
+        # CPU per event is the steadier figure on a machine shared with other work
+        print(f"capture CPU: {cpu_backlog * 1e6 / changes:.0f} µs per event (whole process, "
+              "start-up included)")
         print(f"pg_recvlogical → /dev/null:     {recv_rate:,.0f} events/s "
               f"({changes:,} in {recv_s:.1f} s)")
         print(f"ratio capture / pg_recvlogical: {capture_rate / recv_rate:.2f}")
@@ -245,7 +249,7 @@ def main() -> None:
         sent, took = _steady(url, args.steady_seconds, args.steady_rate, args.steady_workers)
         time.sleep(2)
         proc.send_signal(15)
-        counters, rss_steady = _finish(proc)
+        counters, rss_steady, _ = _finish(proc)
         print(f"steady: {sent / took:,.0f} transactions/s for "
               f"{took:.0f} s; commit→ack p50 "
               f"{counters['commit_ack_lag_p50_s'] * 1000:.1f} ms, p99 "

@@ -7,11 +7,15 @@ Secrets never live in the file: a source password comes from ``JOURNAL_SOURCE_PA
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
 
 from journal.errors import ConfigError
 
@@ -139,15 +143,31 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> Config:
 
 
 def check_postgres_url(url: str) -> None:
-    parts = urlsplit(url)
-    if parts.scheme not in ("postgresql", "postgres"):
+    scheme = _parse(url).drivername if "://" in url else ""
+    if scheme not in ("postgresql", "postgres"):
         raise ConfigError(f"not a PostgreSQL URL: {redact(url)} (expected postgresql://…)")
 
 
+_CONNINFO_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.I)
+
+
 def redact(url: str) -> str:
-    """The URL with any password replaced, for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return parts._replace(netloc=netloc).geturl()
+    """The URL (or libpq key=value string) with any password replaced, for messages and logs."""
+    if "://" not in url:
+        return _CONNINFO_PASSWORD.sub(r"\1***", url)
+    try:
+        parsed = _parse(url)
+    except ConfigError:  # unparsable: hide the whole user part
+        return _CONNINFO_PASSWORD.sub(r"\1***", re.sub(r"//[^/]*@", "//***@", url))
+    if parsed.password is None:
+        return _CONNINFO_PASSWORD.sub(r"\1***", url)
+    return _CONNINFO_PASSWORD.sub(r"\1***", parsed.render_as_string(hide_password=True))
+
+
+def _parse(url: str) -> URL:
+    # SQLAlchemy's URL parser: percent-encoding, IPv6 hosts and query strings done right
+    try:
+        return make_url(url)
+    except (ArgumentError, ValueError):
+        raise ConfigError("cannot parse the URL (check its form: scheme://user@host:port/db)"
+                          ) from None

@@ -47,3 +47,13 @@ def test_wrong_url_scheme_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     c = load_config(None, source_url="mysql://u@h/db")
     with pytest.raises(ConfigError, match="not a PostgreSQL URL"):
         c.source_conninfo()
+
+
+def test_passwords_are_hidden_in_every_form_a_source_can_be_given() -> None:
+    for secret_bearing in ("postgresql://u:p%40ss@h:5432/db",
+                           "postgresql://u@h/db?password=p@ss",
+                           "host=h password=p@ss dbname=x",
+                           "host=h password='p@ss word' dbname=x",
+                           "postgresql://u:p@ss@h:notaport/db"):
+        shown = redact(secret_bearing)
+        assert "p@ss" not in shown and "p%40ss" not in shown, shown

@@ -123,14 +123,6 @@ def run_capture(config: Config, stop_event: threading.Event | None = None, *,
         delay = min(delay * 2, BACKOFF_MAX_S)
 
 
-def journal_location(config: Config) -> str:
-    """The journal URL with the configured topic prefix (Kafka), unless it names one."""
-    url = config.journal_url
-    if url.startswith("kafka://") and "topic_prefix=" not in url:
-        url += ("&" if "?" in url else "?") + f"topic_prefix={config.topic_prefix}"
-    return url
-
-
 @dataclass
 class _Rel:
     table: TableSchema | None  # None: not captured (ignored)
@@ -209,7 +201,7 @@ class _Session:
         slot.check_slot_is_ours(info, self.database)
         state = slot.load_state(self.state_path)
         problem = slot.resume_problem(state, info, ident.system_identifier, self.database)
-        self.writer = open_writer(journal_location(cfg), self.database)
+        self.writer = open_writer(cfg.journal_location(), self.database)
         if problem is not None:
             state = self._new_generation(problem, info, ident.system_identifier)
         else:

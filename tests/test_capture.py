@@ -28,7 +28,7 @@ from journal.events import (
 )
 from journal.state import StreamState
 from journal.transport import decoded, deduplicate, open_reader
-from producers.capture import CaptureMetrics, journal_location, run_capture
+from producers.capture import CaptureMetrics, run_capture
 from tests.conftest import scratch_database
 
 pytestmark = pytest.mark.integration
@@ -112,7 +112,7 @@ class Background:
 
 def read_records(cfg: Config, database: str) -> list[Record]:
     """Every record of the journal, at-least-once duplicates dropped, decoded."""
-    reader = open_reader(journal_location(cfg), database)
+    reader = open_reader(cfg.journal_location(), database)
     try:
         raw = list(deduplicate(reader.read()))
         return list(decoded(raw, reader.registry()))
@@ -121,7 +121,7 @@ def read_records(cfg: Config, database: str) -> list[Record]:
 
 
 def raw_positions(cfg: Config, database: str) -> list[Any]:
-    reader = open_reader(journal_location(cfg), database)
+    reader = open_reader(cfg.journal_location(), database)
     try:
         return [r.position for r in reader.read()]
     finally:

@@ -16,7 +16,6 @@ from journal.commands._common import config as load
 from journal.config import DEFAULT_FILE, Config
 from journal.transport import open_writer
 from producers import slot
-from producers.capture import journal_location
 
 _TEMPLATE = """\
 # edms-journal configuration (see README). Secrets stay out of this file:
@@ -87,7 +86,7 @@ def register(group: click.Group) -> None:
             if info is None:
                 slot.check_free_slot(conn)
             database = conn.info.dbname
-        writer = open_writer(journal_location(cfg), database)
+        writer = open_writer(cfg.journal_location(), database)
         writer.close()
         click.echo(f"OK   journal {cfg.journal_url} (database {database})")
         Path(cfg.state_dir).mkdir(parents=True, exist_ok=True)

@@ -11,12 +11,12 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
+import django
 import pytest
 
 from restorer.restore import RestoreOptions, restore
 from tests.test_restore_fixtures import Recorder
 
-django = pytest.importorskip("django")
 pytestmark = pytest.mark.integration
 
 APPS = ["django.contrib.contenttypes", "django.contrib.auth", "django.contrib.admin",
@@ -40,8 +40,8 @@ def django_dbs(source_db: str, target_db: str) -> Any:
     """Django configured in-process with the source as "default" and the target."""
     from django.conf import settings
 
-    if settings.configured:  # settings are per process: only this module configures them
-        pytest.skip("Django settings were configured elsewhere in this process")
+    # settings are per process: only this module configures them, once
+    assert not settings.configured, "Django settings were configured elsewhere in this process"
     settings.configure(
         SECRET_KEY="test", USE_TZ=True, INSTALLED_APPS=APPS,
         DEFAULT_AUTO_FIELD="django.db.models.AutoField",

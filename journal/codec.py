@@ -16,7 +16,7 @@ from decimal import Decimal
 from functools import cache
 from importlib import resources
 from typing import Any
-from uuid import UUID
+from uuid import UUID, SafeUUID
 
 import fastavro
 from fastavro._logical_readers import LOGICAL_READERS
@@ -648,6 +648,8 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # as fastavro's logical readers
 _EPOCH_NAIVE = datetime(1970, 1, 1)
 _DAYS_SHIFT = date(1970, 1, 1).toordinal()
 _date_from_ordinal = date.fromordinal
+_new_object = object.__new__
+_set_attribute = object.__setattr__
 
 
 def _read_long(buf: bytes, pos: int) -> tuple[int, int]:
@@ -744,6 +746,13 @@ def _read_local_timestamp(buf: bytes, pos: int) -> tuple[datetime, int]:
 
 def _read_uuid(buf: bytes, pos: int) -> tuple[UUID, int]:
     text, pos = _read_string(buf, pos)
+    digits = text.replace("-", "")
+    if len(digits) == 32 and digits.isascii() and digits.isalnum():
+        # what UUID(text) does for such text (nothing to strip), without its other checks
+        value = _new_object(UUID)
+        _set_attribute(value, "int", int(digits, 16))
+        _set_attribute(value, "is_safe", SafeUUID.unknown)
+        return value, pos
     return UUID(text), pos
 
 
@@ -916,6 +925,20 @@ def _row_reader(row_schema: Any, names: tuple[str, ...]) -> _Read | None:
     lines.append(f"    return {{{items}}}, pos")
     exec("\n".join(lines), namespace)  # noqa: S102 - source built above from fixed templates
     return namespace["read"]  # type: ignore[no-any-return]
+
+
+def record_reader(schema: Any) -> Callable[[bytes, int], tuple[dict[str, Any], int]] | None:
+    """A compiled reader of one record of ``schema`` (as fastavro parses it): given the bytes
+    and a position, the dict fastavro's schemaless_reader returns there (keyed by field
+    name) and the position after it. Raises for any bytes it leaves to fastavro; None for
+    a schema with a type it does not read."""
+    try:
+        names = tuple(f["name"] for f in schema["fields"])
+        if not all(type(n) is str for n in names):
+            return None
+        return _row_reader(schema, names)
+    except (KeyError, TypeError, AttributeError):
+        return None
 
 
 def _read_optional_row(buf: bytes, pos: int, read_row: _Read) -> tuple[Any, int]:

@@ -51,6 +51,7 @@ from journal.codec import (
     decode,
     envelope_schema,
     fingerprint,
+    record_reader,
     split_header,
 )
 from journal.errors import ChainBroken, PackageCorrupt, ValidationError
@@ -547,6 +548,8 @@ def _read_ocf(span: _Span, info: MemberInfo, expected_schema: dict[str, Any] | N
     if expected_schema is not None and (to_parsing_canonical_form(writer_schema)
                                         != to_parsing_canonical_form(expected_schema)):
         raise corrupt("the schema named in the manifest", "a different writer schema")
+    # compiled once per member: fastavro's reader parses the schema again for every record
+    read_record = record_reader(parsed)
     rows_left, decoded_left = info.rows, info.decoded_bytes
     dctx = zstandard.ZstdDecompressor()
     while span.left:
@@ -564,15 +567,24 @@ def _read_ocf(span: _Span, info: MemberInfo, expected_schema: dict[str, Any] | N
         rows_left -= count
         decoded_left -= len(data)
         buf = io.BytesIO(data)
+        at = 0
         try:
             for _ in range(count):
-                yield fastavro.schemaless_reader(buf, parsed, None)
+                try:
+                    if read_record is None or type(data) is not bytes:
+                        raise ValueError
+                    datum, at = read_record(data, at)
+                except Exception:  # bytes the compiled reader leaves to fastavro
+                    buf.seek(at)
+                    datum = fastavro.schemaless_reader(buf, parsed, None)
+                    at = buf.tell()
+                yield datum
         except Exception as exc:
             raise corrupt("records that decode with the member's schema",
                           f"{type(exc).__name__}: {exc}") from None
-        if buf.tell() != len(data):
+        if at != len(data):
             raise corrupt("blocks holding exactly their records",
-                          f"{len(data) - buf.tell()} trailing bytes")
+                          f"{len(data) - at} trailing bytes")
     if rows_left or decoded_left:
         raise corrupt(f"{info.rows} records, {info.decoded_bytes} decoded bytes",
                       f"{info.rows - rows_left} records, "

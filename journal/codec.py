@@ -165,13 +165,14 @@ def _field_names(table: TableSchema) -> tuple[str, ...]:
 def _to_avro_row(table: TableSchema, row: dict[str, Any] | None) -> dict[str, Any] | None:
     if row is None:
         return None
-    return {f: _avro_value(row.get(c.name)) for f, c in zip(_field_names(table),
+    return {f: avro_value(row.get(c.name)) for f, c in zip(_field_names(table),
                                                             table.columns, strict=True)}
 
 
-def _avro_value(value: Any) -> Any:
+def avro_value(value: Any) -> Any:
+    """A journal value as fastavro takes it (psycopg may hand out memoryviews)."""
     if isinstance(value, list):
-        return [_avro_value(v) for v in value]
+        return [avro_value(v) for v in value]
     if isinstance(value, memoryview):
         return bytes(value)
     return value

@@ -48,6 +48,8 @@ from journal.catalog import TableSchema
 from journal.codec import (
     SchemaRegistry,
     _from_avro_row,
+    _to_avro_row,
+    avro_value,
     decode,
     envelope_schema,
     fingerprint,
@@ -667,22 +669,13 @@ class _OcfWriter:
 # -- rows in Avro form -------------------------------------------------------------------
 
 def to_avro_row(table: TableSchema, row: dict[str, Any]) -> dict[str, Any]:
-    return {f: _plain(row.get(c.name)) for f, c in zip(table.avro_field_names(), table.columns,
-                                                       strict=True)}
+    return _to_avro_row(table, row)  # type: ignore[return-value]
 
 
 def from_avro_row(table: TableSchema, row: dict[str, Any]) -> dict[str, Any]:
     """A decoded row (Avro field names) keyed by column name: the codec's own conversion
     (the same dict when every column name is its field name)."""
     return _from_avro_row(table, row)  # type: ignore[return-value]
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    if isinstance(value, memoryview):
-        return bytes(value)
-    return value
 
 
 # -- writing ------------------------------------------------------------------------------
@@ -697,7 +690,7 @@ class RowWriter:
         self._columns = table.column_names
 
     def write(self, row: dict[str, Any]) -> None:
-        self._writer.append({f: _plain(row.get(c)) for f, c in zip(self._names, self._columns,
+        self._writer.append({f: avro_value(row.get(c)) for f, c in zip(self._names, self._columns,
                                                                       strict=True)})
 
     @property

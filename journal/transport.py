@@ -11,9 +11,11 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 from journal.codec import SchemaRegistry, decode
+from journal.config import redact
 from journal.errors import ConfigError
 from journal.events import Record
 from journal.positions import Position
@@ -95,26 +97,22 @@ def decoded(records: Iterable[RawRecord], registry: SchemaRegistry) -> Iterator[
 
 def open_writer(url: str, database: str) -> JournalWriter:
     """A writer for ``kafka://host:port[,host:port]`` or ``file:///dir``."""
-    scheme = urlsplit(url).scheme
-    if scheme == "file":
-        from journal.file_journal import FileJournal
-
-        return FileJournal.from_url(url, database).writer()
-    if scheme == "kafka":
-        from journal.kafka_journal import KafkaJournal
-
-        return KafkaJournal.from_url(url, database).writer()
-    raise ConfigError(f"unsupported journal URL {url!r}: use kafka://host:port or file:///dir")
+    return _journal(url, database).writer()
 
 
 def open_reader(url: str, database: str) -> JournalReader:
+    return _journal(url, database).reader()
+
+
+def _journal(url: str, database: str) -> Any:
     scheme = urlsplit(url).scheme
     if scheme == "file":
         from journal.file_journal import FileJournal
 
-        return FileJournal.from_url(url, database).reader()
+        return FileJournal.from_url(url, database)
     if scheme == "kafka":
         from journal.kafka_journal import KafkaJournal
 
-        return KafkaJournal.from_url(url, database).reader()
-    raise ConfigError(f"unsupported journal URL {url!r}: use kafka://host:port or file:///dir")
+        return KafkaJournal.from_url(url, database)
+    raise ConfigError(f"unsupported journal URL {redact(url)!r}: "
+                      "use kafka://host:port or file:///dir")

@@ -10,13 +10,17 @@ object-id column) declared in journal.toml.
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Iterator, Mapping
+import uuid
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+import psycopg
+
 from journal.errors import ConfigError, RestoreError
 from restorer.graph import ForeignKey, TableGraph
+from restorer.keystore import KeyStore
 from restorer.natural_keys import qualify
 
 ON_CONFLICT = ("update", "skip", "fail")
@@ -46,31 +50,56 @@ def decide(*, matched: bool, id_taken: bool, on_conflict: str) -> Decision:
 
 
 class KeyMap:
-    """source primary key -> target primary key, per table; unknown keys map to themselves."""
+    """source primary key -> target primary key, per table; unknown keys map to themselves.
 
-    def __init__(self) -> None:
-        self._maps: dict[str, dict[tuple[Any, ...], tuple[Any, ...]]] = {}
+    Only differences are stored, in a ``KeyStore``: in memory by default, in a temporary
+    table of the target's transaction with ``in_target`` (what a restore uses, so the map
+    may grow with the data while memory does not).
+    """
+
+    def __init__(self, store: KeyStore | None = None) -> None:
+        self.store = store or KeyStore()
+
+    @classmethod
+    def in_target(cls, conn: psycopg.Connection[Any], catalog: Mapping[str, Any]) -> KeyMap:
+        oids = {name: _pk_oids(spec) for name, spec in catalog.get("tables", {}).items()}
+        return cls(KeyStore(conn, WORK_TABLE,
+                            lambda table, value: typed_key(value, oids.get(table, []))))
 
     def set(self, table: str, source: tuple[Any, ...], target: tuple[Any, ...]) -> None:
-        m = self._maps.setdefault(table, {})
-        if source == target:
-            m.pop(source, None)
-        else:
-            m[source] = target
+        self.store.put(table, source, None if source == target else target)
 
     def target_of(self, table: str, source: tuple[Any, ...]) -> tuple[Any, ...]:
-        return self._maps.get(table, {}).get(source, source)
+        return self.store.get(table, source, source)  # type: ignore[no-any-return]
+
+    def prefetch(self, keys: Iterable[tuple[str, tuple[Any, ...]]]) -> None:
+        """Load the mappings of ``(table, source key)`` pairs a batch will ask for."""
+        self.store.prefetch(keys)
 
     def forget(self, table: str, source: tuple[Any, ...]) -> None:
-        self._maps.get(table, {}).pop(source, None)
+        self.store.put(table, source, None)
 
     def remapped(self, table: str) -> int:
-        return len(self._maps.get(table, {}))
+        return self.store.count(table)
 
     def items(self) -> Iterator[tuple[str, tuple[Any, ...], tuple[Any, ...]]]:
-        for table, m in self._maps.items():
-            for source, target in m.items():
-                yield table, source, target
+        yield from self.store.items()
+
+
+WORK_TABLE = "journal_restore_keymap_work"
+OBJECTS_TABLE = "journal_restore_objects_work"
+
+
+def _pk_oids(spec: Mapping[str, Any]) -> list[int]:
+    types = {c["name"]: c["type_oid"] for c in spec.get("columns", [])}
+    return [types.get(c, 0) for c in spec.get("primary_key") or ()]
+
+
+def typed_key(values: Sequence[Any], oids: Sequence[int]) -> tuple[Any, ...]:
+    """A key read back from JSON: JSON keeps ints and strings; a uuid comes back as its
+    text."""
+    return tuple(uuid.UUID(v) if oid == 2950 and isinstance(v, str) else v
+                 for v, oid in zip(values, oids, strict=False))
 
 
 @dataclass(frozen=True)
@@ -156,13 +185,16 @@ class RowRemapper:
         self.unresolved_generic = 0
         # source keys of the tables generic foreign keys point into, when every row of
         # them passed through here (a full load): tells a dangling reference apart
-        self._seen: dict[str, set[Any]] | None = None
+        self._seen: KeyStore | None = None
         self._object_tables: dict[str, bool] = {}
+        # (generic FK table, content type) -> object table, until content types change
+        self._generic_targets: dict[tuple[str, Any], str | None] = {}
 
-    def track_objects(self) -> None:
+    def track_objects(self, conn: psycopg.Connection[Any] | None = None) -> None:
         """Start remembering the source keys of generic-FK target tables (call before a
-        full load, once the content types are known or about to be loaded)."""
-        self._seen = {}
+        full load, once the content types are known or about to be loaded); with
+        ``conn``, in a temporary table of the target's transaction."""
+        self._seen = KeyStore(conn, OBJECTS_TABLE)
 
     def observe(self, table: str, row: Mapping[str, Any]) -> None:
         """Remember a source content type row (needed to resolve generic foreign keys),
@@ -172,12 +204,13 @@ class RowRemapper:
             self._content_types.setdefault(table, {})[row[pk[0]]] = (
                 row["app_label"], row["model"])
             self._object_tables.clear()
+            self._generic_targets.clear()
         elif self._seen is not None and self._is_object_table(table):
-            self._seen.setdefault(table, set()).add(row[self._pk_of[table][0]])
+            self._seen.put(table, (row[self._pk_of[table][0]],), True)
 
     def forget(self, table: str, row: Mapping[str, Any]) -> None:
-        if self._seen is not None and table in self._seen:
-            self._seen[table].discard(row.get(self._pk_of[table][0]))
+        if self._seen is not None and table in self._pk_of and self._pk_of[table]:
+            self._seen.put(table, (row.get(self._pk_of[table][0]),), None)
 
     def _is_object_table(self, table: str) -> bool:
         if table not in self._object_tables:
@@ -196,6 +229,25 @@ class RowRemapper:
         """Foreign keys to a parent's primary key carry surrogate ids; others carry
         natural values already (a reference to a unique username) and pass through."""
         return self._pk_of.get(fk.ref_table) == fk.ref_columns
+
+    def prefetch(self, table: str, rows: Iterable[Mapping[str, Any]],
+                 deferred: frozenset[str] = frozenset(),
+                 keys: Iterable[tuple[str, tuple[Any, ...]]] = ()) -> None:
+        """Load, with one query per store, what remapping ``rows`` will look up (plus
+        ``keys``, other ``(table, source key)`` pairs the caller is about to map)."""
+        rows = list(rows)
+        wanted = list(keys)
+        may_have = self.keymap.store.may_have
+        for fk in self.graph.foreign_keys.get(table, ()):
+            if fk.name not in deferred and self.remaps(fk) and may_have(fk.ref_table):
+                wanted.extend((fk.ref_table, v) for row in rows
+                              if (v := fk.value_of(row)) is not None)
+        if (g := self.generic.get(table)) is not None:
+            objects = [k for row in rows if (k := self._generic_key(g, row)) is not None]
+            if self._seen is not None:
+                self._seen.prefetch(objects)
+            wanted.extend(objects)
+        self.keymap.prefetch(wanted)
 
     def remap(self, table: str, row: dict[str, Any], deferred: frozenset[str] = frozenset()
               ) -> dict[str, Any]:
@@ -222,21 +274,34 @@ class RowRemapper:
         ct = row.get(g.content_type)
         if ct is None:
             return None
+        if (g.table, ct) in self._generic_targets:
+            return self._generic_targets[g.table, ct]
         app_model = self._content_types.get(g.content_type_table, {}).get(ct)
-        if app_model is None:
-            return None
-        return g.target_table(*app_model, known=self.graph.tables.keys())
+        target = (None if app_model is None
+                  else g.target_table(*app_model, known=self.graph.tables.keys()))
+        self._generic_targets[g.table, ct] = target
+        return target
 
-    def remap_generic(self, g: GenericForeignKey, row: Mapping[str, Any]) -> Any:
+    def _generic_key(self, g: GenericForeignKey, row: Mapping[str, Any]
+                     ) -> tuple[str, tuple[Any, ...]] | None:
+        """(object table, source key) a generic foreign key of ``row`` points at, or None
+        when its table is not part of this restore."""
         object_id = row.get(g.object_id)
         target = self.generic_target(g, row)
         pk = self._pk_of.get(target or "", ())
-        if object_id is None or len(pk) != 1:
+        if object_id is None or target is None or len(pk) != 1:
+            return None
+        return target, (_like_key(object_id, self.graph.tables[target]["columns"], pk[0]),)
+
+    def remap_generic(self, g: GenericForeignKey, row: Mapping[str, Any]) -> Any:
+        object_id = row.get(g.object_id)
+        found = self._generic_key(g, row)
+        if found is None:
             # the object's table is not part of this restore: nothing to map it through
             self.unresolved_generic += object_id is not None
             return object_id
-        source_key = (_like_key(object_id, self.graph.tables[target]["columns"], pk[0]),)
-        if self._seen is not None and source_key[0] not in self._seen.get(target, set()):
+        target, source_key = found
+        if self._seen is not None and self._seen.get(target, source_key) is None:
             # the object was deleted in the source: nothing to map it to, kept as it is
             self.unresolved_generic += 1
             return object_id

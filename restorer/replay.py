@@ -138,6 +138,6 @@ def _apply(tx: Transaction, writer: TargetWriter, deferred: _Deferred,
     flush()
     if truncates:
         writer.truncate(truncates)
-    if writer.fixups:
+    if writer.pending_fixups:
         writer.apply_fixups()  # the transaction's cycle is complete: set deferred keys
     writer.end_transaction(len(tx.records))

@@ -234,7 +234,10 @@ def _run(conn: psycopg.Connection[Any], store: Any, plan: RestorePlan,
         counts[t] = TableCounts(before=schema.row_count(conn, spec) if t in existing else 0)
     keys = resolve_natural_keys(catalog, options.natural_keys)
     generic = generic_foreign_keys(options.generic_foreign_keys)
-    keymap = read_keymap(conn, catalog) if mode == "remap" and state is not None else KeyMap()
+    # in remap mode the key map and the rows seen live in the target's transaction
+    keymap = KeyMap.in_target(conn, catalog) if mode == "remap" else KeyMap()
+    if mode == "remap" and state is not None:
+        read_keymap(conn, catalog, keymap)
     remapper = RowRemapper(graph, keymap, generic)
     order = _generic_last(graph.load_order(wanted), graph, generic)
     writer = TargetWriter(conn, catalog, remapper, keys, counts, remap=mode == "remap",
@@ -250,12 +253,12 @@ def _run(conn: psycopg.Connection[Any], store: Any, plan: RestorePlan,
             folded = fold(catalog, full.rows, _segments(store, plan, stack), plan.cutoff,
                           plan.start, graph.closure(requested))
             rows = row_closure(folded, graph, requested)
-            remapper.track_objects()
+            _track_objects(remapper, conn, mode)
             _load(conn, mode, catalog, order, rows.__getitem__, writer, existing, progress)
             reached = folded.reached or plan.start
         else:
             if plan.full is not None:
-                remapper.track_objects()
+                _track_objects(remapper, conn, mode)
                 full = stack.enter_context(store.open(plan.full.package_id, verify=False))
                 _load(conn, mode, catalog, order, full.rows, writer, existing, progress)
             if options.before_replay is not None:
@@ -285,6 +288,11 @@ def _run(conn: psycopg.Connection[Any], store: Any, plan: RestorePlan,
         tuple(previous) + plan.package_ids, mode, tuple(sorted(requested))))
     if mode == "remap":
         write_keymap(conn, keymap)
+
+
+def _track_objects(remapper: RowRemapper, conn: psycopg.Connection[Any], mode: str) -> None:
+    # only remapping reads them; an empty target's replay (pipelined) keeps them in memory
+    remapper.track_objects(conn if mode == "remap" else None)
 
 
 def _generic_last(order: LoadOrder, graph: TableGraph, generic: dict[str, Any]) -> LoadOrder:

@@ -9,16 +9,16 @@ same rows onto the same target rows.
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from journal.positions import Position
 from restorer.plan import Reached
-from restorer.remap import KeyMap
+from restorer.remap import KeyMap, typed_key
 
 STATE_TABLE = "journal_restore_state"
 KEYMAP_TABLE = "journal_restore_keymap"
@@ -72,16 +72,34 @@ def write_keymap(conn: psycopg.Connection[Any], keymap: KeyMap) -> None:
         " table_name text NOT NULL, source_key jsonb NOT NULL, target_key jsonb NOT NULL,"
         " PRIMARY KEY (table_name, source_key))")
     conn.execute("TRUNCATE public.journal_restore_keymap")
+    if keymap.store.in_database:  # copied inside the server: the map may be large
+        keymap.store.flush()
+        conn.execute(sql.SQL(
+            "INSERT INTO public.journal_restore_keymap (table_name, source_key, target_key)"
+            " SELECT table_name, key::jsonb, value FROM {}").format(keymap.store.table))
+        return
     with conn.cursor().copy("COPY public.journal_restore_keymap FROM STDIN") as copy:
         for table, source, target in keymap.items():
             copy.write_row((table, json.dumps(source, default=str),
                             json.dumps(target, default=str)))
 
 
-def read_keymap(conn: psycopg.Connection[Any], catalog: Mapping[str, Any]) -> KeyMap:
-    keymap = KeyMap()
+def read_keymap(conn: psycopg.Connection[Any], catalog: Mapping[str, Any],
+                keymap: KeyMap | None = None) -> KeyMap:
+    """The key map an earlier restore left (entries of the catalog's tables), into
+    ``keymap`` (default: a new one in memory)."""
+    keymap = keymap if keymap is not None else KeyMap()
     exists = conn.execute("SELECT to_regclass('public.journal_restore_keymap')").fetchone()
     if not exists or exists[0] is None:
+        return keymap
+    if keymap.store.in_database:
+        tables = [r[0] for r in conn.execute(sql.SQL(
+            "WITH copied AS (INSERT INTO {} (table_name, key, value)"
+            " SELECT table_name, source_key::text, target_key FROM public.journal_restore_keymap"
+            " WHERE table_name = ANY(%s) AND source_key <> target_key RETURNING table_name)"
+            " SELECT DISTINCT table_name FROM copied").format(keymap.store.table),
+            (sorted(catalog["tables"]),))]
+        keymap.store.note_tables(tables)
         return keymap
     for table, source, target in conn.execute(
             "SELECT table_name, source_key, target_key FROM public.journal_restore_keymap"):
@@ -90,11 +108,5 @@ def read_keymap(conn: psycopg.Connection[Any], catalog: Mapping[str, Any]) -> Ke
             continue
         types = {c["name"]: c["type_oid"] for c in spec["columns"]}
         oids = [types[c] for c in spec["primary_key"]]
-        keymap.set(table, _typed(source, oids), _typed(target, oids))
+        keymap.set(table, typed_key(source, oids), typed_key(target, oids))
     return keymap
-
-
-def _typed(values: list[Any], oids: list[int]) -> tuple[Any, ...]:
-    # JSON keeps ints and strings; a uuid key comes back as its text
-    return tuple(uuid.UUID(v) if oid == 2950 and isinstance(v, str) else v
-                 for v, oid in zip(values, oids, strict=True))

@@ -16,11 +16,14 @@ import psycopg
 from psycopg import sql
 
 from journal.errors import RestoreError
+from restorer.keystore import encode
 from restorer.natural_keys import NaturalKey, is_surrogate_key
 from restorer.remap import Decision, KeyMap, RowRemapper, decide
 from restorer.report import TableCounts
 
 COPY_ROWS = 64  # a batch this large is inserted with COPY rather than executemany
+FIXUP_BATCH = 5000  # deferred foreign keys held in memory before they go to the target
+FIXUPS_TABLE = "journal_restore_fixups_work"
 
 
 @dataclass
@@ -43,7 +46,9 @@ class TargetWriter:
     remap: bool = False
     on_conflict: str = "update"
     dry_run: bool = False
-    fixups: list[Fixup] = field(default_factory=list)
+    fixups: list[Fixup] = field(default_factory=list)  # the ones not yet spilled
+    _spilled: set[tuple[str, str]] = field(default_factory=set)  # (table, fk) in the table
+    _fixup_seq: int = 0
     pipeline: Any = None  # psycopg Pipeline while replaying identity writes
     _unsynced: int = 0
     # statements composed once per table (and column set), reused for every row
@@ -83,6 +88,7 @@ class TargetWriter:
             self._insert(table, rows)
             self._count(table).inserted += len(rows)
             return
+        self.remapper.prefetch(table, rows, deferred)
         mapped = [self.remapper.remap(table, row, deferred) for row in rows]
         self.defer(table, rows, deferred)
         nk = self.keys.get(table)
@@ -150,6 +156,12 @@ class TargetWriter:
                     if (value := fk.value_of(row)) is not None:
                         self.fixups.append(Fixup(table, tuple(row[c] for c in pk), fk.name,
                                                  value))
+                        if len(self.fixups) >= FIXUP_BATCH and self.keymap.store.in_database:
+                            self._spill_fixups()
+
+    @property
+    def pending_fixups(self) -> bool:
+        return bool(self.fixups or self._spilled)
 
     def _match(self, table: str, nk: NaturalKey, rows: Sequence[dict[str, Any]]
                ) -> dict[tuple[Any, ...], tuple[Any, ...]]:
@@ -314,6 +326,8 @@ class TargetWriter:
         self.remapper.observe(table, after)
         source_key = tuple((before if before and all(c in before for c in pk) else after)[c]
                            for c in pk)
+        if self.remap:
+            self.remapper.prefetch(table, [after], keys=[(table, source_key)])
         target_key = self.keymap.target_of(table, source_key) if self.remap else source_key
         values = self.remapper.remap(table, after) if self.remap else dict(after)
         for c in unchanged:
@@ -357,10 +371,19 @@ class TargetWriter:
 
     def apply_fixups(self) -> None:
         """Second pass for foreign keys deferred to break cycles."""
+        if self._spilled:
+            self._spill_fixups()
+            self._apply_spilled_fixups()
+            return
         graph = self.remapper.graph
         by_table: dict[str, list[tuple[tuple[Any, ...], Mapping[str, Any]]]] = {}
+        fks = {(f.table, f.fk_name): next(k for k in graph.foreign_keys[f.table]
+                                          if k.name == f.fk_name) for f in self.fixups}
+        self.keymap.prefetch([(f.table, f.source_key) for f in self.fixups]
+                             + [(fks[f.table, f.fk_name].ref_table, f.source_value)
+                                for f in self.fixups])
         for f in self.fixups:
-            fk = next(k for k in graph.foreign_keys[f.table] if k.name == f.fk_name)
+            fk = fks[f.table, f.fk_name]
             target = self.keymap.target_of(fk.ref_table, f.source_value)
             by_table.setdefault(f.table, []).append(
                 (self.keymap.target_of(f.table, f.source_key),
@@ -369,6 +392,68 @@ class TargetWriter:
             # each fixup sets one foreign key of one row: batched per table and columns
             self._update_many(table, items, set())
         self.fixups.clear()
+
+    def _spill_fixups(self) -> None:
+        """Move the fixups held in memory to a temporary table (created on first use):
+        a load defers one per row of a cycle, all applied at its end."""
+        if not self._spilled:
+            self.conn.execute(sql.SQL(
+                "CREATE TEMP TABLE IF NOT EXISTS {} (seq bigint NOT NULL, table_name text"
+                " NOT NULL, fk_name text NOT NULL, source_key jsonb NOT NULL, source_value"
+                " jsonb NOT NULL) ON COMMIT DROP").format(sql.Identifier(FIXUPS_TABLE)))
+        copy_query = sql.SQL("COPY {} FROM STDIN").format(
+            sql.Identifier("pg_temp", FIXUPS_TABLE))
+        with self.cursor.copy(copy_query) as copy:
+            for f in self.fixups:
+                self._fixup_seq += 1
+                copy.write_row((self._fixup_seq, f.table, f.fk_name, encode(f.source_key),
+                                encode(f.source_value)))
+                self._spilled.add((f.table, f.fk_name))
+        self.fixups.clear()
+
+    def _apply_spilled_fixups(self) -> None:
+        """``apply_fixups`` for fixups in the temporary table: per foreign key, one
+        UPDATE joined with the key map there. Each key goes through the table's own row
+        type (``jsonb_populate_record``), so it takes the column's type as the
+        one-row-at-a-time UPDATE's parameters do; of several fixups of one row, the
+        last wins, as it does there."""
+        self.keymap.store.flush()
+        graph = self.remapper.graph
+        fixups = sql.Identifier("pg_temp", FIXUPS_TABLE)
+        for table, fk_name in sorted(self._spilled):
+            spec = self._table(table)
+            ident = sql.Identifier(spec["schema"], spec["name"])
+            pk = list(spec["primary_key"])
+            fk = next(k for k in graph.foreign_keys[table] if k.name == fk_name)
+
+            def fields(cols: Sequence[str], value: str) -> sql.Composable:
+                return sql.SQL(", ").join(
+                    sql.SQL("{}, {} -> {}").format(sql.Literal(c), sql.SQL(value),
+                                                   sql.Literal(i))
+                    for i, c in enumerate(cols))
+
+            self.conn.execute(sql.SQL(
+                "WITH f AS (SELECT DISTINCT ON (source_key) source_key, source_value"
+                " FROM {fixups} WHERE table_name = %(table)s AND fk_name = %(fk)s"
+                " ORDER BY source_key, seq DESC)"
+                " UPDATE {table} AS t SET {sets} FROM f"
+                " LEFT JOIN {keymap} mk ON mk.table_name = %(table)s"
+                " AND mk.key = f.source_key::text"
+                " LEFT JOIN {keymap} mv ON mv.table_name = %(ref)s"
+                " AND mv.key = f.source_value::text"
+                " CROSS JOIN LATERAL jsonb_populate_record(NULL::{table}, jsonb_build_object("
+                "{pk_fields}, {fk_fields})) AS r"
+                " WHERE {match}").format(
+                    fixups=fixups, table=ident, keymap=self.keymap.store.table,
+                    sets=sql.SQL(", ").join(sql.SQL("{c} = r.{c}").format(c=sql.Identifier(c))
+                                            for c in fk.columns),
+                    pk_fields=fields(pk, "coalesce(mk.value, f.source_key)"),
+                    fk_fields=fields(fk.columns, "coalesce(mv.value, f.source_value)"),
+                    match=sql.SQL(" AND ").join(sql.SQL("t.{c} = r.{c}").format(
+                        c=sql.Identifier(c)) for c in pk)),
+                {"table": table, "fk": fk_name, "ref": fk.ref_table})
+        self.conn.execute(sql.SQL("TRUNCATE {}").format(fixups))
+        self._spilled.clear()
 
 
 def _array_literals(keys: Sequence[tuple[Any, ...]], width: int) -> list[str] | None:

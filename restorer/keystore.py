@@ -1,0 +1,178 @@
+"""Per-table maps of source keys, kept in the target database rather than in memory.
+
+A restore into a populated database remembers, for the rows it loads, things that grow
+with the data: the source ids that have another id in the target (the key map), and the
+source rows that exist (what generic foreign keys may point at). Held in Python that is a
+few hundred bytes per row. A ``KeyStore`` with a connection keeps them in a temporary
+table of the restore's own transaction (dropped at commit, gone with a rollback), with a
+bounded cache and a bounded buffer of unwritten entries in front, so its memory depends
+on batch sizes, not table sizes. Callers ``prefetch`` the keys a batch will ask for: one
+query per batch. A key asked for without that is still answered, by a query of its own.
+
+In the table a key is its JSON as PostgreSQL prints it (``jsonb::text``, one canonical
+form whoever wrote it) under the "C" collation: a text index is several times cheaper
+to maintain than a jsonb one.
+
+Without a connection it is a plain dict (unit tests, small in-memory uses).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+CACHE_SIZE = 20_000  # answers kept in memory (a batch's look-ups must fit with room to spare)
+FLUSH_AT = 5_000  # unwritten entries written out in one statement
+
+Key = tuple[Any, ...]
+Decode = Callable[[str, Any], Any]
+
+_ABSENT = object()  # cached or buffered "no entry"
+
+
+def encode(value: Any) -> str:
+    """A key or value as JSON (tuples as arrays, uuids and other values as their text):
+    the representation journal_restore_keymap has always used."""
+    return json.dumps(value, default=str)
+
+
+class KeyStore:
+    """``(table, source key) -> value``; absent entries read as the caller's default."""
+
+    def __init__(self, conn: psycopg.Connection[Any] | None = None, name: str = "",
+                 decode: Decode | None = None, cache_size: int = CACHE_SIZE,
+                 flush_at: int = FLUSH_AT) -> None:
+        self.conn = conn
+        self._decode = decode or (lambda table, value: value)
+        self._cache_size, self._flush_at = cache_size, flush_at
+        # no connection: every entry; with one: entries not yet written (_ABSENT: delete)
+        self._memory: dict[tuple[str, Key], Any] = {}
+        self._cache: OrderedDict[tuple[str, Key], Any] = OrderedDict()
+        # tables that may have an entry: a look-up into any other needs no query
+        self._tables: set[str] = set()
+        self.table = sql.Identifier("pg_temp", name)
+        if conn is not None:
+            conn.execute(sql.SQL(
+                "CREATE TEMP TABLE {} (table_name text COLLATE \"C\" NOT NULL,"
+                " key text COLLATE \"C\" NOT NULL, value jsonb NOT NULL,"
+                " PRIMARY KEY (table_name, key)) ON COMMIT DROP"
+            ).format(sql.Identifier(name)))
+
+    @property
+    def in_database(self) -> bool:
+        return self.conn is not None
+
+    def may_have(self, table: str) -> bool:
+        """False when ``table`` certainly has no entry (so its look-ups cost nothing)."""
+        return self.conn is None or table in self._tables
+
+    def note_tables(self, tables: Iterable[str]) -> None:
+        """Tables that got entries into the temporary table some other way (a copy)."""
+        self._tables.update(tables)
+
+    def get(self, table: str, key: Key, default: Any = None) -> Any:
+        k = (table, key)
+        if self.conn is None:
+            return self._memory.get(k, default)
+        if table not in self._tables:
+            return default
+        if k in self._memory:
+            value = self._memory[k]
+        else:
+            if k in self._cache:
+                self._cache.move_to_end(k)
+            else:
+                self.prefetch([k])
+            value = self._cache.get(k, _ABSENT)
+        return default if value is _ABSENT else value
+
+    def put(self, table: str, key: Key, value: Any) -> None:
+        """Set an entry; ``None`` removes it."""
+        k = (table, key)
+        if self.conn is None:
+            if value is None:
+                self._memory.pop(k, None)
+            else:
+                self._memory[k] = value
+            return
+        if value is None and table not in self._tables:
+            return  # nothing was ever stored for the table
+        self._tables.add(table)
+        self._memory[k] = _ABSENT if value is None else value
+        self._cache.pop(k, None)  # the buffered write is the answer until flushed
+        if len(self._memory) >= self._flush_at:
+            self.flush()
+
+    def prefetch(self, keys: Iterable[tuple[str, Key]]) -> None:
+        """Load the entries of ``keys`` (``(table, key)`` pairs) with one query, so the
+        ``get`` calls that follow are answered from memory."""
+        if self.conn is None:
+            return
+        wanted = list(dict.fromkeys(
+            k for k in keys if k[0] in self._tables and k not in self._memory
+            and k not in self._cache))
+        if not wanted:
+            return
+        # the keys travel as one JSON document: one C-level dump, not one per key. Never
+        # prepared: a plan cached while the table was small would scan it all once large
+        found = dict(self.conn.execute(sql.SQL(
+            "SELECT u.i, m.value FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY"
+            " AS u(e, i) JOIN {} m ON m.table_name = u.e ->> 0 AND m.key = (u.e -> 1)::text"
+        ).format(self.table), (encode(wanted),), prepare=False).fetchall())
+        for i, k in enumerate(wanted, 1):
+            self._cache[k] = self._decode(k[0], found[i]) if i in found else _ABSENT
+        self._trim()
+
+    def flush(self) -> None:
+        """Write the buffered entries to the temporary table."""
+        if self.conn is None or not self._memory:
+            return
+        puts = [(t, key, v) for (t, key), v in self._memory.items() if v is not _ABSENT]
+        drops = [k for k, v in self._memory.items() if v is _ABSENT]
+        if drops:
+            self.conn.execute(sql.SQL(
+                "DELETE FROM {} m USING jsonb_array_elements(%s::jsonb) AS u(e)"
+                " WHERE m.table_name = u.e ->> 0 AND m.key = (u.e -> 1)::text"
+            ).format(self.table),
+                (encode(drops),), prepare=False)
+        if puts:
+            self.conn.execute(sql.SQL(
+                "INSERT INTO {} (table_name, key, value)"
+                " SELECT e ->> 0, (e -> 1)::text, e -> 2"
+                " FROM jsonb_array_elements(%s::jsonb) AS u(e)"
+                " ON CONFLICT (table_name, key) DO UPDATE SET value = excluded.value"
+            ).format(self.table), (encode(puts),), prepare=False)
+        # what was just written is what is most likely asked for next
+        self._cache.update(self._memory)
+        self._memory.clear()
+        self._trim()
+
+    def count(self, table: str) -> int:
+        if self.conn is None:
+            return sum(1 for t, _ in self._memory if t == table)
+        self.flush()
+        row = self.conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE table_name = %s")
+                                .format(self.table), (table,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def items(self) -> Iterator[tuple[str, Key, Any]]:
+        """Every entry, as ``(table, key, value)``; keys as stored (JSON arrays as lists)
+        when the entries live in the database."""
+        if self.conn is None:
+            for (t, key), value in self._memory.items():
+                yield t, key, value
+            return
+        self.flush()
+        with self.conn.cursor(name="journal_restore_keystore_items") as cur:
+            cur.execute(sql.SQL("SELECT table_name, key, value FROM {}").format(self.table))
+            for t, key, value in cur:
+                yield t, tuple(json.loads(key)), self._decode(t, value)
+
+    def _trim(self) -> None:
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)

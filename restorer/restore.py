@@ -117,23 +117,25 @@ def restore(options: RestoreOptions) -> RestoreReport:
         if plan.is_noop:
             report.seconds = time.monotonic() - started
             return report
-        _verify_packages(store, plan)  # before the target is touched
-        try:
-            with store.lease(plan.package_ids, "restore"), conn.transaction():
-                _run(conn, store, plan, state, options, report)
-                if options.dry_run:
-                    raise _DryRun
-        except _DryRun:
-            pass
-        except psycopg.Error as exc:
-            raise RestoreError(f"restore failed, the target is unchanged: "
-                               f"{_first_line(exc)}") from exc
-        except PackageCorrupt as exc:  # found while reading, inside the transaction
-            raise ValidationError(f"package {exc.package} failed verification while "
-                                  f"loading, nothing was restored: {exc} (the target is "
-                                  "unchanged)") from exc
-        except JournalError as exc:
-            raise type(exc)(f"{exc} (the target is unchanged)") from exc
+        # leased before verification: prune must not remove what is verified, then read
+        with store.lease(plan.package_ids, "restore"):
+            _verify_packages(store, plan)  # before the target is touched
+            try:
+                with conn.transaction():
+                    _run(conn, store, plan, state, options, report)
+                    if options.dry_run:
+                        raise _DryRun
+            except _DryRun:
+                pass
+            except psycopg.Error as exc:
+                raise RestoreError(f"restore failed, the target is unchanged: "
+                                   f"{_first_line(exc)}") from exc
+            except PackageCorrupt as exc:  # found while reading, inside the transaction
+                raise ValidationError(f"package {exc.package} failed verification while "
+                                      f"loading, nothing was restored: {exc} (the target is "
+                                      "unchanged)") from exc
+            except JournalError as exc:
+                raise type(exc)(f"{exc} (the target is unchanged)") from exc
     report.seconds = time.monotonic() - started
     return report
 

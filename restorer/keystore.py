@@ -113,9 +113,13 @@ class KeyStore:
         ``get`` calls that follow are answered from memory."""
         if self.conn is None:
             return
-        wanted = list(dict.fromkeys(
-            k for k in keys if k[0] in self._tables and k not in self._memory
-            and k not in self._cache))
+        wanted: dict[tuple[str, Key], None] = {}
+        cache = self._cache
+        for k in keys:
+            if k in cache:
+                cache.move_to_end(k)  # so the entries this batch adds do not evict it
+            elif k[0] in self._tables and k not in self._memory:
+                wanted[k] = None
         if not wanted:
             return
         # the keys travel as one JSON document: one C-level dump, not one per key. Never
@@ -123,7 +127,7 @@ class KeyStore:
         found = dict(self.conn.execute(sql.SQL(
             "SELECT u.i, m.value FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY"
             " AS u(e, i) JOIN {} m ON m.table_name = u.e ->> 0 AND m.key = (u.e -> 1)::text"
-        ).format(self.table), (encode(wanted),), prepare=False).fetchall())
+        ).format(self.table), (encode(list(wanted)),), prepare=False).fetchall())
         for i, k in enumerate(wanted, 1):
             self._cache[k] = self._decode(k[0], found[i]) if i in found else _ABSENT
         self._trim()

@@ -314,6 +314,11 @@ def _long(n: int) -> bytes:
     return bytes(out)
 
 
+def avro_long(n: int) -> bytes:
+    """Avro's zigzag varint for a long: also what container-file block headers use."""
+    return _long(n)
+
+
 def _int(n: Any) -> bytes:
     if type(n) is not int or not _INT_MIN <= n <= _INT_MAX:
         raise _Unhandled

@@ -49,6 +49,7 @@ from journal.codec import (
     SchemaRegistry,
     _from_avro_row,
     _to_avro_row,
+    avro_long,
     avro_value,
     decode,
     envelope_schema,
@@ -469,16 +470,6 @@ def _sha256_of(fh: IO[bytes], offset: int, size: int) -> str:
 
 # -- Avro object container files ----------------------------------------------------------
 
-def _zigzag(n: int) -> bytes:
-    n = (n << 1) ^ (n >> 63)
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
 class _Span:
     """A bounded, optionally hashing view of one member's bytes in the archive."""
 
@@ -626,10 +617,10 @@ class _OcfWriter:
         # deterministic sync marker: equal content gives equal bytes
         self._sync = hashlib.sha256(b"sync" + schema_json).digest()[:16]
         header = bytearray(_OCF_MAGIC)
-        header += _zigzag(2)
+        header += avro_long(2)
         for key, value in ((b"avro.codec", CODEC.encode()), (b"avro.schema", schema_json)):
-            header += _zigzag(len(key)) + key + _zigzag(len(value)) + value
-        header += _zigzag(0) + self._sync
+            header += avro_long(len(key)) + key + avro_long(len(value)) + value
+        header += avro_long(0) + self._sync
         self._write(bytes(header))
         self._buf = io.BytesIO()
         self._pending = 0
@@ -650,7 +641,7 @@ class _OcfWriter:
             return
         data = self._buf.getvalue()
         packed = self._cctx.compress(data)
-        self._write(_zigzag(self._pending) + _zigzag(len(packed)) + packed + self._sync)
+        self._write(avro_long(self._pending) + avro_long(len(packed)) + packed + self._sync)
         self.rows += self._pending
         self.decoded_bytes += len(data)
         self._buf = io.BytesIO()

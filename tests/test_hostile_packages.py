@@ -177,7 +177,7 @@ def test_member_that_decompresses_far_beyond_its_declared_size_is_refused(good, 
     name = "tables/public.doc.avro"
     original = members[name]
     # rebuild the member: same header, one block of one record that is 256 MiB of zeros
-    from journal.packages import _zigzag
+    from journal.codec import avro_long as _zigzag
 
     schema_end = _find_header_end(original)
     header, sync = original[:schema_end], original[schema_end - 16:schema_end]

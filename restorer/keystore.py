@@ -145,12 +145,18 @@ class KeyStore:
             ).format(self.table),
                 (encode(drops),), prepare=False)
         if puts:
-            self.conn.execute(sql.SQL(
-                "INSERT INTO {} (table_name, key, value)"
-                " SELECT e ->> 0, (e -> 1)::text, e -> 2"
-                " FROM jsonb_array_elements(%s::jsonb) AS u(e)"
-                " ON CONFLICT (table_name, key) DO UPDATE SET value = excluded.value"
-            ).format(self.table), (encode(puts),), prepare=False)
+            insert = sql.SQL(
+                "INSERT INTO {} (table_name, key, value) SELECT e ->> 0, (e -> 1)::text, e -> 2"
+                " FROM jsonb_array_elements(%s::jsonb) AS u(e)").format(self.table)
+            document = encode(puts)
+            try:
+                # new keys, nearly always: a plain insert costs half an upsert's time
+                with self.conn.transaction():
+                    self.conn.execute(insert, (document,), prepare=False)
+            except psycopg.errors.UniqueViolation:
+                self.conn.execute(insert + sql.SQL(
+                    " ON CONFLICT (table_name, key) DO UPDATE SET value = excluded.value"),
+                    (document,), prepare=False)
         # what was just written is what is most likely asked for next
         self._cache.update(self._memory)
         self._memory.clear()

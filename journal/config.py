@@ -39,7 +39,9 @@ class Config:
     retention: str = "REDUNDANCY 2"
     heartbeat_interval_s: float = 10.0
     natural_keys: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    generic_foreign_keys: dict[str, dict[str, str]] = field(default_factory=dict)
+    # per table: a list of {content_type, object_id, ...} pairs (one table alone is
+    # accepted; an empty list turns detection off for the table)
+    generic_foreign_keys: dict[str, Any] = field(default_factory=dict)
     state_dir: str = "./journal-data"
 
     def journal_location(self) -> str:
@@ -124,7 +126,8 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> Config:
         for table, cols in data.get("natural_keys", {}).items():
             values.setdefault("natural_keys", {})[table] = tuple(cols)
         for table, spec in data.get("generic_foreign_keys", {}).items():
-            values.setdefault("generic_foreign_keys", {})[table] = dict(spec)
+            values.setdefault("generic_foreign_keys", {})[table] = (
+                dict(spec) if isinstance(spec, dict) else [dict(s) for s in spec])
         unknown = set(data) - {s for s, _ in _TOML} - {"natural_keys", "generic_foreign_keys"}
         if unknown:
             raise ConfigError(f"{file}: unknown section(s) {sorted(unknown)}")

@@ -43,3 +43,9 @@ class TransportError(JournalError):
 
 class RestoreError(JournalError):
     """A restore could not be planned or applied; the target was left unchanged."""
+
+
+class RestoreRefused(RestoreError):
+    """A restore that cannot be done exactly, refused before anything was written."""
+
+    exit_code = 3

@@ -59,8 +59,13 @@ class TableGraph:
         return {fk.ref_table for fk in self.foreign_keys.get(table, ())
                 if fk.ref_table in self.tables}
 
-    def load_order(self, tables: Iterable[str] | None = None) -> LoadOrder:
-        """Topological order of ``tables`` (default: all), cycles broken at nullable FKs."""
+    def load_order(self, tables: Iterable[str] | None = None,
+                   soft: Mapping[str, Iterable[str]] | None = None) -> LoadOrder:
+        """Topological order of ``tables`` (default: all), cycles broken at nullable FKs.
+
+        ``soft`` edges (table -> tables it would rather follow: a generic foreign key's
+        object tables) are honoured where they close no cycle; where they would, the
+        caller copes with rows arriving first (pending fix-ups)."""
         wanted = set(self.tables if tables is None else tables)
         edges = {t: {fk.ref_table: [] for fk in self.foreign_keys.get(t, ())
                      if fk.ref_table in wanted} for t in wanted}
@@ -74,7 +79,13 @@ class TableGraph:
             if cycle is None:
                 break
             deferred |= self._break(cycle, edges)
-        order = _topological({t: set(parents) for t, parents in edges.items()})
+        parents = {t: set(p) for t, p in edges.items()}
+        for child in sorted(soft or {}):
+            for parent in sorted(set((soft or {})[child])):
+                if child in wanted and parent in wanted and parent != child \
+                        and child not in _ancestors(parents, parent):
+                    parents[child].add(parent)
+        order = _topological(parents)
         return LoadOrder(tuple(order), frozenset(deferred))
 
     def _break(self, cycle: list[str], edges: dict[str, dict[str, list[ForeignKey]]]
@@ -103,6 +114,18 @@ class TableGraph:
             seen.add(t)
             todo.extend(self.parents(t) - seen)
         return seen
+
+
+def _ancestors(parents: Mapping[str, set[str]], table: str) -> set[str]:
+    """Every table ``table`` follows, transitively."""
+    seen: set[str] = set()
+    todo = [table]
+    while todo:
+        for p in parents.get(todo.pop(), ()):
+            if p not in seen:
+                seen.add(p)
+                todo.append(p)
+    return seen
 
 
 def _find_cycle(edges: Mapping[str, Mapping[str, Any]]) -> list[str] | None:

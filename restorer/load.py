@@ -73,3 +73,5 @@ def load_populated(writer: TargetWriter, order: LoadOrder, rows_of: RowSource,
         if progress is not None:
             progress(name, n)
     writer.apply_fixups()
+    # generic references to objects of tables loaded after their row's: known now
+    writer.apply_generic_fixups(final=False)

@@ -1,16 +1,19 @@
 """Natural keys: how a row is recognised in a database whose surrogate ids differ.
 
-Resolution per table: configuration (``[natural_keys]`` in journal.toml) → the catalog's
-detected key (a unique constraint whose columns are all NOT NULL and not the surrogate
-primary key, uuid and text columns preferred) → a primary key other than one integer column
-(a text session key, a composite key) → none. A natural key may contain a foreign
-key (a permission's content type); its value is then compared through the referenced
-row's own natural key, which is why tables are matched parents first.
+Resolution per table: configuration (``[natural_keys]`` in journal.toml; an empty list
+says "none") → the catalog's detected key (a unique constraint whose columns are all NOT
+NULL and not the surrogate primary key, uuid and text columns preferred) → a primary key
+other than one integer column (a text session key, a composite key) → a key inferred from
+the data (a uuid column, or a column named like ``uuid``, ``slug``, ``code``, ``username``,
+``codename`` or ``internal_name``, whose values in the source are unique and never NULL)
+→ none, and then the table's rows are matched by content. A natural key may contain a
+foreign key (a permission's content type); its value is then compared through the
+referenced row's own natural key, which is why tables are matched parents first.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,13 +21,18 @@ from journal.errors import ConfigError
 
 _INTEGER_TYPES = ("integer", "bigint", "smallint")
 _PREFERRED_OIDS = {2950, 25, 1043, 1042}  # uuid, text, varchar, char
+_UUID_OID = 2950
+# columns whose name says "identifier" (in this order of preference), when typed as text,
+# uuid or an integer: never a time, a float or free text
+INFERRED_NAMES = ("uuid", "slug", "code", "username", "codename", "internal_name")
+_IDENTIFIER_OIDS = {2950, 25, 1043, 1042, 21, 23, 20}
 
 
 @dataclass(frozen=True)
 class NaturalKey:
     table: str
     columns: tuple[str, ...]
-    origin: str  # "config" | "catalog" | "primary key"
+    origin: str  # "config" | "catalog" | "primary key" | "inferred from data"
 
 
 def qualify(name: str) -> str:
@@ -78,13 +86,13 @@ def resolve_natural_keys(catalog: Mapping[str, Any],
             continue  # configuration may name tables this source does not have
         known = {c["name"] for c in tables[name]["columns"]}
         missing = [c for c in cols if c not in known]
-        if missing or not cols:
+        if missing:
             raise ConfigError(f"[natural_keys] {name}: no column(s) {missing} in that table "
                               f"(it has {sorted(known)})")
     keys: dict[str, NaturalKey | None] = {}
     for name, table in tables.items():
         if name in config:
-            keys[name] = NaturalKey(name, config[name], "config")
+            keys[name] = NaturalKey(name, config[name], "config") if config[name] else None
         elif table.get("natural_key"):
             keys[name] = NaturalKey(name, tuple(table["natural_key"]), "catalog")
         elif "natural_key" not in table and (cols := detect_natural_key(table)):
@@ -96,10 +104,54 @@ def resolve_natural_keys(catalog: Mapping[str, Any],
     return keys
 
 
-def config_line(table: str, catalog: Mapping[str, Any]) -> str:
-    """A journal.toml line that would give ``table`` a natural key, as a suggestion."""
-    t = catalog.get("tables", {}).get(table, {})
-    candidates = [c["name"] for c in t.get("columns", [])
-                  if c.get("not_null") and c["name"] not in (t.get("primary_key") or [])]
-    cols = ", ".join(f'"{c}"' for c in candidates[:2]) or '"<column>"'
-    return f'[natural_keys]\n"{table}" = [{cols}]'
+def disabled(configured: Mapping[str, tuple[str, ...]] | None) -> set[str]:
+    """Tables configured with an empty natural key: rows always inserted as new ones,
+    never matched (by key or by content)."""
+    return {qualify(k) for k, v in (configured or {}).items() if not tuple(v)}
+
+
+def inference_candidates(table: Mapping[str, Any]) -> list[str]:
+    """Columns that may serve as an inferred natural key, best first: uuid-typed columns,
+    then identifier-named ones; never the surrogate primary key."""
+    pk = set(table.get("primary_key") or ())
+    columns = [c for c in table["columns"] if c["name"] not in pk and not c.get("generated")]
+    by_type = [c["name"] for c in columns if c["type_oid"] == _UUID_OID]
+    by_name = [c["name"] for n in INFERRED_NAMES for c in columns
+               if c["name"] == n and c["type_oid"] in _IDENTIFIER_OIDS]
+    return list(dict.fromkeys(by_type + by_name))
+
+
+def infer_natural_key(table: Mapping[str, Any], rows: Iterable[Mapping[str, Any]]
+                      ) -> str | None:
+    """The first candidate column whose values in ``rows`` are all present and distinct
+    (None when no candidate qualifies, or there are no rows to judge by)."""
+    candidates = inference_candidates(table)
+    if not candidates:
+        return None
+    seen: dict[str, set[Any]] = {c: set() for c in candidates}
+    alive = set(candidates)
+    n = 0
+    for row in rows:
+        n += 1
+        for c in list(alive):
+            value = row.get(c)
+            if value is None or value in seen[c]:
+                alive.discard(c)
+                seen[c] = set()
+            else:
+                seen[c].add(value)
+        if not alive:
+            return None
+    return next((c for c in candidates if c in alive), None) if n else None
+
+
+def config_line(table: str, catalog: Mapping[str, Any]) -> str | None:
+    """A journal.toml entry that would give ``table`` a natural key, when one of its
+    columns can be one (see ``inference_candidates``); None rather than a guess."""
+    t = catalog.get("tables", {}).get(table)
+    if t is None:
+        return None
+    candidates = inference_candidates(t)
+    if not candidates:
+        return None
+    return f'[natural_keys]\n"{table}" = ["{candidates[0]}"]'

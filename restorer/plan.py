@@ -252,3 +252,15 @@ def _incremental_plan(manifests: Sequence[Any], target: RestoreTarget, cutoff: C
 
 def _ts_text(micros: int | None) -> str:
     return f", committed {micros_to_datetime(micros).isoformat()}" if micros is not None else ""
+
+
+def find_xid(store: Any, manifests: list[Any], xid: int) -> int | None:
+    """Commit LSN of the newest transaction with ``xid`` in the segments (reads them: the
+    one planning step that needs the packages' contents)."""
+    for m in sorted((m for m in manifests if m.kind == "segment"),
+                    key=lambda m: m.to_position, reverse=True):
+        with store.open(m.package_id, verify=False) as reader:
+            found = [tx.commit_lsn for tx in reader.transactions() if tx.begin.xid == xid]
+        if found:
+            return max(found)
+    return None

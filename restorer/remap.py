@@ -4,29 +4,32 @@ Pure decisions over data. ``KeyMap`` remembers, per table, the source primary ke
 row has a different primary key in the target (a natural-key match, or a fresh id the
 restore assigned); every other key maps to itself. ``RowRemapper`` rewrites the foreign
 keys of a row through it, including generic foreign keys (a content-type column plus an
-object-id column) declared in journal.toml.
+object-id column, see ``restorer.generic_keys``), whatever the order the rows arrive in:
+a generic reference to an object not loaded yet is kept as a pending fix-up and set
+before commit.
 """
 
 from __future__ import annotations
 
-import re
 import uuid
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from enum import Enum
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
-from journal.errors import ConfigError, RestoreError
+from journal.errors import RestoreRefused
+from restorer.generic_keys import (
+    GenericForeignKey,
+    GenericKeys,
+    object_key,
+    unpaired_object_columns,
+)
 from restorer.graph import ForeignKey, TableGraph
 from restorer.keystore import KeyStore
-from restorer.natural_keys import qualify
 
 ON_CONFLICT = ("update", "skip", "fail")
-DEFAULT_CONTENT_TYPE_TABLE = "public.django_content_type"
-DEFAULT_TABLE_FORMAT = "{app_label}_{model}"
-_OBJECT_ID_NAMES = re.compile(r"^(object_id|object_pk|.+_object_id)$")
 
 
 class Decision(Enum):
@@ -54,11 +57,17 @@ class KeyMap:
 
     Only differences are stored, in a ``KeyStore``: in memory by default, in a temporary
     table of the target's transaction with ``in_target`` (what a restore uses, so the map
-    may grow with the data while memory does not).
+    may grow with the data while memory does not). For ``tracked`` tables every mapping is
+    stored, identities too, so ``known`` tells the rows a restore put in the target from
+    the target's own rows: the tables generic foreign keys point into (an object id not
+    restored yet must not be taken for a target row that happens to have the same id),
+    and the tables matched by content (a target row already claimed by one source row
+    cannot match a second, equal one).
     """
 
-    def __init__(self, store: KeyStore | None = None) -> None:
+    def __init__(self, store: KeyStore | None = None, tracked: Iterable[str] = ()) -> None:
         self.store = store or KeyStore()
+        self.tracked: set[str] = set(tracked)
 
     @classmethod
     def in_target(cls, conn: psycopg.Connection[Any], catalog: Mapping[str, Any]) -> KeyMap:
@@ -67,7 +76,12 @@ class KeyMap:
                             lambda table, value: typed_key(value, oids.get(table, []))))
 
     def set(self, table: str, source: tuple[Any, ...], target: tuple[Any, ...]) -> None:
-        self.store.put(table, source, None if source == target else target)
+        self.store.put(table, source,
+                       None if source == target and table not in self.tracked else target)
+
+    def known(self, table: str, source: tuple[Any, ...]) -> bool:
+        """A tracked table's row that a restore wrote (or matched) in the target."""
+        return self.store.get(table, source) is not None
 
     def target_of(self, table: str, source: tuple[Any, ...]) -> tuple[Any, ...]:
         return self.store.get(table, source, source)  # type: ignore[no-any-return]
@@ -87,7 +101,6 @@ class KeyMap:
 
 
 WORK_TABLE = "journal_restore_keymap_work"
-OBJECTS_TABLE = "journal_restore_objects_work"
 
 
 def _pk_oids(spec: Mapping[str, Any]) -> list[int]:
@@ -102,128 +115,79 @@ def typed_key(values: Sequence[Any], oids: Sequence[int]) -> tuple[Any, ...]:
                  for v, oid in zip(values, oids, strict=False))
 
 
-@dataclass(frozen=True)
-class GenericForeignKey:
-    """A content-type column plus an object-id column, resolved to ``<app_label>_<model>``."""
-
-    table: str
-    content_type: str
-    object_id: str
-    content_type_table: str = DEFAULT_CONTENT_TYPE_TABLE
-    table_format: str = DEFAULT_TABLE_FORMAT
-    schema: str = "public"
-    models: Mapping[str, str] = field(default_factory=dict)  # "app_label.model" -> table
-
-    def target_table(self, app_label: str, model: str,
-                     known: Collection[str] = ()) -> str:
-        """The table of a content type: configured ``models`` entry, else ``table_format``
-        (Django's default ``<app_label>_<model>``), else the one known table whose name
-        without underscores is the model's (a custom ``db_table`` such as document_type)."""
-        if (name := self.models.get(f"{app_label}.{model}")) is not None:
-            return qualify(name)
-        table = f"{self.schema}.{self.table_format.format(app_label=app_label, model=model)}"
-        if table in known or not known:
-            return table
-        guesses = [t for t in known if t.split(".", 1)[0] == self.schema
-                   and t.split(".", 1)[1].replace("_", "") in (model, app_label + model)]
-        return guesses[0] if len(guesses) == 1 else table
-
-
-def generic_foreign_keys(configured: Mapping[str, Mapping[str, str]]
-                         ) -> dict[str, GenericForeignKey]:
-    """Parse ``[generic_foreign_keys]``: ``"table" = {content_type = "...", object_id = "..."}``
-    with optional ``content_type_table``, ``table_format``, ``schema`` and ``models``
-    (``{"app_label.model" = "table"}`` for tables not named the default way)."""
-    out = {}
-    for table, spec in configured.items():
-        if "content_type" not in spec or "object_id" not in spec:
-            raise ConfigError(f"[generic_foreign_keys] {table}: needs content_type and object_id")
-        out[qualify(table)] = GenericForeignKey(
-            qualify(table), spec["content_type"], spec["object_id"],
-            qualify(spec.get("content_type_table", DEFAULT_CONTENT_TYPE_TABLE)),
-            spec.get("table_format", DEFAULT_TABLE_FORMAT), spec.get("schema", "public"),
-            dict(spec.get("models", {})))
-    return out
-
-
-def undeclared_generic_keys(graph: TableGraph, declared: Mapping[str, GenericForeignKey],
-                            content_type_table: str = DEFAULT_CONTENT_TYPE_TABLE
-                            ) -> list[tuple[str, str]]:
-    """Tables that look like they hold a generic foreign key nobody declared.
-
-    A foreign key to the content-type table plus an ``object_id``-like column that no
-    foreign key covers: its values are ids of other tables, which a remapping restore
-    would silently leave pointing at the wrong rows. Returns (table, suggested line).
-    """
-    found = []
-    for name, table in graph.tables.items():
-        if name in declared:
-            continue
-        fk_columns = {c for fk in graph.foreign_keys[name] for c in fk.columns}
-        ct_fks = [fk for fk in graph.foreign_keys[name] if fk.ref_table == content_type_table]
-        object_cols = [c["name"] for c in table["columns"]
-                       if _OBJECT_ID_NAMES.match(c["name"]) and c["name"] not in fk_columns]
-        if ct_fks and object_cols:
-            line = (f'[generic_foreign_keys]\n"{name}" = {{ content_type = '
-                    f'"{ct_fks[0].columns[0]}", object_id = "{object_cols[0]}" }}')
-            found.append((name, line))
-    return found
-
-
 class RowRemapper:
     """Rewrites the foreign keys of incoming rows into target ids."""
 
     def __init__(self, graph: TableGraph, keymap: KeyMap,
-                 generic: Mapping[str, GenericForeignKey] | None = None) -> None:
+                 generic: GenericKeys | None = None) -> None:
         self.graph = graph
         self.keymap = keymap
-        self.generic = dict(generic or {})
-        # content type source id -> (app_label, model), fed with the source's rows
+        self.generic: dict[str, tuple[GenericForeignKey, ...]] = dict(generic or {})
+        # per content-type table: source id -> (app_label, model), from the source's rows
         self._content_types: dict[str, dict[Any, tuple[str, str]]] = {}
-        self._ct_tables = {g.content_type_table for g in self.generic.values()}
+        # per content-type table: target id -> (app_label, model), from the target's rows
+        # (an incremental restore sees only the content types its segments change)
+        self._target_content_types: dict[str, dict[Any, tuple[str, str]]] = {}
+        self._ct_tables = {g.content_type_table for gs in self.generic.values() for g in gs}
         self._pk_of = {t: tuple(d.get("primary_key") or ()) for t, d in graph.tables.items()}
-        self.unresolved_generic = 0
-        # source keys of the tables generic foreign keys point into, when every row of
-        # them passed through here (a full load): tells a dangling reference apart
-        self._seen: KeyStore | None = None
-        self._object_tables: dict[str, bool] = {}
-        # (generic FK table, content type) -> object table, until content types change
+        # (table, content type) -> object table, until content types change
         self._generic_targets: dict[tuple[str, Any], str | None] = {}
+        # generic references to objects not (yet) in the target:
+        # (table, source key of the row, object-id column) -> (object table, source key)
+        # (table, source key of the row, object-id column) -> ((object table, source key),
+        # the column's source value)
+        self.pending: dict[tuple[str, tuple[Any, ...], str],
+                           tuple[tuple[str, tuple[Any, ...]], Any]] = {}
+        # per "table.column": generic values naming a table outside the restore
+        self.outside: dict[str, int] = {}
 
-    def track_objects(self, conn: psycopg.Connection[Any] | None = None) -> None:
-        """Start remembering the source keys of generic-FK target tables (call before a
-        full load, once the content types are known or about to be loaded); with
-        ``conn``, in a temporary table of the target's transaction."""
-        self._seen = KeyStore(conn, OBJECTS_TABLE)
+    # -- content types ---------------------------------------------------------------------
 
     def observe(self, table: str, row: Mapping[str, Any]) -> None:
-        """Remember a source content type row (needed to resolve generic foreign keys),
-        and the keys of rows generic foreign keys may point at."""
+        """Remember a source content type row (needed to resolve generic foreign keys)."""
         if table in self._ct_tables:
             pk = self._pk_of[table]
             self._content_types.setdefault(table, {})[row[pk[0]]] = (
                 row["app_label"], row["model"])
-            self._object_tables.clear()
             self._generic_targets.clear()
-        elif self._seen is not None and self._is_object_table(table):
-            self._seen.put(table, (row[self._pk_of[table][0]],), True)
 
-    def forget(self, table: str, row: Mapping[str, Any]) -> None:
-        if self._seen is not None and table in self._pk_of and self._pk_of[table]:
-            self._seen.put(table, (row.get(self._pk_of[table][0]),), None)
+    def learn_target_content_types(self, conn: psycopg.Connection[Any]) -> None:
+        """Read the content types the target has (a source content type maps to one of them
+        through the key map)."""
+        for table in self._ct_tables:
+            spec = self.graph.tables.get(table)
+            if spec is None or conn.execute("SELECT to_regclass(%s)", (sql.Identifier(
+                    spec["schema"], spec["name"]).as_string(conn),)).fetchone()[0] is None:
+                continue
+            pk = self._pk_of[table][0]
+            rows = conn.execute(sql.SQL("SELECT {}, app_label, model FROM {}").format(
+                sql.Identifier(pk), sql.Identifier(spec["schema"], spec["name"]))).fetchall()
+            self._target_content_types[table] = {r[0]: (r[1], r[2]) for r in rows}
+        self._generic_targets.clear()
 
-    def _is_object_table(self, table: str) -> bool:
-        if table not in self._object_tables:
-            self._object_tables[table] = self._points_into(table)
-        return self._object_tables[table]
+    def content_type(self, ct_table: str, source_id: Any) -> tuple[str, str] | None:
+        """(app_label, model) of a source content type id."""
+        found = self._content_types.get(ct_table, {}).get(source_id)
+        if found is None and ct_table in self._target_content_types:
+            target = self.keymap.target_of(ct_table, (source_id,))[0]
+            found = self._target_content_types[ct_table].get(target)
+        return found
 
-    def _points_into(self, table: str) -> bool:
-        if len(self._pk_of.get(table, ())) != 1 or not self.generic:
-            return False
+    def object_tables(self) -> set[str]:
+        """The restore's tables that the known content types point into."""
         known = self.graph.tables.keys()
-        return any(g.target_table(*am, known=known) == table
-                   for g in self.generic.values()
-                   for am in self._content_types.get(g.content_type_table, {}).values())
+        found = set()
+        for gs in self.generic.values():
+            for g in gs:
+                models = set(self._content_types.get(g.content_type_table, {}).values())
+                models |= set(self._target_content_types.get(g.content_type_table, {})
+                              .values())
+                found |= {t for am in models
+                          if len(self._pk_of.get(t := g.target_table(*am, known=known), ()))
+                          == 1}
+        return found
+
+    # -- foreign keys ----------------------------------------------------------------------
 
     def remaps(self, fk: ForeignKey) -> bool:
         """Foreign keys to a parent's primary key carry surrogate ids; others carry
@@ -242,17 +206,15 @@ class RowRemapper:
             if fk.name not in deferred and self.remaps(fk) and may_have(fk.ref_table):
                 wanted.extend((fk.ref_table, v) for row in rows
                               if (v := fk.value_of(row)) is not None)
-        if (g := self.generic.get(table)) is not None:
-            objects = [k for row in rows if (k := self._generic_key(g, row)) is not None]
-            if self._seen is not None:
-                self._seen.prefetch(objects)
-            wanted.extend(objects)
+        for g in self.generic.get(table, ()):
+            wanted.extend(k for row in rows if (k := self.generic_key(g, row)) is not None)
         self.keymap.prefetch(wanted)
 
     def remap(self, table: str, row: dict[str, Any], deferred: frozenset[str] = frozenset()
               ) -> dict[str, Any]:
         """``row`` with its foreign keys in target ids; columns of the ``deferred`` FKs
-        (names) are NULL, to be set in a second pass."""
+        (names) are NULL, to be set in a second pass, and generic references to objects
+        not in the target yet keep their source value and become ``pending``."""
         out = dict(row)
         for fk in self.graph.foreign_keys.get(table, ()):
             if fk.name in deferred:
@@ -265,8 +227,8 @@ class RowRemapper:
             if value is not None:
                 out.update(zip(fk.columns, self.keymap.target_of(fk.ref_table, value),
                                strict=True))
-        if (g := self.generic.get(table)) is not None:
-            out[g.object_id] = self.remap_generic(g, row)
+        for g in self.generic.get(table, ()):
+            out[g.object_id] = self._remap_generic(table, g, row)
         return out
 
     def generic_target(self, g: GenericForeignKey, row: Mapping[str, Any]) -> str | None:
@@ -274,72 +236,71 @@ class RowRemapper:
         ct = row.get(g.content_type)
         if ct is None:
             return None
-        if (g.table, ct) in self._generic_targets:
-            return self._generic_targets[g.table, ct]
-        app_model = self._content_types.get(g.content_type_table, {}).get(ct)
+        cache = (g.label, ct)
+        if cache in self._generic_targets:
+            return self._generic_targets[cache]
+        app_model = self.content_type(g.content_type_table, ct)
         target = (None if app_model is None
                   else g.target_table(*app_model, known=self.graph.tables.keys()))
-        self._generic_targets[g.table, ct] = target
+        if target is not None and len(self._pk_of.get(target, ())) != 1:
+            target = None  # not a table of this restore, or no single-column key to name
+        self._generic_targets[cache] = target
         return target
 
-    def _generic_key(self, g: GenericForeignKey, row: Mapping[str, Any]
-                     ) -> tuple[str, tuple[Any, ...]] | None:
+    def generic_key(self, g: GenericForeignKey, row: Mapping[str, Any]
+                    ) -> tuple[str, tuple[Any, ...]] | None:
         """(object table, source key) a generic foreign key of ``row`` points at, or None
-        when its table is not part of this restore."""
+        when it points at nothing this restore knows."""
         object_id = row.get(g.object_id)
-        target = self.generic_target(g, row)
-        pk = self._pk_of.get(target or "", ())
-        if object_id is None or target is None or len(pk) != 1:
+        target = self.generic_target(g, row) if object_id is not None else None
+        if target is None:
             return None
-        return target, (_like_key(object_id, self.graph.tables[target]["columns"], pk[0]),)
+        return target, (object_key(object_id, self.graph.tables[target]),)
 
-    def remap_generic(self, g: GenericForeignKey, row: Mapping[str, Any]) -> Any:
+    def object_value(self, g: GenericForeignKey, source_value: Any,
+                     obj: tuple[str, tuple[Any, ...]]) -> Any:
+        """The object id column's value for the object's target key."""
+        mapped = self.keymap.target_of(*obj)[0]
+        return str(mapped) if isinstance(source_value, str) else mapped
+
+    def _remap_generic(self, table: str, g: GenericForeignKey, row: Mapping[str, Any]) -> Any:
         object_id = row.get(g.object_id)
-        found = self._generic_key(g, row)
-        if found is None:
-            # the object's table is not part of this restore: nothing to map it through
-            self.unresolved_generic += object_id is not None
+        pk = self._pk_of.get(table, ())
+        row_key = tuple(row.get(c) for c in pk)
+        if pk:
+            self.pending.pop((table, row_key, g.object_id), None)  # the latest value wins
+        if object_id is None or row.get(g.content_type) is None:
             return object_id
-        target, source_key = found
-        if self._seen is not None and self._seen.get(target, source_key) is None:
-            # the object was deleted in the source: nothing to map it to, kept as it is
-            self.unresolved_generic += 1
+        obj = self.generic_key(g, row)
+        if obj is None:
+            self.outside[g.label] = self.outside.get(g.label, 0) + 1
             return object_id
-        mapped = self.keymap.target_of(target, source_key)[0]
-        return str(mapped) if isinstance(object_id, str) else mapped
+        if not self.keymap.known(*obj):
+            # not restored yet (later in the load order, or later in the stream), or gone
+            # from the source: decided before commit, when every row has arrived
+            if pk:
+                self.pending[(table, row_key, g.object_id)] = (obj, object_id)
+            return object_id
+        return self.object_value(g, object_id, obj)
+
+    def forget(self, table: str, row: Mapping[str, Any]) -> None:
+        """A deleted source row: its pending generic references go with it."""
+        pk = self._pk_of.get(table, ())
+        if pk:
+            key = tuple(row.get(c) for c in pk)
+            for g in self.generic.get(table, ()):
+                self.pending.pop((table, key, g.object_id), None)
 
 
-def _like_key(value: Any, columns: list[dict[str, Any]], pk: str) -> Any:
-    """An object id stored as text, converted to the referenced primary key's type."""
-    col = next(c for c in columns if c["name"] == pk)
-    if isinstance(value, str) and col["pg_type"] in ("integer", "bigint", "smallint"):
-        try:
-            return int(value)
-        except ValueError:
-            return value
-    return value
-
-
-def refuse_unsafe(graph: TableGraph, keys: Mapping[str, Any],
-                  generic: Mapping[str, GenericForeignKey], catalog: Mapping[str, Any],
-                  tables: set[str]) -> None:
+def refuse_unsafe(graph: TableGraph, keys: Mapping[str, Any], generic: GenericKeys,
+                  catalog: Mapping[str, Any], tables: set[str]) -> None:
     """Fail before writing when a populated target cannot be mapped safely."""
-    from restorer.natural_keys import config_line, is_surrogate_key
-
-    problems = []
-    for table, line in undeclared_generic_keys(graph, generic):
-        if table in tables:
-            problems.append(f"{table} looks like it has a generic foreign key; declare it:\n"
-                            f"{line}")
-    for table in sorted(tables):
-        spec = graph.tables[table]
-        if keys.get(table) is None and not is_surrogate_key(spec):
-            problems.append(f"{table} has no natural key and no generated primary key, so its "
-                            "rows cannot be matched or given fresh ids; add:\n"
-                            f"{config_line(table, catalog)}")
-    for table, g in generic.items():
-        if table in tables and g.content_type_table not in graph.tables:
-            problems.append(f"[generic_foreign_keys] {table}: content type table "
-                            f"{g.content_type_table} is not in the packages")
+    problems = unpaired_object_columns(catalog, generic, tables)
+    for table, gs in generic.items():
+        for g in gs:
+            if table in tables and g.content_type_table not in graph.tables:
+                problems.append(f"[generic_foreign_keys] {table}: content type table "
+                                f"{g.content_type_table} is not in the packages")
     if problems:
-        raise RestoreError("no safe mapping into the populated target:\n" + "\n".join(problems))
+        raise RestoreRefused("no safe mapping into the populated target:\n"
+                             + "\n".join(problems))

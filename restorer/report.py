@@ -31,6 +31,13 @@ class RestoreReport:
     events_replayed: int = 0
     tables: dict[str, TableCounts] = field(default_factory=dict)
     unresolved_generic_keys: int = 0
+    # per "table.column": generic foreign key values that point at nothing in the restore
+    dangling_generic_keys: dict[str, int] = field(default_factory=dict)
+    # how rows were recognised: "table.object_id_column" -> content-type column (origin),
+    # table -> natural key columns (origin), and the tables matched by content
+    generic_foreign_keys: dict[str, str] = field(default_factory=dict)
+    natural_keys: dict[str, str] = field(default_factory=dict)
+    content_matched: list[str] = field(default_factory=list)
     seconds: float = 0.0
     replay_seconds: float = 0.0  # reading, decoding and applying the segments
 
@@ -50,7 +57,14 @@ class RestoreReport:
             for name, c in sorted(self.tables.items()):
                 lines.append(f"{name:40} {c.before:9} {c.after:9} {c.inserted:8} {c.updated:8} "
                              f"{c.deleted:8} {c.skipped:6} {c.remapped:7} {c.refused:6}")
-        if self.unresolved_generic_keys:
-            lines.append(f"{self.unresolved_generic_keys} generic foreign key value(s) point at "
-                         "tables outside the restore and were kept as they are")
+        if self.mode == "remap":
+            for table, key in sorted(self.natural_keys.items()):
+                lines.append(f"natural key {table}: {key}")
+            for column, ct in sorted(self.generic_foreign_keys.items()):
+                lines.append(f"generic foreign key {column} by {ct}")
+            for table in self.content_matched:
+                lines.append(f"matched by content (no natural key): {table}")
+        for column, n in sorted(self.dangling_generic_keys.items()):
+            lines.append(f"{column}: {n} generic foreign key value(s) point at nothing in the "
+                         "restore and were kept as they are (--strict refuses them)")
         return "\n".join(lines)

@@ -24,11 +24,19 @@ from journal.events import Transaction
 from journal.positions import Position
 from restorer import schema
 from restorer.fold import fold
-from restorer.graph import LoadOrder, TableGraph
+from restorer.generic_keys import resolve_generic_foreign_keys
+from restorer.graph import TableGraph
 from restorer.load import load_empty, load_populated
-from restorer.natural_keys import qualify, resolve_natural_keys
-from restorer.plan import Reached, RestorePlan, RestoreTarget, make_plan
-from restorer.remap import ON_CONFLICT, KeyMap, RowRemapper, generic_foreign_keys, refuse_unsafe
+from restorer.natural_keys import (
+    NaturalKey,
+    disabled,
+    infer_natural_key,
+    inference_candidates,
+    qualify,
+    resolve_natural_keys,
+)
+from restorer.plan import Reached, RestorePlan, RestoreTarget, find_xid, make_plan
+from restorer.remap import ON_CONFLICT, KeyMap, RowRemapper, refuse_unsafe
 from restorer.replay import replay
 from restorer.report import RestoreReport, TableCounts
 from restorer.state import (
@@ -58,7 +66,9 @@ class RestoreOptions:
     dry_run: bool = False
     on_conflict: str = "update"
     natural_keys: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    generic_foreign_keys: dict[str, dict[str, str]] = field(default_factory=dict)
+    # per table: a list of {content_type, object_id} pairs (an empty list: none)
+    generic_foreign_keys: dict[str, Any] = field(default_factory=dict)
+    strict: bool = False  # refuse generic references to nothing in the restore
     progress: Progress | None = None
     store: Any = None  # a journal.store.PackageStore; default: open_store(packages_url)
     # called between loading and replay (tests inject failures here)
@@ -146,7 +156,7 @@ def _first_line(exc: Exception) -> str:
 
 def _plan(store: Any, manifests: list[Any], target: RestoreTarget,
           state: RestoreState | None, options: RestoreOptions) -> RestorePlan:
-    xid_lsn = _find_xid(store, manifests, int(target.value)) if target.kind == "xid" else None  # type: ignore[arg-type]
+    xid_lsn = find_xid(store, manifests, int(target.value)) if target.kind == "xid" else None  # type: ignore[arg-type]
     if state is None:
         if options.incremental:
             raise RestoreError("the target has no journal_restore_state: it was never "
@@ -161,17 +171,6 @@ def _plan(store: Any, manifests: list[Any], target: RestoreTarget,
     raise RestoreError(
         f"the target was already restored (to {state.reached.position}); continue with "
         "--incremental, or restore into a new database")
-
-
-def _find_xid(store: Any, manifests: list[Any], xid: int) -> int | None:
-    """Commit LSN of the newest transaction with ``xid`` in the segments (scans them)."""
-    for m in sorted((m for m in manifests if m.kind == "segment"),
-                    key=lambda m: m.to_position, reverse=True):
-        with store.open(m.package_id, verify=False) as reader:
-            found = [tx.commit_lsn for tx in reader.transactions() if tx.begin.xid == xid]
-        if found:
-            return max(found)
-    return None
 
 
 def _verify_packages(store: Any, plan: RestorePlan) -> None:
@@ -235,34 +234,44 @@ def _run(conn: psycopg.Connection[Any], store: Any, plan: RestorePlan,
         spec = catalog["tables"][t]
         counts[t] = TableCounts(before=schema.row_count(conn, spec) if t in existing else 0)
     keys = resolve_natural_keys(catalog, options.natural_keys)
-    generic = generic_foreign_keys(options.generic_foreign_keys)
+    generic = resolve_generic_foreign_keys(catalog, options.generic_foreign_keys)
     # in remap mode the key map and the rows seen live in the target's transaction
     keymap = KeyMap.in_target(conn, catalog) if mode == "remap" else KeyMap()
-    if mode == "remap" and state is not None:
-        read_keymap(conn, catalog, keymap)
     remapper = RowRemapper(graph, keymap, generic)
-    order = _generic_last(graph.load_order(wanted), graph, generic)
-    writer = TargetWriter(conn, catalog, remapper, keys, counts, remap=mode == "remap",
-                          on_conflict=options.on_conflict, dry_run=options.dry_run)
-    if mode == "remap":
-        refuse_unsafe(graph, keys, generic, catalog, set(wanted))
     progress = options.progress
+    decided: dict[str, Any] = {}
 
     with ExitStack() as stack:
+        full = (stack.enter_context(store.open(plan.full.package_id, verify=False))
+                if plan.full is not None else None)
+        folded = None
         if options.tables:
             # a subset comes from the journal's state at the target, closed over its FKs
-            full = stack.enter_context(store.open(plan.full.package_id, verify=False))
+            assert full is not None
             folded = fold(catalog, full.rows, _segments(store, plan, stack), plan.cutoff,
                           plan.start, graph.closure(requested))
-            rows = row_closure(folded, graph, requested)
-            _track_objects(remapper, conn, mode)
-            _load(conn, mode, catalog, order, rows.__getitem__, writer, existing, progress)
+            subset = row_closure(folded, graph, requested)
+            rows_of: Callable[[str], Any] | None = subset.__getitem__
+        else:
+            rows_of = full.rows if full is not None else None
+        content_matched: frozenset[str] = frozenset()
+        if mode == "remap":
+            decided = _decide_keys(conn, catalog, wanted, keys, remapper, rows_of, state,
+                                   options)
+            content_matched = frozenset(decided["content"])
+            refuse_unsafe(graph, keys, generic, catalog, set(wanted))
+        objects = {t: sorted(remapper.object_tables()) for t in generic}
+        order = graph.load_order(wanted, soft=objects)
+        writer = TargetWriter(conn, catalog, remapper, keys, counts, remap=mode == "remap",
+                              on_conflict=options.on_conflict, dry_run=options.dry_run,
+                              content_matched=content_matched, strict=options.strict)
+        if options.tables:
+            assert folded is not None and rows_of is not None
+            _load(conn, mode, catalog, order, rows_of, writer, existing, progress)
             reached = folded.reached or plan.start
         else:
-            if plan.full is not None:
-                _track_objects(remapper, conn, mode)
-                full = stack.enter_context(store.open(plan.full.package_id, verify=False))
-                _load(conn, mode, catalog, order, full.rows, writer, existing, progress)
+            if rows_of is not None:
+                _load(conn, mode, catalog, order, rows_of, writer, existing, progress)
             if options.before_replay is not None:
                 options.before_replay(conn)
             if mode == "empty":
@@ -278,35 +287,67 @@ def _run(conn: psycopg.Connection[Any], store: Any, plan: RestorePlan,
             report.transactions_replayed = result.transactions
             report.events_replayed = result.events
             reached = result.reached
+        if mode == "remap":
+            writer.apply_generic_fixups(final=True)
     schema.set_sequences(conn, catalog, wanted)
     report.reached_position = str(reached)
-    report.unresolved_generic_keys = remapper.unresolved_generic
+    report.dangling_generic_keys = dict(sorted(writer.dangling.items()))
+    report.unresolved_generic_keys = sum(writer.dangling.values())
+    report.generic_foreign_keys = {
+        g.label: f"{g.content_type} ({g.origin})"
+        for t in wanted for g in generic.get(t, ())}
+    report.natural_keys = {
+        t: f"{', '.join(k.columns)} ({k.origin})" for t in wanted if (k := keys.get(t))}
+    report.content_matched = sorted(content_matched)
     for t in wanted:
         counts[t].after = schema.row_count(conn, catalog["tables"][t])
     head = plan.full or plan.segments[0]
     previous = state.package_ids if state is not None else ()
     write_state(conn, RestoreState(
         Reached(reached, head.system_identifier, head.database, head.generation),
-        tuple(previous) + plan.package_ids, mode, tuple(sorted(requested))))
+        tuple(previous) + plan.package_ids, mode, tuple(sorted(requested)),
+        {"inferred": decided.get("inferred", {}), "tracked": sorted(keymap.tracked)}
+        if mode == "remap" else None))
     if mode == "remap":
         write_keymap(conn, keymap)
 
 
-def _track_objects(remapper: RowRemapper, conn: psycopg.Connection[Any], mode: str) -> None:
-    # only remapping reads them; an empty target's replay (pipelined) keeps them in memory
-    remapper.track_objects(conn if mode == "remap" else None)
-
-
-def _generic_last(order: LoadOrder, graph: TableGraph, generic: dict[str, Any]) -> LoadOrder:
-    """Tables with a generic foreign key load after the tables their objects live in
-    (any of them), unless something references them; content types come first."""
-    referenced = {fk.ref_table for fks in graph.foreign_keys.values() for fk in fks}
-    last = [t for t in order.tables if t in generic and t not in referenced]
-    # content types first (they reference nothing), so object tables are known early
-    content_types = {g.content_type_table for g in generic.values()}
-    head = [t for t in order.tables if t in content_types and not graph.parents(t)]
-    middle = [t for t in order.tables if t not in last and t not in head]
-    return LoadOrder(tuple(head + middle + last), order.deferred)
+def _decide_keys(conn: psycopg.Connection[Any], catalog: dict[str, Any], wanted: list[str],
+                 keys: dict[str, NaturalKey | None], remapper: RowRemapper,
+                 rows_of: Callable[[str], Any] | None, state: RestoreState | None,
+                 options: RestoreOptions) -> dict[str, Any]:
+    """How a remapping restore recognises rows: natural keys inferred from the source's
+    rows (or, incrementally, as the first restore inferred them), the tables matched by
+    content, and the tables whose every mapping the key map keeps. Updates ``keys``."""
+    earlier = dict(state.keys or {}) if state is not None else {}
+    inferred: dict[str, list[str]] = {}
+    off = disabled(options.natural_keys)
+    for t in wanted:
+        if keys.get(t) is not None or t in off:
+            continue
+        if state is not None:
+            cols = (earlier.get("inferred") or {}).get(t)
+        elif rows_of is not None and inference_candidates(catalog["tables"][t]):
+            column = infer_natural_key(catalog["tables"][t], rows_of(t))
+            cols = [column] if column else None
+        else:
+            cols = None
+        if cols:
+            inferred[t] = list(cols)
+            keys[t] = NaturalKey(t, tuple(cols), "inferred from data")
+    content = sorted(t for t in wanted if keys.get(t) is None and t not in off)
+    # the content types the restore will see, so the object tables are known up front
+    remapper.learn_target_content_types(conn)
+    if rows_of is not None:
+        for ct_table in {g.content_type_table for gs in remapper.generic.values() for g in gs}:
+            if ct_table in wanted:
+                for row in rows_of(ct_table):
+                    remapper.observe(ct_table, row)
+    tracked = set(content) | remapper.object_tables() | set(earlier.get("tracked") or ())
+    remapper.keymap.tracked.update(tracked)
+    if state is not None:
+        read_keymap(conn, catalog, remapper.keymap)
+    return {"inferred": inferred, "content": content}
 
 
 def _load(conn: psycopg.Connection[Any], mode: str, catalog: dict[str, Any], order: Any,

@@ -15,6 +15,7 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.types.json import Jsonb
 
 from journal.positions import Position
 from restorer.plan import Reached
@@ -30,19 +31,26 @@ class RestoreState:
     package_ids: tuple[str, ...]
     mode: str
     tables: tuple[str, ...]
+    # what the first remapping restore decided from the data, so that later incremental
+    # restores match rows the same way: {"inferred": {table: [columns]}, "tracked": [...]}
+    keys: Mapping[str, Any] | None = None
 
 
 def read_state(conn: psycopg.Connection[Any]) -> RestoreState | None:
     exists = conn.execute("SELECT to_regclass('public.journal_restore_state')").fetchone()
     if not exists or exists[0] is None:
         return None
+    has_keys = conn.execute(
+        "SELECT 1 FROM pg_attribute WHERE attrelid = 'public.journal_restore_state'::regclass"
+        " AND attname = 'keys' AND NOT attisdropped").fetchone()
     row = conn.execute(
-        "SELECT system_identifier, database, generation, position, package_ids, mode, tables "
-        "FROM public.journal_restore_state ORDER BY restored_at DESC LIMIT 1").fetchone()
+        "SELECT system_identifier, database, generation, position, package_ids, mode, tables, "
+        + ("keys " if has_keys else "NULL ")
+        + "FROM public.journal_restore_state ORDER BY restored_at DESC LIMIT 1").fetchone()
     if row is None:
         return None
     return RestoreState(Reached(Position.parse(row[3]), row[0], row[1], row[2]),
-                        tuple(row[4]), row[5], tuple(row[6] or ()))
+                        tuple(row[4]), row[5], tuple(row[6] or ()), row[7])
 
 
 def write_state(conn: psycopg.Connection[Any], state: RestoreState) -> None:
@@ -52,18 +60,20 @@ def write_state(conn: psycopg.Connection[Any], state: RestoreState) -> None:
         " generation text NOT NULL, position text NOT NULL, commit_lsn pg_lsn NOT NULL,"
         " package_ids text[] NOT NULL, mode text NOT NULL, tables text[],"
         " restored_at timestamptz NOT NULL DEFAULT now())")
+    # targets restored by earlier versions have no keys column yet
+    conn.execute("ALTER TABLE public.journal_restore_state ADD COLUMN IF NOT EXISTS keys jsonb")
     r = state.reached
     conn.execute(
         "INSERT INTO public.journal_restore_state (database, system_identifier, generation,"
-        " position, commit_lsn, package_ids, mode, tables) VALUES (%s, %s, %s, %s, %s::pg_lsn,"
-        " %s, %s, %s) ON CONFLICT (database) DO UPDATE SET system_identifier ="
+        " position, commit_lsn, package_ids, mode, tables, keys) VALUES (%s, %s, %s, %s,"
+        " %s::pg_lsn, %s, %s, %s, %s) ON CONFLICT (database) DO UPDATE SET system_identifier ="
         " excluded.system_identifier, generation = excluded.generation, position ="
         " excluded.position, commit_lsn = excluded.commit_lsn, package_ids ="
         " excluded.package_ids, mode = excluded.mode, tables = excluded.tables,"
-        " restored_at = now()",
+        " keys = excluded.keys, restored_at = now()",
         (r.database, r.system_identifier, r.generation, str(r.position),
          str(r.position).split(":")[0], list(state.package_ids), state.mode,
-         list(state.tables) or None))
+         list(state.tables) or None, Jsonb(dict(state.keys)) if state.keys else None))
 
 
 def write_keymap(conn: psycopg.Connection[Any], keymap: KeyMap) -> None:

@@ -8,16 +8,21 @@ inserted under a fresh id, updated or skipped as ``restorer.remap.decide`` says.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import json
+import math
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import date, datetime, time
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
-from journal.errors import RestoreError
+from journal.errors import RestoreError, RestoreRefused
 from restorer.keystore import encode
-from restorer.natural_keys import NaturalKey, is_surrogate_key
+from restorer.natural_keys import NaturalKey, config_line, is_surrogate_key
 from restorer.remap import Decision, KeyMap, RowRemapper, decide
 from restorer.report import TableCounts
 
@@ -46,6 +51,11 @@ class TargetWriter:
     remap: bool = False
     on_conflict: str = "update"
     dry_run: bool = False
+    content_matched: frozenset[str] = frozenset()  # tables without a natural key
+    strict: bool = False  # a generic reference to nothing in the restore is refused
+    # per "table.column": generic references left as they were (their object is in no
+    # table of the restore, or no longer in the source)
+    dangling: dict[str, int] = field(default_factory=dict)
     fixups: list[Fixup] = field(default_factory=list)  # the ones not yet spilled
     _spilled: set[tuple[str, str]] = field(default_factory=set)  # (table, fk) in the table
     _fixup_seq: int = 0
@@ -92,24 +102,33 @@ class TargetWriter:
         mapped = [self.remapper.remap(table, row, deferred) for row in rows]
         self.defer(table, rows, deferred)
         nk = self.keys.get(table)
-        matches = self._match(table, nk, mapped) if nk else {}
-        unmatched = [i for i, out in enumerate(mapped)
-                     if not nk or _nk_value(nk, out) not in matches]
-        taken = self._taken(table, pk, [tuple(mapped[i][c] for c in pk) for i in unmatched])
+        if nk:
+            by_key = self._match(table, nk, mapped)
+            matches = {i: m for i, out in enumerate(mapped)
+                       if (m := by_key.get(_nk_value(nk, out))) is not None}
+        elif table in self.content_matched:
+            matches = self._match_content(table, mapped)
+        else:
+            matches = {}
+        taken = self._taken(table, pk, [tuple(out[c] for c in pk)
+                                        for i, out in enumerate(mapped) if i not in matches])
         inserts, updates, fresh = [], [], []
         counts = self._count(table)
         for i, out in enumerate(mapped):
             source_key = tuple(rows[i][c] for c in pk)
-            match = matches.get(_nk_value(nk, out)) if nk else None
+            match = matches.get(i)
             decision = decide(matched=match is not None,
                               id_taken=tuple(out[c] for c in pk) in taken,
                               on_conflict=self.on_conflict)
             if decision is Decision.REFUSE:
                 counts.refused += 1
                 if not self.dry_run:
-                    raise RestoreError(
-                        f"{table}: a row with natural key {dict(zip(nk.columns, _nk_value(nk, out), strict=True))} "  # noqa: E501
-                        "already exists in the target (--on-conflict fail)")
+                    what = (f"natural key {dict(zip(nk.columns, _nk_value(nk, out), strict=True))}"
+                            if nk else "the same content")
+                    raise RestoreRefused(
+                        f"{table}: a row with {what} already exists in the target (source "
+                        f"row {_key_text(pk, source_key)}; --on-conflict fail); choose "
+                        "--on-conflict update or --on-conflict skip to use the target's row")
                 # the rehearsal goes on as if skipped, so references to it still map
                 self.keymap.set(table, source_key, match)
                 continue
@@ -117,19 +136,26 @@ class TargetWriter:
                 self.keymap.set(table, source_key, match)
                 out.update(zip(pk, match, strict=True))
                 counts.remapped += match != source_key
-                if decision is Decision.UPDATE:
+                if decision is Decision.UPDATE and nk:
                     updates.append(out)
-                else:
+                else:  # skip, or an equal row found by content: nothing to change
                     counts.skipped += 1
             elif decision is Decision.INSERT_FRESH:
                 if not is_surrogate_key(self._table(table)):
-                    raise RestoreError(
-                        f"{table}: the target already has a row with primary key {source_key} "
-                        "and the key is not generated, so no fresh id can be given")
+                    raise RestoreRefused(
+                        f"{table}: the target already has a row with primary key "
+                        f"{_key_text(pk, source_key)}, the key is not generated (so no fresh "
+                        "id can be given) and no natural key matched it"
+                        + _suggestion(table, self.catalog))
                 fresh.append(out)
             else:
-                inserts.append(out)
-        self._insert(table, inserts)
+                inserts.append((source_key, out))
+        with self._explained(table, pk, rows, mapped):
+            self._insert(table, [out for _, out in inserts])
+        for source_key, out in inserts:
+            target_key = tuple(out[c] for c in pk)
+            if target_key != source_key or table in self.keymap.tracked:
+                self.keymap.set(table, source_key, target_key)
         if fresh:
             # after the rows that keep their ids, so the sequence can be moved past them
             ids = self._fresh_ids(table, pk[0], len(fresh))
@@ -137,12 +163,72 @@ class TargetWriter:
                 source_id = out[pk[0]]
                 out[pk[0]] = new_id
                 self.keymap.set(table, (source_id,), (new_id,))
-            self._insert(table, fresh)
+            with self._explained(table, pk, rows, mapped):
+                self._insert(table, fresh)
             counts.remapped += len(fresh)
         counts.inserted += len(inserts) + len(fresh)
-        self._update_many(table, [(tuple(out[c] for c in pk), out) for out in updates],
-                          set(pk))
+        with self._explained(table, pk, rows, mapped):
+            self._update_many(table, [(tuple(out[c] for c in pk), out) for out in updates],
+                              set(pk))
         counts.updated += len(updates)
+
+    @contextmanager
+    def _explained(self, table: str, pk: tuple[str, ...], rows: Sequence[Mapping[str, Any]],
+                   mapped: Sequence[Mapping[str, Any]]) -> Iterator[None]:
+        """A constraint violation while writing, told with what leads somewhere: the
+        constraint, PostgreSQL's DETAIL, the source row and a way out."""
+        try:
+            yield
+        except psycopg.errors.IntegrityError as exc:
+            raise RestoreRefused(
+                violation_message(table, exc, pk, rows, mapped, self.catalog)) from exc
+
+    def _match_content(self, table: str, rows: Sequence[Mapping[str, Any]]
+                       ) -> dict[int, tuple[Any, ...]]:
+        """Row index -> target primary key of an equal row (every column but a surrogate
+        key, foreign keys already remapped), as a multiset: each target row matches at
+        most one source row, and rows an earlier restore or batch claimed match none."""
+        spec = self._table(table)
+        pk = tuple(spec["primary_key"])
+        if not pk:
+            return {}
+        cols = [c["name"] for c in spec["columns"] if not c.get("generated")
+                and not (is_surrogate_key(spec) and c["name"] in pk)]
+        self.keymap.store.flush()
+        ident = sql.Identifier(spec["schema"], spec["name"])
+
+        def row_text(alias: str) -> sql.Composable:
+            # one text per row: equal texts, equal rows (and a join the planner can hash)
+            return sql.SQL("ROW({})::text").format(sql.SQL(", ").join(
+                sql.SQL("{}.{}").format(sql.Identifier(alias), sql.Identifier(c))
+                for c in cols))
+
+        claimed = sql.SQL("")
+        if self.keymap.store.in_database:
+            claimed = sql.SQL(
+                " WHERE NOT EXISTS (SELECT 1 FROM {keymap} m WHERE m.table_name = {name}"
+                " AND m.value = jsonb_build_array({pk}))").format(
+                    keymap=self.keymap.store.table, name=sql.Literal(table),
+                    pk=sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c))
+                                          for c in pk))
+        query = sql.SQL(
+            "SELECT e.i, {tpk} FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS e(doc, i)"
+            " CROSS JOIN LATERAL jsonb_populate_record(NULL::{table}, e.doc) AS r"
+            " JOIN {table} AS t ON {t_text} = {r_text}{claimed} ORDER BY e.i, {tpk}").format(
+                tpk=sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in pk),
+                table=ident, t_text=row_text("t"), r_text=row_text("r"), claimed=claimed)
+        document = json.dumps([{c: _json_value(r.get(c)) for c in cols} for r in rows])
+        found: dict[int, list[tuple[Any, ...]]] = {}
+        for r in self.conn.execute(query, (document,)).fetchall():
+            found.setdefault(r[0] - 1, []).append(tuple(r[1:]))
+        matches: dict[int, tuple[Any, ...]] = {}
+        used: set[tuple[Any, ...]] = set()
+        for i in sorted(found):
+            choice = next((k for k in found[i] if k not in used), None)
+            if choice is not None:
+                used.add(choice)
+                matches[i] = choice
+        return matches
 
     def defer(self, table: str, rows: Sequence[Mapping[str, Any]], deferred: frozenset[str]
               ) -> None:
@@ -393,6 +479,41 @@ class TargetWriter:
             self._update_many(table, items, set())
         self.fixups.clear()
 
+    def apply_generic_fixups(self, final: bool) -> None:
+        """Set the generic references whose object has arrived since their row did; with
+        ``final`` (every row is in), count the rest as dangling, or refuse them when
+        ``strict``."""
+        pending = self.remapper.pending
+        if not pending:
+            return
+        self.keymap.prefetch([obj for obj, _ in pending.values()]
+                             + [(t, k) for t, k, _ in pending])
+        updates: dict[str, list[tuple[tuple[Any, ...], Mapping[str, Any]]]] = {}
+        for (table, row_key, column), (obj, source_value) in list(pending.items()):
+            if self.keymap.known(*obj):
+                mapped = self.keymap.target_of(*obj)[0]
+                value = str(mapped) if isinstance(source_value, str) else mapped
+                updates.setdefault(table, []).append(
+                    (self.keymap.target_of(table, row_key), {column: value}))
+            elif final:
+                label = f"{table}.{column}"
+                self.dangling[label] = self.dangling.get(label, 0) + 1
+            else:
+                continue
+            del pending[(table, row_key, column)]
+        for table, items in updates.items():
+            self._update_many(table, items, set())
+        if final:
+            for label, n in self.remapper.outside.items():
+                self.dangling[label] = self.dangling.get(label, 0) + n
+            self.remapper.outside.clear()
+            if self.strict and self.dangling:
+                raise RestoreRefused(
+                    "--strict: generic foreign key values point at nothing in the restore: "
+                    + ", ".join(f"{label}: {n}" for label, n in sorted(self.dangling.items()))
+                    + " (their objects are gone from the source, or in tables the restore "
+                    "does not hold)")
+
     def _spill_fixups(self) -> None:
         """Move the fixups held in memory to a temporary table (created on first use):
         a load defers one per row of a cycle, all applied at its end."""
@@ -476,3 +597,69 @@ def _array_literals(keys: Sequence[tuple[Any, ...]], width: int) -> list[str] | 
 
 def _nk_value(nk: NaturalKey | None, row: Mapping[str, Any]) -> tuple[Any, ...]:
     return tuple(row[c] for c in nk.columns) if nk else ()
+
+
+def _json_value(value: Any) -> Any:
+    """A journal value as JSON that PostgreSQL's input functions read back as the same
+    value (``jsonb_populate_record`` parses each field with the column's type)."""
+    if isinstance(value, bool) or value is None or isinstance(value, (int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, bytes):
+        return "\\x" + value.hex()
+    if isinstance(value, (datetime, date, time)):
+        return value.isoformat()
+    if isinstance(value, list):
+        return [_json_value(v) for v in value]
+    return str(value)  # Decimal, UUID, text-form values
+
+
+def _key_text(columns: Sequence[str], key: Sequence[Any]) -> str:
+    return ", ".join(f"{c}={v!r}" for c, v in zip(columns, key, strict=False)) or "(no key)"
+
+
+def _suggestion(table: str, catalog: Mapping[str, Any],
+                columns: Sequence[str] = ()) -> str:
+    """A journal.toml entry that makes the row match instead of collide, when there is one
+    that works: the violated key's own columns, or an identifier-like column."""
+    spec = catalog.get("tables", {}).get(table, {})
+    known = {c["name"] for c in spec.get("columns", [])}
+    if columns and set(columns) <= known:
+        cols = ", ".join(f'"{c}"' for c in columns)
+        return (f"; to match such rows by these columns instead, add to journal.toml:\n"
+                f'[natural_keys]\n"{table}" = [{cols}]')
+    line = config_line(table, catalog)
+    return f"; to match such rows by a natural key, add to journal.toml:\n{line}" if line else ""
+
+
+_DETAIL_KEY = re.compile(r"^Key \((?P<cols>.+?)\)=\((?P<values>.*)\)")
+
+
+def violation_message(table: str, exc: psycopg.Error, pk: Sequence[str],
+                      rows: Sequence[Mapping[str, Any]], mapped: Sequence[Mapping[str, Any]],
+                      catalog: Mapping[str, Any]) -> str:
+    """``table``: what PostgreSQL refused (constraint and DETAIL), the source row that
+    caused it, and what avoids it."""
+    diag = exc.diag
+    primary = (diag.message_primary or str(exc)).strip()
+    detail = (diag.message_detail or "").strip()
+    text = f"{table}: {primary}"
+    if diag.constraint_name:
+        text += f" (constraint {diag.constraint_name})"
+    if detail:
+        text += f"; DETAIL: {detail}"
+    columns: list[str] = []
+    m = _DETAIL_KEY.match(detail)
+    if m:
+        columns = [c.strip().strip('"') for c in m.group("cols").split(",")]
+        values = [v.strip() for v in m.group("values").split(",")]
+        for source, out in zip(rows, mapped, strict=False):
+            if len(values) == len(columns) and all(
+                    str(out.get(c)) == v for c, v in zip(columns, values, strict=True)):
+                text += f"; source row {_key_text(pk, [source.get(c) for c in pk])}"
+                break
+    if isinstance(exc, psycopg.errors.UniqueViolation):
+        text += _suggestion(table, catalog, columns)
+        text += " (then --on-conflict update or skip decides what happens to the match)"
+    return text

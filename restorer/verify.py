@@ -18,14 +18,25 @@ from typing import Any
 import psycopg
 
 from journal.config import redact
-from journal.errors import RestoreError
 from producers.catalog import read_rows, table_schema
 from restorer import schema
 from restorer.fold import fold
+from restorer.generic_keys import (
+    GenericForeignKey,
+    GenericKeys,
+    object_key,
+    resolve_generic_foreign_keys,
+)
 from restorer.graph import TableGraph
-from restorer.natural_keys import NaturalKey, is_surrogate_key, resolve_natural_keys
-from restorer.plan import RestoreTarget, make_plan
-from restorer.remap import GenericForeignKey, generic_foreign_keys
+from restorer.natural_keys import (
+    NaturalKey,
+    disabled,
+    infer_natural_key,
+    inference_candidates,
+    is_surrogate_key,
+    resolve_natural_keys,
+)
+from restorer.plan import RestoreTarget, find_xid, make_plan
 
 Rows = Mapping[str, Mapping[tuple[Any, ...], Mapping[str, Any]]]
 SAMPLE = 3  # differing rows shown per table
@@ -71,7 +82,7 @@ class Canonical:
 
     def __init__(self, catalog: Mapping[str, Any], rows: Rows,
                  keys: Mapping[str, NaturalKey | None],
-                 generic: Mapping[str, GenericForeignKey]) -> None:
+                 generic: GenericKeys) -> None:
         self.catalog = catalog
         self.rows = rows
         self.keys = keys
@@ -86,7 +97,9 @@ class Canonical:
             return self._identity[cache_key]
         row = self.rows.get(table, {}).get(key)
         if row is None:
-            return ("dangling", table, key)
+            # a reference to a row that is gone: its id names nothing in either database
+            # (and differs between them after a remapping restore)
+            return ("dangling", table)
         if depth > 8:  # a long chain of tables without natural keys: stop descending
             return ("deep", table)
         nk = self.keys.get(table)
@@ -111,8 +124,7 @@ class Canonical:
             ident = None if value is None else self.identity(fk.ref_table, value, depth + 1)
             for c in fk.columns:
                 by_column[c] = ident
-        g = self.generic.get(table)
-        if g is not None:
+        for g in self.generic.get(table, ()):
             by_column[g.object_id] = self._generic(g, row, depth)
         return tuple((c, by_column[c] if c in by_column else _hashable(row.get(c)))
                      for c in columns)
@@ -126,13 +138,7 @@ class Canonical:
         spec = self.catalog["tables"].get(target)
         if spec is None or len(spec["primary_key"]) != 1:
             return object_id
-        pk_type = next(c["pg_type"] for c in spec["columns"] if c["name"] == spec["primary_key"][0])
-        if isinstance(object_id, str) and pk_type in ("integer", "bigint", "smallint"):
-            try:
-                object_id = int(object_id)
-            except ValueError:
-                return object_id
-        return self.identity(target, (object_id,), depth + 1)
+        return self.identity(target, (object_key(object_id, spec),), depth + 1)
 
     def table(self, table: str) -> Counter[Any]:
         spec = self.catalog["tables"][table]
@@ -144,7 +150,7 @@ class Canonical:
 
 
 def compare(catalog: Mapping[str, Any], expected: Rows, actual: Rows,
-            keys: Mapping[str, NaturalKey | None], generic: Mapping[str, GenericForeignKey],
+            keys: Mapping[str, NaturalKey | None], generic: GenericKeys,
             tables: list[str] | None = None) -> dict[str, TableDiff]:
     """Per table: how the ``actual`` rows differ from the ``expected`` ones, ids aside."""
     want, have = Canonical(catalog, expected, keys, generic), Canonical(catalog, actual, keys,
@@ -189,7 +195,7 @@ def read_database(url: str, catalog: Mapping[str, Any], tables: list[str]) -> di
 
 def verify(target_url: str, packages_url: str = "", at: datetime | RestoreTarget | None = None,
            *, store: Any = None, natural_keys: Mapping[str, tuple[str, ...]] | None = None,
-           generic: Mapping[str, Mapping[str, str]] | None = None, allow_extra: bool = False,
+           generic: Mapping[str, Any] | None = None, allow_extra: bool = False,
            tables: list[str] | None = None) -> VerifyReport:
     """Compare the database at ``target_url`` with the journal's state at ``at``."""
     if store is None:
@@ -198,9 +204,9 @@ def verify(target_url: str, packages_url: str = "", at: datetime | RestoreTarget
         store = open_store(packages_url)
     target = at if isinstance(at, RestoreTarget) else (
         RestoreTarget.at_time(at) if at is not None else RestoreTarget())
-    if target.kind == "xid":
-        raise RestoreError("verify takes a time, an LSN or a mark, not a transaction id")
-    plan = make_plan(store.list(), target)
+    manifests = store.list()
+    xid_lsn = find_xid(store, manifests, int(target.value)) if target.kind == "xid" else None  # type: ignore[arg-type]
+    plan = make_plan(manifests, target, xid_lsn=xid_lsn)
     catalog = plan.full.catalog
     wanted = tables or sorted(catalog["tables"])
     with ExitStack() as stack:
@@ -210,6 +216,12 @@ def verify(target_url: str, packages_url: str = "", at: datetime | RestoreTarget
         state = fold(catalog, full.rows, segments, plan.cutoff, plan.start, wanted)
     actual = read_database(target_url, catalog, wanted)
     keys = resolve_natural_keys(catalog, natural_keys)
-    diffs = compare(catalog, state.tables, actual, keys, generic_foreign_keys(generic or {}),
-                    wanted)
+    off = disabled(natural_keys)
+    for t in wanted:  # the keys a remapping restore infers, from the same source rows
+        if keys.get(t) is None and t not in off and inference_candidates(catalog["tables"][t]):
+            column = infer_natural_key(catalog["tables"][t], state.rows(t))
+            if column:
+                keys[t] = NaturalKey(t, (column,), "inferred from data")
+    diffs = compare(catalog, state.tables, actual, keys,
+                    resolve_generic_foreign_keys(catalog, generic), wanted)
     return VerifyReport(redact(target_url), str(state.reached), diffs, allow_extra)

@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
+import copy
+import tomllib
+from datetime import UTC, datetime
+
 import pytest
 
-from journal.errors import ConfigError, RestoreError
-from restorer.graph import TableGraph
-from restorer.natural_keys import detect_natural_key, resolve_natural_keys
-from restorer.remap import (
-    Decision,
-    KeyMap,
-    RowRemapper,
-    decide,
-    generic_foreign_keys,
-    refuse_unsafe,
-    undeclared_generic_keys,
+from journal.errors import ConfigError, RestoreRefused
+from restorer.generic_keys import (
+    detect_generic_foreign_keys,
+    parse_generic_foreign_keys,
+    resolve_generic_foreign_keys,
+    unpaired_object_columns,
 )
+from restorer.graph import TableGraph
+from restorer.natural_keys import (
+    config_line,
+    detect_natural_key,
+    infer_natural_key,
+    inference_candidates,
+    resolve_natural_keys,
+)
+from restorer.remap import Decision, KeyMap, RowRemapper, decide, refuse_unsafe
 
 
 def col(name, pg_type="integer", oid=23, not_null=True, default=None, identity=""):
@@ -128,16 +136,36 @@ def test_keymap_stores_only_differences_and_maps_the_rest_to_itself():
 
 def test_foreign_keys_and_generic_foreign_keys_are_remapped():
     graph = TableGraph(CATALOG)
-    km = KeyMap()
+    km = KeyMap(tracked={"public.auth_user"})
     km.set("public.django_content_type", (7,), (3,))
     km.set("public.auth_user", (1,), (42,))
-    generic = generic_foreign_keys({"django_admin_log": {"content_type": "content_type_id",
-                                                         "object_id": "object_id"}})
-    remapper = RowRemapper(graph, km, generic)
+    remapper = RowRemapper(graph, km, resolve_generic_foreign_keys(CATALOG))
     remapper.observe("public.django_content_type", {"id": 7, "app_label": "auth", "model": "user"})
     row = {"id": 1, "content_type_id": 7, "user_id": 1, "object_id": "1"}
     out = remapper.remap("public.django_admin_log", row)
     assert out == {"id": 1, "content_type_id": 3, "user_id": 42, "object_id": "42"}
+    assert not remapper.pending
+
+
+def test_generic_reference_to_an_object_not_restored_yet_is_pending_not_kept():
+    km = KeyMap(tracked={"public.auth_user"})
+    remapper = RowRemapper(TableGraph(CATALOG), km, resolve_generic_foreign_keys(CATALOG))
+    remapper.observe("public.django_content_type", {"id": 7, "app_label": "auth", "model": "user"})
+    row = {"id": 5, "content_type_id": 7, "user_id": 1, "object_id": "9"}
+    remapper.remap("public.django_admin_log", row)
+    assert remapper.pending == {("public.django_admin_log", (5,), "object_id"):
+                                (("public.auth_user", (9,)), "9")}
+    km.set("public.auth_user", (9,), (90,))  # the user arrives later in the load
+    assert remapper.remap("public.django_admin_log", row)["object_id"] == "90"
+    assert not remapper.pending  # the latest remap wins over the pending one
+
+
+def test_generic_reference_into_a_table_outside_the_restore_is_counted():
+    remapper = RowRemapper(TableGraph(CATALOG), KeyMap(), resolve_generic_foreign_keys(CATALOG))
+    remapper.observe("public.django_content_type", {"id": 8, "app_label": "x", "model": "gone"})
+    remapper.remap("public.django_admin_log",
+                   {"id": 1, "content_type_id": 8, "user_id": 1, "object_id": "3"})
+    assert remapper.outside == {"public.django_admin_log.object_id": 1}
 
 
 def test_deferred_foreign_key_loads_as_null():
@@ -147,20 +175,100 @@ def test_deferred_foreign_key_loads_as_null():
     assert out["content_type_id"] is None
 
 
-def test_undeclared_generic_foreign_key_is_found_with_the_line_to_add():
-    found = undeclared_generic_keys(TableGraph(CATALOG), {})
-    assert [t for t, _ in found] == ["public.django_admin_log"]
-    assert 'object_id = "object_id"' in found[0][1]
+def _activity_catalog() -> dict:
+    cat = copy.deepcopy(CATALOG)
+    cols = [col("id", identity="d")]
+    fks = []
+    for prefix in ("actor_", "target_", "action_object_"):
+        cols += [col(f"{prefix}content_type_id", not_null=False),
+                 col(f"{prefix}object_id", "character varying(255)", 1043, not_null=False)]
+        fks.append(fk(f"{prefix}ct", [f"{prefix}content_type_id"],
+                      "public.django_content_type"))
+    cols.append(col("verb", "character varying(255)", 1043))
+    cat["tables"]["public.actstream_action"] = {
+        "schema": "public", "name": "actstream_action", "columns": cols,
+        "primary_key": ["id"], "unique": [], "foreign_keys": fks}
+    return cat
 
 
-def test_unsafe_populated_restore_is_refused_naming_table_and_config_line():
-    graph = TableGraph(CATALOG)
-    keys = resolve_natural_keys(CATALOG)
-    with pytest.raises(RestoreError) as err:
-        refuse_unsafe(graph, keys, {}, CATALOG, {"public.django_admin_log", "public.note"})
+def test_every_generic_foreign_key_of_a_table_is_detected_and_pairs_never_mix():
+    pairs, unpaired = detect_generic_foreign_keys(_activity_catalog(), "public.actstream_action")
+    assert [(g.content_type, g.object_id) for g in pairs] == [
+        ("actor_content_type_id", "actor_object_id"),
+        ("target_content_type_id", "target_object_id"),
+        ("action_object_content_type_id", "action_object_object_id")]
+    assert unpaired == []
+    assert {g.origin for g in pairs} == {"detected"}
+
+
+def test_configuration_overrides_or_disables_detection():
+    cat = _activity_catalog()
+    only = resolve_generic_foreign_keys(cat, {"actstream_action": [
+        {"content_type": "actor_content_type_id", "object_id": "actor_object_id"}]})
+    assert [g.object_id for g in only["public.actstream_action"]] == ["actor_object_id"]
+    assert "public.actstream_action" not in resolve_generic_foreign_keys(
+        cat, {"public.actstream_action": []})
+    # the single-table form of earlier versions is still read
+    one = parse_generic_foreign_keys({"django_admin_log": {"content_type": "content_type_id",
+                                                           "object_id": "object_id"}})
+    assert len(one["public.django_admin_log"]) == 1
+
+
+def test_configuration_naming_a_missing_generic_column_is_an_error():
+    with pytest.raises(ConfigError, match="actor_obj"):
+        resolve_generic_foreign_keys(_activity_catalog(), {"actstream_action": [
+            {"content_type": "actor_content_type_id", "object_id": "actor_obj"}]})
+
+
+def test_unpaired_object_column_is_refused_with_an_entry_that_works_when_pasted():
+    cat = copy.deepcopy(CATALOG)
+    log = cat["tables"]["public.django_admin_log"]
+    # a content-type column that does not follow the convention
+    log["columns"][1]["name"] = "kind_id"
+    log["foreign_keys"][0]["columns"] = ["kind_id"]
+    generic = resolve_generic_foreign_keys(cat)
+    assert "public.django_admin_log" not in generic
+    with pytest.raises(RestoreRefused) as err:
+        refuse_unsafe(TableGraph(cat), resolve_natural_keys(cat), generic, cat,
+                      {"public.django_admin_log"})
+    assert err.value.exit_code == 3
     text = str(err.value)
-    assert "public.django_admin_log" in text and "[generic_foreign_keys]" in text
-    assert "public.note" in text and "[natural_keys]" in text
+    entry = text[text.index("[generic_foreign_keys]"):]
+    pasted = tomllib.loads(entry)["generic_foreign_keys"]
+    fixed = resolve_generic_foreign_keys(cat, pasted)
+    assert [(g.content_type, g.object_id) for g in fixed["public.django_admin_log"]] == [
+        ("kind_id", "object_id")]
+    assert unpaired_object_columns(cat, fixed, {"public.django_admin_log"}) == []
+
+
+def test_natural_key_is_inferred_from_a_uuid_column_whose_values_are_unique():
+    table = {"columns": [col("id", default=SERIAL), col("uuid", "uuid", 2950),
+                         col("slug", "character varying(50)", 1043),
+                         col("created", "timestamp with time zone", 1184)],
+             "primary_key": ["id"], "unique": []}
+    assert inference_candidates(table) == ["uuid", "slug"]
+    rows = [{"id": i, "uuid": f"u{i}", "slug": "same", "created": datetime(2026, 1, 1, tzinfo=UTC)}
+            for i in range(3)]
+    assert infer_natural_key(table, rows) == "uuid"
+    rows[2]["uuid"] = "u0"  # a duplicate: the slug is no better, so nothing
+    assert infer_natural_key(table, rows) is None
+    rows[2]["uuid"], rows[1]["slug"], rows[2]["slug"] = None, "b", "c"
+    assert infer_natural_key(table, rows) == "slug"
+    assert infer_natural_key(table, []) is None
+
+
+def test_suggestions_are_never_placeholders_timestamps_or_floats():
+    cat = copy.deepcopy(CATALOG)
+    cat["tables"]["public.note"]["columns"] += [
+        col("expires_at", "timestamp with time zone", 1184), col("score", "double precision",
+                                                                  701)]
+    assert config_line("public.note", cat) is None
+    cat["tables"]["public.note"]["columns"].append(col("code", "text", 25))
+    assert config_line("public.note", cat) == '[natural_keys]\n"public.note" = ["code"]'
+
+
+def test_empty_configured_natural_key_means_none():
+    assert resolve_natural_keys(CATALOG, {"auth_user": ()})["public.auth_user"] is None
 
 
 def test_surrogate_table_without_natural_key_is_safe():

@@ -14,9 +14,9 @@ import pytest
 from psycopg import sql
 
 from journal import sample
-from journal.errors import RestoreError
+from journal.errors import RestoreError, RestoreRefused
+from restorer.generic_keys import resolve_generic_foreign_keys
 from restorer.natural_keys import resolve_natural_keys
-from restorer.remap import generic_foreign_keys
 from restorer.restore import RestoreOptions, restore
 from restorer.verify import compare, read_database, verify
 from tests.test_restore_fixtures import Recorder, edms_source  # noqa: F401
@@ -83,7 +83,8 @@ def recorded(edms_source: str, tmp_path) -> Recorder:  # noqa: F811
 def _canonical_diff(rec: Recorder, target: str) -> dict[str, Any]:
     keys = resolve_natural_keys(rec.catalog)
     actual = read_database(target, rec.catalog, sorted(rec.catalog["tables"]))
-    return compare(rec.catalog, rec.state, actual, keys, generic_foreign_keys(GENERIC))
+    return compare(rec.catalog, rec.state, actual, keys,
+                   resolve_generic_foreign_keys(rec.catalog, GENERIC))
 
 
 def test_every_foreign_key_lands_on_the_row_with_the_same_natural_key(recorded, target_db):
@@ -164,12 +165,30 @@ def test_dry_run_reports_refusals_without_writing(recorded, target_db):
                          sorted(recorded.catalog["tables"])) == before
 
 
-def test_undeclared_generic_foreign_key_is_refused_before_writing(recorded, target_db):
+def test_generic_foreign_keys_of_the_django_convention_need_no_configuration(recorded,
+                                                                            target_db):
     populate(target_db, recorded.state)
-    with pytest.raises(RestoreError) as err:
-        restore(RestoreOptions(target_url=target_db, store=recorded.store))
-    assert "public.access_control_entry" in str(err.value)
-    assert "[generic_foreign_keys]" in str(err.value)
+    report = restore(RestoreOptions(target_url=target_db, store=recorded.store))
+    assert report.generic_foreign_keys == {
+        f"public.{t}.object_id": "content_type_id (detected)"
+        for t in ("access_control_entry", "django_admin_log")}
+    diff = _canonical_diff(recorded, target_db)
+    # as with the configured pairs: only admin log entries about documents the source
+    # deleted differ, and they are reported per column
+    dangling = _dangling_admin_log(recorded.state)
+    missing = {t: d.missing for t, d in diff.items() if d.missing}
+    assert set(missing) <= {"public.django_admin_log"}
+    assert missing.get("public.django_admin_log", 0) <= dangling
+    assert report.dangling_generic_keys.get("public.django_admin_log.object_id", 0) >= \
+        missing.get("public.django_admin_log", 0)
+
+
+def test_strict_refuses_generic_references_to_nothing(recorded, target_db):
+    populate(target_db, recorded.state)
+    if not _dangling_admin_log(recorded.state):
+        pytest.skip("the workload left no dangling admin log entry")
+    with pytest.raises(RestoreRefused, match=r"public\.django_admin_log\.object_id: \d+"):
+        restore(RestoreOptions(target_url=target_db, store=recorded.store, strict=True))
 
 
 def test_incremental_restore_into_populated_target_follows_the_key_map(recorded, target_db):

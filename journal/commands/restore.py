@@ -30,12 +30,14 @@ def _progress(what: str, n: int) -> None:
 @click.option("--dry-run", is_flag=True, help="rehearse in a rolled-back transaction")
 @click.option("--on-conflict", type=click.Choice(["update", "skip", "fail"]), default="update",
               show_default=True, help="a row whose natural key exists in the target")
+@click.option("--strict", is_flag=True,
+              help="refuse generic foreign key values that point at nothing in the restore")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable report")
 @click.pass_context
 def restore_command(ctx: click.Context, target_url: str, to_time: str | None,
                     to_lsn: str | None, to_xid: int | None, to_mark: str | None,
                     incremental: bool, tables: str | None, dry_run: bool, on_conflict: str,
-                    as_json: bool) -> None:
+                    strict: bool, as_json: bool) -> None:
     """Restore the packages into a database: full, incremental or point-in-time."""
     cfg = config(ctx)
     try:
@@ -48,7 +50,7 @@ def restore_command(ctx: click.Context, target_url: str, to_time: str | None,
         to_mark=to_mark, incremental=incremental,
         tables=tuple(t.strip() for t in tables.split(",") if t.strip()) if tables else (),
         dry_run=dry_run, on_conflict=on_conflict, natural_keys=dict(cfg.natural_keys),
-        generic_foreign_keys=dict(cfg.generic_foreign_keys),
+        generic_foreign_keys=dict(cfg.generic_foreign_keys), strict=strict,
         progress=_progress if interactive() and not as_json else None)
     report = restore(options)
     if as_json:

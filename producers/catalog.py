@@ -372,6 +372,12 @@ def _sequences(cur: psycopg.Cursor[Any], oid: int) -> list[dict[str, Any]]:
                 "SET DEFAULT nextval({name}::regclass)"
             ).format(seq=seq, seq_type=sql.SQL(r["seq_type"]), options=options, table=table,
                      column=column, name=sql.Literal(seq.as_string(cur.connection)))
+        # where the source's sequence stands (not transactional: read now, never behind
+        # the rows read under the same snapshot), so a restore can end where it did
+        state = cur.execute(sql.SQL("SELECT last_value, is_called FROM {}").format(seq)
+                            ).fetchone()
         result.append({"name": f"{r['seq_schema']}.{r['seq_name']}", "column": r["column"],
-                       "ddl": ddl.as_string(cur.connection)})
+                       "ddl": ddl.as_string(cur.connection),
+                       "last_value": int(state["last_value"]),
+                       "is_called": bool(state["is_called"])})
     return result

@@ -289,7 +289,7 @@ def _run(conn: psycopg.Connection[Any], store: Any, plan: RestorePlan,
             reached = result.reached
         if mode == "remap":
             writer.apply_generic_fixups(final=True)
-    schema.set_sequences(conn, catalog, wanted)
+    schema.set_sequences(conn, catalog, wanted, empty=mode == "empty")
     report.reached_position = str(reached)
     report.dangling_generic_keys = dict(sorted(writer.dangling.items()))
     report.unresolved_generic_keys = sum(writer.dangling.values())

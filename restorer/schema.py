@@ -83,19 +83,34 @@ def add_sequences(conn: psycopg.Connection[Any], catalog: Mapping[str, Any],
 
 
 def set_sequences(conn: psycopg.Connection[Any], catalog: Mapping[str, Any],
-                  tables: Iterable[str]) -> None:
-    """Move every owned sequence past the highest value in its column (never backwards)."""
+                  tables: Iterable[str], *, empty: bool = False) -> None:
+    """Every owned sequence where the source's stood (``setval(last_value, is_called)``,
+    recorded with the catalog), and never below the highest value now in its column;
+    in a populated target (``empty`` false) never below where the target's stood either."""
     for name in tables:
         table = catalog["tables"][name]
         for seq in table.get("sequences", []):
             ident = sql.Identifier(table["schema"], table["name"])
             col = sql.Identifier(seq["column"])
-            conn.execute(sql.SQL(
-                "SELECT setval(s, greatest(m, (SELECT last_value FROM pg_sequences "
-                "WHERE format('%%I.%%I', schemaname, sequencename)::regclass = s::regclass)))"
-                " FROM (SELECT pg_get_serial_sequence(%s, %s) AS s, max({col}) AS m "
-                "FROM {table}) x WHERE m IS NOT NULL AND s IS NOT NULL"
-            ).format(col=col, table=ident), (ident.as_string(conn), seq["column"]))
+            row = conn.execute(sql.SQL(
+                "SELECT pg_get_serial_sequence(%s, %s), max({col}) FROM {table}").format(
+                    col=col, table=ident), (ident.as_string(conn), seq["column"])).fetchone()
+            if row is None or row[0] is None:
+                continue
+            sequence, highest = row
+            current = conn.execute(
+                "SELECT last_value FROM pg_sequences WHERE format('%%I.%%I', schemaname,"
+                " sequencename)::regclass = %s::regclass", (sequence,)).fetchone()
+            value, called = seq.get("last_value"), bool(seq.get("is_called", True))
+            candidates = [(v, True) for v in (highest, None if empty else (
+                current[0] if current else None)) if v is not None]
+            if value is not None:
+                candidates.append((int(value), called))
+            if not candidates:
+                continue
+            # the highest wins; at a tie, "called" (the next value is past it) wins
+            target, is_called = max(candidates, key=lambda c: (c[0], c[1]))
+            conn.execute("SELECT setval(%s, %s, %s)", (sequence, target, is_called))
 
 
 def row_count(conn: psycopg.Connection[Any], table: Mapping[str, Any]) -> int:

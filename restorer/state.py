@@ -106,9 +106,10 @@ def read_keymap(conn: psycopg.Connection[Any], catalog: Mapping[str, Any],
         tables = [r[0] for r in conn.execute(sql.SQL(
             "WITH copied AS (INSERT INTO {} (table_name, key, value)"
             " SELECT table_name, source_key::text, target_key FROM public.journal_restore_keymap"
-            " WHERE table_name = ANY(%s) AND source_key <> target_key RETURNING table_name)"
+            " WHERE table_name = ANY(%s) AND (source_key <> target_key OR table_name = ANY(%s))"
+            " RETURNING table_name)"
             " SELECT DISTINCT table_name FROM copied").format(keymap.store.table),
-            (sorted(catalog["tables"]),))]
+            (sorted(catalog["tables"]), sorted(keymap.tracked)))]
         keymap.store.note_tables(tables)
         return keymap
     for table, source, target in conn.execute(

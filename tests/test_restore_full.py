@@ -228,3 +228,35 @@ def test_subset_restore_brings_exactly_the_closure_of_requested_rows(recorded, t
             todo.add(m)
     assert {k[0] for k in got["public.auth_user"]} == owners | managers
     assert "public.document_tags" not in got  # not referenced by the subset: not created
+
+
+def _sequences(url: str) -> dict[str, tuple[int, bool]]:
+    with psycopg.connect(url) as conn:
+        names = [r[0] for r in conn.execute(
+            "SELECT format('%I.%I', schemaname, sequencename) FROM pg_sequences "
+            "WHERE schemaname = 'public' ORDER BY 1")]
+        return {n: tuple(conn.execute(  # type: ignore[misc]
+            f"SELECT last_value, is_called FROM {n}").fetchone()) for n in names}  # noqa: S608
+
+
+def test_sequences_end_where_the_sources_stood_not_at_the_highest_id(edms_source,  # noqa: F811
+                                                                     tmp_path, target_db,
+                                                                     pg18_server):
+    with psycopg.connect(edms_source, autocommit=True) as conn:
+        # ids handed out and never used (a rolled-back insert): the source's sequence is
+        # past max(id), and a restored copy must not hand those ids out again
+        conn.execute("SELECT nextval(pg_get_serial_sequence('public.document_type', 'id')) "
+                     "FROM generate_series(1, 25)")
+    rec = Recorder(edms_source, str(tmp_path / "packages"))
+    rec.full()
+    expected = _sequences(edms_source)
+    restore(_options(rec, target_db))
+    assert _sequences(target_db) == expected
+    # into a live target whose own sequence is further on, never backwards
+    with scratch_database(pg18_server, "live") as live:
+        with psycopg.connect(live, autocommit=True) as conn:
+            sample.create_schema(conn)
+            conn.execute("SELECT setval(pg_get_serial_sequence('public.document_type', 'id'),"
+                         " 100000)")
+        restore(_options(rec, live))
+        assert _sequences(live)["public.document_type_id_seq"] == (100000, True)

@@ -207,3 +207,24 @@ def test_incremental_restore_into_populated_target_follows_the_key_map(recorded,
     extra = {t: d.extra for t, d in diff.items() if d.extra}
     extra.pop("public.django_admin_log", None)
     assert extra == {"public.auth_group": 1, "public.auth_user": 1, "public.document": 3}
+
+
+def test_unique_violation_names_constraint_detail_and_source_row(recorded, target_db):
+    users = list(recorded.state["public.auth_user"].values())
+    emails = [u["email"] for u in users]
+    victim = next(u for u in users if emails.count(u["email"]) == 1)
+    with psycopg.connect(target_db, autocommit=True) as conn:
+        sample.create_schema(conn)
+        _insert(conn, "auth_user", {**victim, "username": "someone-else", "manager_id": None})
+        # the target is stricter than the source: emails are unique there
+        conn.execute("CREATE UNIQUE INDEX auth_user_email_uniq ON auth_user (email)")
+    with pytest.raises(RestoreRefused) as err:
+        restore(RestoreOptions(target_url=target_db, store=recorded.store))
+    text = str(err.value)
+    assert err.value.exit_code == 3
+    assert "auth_user_email_uniq" in text
+    assert f"DETAIL: Key (email)=({victim['email']}) already exists" in text
+    assert f"source row id={victim['id']!r}" in text
+    assert '[natural_keys]\n"public.auth_user" = ["email"]' in text
+    with psycopg.connect(target_db) as conn:  # and nothing was written
+        assert conn.execute("SELECT count(*) FROM auth_user").fetchone()[0] == 1

@@ -19,7 +19,7 @@ import psycopg
 from psycopg import sql
 
 from journal.config import check_postgres_url, redact
-from journal.errors import JournalError, PackageCorrupt, RestoreError, ValidationError
+from journal.errors import ConfigError, JournalError, PackageCorrupt, RestoreError, ValidationError
 from journal.events import Transaction
 from journal.positions import Position
 from restorer import schema
@@ -78,7 +78,7 @@ class RestoreOptions:
         given = [k for k, v in (("time", self.to_time), ("lsn", self.to_lsn),
                                 ("xid", self.to_xid), ("mark", self.to_mark)) if v is not None]
         if len(given) > 1:
-            raise RestoreError(f"choose one restore target, not {' and '.join(given)}")
+            raise ConfigError(f"choose one restore target, not {' and '.join(given)}")
         if self.to_time is not None:
             return RestoreTarget.at_time(self.to_time)
         if self.to_lsn is not None:

@@ -62,3 +62,30 @@ def test_usage_errors_exit_with_code_2(recorded, target_db):
     assert "time zone" in result.output
     result = _run(recorded, "restore", "--target", target_db, "--to-lsn", "nope")
     assert result.exit_code == 2
+
+
+def test_verify_takes_the_same_targets_as_restore(edms_source, tmp_path, pg18_server):  # noqa: F811
+    from journal.positions import format_lsn
+    from tests.conftest import scratch_database
+
+    rec = Recorder(edms_source, str(tmp_path / "packages"))
+    rec.full()
+    for i in range(3):
+        rec.step(lambda c, seed=i: sample.workload(c, 10, seed=seed),
+                 mark="before-upgrade" if i == 1 else None)
+    rec.segment()
+    point = rec.points[1]
+    for restore_flag, verify_flag, value in (
+            ("--to-mark", "--at-mark", "before-upgrade"),
+            ("--to-xid", "--at-xid", str(point["xid"])),
+            ("--to-lsn", "--at-lsn", format_lsn(point["lsn"]))):
+        with scratch_database(pg18_server, "dst") as target:
+            done = _run(rec, "restore", "--target", target, restore_flag, value)
+            assert done.exit_code == 0, done.output
+            ok = _run(rec, "verify", "--target", target, verify_flag, value)
+            assert ok.exit_code == 0, ok.output
+            behind = _run(rec, "verify", "--target", target)  # latest is one step further
+            assert behind.exit_code == 1, behind.output
+    both = _run(rec, "verify", "--target", "postgresql://x@127.0.0.1:1/x", "--at-mark", "m",
+                "--at-xid", "1")
+    assert both.exit_code == 2 and "choose one restore target" in both.output

@@ -3,7 +3,8 @@
 Resolution per table: configuration (``[natural_keys]`` in journal.toml; an empty list
 says "none") → the catalog's detected key (a unique constraint whose columns are all NOT
 NULL and not the surrogate primary key, uuid and text columns preferred) → a primary key
-other than one integer column (a text session key, a composite key) → a key inferred from
+other than one integer column (a text session key, a composite key) → a known convention
+(Django's ``django_migrations`` by ``(app, name)``) → a key inferred from
 the data (a uuid column, or a column named like ``uuid``, ``slug``, ``code``, ``username``,
 ``codename`` or ``internal_name``, whose values in the source are unique and never NULL)
 → none, and then the table's rows are matched by content. A natural key may contain a
@@ -99,9 +100,24 @@ def resolve_natural_keys(catalog: Mapping[str, Any],
             keys[name] = NaturalKey(name, cols, "catalog")
         elif table.get("primary_key") and not _single_integer_key(table):
             keys[name] = NaturalKey(name, tuple(table["primary_key"]), "primary key")
+        elif (cols := _convention(name, table)) is not None:
+            keys[name] = NaturalKey(name, cols, "convention")
         else:
             keys[name] = None
     return keys
+
+
+# Keys that well-known applications treat as unique without declaring it.
+_CONVENTIONS = {
+    # Django's migration recorder: one row per applied (app, migration name)
+    "django_migrations": ("app", "name"),
+}
+
+
+def _convention(name: str, table: Mapping[str, Any]) -> tuple[str, ...] | None:
+    cols = _CONVENTIONS.get(name.split(".", 1)[-1])
+    known = {c["name"] for c in table["columns"]}
+    return cols if cols is not None and set(cols) <= known else None
 
 
 def disabled(configured: Mapping[str, tuple[str, ...]] | None) -> set[str]:

@@ -274,3 +274,15 @@ def test_empty_configured_natural_key_means_none():
 def test_surrogate_table_without_natural_key_is_safe():
     graph = TableGraph(CATALOG)
     refuse_unsafe(graph, resolve_natural_keys(CATALOG), {}, CATALOG, {"public.auth_user"})
+
+
+def test_django_migrations_are_recognised_by_app_and_name():
+    cat = copy.deepcopy(CATALOG)
+    cat["tables"]["public.django_migrations"] = {
+        "schema": "public", "name": "django_migrations",
+        "columns": [col("id", identity="d"), col("app", "character varying(255)", 1043),
+                    col("name", "character varying(255)", 1043),
+                    col("applied", "timestamp with time zone", 1184)],
+        "primary_key": ["id"], "unique": [], "foreign_keys": []}
+    key = resolve_natural_keys(cat)["public.django_migrations"]
+    assert (key.columns, key.origin) == (("app", "name"), "convention")

@@ -19,7 +19,14 @@ import psycopg
 from psycopg import sql
 
 from journal.config import check_postgres_url, redact
-from journal.errors import ConfigError, JournalError, PackageCorrupt, RestoreError, ValidationError
+from journal.errors import (
+    ConfigError,
+    JournalError,
+    PackageCorrupt,
+    RestoreError,
+    RestoreRefused,
+    ValidationError,
+)
 from journal.events import Transaction
 from journal.positions import Position
 from restorer import schema
@@ -137,9 +144,12 @@ def restore(options: RestoreOptions) -> RestoreReport:
                         raise _DryRun
             except _DryRun:
                 pass
+            except psycopg.errors.IntegrityError as exc:
+                raise RestoreRefused(f"restore refused, the target is unchanged: "
+                                     f"{_diagnosed(exc)}") from exc
             except psycopg.Error as exc:
                 raise RestoreError(f"restore failed, the target is unchanged: "
-                                   f"{_first_line(exc)}") from exc
+                                   f"{_diagnosed(exc)}") from exc
             except PackageCorrupt as exc:  # found while reading, inside the transaction
                 raise ValidationError(f"package {exc.package} failed verification while "
                                       f"loading, nothing was restored: {exc} (the target is "
@@ -148,6 +158,19 @@ def restore(options: RestoreOptions) -> RestoreReport:
                 raise type(exc)(f"{exc} (the target is unchanged)") from exc
     report.seconds = time.monotonic() - started
     return report
+
+
+def _diagnosed(exc: psycopg.Error) -> str:
+    """PostgreSQL's message with what it names: the table, the constraint, the DETAIL."""
+    diag = exc.diag
+    text = _first_line(exc)
+    if diag.table_name:
+        text += f" (table {diag.schema_name}.{diag.table_name}" if diag.schema_name \
+            else f" (table {diag.table_name}"
+        text += f", constraint {diag.constraint_name})" if diag.constraint_name else ")"
+    if diag.message_detail:
+        text += f"; DETAIL: {diag.message_detail.strip()}"
+    return text
 
 
 def _first_line(exc: Exception) -> str:

@@ -87,3 +87,13 @@ class Registry(models.Model):
 
     name = models.CharField(max_length=64)
     schema_version = models.PositiveIntegerField()
+
+
+class Notification(models.Model):
+    """An action delivered to a user (as django-notifications does): a foreign key into
+    the activity stream, so the stream cannot simply be loaded after every other table."""
+
+    recipient = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
+                                  related_name="notifications")
+    action = models.ForeignKey(Action, on_delete=models.CASCADE, related_name="notifications")
+    unread = models.BooleanField(default=True)

@@ -36,6 +36,7 @@ from tests.django_edms.models import (  # noqa: E402
     Document,
     DocumentVersion,
     File,
+    Notification,
     Page,
     Registry,
     Tag,
@@ -61,10 +62,14 @@ def stored(name: str, size: int, pk: int | None = None) -> File:
 
 
 def action(actor: Model, verb: str, target: Model | None = None,
-           action_object: Model | None = None, minutes: int = 0) -> Action:
-    return Action.objects.create(actor=actor, verb=verb, target=target,
+           action_object: Model | None = None, minutes: int = 0, notify: tuple[User, ...] = ()
+           ) -> Action:
+    done = Action.objects.create(actor=actor, verb=verb, target=target,
                                  action_object=action_object,
                                  timestamp=T0 + timedelta(minutes=minutes))
+    for user in notify:
+        Notification.objects.create(recipient=user, action=done)
+    return done
 
 
 def acl(obj: Model, role: str, user: User | None = None, group: Group | None = None
@@ -136,9 +141,9 @@ def source_base() -> None:
     acl(tags["invoice"], "viewer", user=alan)
     acl(f1, "owner", user=grace)
     acl(memo, "viewer", group=auditors)
-    action(ada, "created", report, report_v1, 1)
+    action(ada, "created", report, report_v1, 1, notify=(alan,))
     action(alan, "tagged", lease, tags["contract"], 2)
-    action(grace, "uploaded", lease_v1, scan, 3)
+    action(grace, "uploaded", lease_v1, scan, 3, notify=(ada, alan))
     action(alan, "commented", memo_v1, None, 4)
     action(editors, "reviewed", report, None, 5)
     action(ada, "logged in", None, None, 6)
@@ -155,7 +160,8 @@ def source_step_1() -> None:
     acl(board, "editor", group=editors)
     acl(board, "viewer", user=linus)
     acl(v1, "reviewer", user=User.objects.get(username="ada"))
-    action(linus, "uploaded", board, v1.pages.get(number=1), 10)
+    action(linus, "uploaded", board, v1.pages.get(number=1), 10,
+           notify=tuple(User.objects.filter(username__in=["ada", "alan"])))
     action(linus, "attached", v1, minutes, 11)
     Document.objects.filter(uuid=uid("lease")).update(title="Office lease (signed)")
 
@@ -174,7 +180,8 @@ def source_step_2() -> None:
     v2 = version(report, 2, "with appendix", File.objects.get(name="store/report-1.pdf"),
                  appendix)
     action(Group.objects.get(name="editors"), "reviewed", v2, archived, 20)
-    action(alan, "archived", report, archived, 21)
+    action(alan, "archived", report, archived, 21, notify=(User.objects.get(username="grace"),))
+    Notification.objects.filter(recipient=alan).update(unread=False)
     Page.objects.filter(version=report.versions.get(number=1), number=2).delete()
     Registry.objects.get_or_create(name="installation", defaults={"schema_version": 3})
 
@@ -188,14 +195,16 @@ def source_step_3() -> None:
     grace = User.objects.get(username="grace")
     action(grace, "deleted", None, None, 30)
     action(grace, "restored", Document.objects.get(uuid=uid("memo")),
-           File.objects.get(pk=COLLIDING_FILE_ID), 31)
+           File.objects.get(pk=COLLIDING_FILE_ID), 31,
+           notify=(User.objects.get(username="linus"),))
 
 
 def source_step_4() -> None:
     margaret = User.objects.create_user("margaret", "margaret@example.org", "pw")
     board = Document.objects.get(uuid=uid("board"))
     acl(board, "viewer", user=margaret)
-    action(margaret, "viewed", board, File.objects.get(name="store/minutes-1.pdf"), 40)
+    action(margaret, "viewed", board, File.objects.get(name="store/minutes-1.pdf"), 40,
+           notify=(User.objects.get(username="linus"),))
     Tag.objects.filter(slug="contract").update(label="Contracts")
     margaret.groups.add(Group.objects.get(name="auditors"))
 
@@ -225,7 +234,7 @@ def target_own() -> None:
     acl(scan, "editor", group=reviewers)
     acl(local, "owner", user=tom)
     acl(a, "owner", user=tess)
-    action(tess, "created", contract, contract_v1, 100)
+    action(tess, "created", contract, contract_v1, 100, notify=(tom,))
     action(tom, "tagged", scan, scanned, 101)
     action(reviewers, "reviewed", contract, None, 102)
     # the application created its registry row after a discarded attempt: another id
@@ -272,6 +281,13 @@ def generic(content_type: ContentType | None, object_id: Any) -> Any:
     return natural(found)
 
 
+def action_row(a: Action) -> list[Any]:
+    return [generic(a.actor_content_type, a.actor_object_id), a.verb,
+            generic(a.target_content_type, a.target_object_id),
+            generic(a.action_object_content_type, a.action_object_object_id),
+            a.timestamp.isoformat()]
+
+
 def view() -> dict[str, list[list[Any]]]:
     """Per model, [primary key, row in natural terms] for every row."""
     out: dict[str, list[list[Any]]] = {
@@ -296,11 +312,9 @@ def view() -> dict[str, list[list[Any]]]:
         "acls": [[e.pk, [generic(e.content_type, e.object_id), e.role, natural(e.user),
                          natural(e.group)]]
                  for e in AccessControlEntry.objects.all()],
-        "actions": [[a.pk, [generic(a.actor_content_type, a.actor_object_id), a.verb,
-                            generic(a.target_content_type, a.target_object_id),
-                            generic(a.action_object_content_type, a.action_object_object_id),
-                            a.timestamp.isoformat()]]
-                    for a in Action.objects.all()],
+        "actions": [[a.pk, action_row(a)] for a in Action.objects.all()],
+        "notifications": [[n.pk, [natural(n.recipient), action_row(n.action), n.unread]]
+                          for n in Notification.objects.all()],
         "registry": [[r.pk, [r.name, r.schema_version]] for r in Registry.objects.all()],
     }
     with connection.cursor() as cur:

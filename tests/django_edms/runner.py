@@ -130,7 +130,7 @@ def source_base() -> None:
     memo = Document.objects.create(uuid=uid("memo"), title="Memo on retention")
     report.tags.set([tags["invoice"]])
     lease.tags.set([tags["contract"], tags["draft"]])
-    scan = stored("store/scan-4711.tiff", 90_000, pk=COLLIDING_FILE_ID)
+    scan = stored("store/scan-of-lease.tiff", 90_000, pk=COLLIDING_FILE_ID)
     f1, f2, f3 = (stored(f"store/report-{i}.pdf", 1000 * i) for i in (1, 2, 3))
     report_v1 = version(report, 1, "as received", f1, f2)
     lease_v1 = version(lease, 1, "", f3, scan)

@@ -53,7 +53,7 @@ COLLIDING_FILE_ID = 4711  # tests.django_edms.runner.COLLIDING_FILE_ID
 # after a restore each is there once
 SHARED_MODELS = ("content_types", "permissions", "migrations", "registry")
 
-View = dict[str, dict[int, Any]]  # model -> primary key -> the row in natural terms
+View = dict[str, dict[Any, Any]]  # model -> primary key -> the row in natural terms
 
 
 # --- the two processes' worlds: Django (runner) and the journal (CLI) --------------------

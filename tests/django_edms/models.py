@@ -18,6 +18,14 @@ class Tag(models.Model):
     label = models.CharField(max_length=100)
 
 
+class Cabinet(models.Model):
+    """A folder of documents keyed by a uuid: generic references to it hold a uuid as
+    text."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    label = models.CharField(max_length=100)
+
+
 class Document(models.Model):
     # as in Mayan EDMS: a uuid the application treats as the document's identity, with no
     # unique constraint in the database

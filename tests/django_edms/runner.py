@@ -33,6 +33,7 @@ from django.db.models import Model  # noqa: E402
 from tests.django_edms.models import (  # noqa: E402
     AccessControlEntry,
     Action,
+    Cabinet,
     Document,
     DocumentVersion,
     File,
@@ -147,6 +148,9 @@ def source_base() -> None:
     action(alan, "commented", memo_v1, None, 4)
     action(editors, "reviewed", report, None, 5)
     action(ada, "logged in", None, None, 6)
+    finance = Cabinet.objects.create(id=uid("cabinet-finance"), label="Finance")
+    acl(finance, "editor", group=auditors)
+    action(alan, "filed", finance, report, 7)
     Registry.objects.get_or_create(name="installation", defaults={"schema_version": 3})
 
 
@@ -206,6 +210,9 @@ def source_step_4() -> None:
     action(margaret, "viewed", board, File.objects.get(name="store/minutes-1.pdf"), 40,
            notify=(User.objects.get(username="linus"),))
     Tag.objects.filter(slug="contract").update(label="Contracts")
+    legal = Cabinet.objects.create(id=uid("cabinet-legal"), label="Legal")
+    acl(legal, "viewer", user=margaret)
+    action(margaret, "filed", legal, board, 41)
     margaret.groups.add(Group.objects.get(name="auditors"))
 
 
@@ -234,6 +241,8 @@ def target_own() -> None:
     acl(scan, "editor", group=reviewers)
     acl(local, "owner", user=tom)
     acl(a, "owner", user=tess)
+    inbox = Cabinet.objects.create(id=uid("target-inbox"), label="Inbox")
+    acl(inbox, "owner", user=tom)
     action(tess, "created", contract, contract_v1, 100, notify=(tom,))
     action(tom, "tagged", scan, scanned, 101)
     action(reviewers, "reviewed", contract, None, 102)
@@ -263,6 +272,8 @@ def natural(obj: Model | None) -> Any:
             return ["file", obj.name]
         case Tag():
             return ["tag", obj.slug]
+        case Cabinet():
+            return ["cabinet", str(obj.id)]
         case ContentType():
             return ["content type", obj.app_label, obj.model]
         case Permission():
@@ -300,6 +311,7 @@ def view() -> dict[str, list[list[Any]]]:
                           sorted(natural(p) for p in u.user_permissions.all())]]
                   for u in User.objects.all()],
         "tags": [[t.pk, [t.slug, t.label]] for t in Tag.objects.all()],
+        "cabinets": [[str(c.pk), [str(c.pk), c.label]] for c in Cabinet.objects.all()],
         "documents": [[d.pk, [str(d.uuid), d.title]] for d in Document.objects.all()],
         "document_tags": [[link.pk, [natural(link.document), natural(link.tag)]]
                           for link in Document.tags.through.objects.all()],

@@ -23,6 +23,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -164,8 +165,15 @@ def live_target(live: Live) -> Iterator[str]:
     """A fresh copy of the live target (CREATE DATABASE … TEMPLATE)."""
     name = f"djdst_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(live.server, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-            sql.Identifier(name), sql.Identifier(live.template)))
+        for attempt in range(20):
+            try:
+                conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                    sql.Identifier(name), sql.Identifier(live.template)))
+                break
+            except psycopg.errors.ObjectInUse:  # an autovacuum worker in the template
+                if attempt == 19:
+                    raise
+                time.sleep(0.25)
     try:
         yield database_url(live.server, name)
     finally:

@@ -43,3 +43,13 @@ class TransportError(JournalError):
 
 class RestoreError(JournalError):
     """A restore could not be planned or applied; the target was left unchanged."""
+
+
+class StorageError(JournalError):
+    """Writing a file failed (disk full, read-only file system, permission): the message
+    names the path and the operating system's reason; what was half-written is removed."""
+
+    def __init__(self, path: object, exc: OSError, doing: str = "write") -> None:
+        self.path = str(path)
+        self.reason = exc.strerror or str(exc) or type(exc).__name__
+        super().__init__(f"cannot {doing} {self.path}: {self.reason}")

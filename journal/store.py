@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from journal.durable import fsync_dir, publish, write_atomically
+from journal.durable import fsync_dir, publish, storage, write_atomically
 from journal.errors import ConfigError, PackageCorrupt, ValidationError
 from journal.packages import (
     Manifest,
@@ -131,7 +131,8 @@ class FileStore(PackageStore):
 
     def _ensure(self) -> None:
         if not self.directory.exists():
-            self.directory.mkdir(parents=True, exist_ok=True)
+            with storage(self.directory, "create"):
+                self.directory.mkdir(parents=True, exist_ok=True)
             fsync_dir(self.directory.parent)
 
     def workdir(self) -> Path:
@@ -175,24 +176,33 @@ class FileStore(PackageStore):
         return self._manifest_of(path)
 
     def put(self, tmp_file: Path) -> Manifest:
-        self._ensure()
         tmp = Path(tmp_file)
-        manifest = read_manifest(tmp)
-        if tmp.parent.resolve() != self.directory.resolve():
-            # a rename is only atomic inside one directory: copy in first
-            staged = self.directory / f".tmp-{os.getpid()}-{uuid.uuid4().hex}.tar"
-            with tmp.open("rb") as src, staged.open("wb") as dst:
-                while chunk := src.read(1024 * 1024):
-                    dst.write(chunk)
-            tmp.unlink()
-            tmp = staged
-        with tmp.open("rb+") as fh:
-            os.fsync(fh.fileno())
-        final = self.path(manifest.package_id)
-        if final.exists():  # same id: same content, already published
-            tmp.unlink()
-            return manifest
-        publish(tmp, final)
+        staged: Path | None = None
+        try:
+            self._ensure()
+            manifest = read_manifest(tmp)
+            if tmp.parent.resolve() != self.directory.resolve():
+                # a rename is only atomic inside one directory: copy in first
+                staged = self.directory / f".tmp-{os.getpid()}-{uuid.uuid4().hex}.tar"
+                with storage(staged), tmp.open("rb") as src, staged.open("wb") as dst:
+                    while chunk := src.read(1024 * 1024):
+                        dst.write(chunk)
+                tmp.unlink()
+                tmp = staged
+            final = self.path(manifest.package_id)
+            with storage(final), tmp.open("rb+") as fh:
+                os.fsync(fh.fileno())
+            if final.exists():  # same id: same content, already published
+                tmp.unlink()
+                return manifest
+            publish(tmp, final)
+        except BaseException:
+            # nothing half-written stays behind; the package is built again from the
+            # journal, whose offset moves only after a successful put
+            tmp.unlink(missing_ok=True)
+            if staged is not None:
+                staged.unlink(missing_ok=True)
+            raise
         log.info("published package %s", manifest.package_id)
         return manifest
 
@@ -201,7 +211,8 @@ class FileStore(PackageStore):
         if holders:
             who = ", ".join(f"{h.purpose} (pid {h.pid})" for h in holders)
             raise ValidationError(f"package {package_id} is leased by {who}; not deleted")
-        self.path(package_id).unlink()
+        with storage(self.path(package_id), "delete"):
+            self.path(package_id).unlink()
         fsync_dir(self.directory)
         self._cache.pop(f"{package_id}.tar", None)
 
@@ -215,7 +226,8 @@ class FileStore(PackageStore):
     def _lease(self, package_ids: Iterable[str], purpose: str, seconds: float
                ) -> Iterator[Lease]:
         self._ensure()
-        self._lease_dir.mkdir(exist_ok=True)
+        with storage(self._lease_dir, "create"):
+            self._lease_dir.mkdir(exist_ok=True)
         lease = Lease(uuid.uuid4().hex, tuple(package_ids), purpose, os.getpid(),
                       socket.gethostname(), time.time() + seconds)
         path = self._lease_dir / f"{lease.lease_id}.json"

@@ -27,7 +27,8 @@ from typing import Any
 
 from journal.codec import SchemaRegistry, decode, split_header
 from journal.config import Config
-from journal.errors import ValidationError
+from journal.durable import storage
+from journal.errors import JournalError, ValidationError
 from journal.events import (
     CATALOG_PREFIX,
     SNAPSHOT_PREFIX,
@@ -182,6 +183,7 @@ class Compactor:
         self._grouper = TransactionGrouper()
         self._open_raws: list[RawRecord] = []
         self._pending_begin: tuple[RawRecord, TransactionMarker] | None = None
+        self._first_skipped: Position | None = None
         self.tip = Tip()
 
     # -- the loop -------------------------------------------------------------------------
@@ -192,25 +194,59 @@ class Compactor:
         follow it until ``stop`` is set."""
         self.store.cleanup()
         stop = stop or threading.Event()
-        self.tip = Tip.from_store(self.store.list())
+        manifests = self.store.list()
+        self.tip = Tip.from_store(manifests)
         log.info("compactor starts after %s", self.tip.position or "the beginning")
         offset = self.reader.committed_offset(CONSUMER)
+        if not manifests and offset > 0:
+            # The offset was committed for packages this store does not hold (compacted
+            # into another store, or this one was emptied): an empty store starts with a
+            # full snapshot, so read the whole journal for a snapshot generation.
+            log.warning("package store is empty but the journal was compacted up to offset "
+                        "%d: reading the journal from its beginning", offset)
+            offset = 0
         seen = self.tip.position
-        while True:
-            records = self.reader.read(offset, follow=not once, idle_timeout=idle_timeout)
-            for raw in deduplicate(records, after=seen):
-                self._take(raw)
-                seen = raw.position
-                if raw.next_offset is not None:
-                    offset = raw.next_offset
-                if stop.is_set():
-                    break
-                self._close_segment_if_due()
-            if once or stop.is_set():
-                break
-            self._close_segment_if_due()
-        self._close_segment()
+        workdir = self.store.workdir()
+        try:
+            with storage(workdir):  # spill files and the like: name the store, not an errno
+                while True:
+                    records = self.reader.read(offset, follow=not once,
+                                               idle_timeout=idle_timeout)
+                    for raw in deduplicate(records, after=seen):
+                        self._take(raw)
+                        seen = raw.position
+                        if raw.next_offset is not None:
+                            offset = raw.next_offset
+                        if stop.is_set():
+                            break
+                        self._close_segment_if_due()
+                    self._refuse_without_snapshot()
+                    if once or stop.is_set():
+                        break
+                    self._close_segment_if_due()
+                self._close_segment()
+        except BaseException:
+            self._discard_open()  # nothing half-built stays; the offset did not move
+            raise
         return self.stats
+
+    def _refuse_without_snapshot(self) -> None:
+        """Transactions but no snapshot generation to put them on: say so, loudly."""
+        if self.tip.generation or self._snapshot is not None or not self.stats.skipped:
+            return
+        raise JournalError(
+            f"the package store is empty and the journal holds no snapshot generation to "
+            f"start it with ({self.stats.skipped} transactions, the first at "
+            f"{self._first_skipped}, follow a snapshot the journal no longer holds): "
+            "nothing was written. Point [packages] url at the store that holds this "
+            "journal's packages, or start a new snapshot generation (stop journal capture, "
+            "drop its slot with pg_drop_replication_slot, start it again)")
+
+    def _discard_open(self) -> None:
+        for open_package in (self._segment, self._snapshot):
+            if open_package is not None:
+                open_package.builder.discard()
+        self._segment = self._snapshot = None
 
     def _take(self, raw: RawRecord) -> None:
         self.stats.records += 1
@@ -264,6 +300,7 @@ class Compactor:
     def _add_transaction(self, txn: Transaction, raws: list[RawRecord]) -> None:
         if self.tip.generation == "":
             self.stats.skipped += 1
+            self._first_skipped = self._first_skipped or txn.begin.position
             log.warning("transaction at %s precedes any snapshot generation: skipped",
                         txn.begin.position)
             return

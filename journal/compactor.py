@@ -228,6 +228,8 @@ class Compactor:
         except BaseException:
             self._discard_open()  # nothing half-built stays; the offset did not move
             raise
+        # a snapshot generation still arriving is read again, whole, by the next run
+        self._discard_open()
         return self.stats
 
     def _refuse_without_snapshot(self) -> None:
@@ -455,9 +457,10 @@ def fold_latest(store: PackageStore, *, spill_bytes: int = 64 * 1024 * 1024
     if not segments:
         return None
     ids = [base.package_id] + [s.package_id for s in segments]
-    with store.lease(ids, "fold"):
+    workdir = store.workdir()
+    with store.lease(ids, "fold"), storage(workdir):  # spill files too: name the store
         readers = [store.open(i, verify=False) for i in ids]
-        tmp, _ = fold(readers[0], readers[1:], store.workdir(), parent_id=segments[-1].package_id,
+        tmp, _ = fold(readers[0], readers[1:], workdir, parent_id=segments[-1].package_id,
                       spill_bytes=spill_bytes)
     manifest = store.put(tmp)
     log.info("folded %d segments into full snapshot %s", len(segments), manifest.package_id)

@@ -20,7 +20,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -169,10 +169,19 @@ class _OpenSnapshot:
         self.builder.discard()
 
 
+# Takes a snapshot generation from the source, handing each record (BEGIN, the SNAPSHOT
+# message, the rows, END) to the callable it is given; provided by the application layer.
+SourceSnapshot = Callable[[Callable[[Record], None]], object]
+
+
 class Compactor:
     def __init__(self, reader: JournalReader, store: PackageStore, policy: Policy | None = None,
-                 *, spill_bytes: int = 64 * 1024 * 1024) -> None:
+                 *, spill_bytes: int = 64 * 1024 * 1024,
+                 source_snapshot: SourceSnapshot | None = None) -> None:
+        """``source_snapshot``: how an empty store gets its first full snapshot when the
+        journal no longer holds a snapshot generation (without it, that run fails)."""
         self.reader = reader
+        self.source_snapshot = source_snapshot
         self.store = store
         self.policy = policy or Policy()
         self.spill_bytes = spill_bytes
@@ -220,7 +229,11 @@ class Compactor:
                         if stop.is_set():
                             break
                         self._close_segment_if_due()
-                    self._refuse_without_snapshot()
+                    if self._needs_snapshot():
+                        self._snapshot_from_source()
+                        # the journal again, after the snapshot's position this time
+                        offset, seen = 0, self.tip.position
+                        continue
                     if once or stop.is_set():
                         break
                     self._close_segment_if_due()
@@ -232,17 +245,46 @@ class Compactor:
         self._discard_open()
         return self.stats
 
-    def _refuse_without_snapshot(self) -> None:
-        """Transactions but no snapshot generation to put them on: say so, loudly."""
-        if self.tip.generation or self._snapshot is not None or not self.stats.skipped:
-            return
-        raise JournalError(
-            f"the package store is empty and the journal holds no snapshot generation to "
-            f"start it with ({self.stats.skipped} transactions, the first at "
-            f"{self._first_skipped}, follow a snapshot the journal no longer holds): "
-            "nothing was written. Point [packages] url at the store that holds this "
-            "journal's packages, or start a new snapshot generation (stop journal capture, "
-            "drop its slot with pg_drop_replication_slot, start it again)")
+    def _needs_snapshot(self) -> bool:
+        """Records, but no snapshot generation to put them on (nor one arriving): capture
+        runs on a snapshot the journal no longer holds. (An empty journal is one that
+        capture has not written yet; its first records will be its snapshot.)"""
+        return not (self.tip.generation or self._snapshot is not None or not self.stats.records)
+
+    def _snapshot_from_source(self) -> None:
+        """The first full snapshot of an empty store, from the source; otherwise a loud no.
+
+        The source's snapshot is taken at a consistent point that capture's slot has not
+        passed, so every transaction committed after it is (or will be) in the journal,
+        and every one before it is in the snapshot: the journal read after its position
+        continues it without gap or overlap."""
+        first = f", the first transaction at {self._first_skipped}" if self._first_skipped else ""
+        why = (f"the package store is empty and the journal holds no snapshot generation to "
+               f"start it with (its {self.stats.records} records follow a snapshot it no "
+               f"longer holds{first})")
+        if self.source_snapshot is None:
+            raise JournalError(
+                f"{why}: nothing was written. Point [packages] url at the store that holds "
+                "this journal's packages, or run journal compact where the source is "
+                "reachable, to take a full snapshot from it")
+        log.warning("%s: taking a full snapshot from the source", why)
+        self._grouper = TransactionGrouper()  # what the first reading held is read again
+        self._open_raws = []
+        self._pending_begin = None
+
+        def take(record: Record) -> None:
+            self._take_record(RawRecord(record.position, None, b"", -1), record)
+
+        try:
+            self.source_snapshot(take)
+        except JournalError as exc:
+            raise JournalError(f"{why}, and the snapshot from the source failed: {exc}; "
+                               "nothing was written") from None
+        if not self.tip.generation:
+            raise JournalError(f"{why}, and the source sent no complete snapshot; "
+                               "nothing was written")
+        self.stats.skipped = 0
+        self.stats.records = 0  # counted again as the journal is read again
 
     def _discard_open(self) -> None:
         for open_package in (self._segment, self._snapshot):
@@ -252,7 +294,9 @@ class Compactor:
 
     def _take(self, raw: RawRecord) -> None:
         self.stats.records += 1
-        record = self._decode(raw)
+        self._take_record(raw, self._decode(raw))
+
+    def _take_record(self, raw: RawRecord, record: Record) -> None:
         if isinstance(record, LogicalMessage) and not record.transactional:
             return  # heartbeats change nothing that a package holds
         if self._snapshot is not None:

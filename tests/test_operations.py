@@ -121,3 +121,17 @@ def test_a_repeated_mark_name_is_refused_naming_when_it_was_used(
     marks = [r.content.decode() for r in read_records(cfg, database_of(cfg.source_url))
              if isinstance(r, LogicalMessage) and r.is_mark]
     assert marks == ["before-upgrade", "after-upgrade"]
+
+
+def test_a_repeated_mark_name_is_found_in_the_kafka_journal(source_db: str, tmp_path: Path,
+                                                            kafka_bootstrap: str) -> None:
+    loaded_sample(source_db, scale=2)
+    cfg = capture_config(source_db, tmp_path, "kafka", kafka_bootstrap,
+                         packages_url=f"file://{tmp_path}/packages")
+    run_capture(cfg, once_until_idle=1.0)
+    env = _env(cfg, cfg.packages_url, tmp_path) | {"JOURNAL_TOPIC_PREFIX": cfg.topic_prefix}
+    assert CliRunner().invoke(main, ["mark", "nightly"], env=env).exit_code == 0
+    run_capture(cfg, once_until_idle=1.0)
+    again = CliRunner().invoke(main, ["mark", "nightly"], env=env)
+    assert again.exit_code == 3, again.output
+    assert "in the journal" in _one_error(again.output)

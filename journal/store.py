@@ -12,6 +12,7 @@ holds while its holder's process lives (same host) and never beyond its expiry.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -26,7 +27,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from journal.durable import fsync_dir, publish, storage, write_atomically
-from journal.errors import ConfigError, PackageCorrupt, ValidationError
+from journal.errors import ConfigError, PackageCorrupt, StorageError, ValidationError
 from journal.packages import (
     Manifest,
     PackageReader,
@@ -112,6 +113,11 @@ def open_store(url: str) -> PackageStore:
         if parts.netloc == ".":
             return FileStore(Path("." + unquote(parts.path)))
     raise ConfigError(f"unsupported package store URL {url!r}: use file:///dir")
+
+
+def _read_only(exc: StorageError) -> bool:
+    cause = exc.__cause__
+    return isinstance(cause, OSError) and cause.errno == errno.EROFS
 
 
 def _pid_alive(pid: int) -> bool:
@@ -225,17 +231,27 @@ class FileStore(PackageStore):
     @contextmanager
     def _lease(self, package_ids: Iterable[str], purpose: str, seconds: float
                ) -> Iterator[Lease]:
-        self._ensure()
-        with storage(self._lease_dir, "create"):
-            self._lease_dir.mkdir(exist_ok=True)
         lease = Lease(uuid.uuid4().hex, tuple(package_ids), purpose, os.getpid(),
                       socket.gethostname(), time.time() + seconds)
         path = self._lease_dir / f"{lease.lease_id}.json"
-        write_atomically(path, json.dumps(lease.__dict__).encode())
+        written = False
+        try:
+            self._ensure()
+            with storage(self._lease_dir, "create"):
+                self._lease_dir.mkdir(exist_ok=True)
+            write_atomically(path, json.dumps(lease.__dict__).encode())
+            written = True
+        except StorageError as exc:
+            if not _read_only(exc):
+                raise
+            # a store mounted read-only (an archive copy) cannot be pruned through this
+            # mount either: reading it needs no lease
+            log.info("package store %s is read-only: reading it without a lease", self.directory)
         try:
             yield lease
         finally:
-            path.unlink(missing_ok=True)
+            if written:
+                path.unlink(missing_ok=True)
 
     def lease(self, package_ids: Iterable[str], purpose: str,
               seconds: float = DEFAULT_LEASE_SECONDS) -> AbstractContextManager[Lease]:

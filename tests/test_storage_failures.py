@@ -146,3 +146,23 @@ def test_capture_with_a_read_only_state_directory_fails_and_leaves_no_slot_or_pu
         line = _one_error(result.output)
         assert str(state_dir) in line and "Read-only file system" in line
         assert _slots_and_publications(source_db) == ([], [])
+
+
+def test_a_read_only_package_store_can_still_be_exported_and_restored_from(
+        captured, tmp_path: Path, target_db: str) -> None:  # noqa: F811
+    cfg = captured
+    with tmpfs(tmp_path / "archive", "64m") as store_dir:
+        env = _env(cfg, f"file://{store_dir}", tmp_path)
+        assert CliRunner().invoke(main, ["compact", "--once"], env=env).exit_code == 0
+        remount(store_dir, "ro")  # an archive copy, mounted read-only
+        output = tmp_path / "export.tar"
+        result = CliRunner().invoke(main, ["snapshot", "export", "-o", str(output)], env=env)
+        assert result.exit_code == 0, result.output
+        from journal.packages import open_package
+
+        with open_package(output) as reader:
+            assert same_tables(package_rows(reader), sample.snapshot_state(cfg.source_url))
+        restored = CliRunner().invoke(main, ["restore", "--target", target_db], env=env)
+        assert restored.exit_code == 0, restored.output
+        assert same_tables(sample.snapshot_state(target_db),
+                           sample.snapshot_state(cfg.source_url))

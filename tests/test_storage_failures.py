@@ -18,6 +18,7 @@ from journal.cli import main
 from journal.compactor import fold_latest
 from journal.packages import verify_chain, verify_package
 from journal.store import open_store
+from producers.capture import run_capture
 from tests.mounts import leftovers, remount, tmpfs
 from tests.test_capture import capture_config, database_of, loaded_sample, read_records
 from tests.test_empty_store import _env, captured  # noqa: F401 — the fixture
@@ -166,3 +167,49 @@ def test_a_read_only_package_store_can_still_be_exported_and_restored_from(
         assert restored.exit_code == 0, restored.output
         assert same_tables(sample.snapshot_state(target_db),
                            sample.snapshot_state(cfg.source_url))
+
+
+def test_a_file_journal_that_fills_up_while_capture_streams_loses_nothing_once_there_is_room(
+        source_db: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+    import os
+    import time
+
+    from tests.test_capture import Background
+
+    loaded_sample(source_db, scale=5)
+    with tmpfs(tmp_path / "jfs", "64m") as journal_dir:
+        cfg = capture_config(source_db, tmp_path, journal_url=f"file://{journal_dir}")
+        run_capture(cfg, once_until_idle=1.0)  # the snapshot, with room to spare
+        st = os.statvfs(journal_dir)
+        used = (st.f_blocks - st.f_bfree) * st.f_frsize
+        remount(journal_dir, f"size={used + 64 * 1024}")  # room for a few transactions only
+
+        caplog.set_level(logging.WARNING, logger="producers.capture")
+        capture = Background(cfg)
+        sample.workload(source_db, 150, seed=9)  # far more than fits
+        deadline = time.monotonic() + 30
+        while "No space left on device" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert "No space left on device" in caplog.text and str(journal_dir) in caplog.text
+        assert capture.thread.is_alive()  # the daemon waits for room, it does not exit
+
+        remount(journal_dir, "size=64m")
+        time.sleep(1.0)
+        with psycopg.connect(source_db, autocommit=True) as conn:
+            (target,) = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
+        from journal.positions import parse_lsn
+
+        deadline = time.monotonic() + 90
+        while capture.metrics.last_acked_lsn < parse_lsn(target) \
+                and time.monotonic() < deadline:
+            time.sleep(0.2)
+        capture.stop.set()
+        capture.join()
+
+        from journal.state import StreamState
+
+        state = StreamState().apply_all(read_records(cfg, database_of(source_db)))
+        expected = sample.snapshot_state(source_db)
+        got = state.tables()
+        assert all(got.get(t, {}) == rows for t, rows in expected.items())

@@ -285,7 +285,8 @@ class FileStore(PackageStore):
         if self._lease_dir.exists():
             for path in self._lease_dir.glob("*.json"):
                 if path.stem not in live:  # holder gone or expired
-                    path.unlink(missing_ok=True)
+                    with storage(path, "remove"):
+                        path.unlink(missing_ok=True)
                     removed.append(path)
 
         for path in self.directory.glob(".*-*"):
@@ -297,6 +298,7 @@ class FileStore(PackageStore):
             if path.is_dir():
                 shutil.rmtree(path, ignore_errors=True)
             else:
-                path.unlink(missing_ok=True)
+                with storage(path, "remove"):
+                    path.unlink(missing_ok=True)
             removed.append(path)
         return removed

@@ -213,3 +213,24 @@ def test_a_file_journal_that_fills_up_while_capture_streams_loses_nothing_once_t
         expected = sample.snapshot_state(source_db)
         got = state.tables()
         assert all(got.get(t, {}) == rows for t, rows in expected.items())
+
+
+def test_folding_a_snapshot_into_a_read_only_store_fails_in_one_line_and_leaves_nothing(
+        captured, tmp_path: Path) -> None:  # noqa: F811
+    cfg = captured
+    with tmpfs(tmp_path / "store", "64m") as store_dir:
+        env = _env(cfg, f"file://{store_dir}", tmp_path)
+        assert CliRunner().invoke(main, ["compact", "--once"], env=env).exit_code == 0
+        (store_dir / ".leases").mkdir(exist_ok=True)
+        (store_dir / ".leases" / "0dead.json").write_text("{}")  # a dead holder's lease
+        before = sorted(p.name for p in store_dir.iterdir())
+        remount(store_dir, "ro")
+        for command in (["snapshot", "now"], ["compact", "--once", "--snapshot"]):
+            result = CliRunner().invoke(main, command, env=env)
+            assert result.exit_code == 4, result.output
+            line = _one_error(result.output)
+            assert str(store_dir) in line and "Read-only file system" in line
+            assert sorted(p.name for p in store_dir.iterdir()) == before
+        remount(store_dir, "rw")
+        assert CliRunner().invoke(main, ["snapshot", "now"], env=env).exit_code == 0
+        _store_equals_source(f"file://{store_dir}", cfg.source_url)

@@ -11,7 +11,13 @@ folds the chain into a new full snapshot.
 Crash safety: a package is published (fsync, rename, fsync dir) before the consumer
 offset is committed, and on start the last packaged position is taken from the store,
 not from the offset. A crash between the two re-reads records that are then dropped as
-already packaged: no duplicate, no gap.
+already packaged: no duplicate, no gap. A failed write (disk full, read-only) discards
+what was being built and moves no offset; the next run builds it again.
+
+An empty store starts with a full snapshot, whatever the offset says (it may have been
+committed for another store): the journal is read from its beginning for a snapshot
+generation, and when it holds none any more, one is taken from the source (see
+``Compactor.source_snapshot``) or the run fails saying why. Never silently nothing.
 """
 
 from __future__ import annotations

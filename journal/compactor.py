@@ -11,7 +11,13 @@ folds the chain into a new full snapshot.
 Crash safety: a package is published (fsync, rename, fsync dir) before the consumer
 offset is committed, and on start the last packaged position is taken from the store,
 not from the offset. A crash between the two re-reads records that are then dropped as
-already packaged: no duplicate, no gap.
+already packaged: no duplicate, no gap. A failed write (disk full, read-only) discards
+what was being built and moves no offset; the next run builds it again.
+
+An empty store starts with a full snapshot, whatever the offset says (it may have been
+committed for another store): the journal is read from its beginning for a snapshot
+generation, and when it holds none any more, one is taken from the source (see
+``Compactor.source_snapshot``) or the run fails saying why. Never silently nothing.
 """
 
 from __future__ import annotations
@@ -20,14 +26,15 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from journal.codec import SchemaRegistry, decode, split_header
 from journal.config import Config
-from journal.errors import ValidationError
+from journal.durable import storage
+from journal.errors import JournalError, ValidationError
 from journal.events import (
     CATALOG_PREFIX,
     SNAPSHOT_PREFIX,
@@ -168,10 +175,19 @@ class _OpenSnapshot:
         self.builder.discard()
 
 
+# Takes a snapshot generation from the source, handing each record (BEGIN, the SNAPSHOT
+# message, the rows, END) to the callable it is given; provided by the application layer.
+SourceSnapshot = Callable[[Callable[[Record], None]], object]
+
+
 class Compactor:
     def __init__(self, reader: JournalReader, store: PackageStore, policy: Policy | None = None,
-                 *, spill_bytes: int = 64 * 1024 * 1024) -> None:
+                 *, spill_bytes: int = 64 * 1024 * 1024,
+                 source_snapshot: SourceSnapshot | None = None) -> None:
+        """``source_snapshot``: how an empty store gets its first full snapshot when the
+        journal no longer holds a snapshot generation (without it, that run fails)."""
         self.reader = reader
+        self.source_snapshot = source_snapshot
         self.store = store
         self.policy = policy or Policy()
         self.spill_bytes = spill_bytes
@@ -182,6 +198,7 @@ class Compactor:
         self._grouper = TransactionGrouper()
         self._open_raws: list[RawRecord] = []
         self._pending_begin: tuple[RawRecord, TransactionMarker] | None = None
+        self._first_skipped: Position | None = None
         self.tip = Tip()
 
     # -- the loop -------------------------------------------------------------------------
@@ -192,29 +209,100 @@ class Compactor:
         follow it until ``stop`` is set."""
         self.store.cleanup()
         stop = stop or threading.Event()
-        self.tip = Tip.from_store(self.store.list())
+        manifests = self.store.list()
+        self.tip = Tip.from_store(manifests)
         log.info("compactor starts after %s", self.tip.position or "the beginning")
         offset = self.reader.committed_offset(CONSUMER)
+        if not manifests and offset > 0:
+            # The offset was committed for packages this store does not hold (compacted
+            # into another store, or this one was emptied): an empty store starts with a
+            # full snapshot, so read the whole journal for a snapshot generation.
+            log.warning("package store is empty but the journal was compacted up to offset "
+                        "%d: reading the journal from its beginning", offset)
+            offset = 0
         seen = self.tip.position
-        while True:
-            records = self.reader.read(offset, follow=not once, idle_timeout=idle_timeout)
-            for raw in deduplicate(records, after=seen):
-                self._take(raw)
-                seen = raw.position
-                if raw.next_offset is not None:
-                    offset = raw.next_offset
-                if stop.is_set():
-                    break
-                self._close_segment_if_due()
-            if once or stop.is_set():
-                break
-            self._close_segment_if_due()
-        self._close_segment()
+        workdir = self.store.workdir()
+        try:
+            with storage(workdir):  # spill files and the like: name the store, not an errno
+                while True:
+                    records = self.reader.read(offset, follow=not once,
+                                               idle_timeout=idle_timeout)
+                    for raw in deduplicate(records, after=seen):
+                        self._take(raw)
+                        seen = raw.position
+                        if raw.next_offset is not None:
+                            offset = raw.next_offset
+                        if stop.is_set():
+                            break
+                        self._close_segment_if_due()
+                    if self._needs_snapshot():
+                        self._snapshot_from_source()
+                        # the journal again, after the snapshot's position this time
+                        offset, seen = 0, self.tip.position
+                        continue
+                    if once or stop.is_set():
+                        break
+                    self._close_segment_if_due()
+                self._close_segment()
+        except BaseException:
+            self._discard_open()  # nothing half-built stays; the offset did not move
+            raise
+        # a snapshot generation still arriving is read again, whole, by the next run
+        self._discard_open()
         return self.stats
+
+    def _needs_snapshot(self) -> bool:
+        """Records, but no snapshot generation to put them on (nor one arriving): capture
+        runs on a snapshot the journal no longer holds. (An empty journal is one that
+        capture has not written yet; its first records will be its snapshot.)"""
+        return not (self.tip.generation or self._snapshot is not None or not self.stats.records)
+
+    def _snapshot_from_source(self) -> None:
+        """The first full snapshot of an empty store, from the source; otherwise a loud no.
+
+        The source's snapshot is taken at a consistent point that capture's slot has not
+        passed, so every transaction committed after it is (or will be) in the journal,
+        and every one before it is in the snapshot: the journal read after its position
+        continues it without gap or overlap."""
+        first = f", the first transaction at {self._first_skipped}" if self._first_skipped else ""
+        why = (f"the package store is empty and the journal holds no snapshot generation to "
+               f"start it with (its {self.stats.records} records follow a snapshot it no "
+               f"longer holds{first})")
+        if self.source_snapshot is None:
+            raise JournalError(
+                f"{why}: nothing was written. Point [packages] url at the store that holds "
+                "this journal's packages, or run journal compact where the source is "
+                "reachable, to take a full snapshot from it")
+        log.warning("%s: taking a full snapshot from the source", why)
+        self._grouper = TransactionGrouper()  # what the first reading held is read again
+        self._open_raws = []
+        self._pending_begin = None
+
+        def take(record: Record) -> None:
+            self._take_record(RawRecord(record.position, None, b"", -1), record)
+
+        try:
+            self.source_snapshot(take)
+        except JournalError as exc:
+            raise JournalError(f"{why}, and the snapshot from the source failed: {exc}; "
+                               "nothing was written") from None
+        if not self.tip.generation:
+            raise JournalError(f"{why}, and the source sent no complete snapshot; "
+                               "nothing was written")
+        self.stats.skipped = 0
+        self.stats.records = 0  # counted again as the journal is read again
+
+    def _discard_open(self) -> None:
+        for open_package in (self._segment, self._snapshot):
+            if open_package is not None:
+                open_package.builder.discard()
+        self._segment = self._snapshot = None
 
     def _take(self, raw: RawRecord) -> None:
         self.stats.records += 1
-        record = self._decode(raw)
+        self._take_record(raw, self._decode(raw))
+
+    def _take_record(self, raw: RawRecord, record: Record) -> None:
         if isinstance(record, LogicalMessage) and not record.transactional:
             return  # heartbeats change nothing that a package holds
         if self._snapshot is not None:
@@ -264,6 +352,7 @@ class Compactor:
     def _add_transaction(self, txn: Transaction, raws: list[RawRecord]) -> None:
         if self.tip.generation == "":
             self.stats.skipped += 1
+            self._first_skipped = self._first_skipped or txn.begin.position
             log.warning("transaction at %s precedes any snapshot generation: skipped",
                         txn.begin.position)
             return
@@ -418,9 +507,10 @@ def fold_latest(store: PackageStore, *, spill_bytes: int = 64 * 1024 * 1024
     if not segments:
         return None
     ids = [base.package_id] + [s.package_id for s in segments]
-    with store.lease(ids, "fold"):
+    workdir = store.workdir()
+    with store.lease(ids, "fold"), storage(workdir):  # spill files too: name the store
         readers = [store.open(i, verify=False) for i in ids]
-        tmp, _ = fold(readers[0], readers[1:], store.workdir(), parent_id=segments[-1].package_id,
+        tmp, _ = fold(readers[0], readers[1:], workdir, parent_id=segments[-1].package_id,
                       spill_bytes=spill_bytes)
     manifest = store.put(tmp)
     log.info("folded %d segments into full snapshot %s", len(segments), manifest.package_id)

@@ -49,3 +49,13 @@ class RestoreRefused(RestoreError):
     """A restore that cannot be done exactly, refused before anything was written."""
 
     exit_code = 3
+
+
+class StorageError(JournalError):
+    """Writing a file failed (disk full, read-only file system, permission): the message
+    names the path and the operating system's reason; what was half-written is removed."""
+
+    def __init__(self, path: object, exc: OSError, doing: str = "write") -> None:
+        self.path = str(path)
+        self.reason = exc.strerror or str(exc) or type(exc).__name__
+        super().__init__(f"cannot {doing} {self.path}: {self.reason}")

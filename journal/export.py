@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from journal.durable import publish
+from journal.durable import publish, storage
 from journal.errors import ValidationError
 from journal.fold import Target, fold
 from journal.packages import Manifest, verify_package
@@ -23,20 +23,25 @@ def export_snapshot(store: PackageStore, output: Path, target: RestoreTarget | N
     """Write the full snapshot at ``target`` to ``output`` (atomically) and return it.
 
     The packages are chosen exactly as a restore to the same target chooses them."""
-    output = Path(output)
+    output = Path(output).absolute()
     if output.exists():
         raise ValidationError(f"{output} exists; choose another file (nothing was written)")
+    if not output.parent.is_dir():
+        raise ValidationError(f"directory {output.parent} does not exist; create it or "
+                              "choose another file (nothing was written)")
     chosen = make_plan(store.list(), target or RestoreTarget())
     cut = Target(lsn=chosen.cutoff.max_lsn, time=chosen.cutoff.max_commit_ts)
     ids = list(chosen.package_ids)
-    workdir = output.parent if output.parent.exists() else Path(".")
+    # built next to the output, so that the final rename is atomic
+    workdir = output.parent
     with store.lease(ids, f"export to {output}"):
         readers = [store.open(i, verify=True) for i in ids]
-        tmp, manifest = fold(readers[0], readers[1:], workdir, target=cut,
-                             spill_bytes=spill_bytes)
+        with storage(workdir):  # the fold's own spill files too: name the directory
+            tmp, manifest = fold(readers[0], readers[1:], workdir, target=cut,
+                                 spill_bytes=spill_bytes)
     try:
         verify_package(tmp)
-        publish(tmp, output.absolute())  # same directory: atomic
+        publish(tmp, output)  # same directory: atomic
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

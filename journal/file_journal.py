@@ -39,7 +39,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from journal.codec import SchemaRegistry
 from journal.durable import fsync_dir, write_atomically
-from journal.errors import ConfigError, TransportError
+from journal.errors import ConfigError, StorageError, TransportError
 from journal.positions import Position
 from journal.transport import JournalReader, JournalWriter, RawRecord
 
@@ -288,7 +288,7 @@ class FileJournalWriter(JournalWriter):
             self._open_segments()
             self._published = self._open_schemas()
             self._clamp_consumers()
-        except OSError as exc:
+        except (OSError, StorageError) as exc:
             self.close()
             raise TransportError(f"cannot open file journal {journal.directory}: {exc}") from exc
         except BaseException:
@@ -367,8 +367,12 @@ class FileJournalWriter(JournalWriter):
 
     def _create(self, path: Path) -> int:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o644)
-        os.fsync(fd)
-        fsync_dir(path.parent)
+        try:
+            os.fsync(fd)
+            fsync_dir(path.parent)
+        except BaseException:
+            os.close(fd)
+            raise
         return fd
 
     # -- JournalWriter --------------------------------------------------------------------
@@ -387,7 +391,7 @@ class FileJournalWriter(JournalWriter):
         try:
             os.write(self._schemas_fd, data)
             os.fsync(self._schemas_fd)
-        except OSError as exc:
+        except (OSError, StorageError) as exc:
             self._broken = f"writing {self.journal.schemas_path} failed: {exc}"
             raise TransportError(self._broken) from exc
         self._published.update(fp for fp, _ in new)
@@ -440,7 +444,7 @@ class FileJournalWriter(JournalWriter):
             while view:
                 written = os.write(self._fd, view)
                 view = view[written:]
-        except OSError as exc:
+        except (OSError, StorageError) as exc:
             self._broken = f"writing {self._segment_name()} failed: {exc}"
             raise TransportError(self._broken) from exc
         self._size += len(self._buffer)
@@ -451,7 +455,7 @@ class FileJournalWriter(JournalWriter):
             os.fsync(self._fd)  # the old segment is complete before the new one exists
             new_base = self._base + self._size
             fd = self._create(_segment_path(self.journal.segments_dir, new_base))
-        except OSError as exc:
+        except (OSError, StorageError) as exc:
             self._broken = f"starting a new segment after {self._segment_name()} failed: {exc}"
             raise TransportError(self._broken) from exc
         os.close(self._fd)
@@ -537,7 +541,7 @@ class FileJournalReader(JournalReader):
             raise ValueError(f"offset {offset} is negative")
         try:
             _write_consumer(self.journal, consumer, offset)
-        except OSError as exc:
+        except (OSError, StorageError) as exc:
             raise TransportError(f"cannot record offset of consumer {consumer!r} in "
                                  f"{self.journal.consumers_dir}: {exc}") from exc
 

@@ -57,6 +57,7 @@ from journal.codec import (
     record_reader,
     split_header,
 )
+from journal.durable import storage
 from journal.errors import ChainBroken, PackageCorrupt, ValidationError
 from journal.events import (
     ChangeEvent,
@@ -606,7 +607,8 @@ class _OcfWriter:
 
     def __init__(self, path: Path, schema: dict[str, Any]) -> None:
         self.path = path
-        self._fh = path.open("wb")
+        with storage(path):
+            self._fh = path.open("wb")
         self._hash = hashlib.sha256()
         self.rows = 0
         self.decoded_bytes = 0
@@ -626,7 +628,8 @@ class _OcfWriter:
         self._pending = 0
 
     def _write(self, data: bytes) -> None:
-        self._fh.write(data)
+        with storage(self.path):
+            self._fh.write(data)
         self._hash.update(data)
         self.bytes += len(data)
 
@@ -650,11 +653,15 @@ class _OcfWriter:
     def close(self) -> tuple[str, int, int, int]:
         """(sha256, bytes, rows, decoded_bytes)."""
         self._flush_block()
-        self._fh.close()
+        with storage(self.path):
+            self._fh.close()
         return self._hash.hexdigest(), self.bytes, self.rows, self.decoded_bytes
 
     def abort(self) -> None:
-        self._fh.close()
+        try:
+            self._fh.close()
+        except OSError:
+            pass  # buffered bytes that cannot be written any more: the file is discarded
 
 
 # -- rows in Avro form -------------------------------------------------------------------
@@ -722,8 +729,9 @@ class PackageBuilder:
             raise ValueError(f"unknown package kind {kind!r}")
         self.kind = kind
         self.workdir = Path(workdir)
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self._dir = Path(tempfile.mkdtemp(prefix=f".build-{os.getpid()}-", dir=self.workdir))
+        with storage(self.workdir):
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            self._dir = Path(tempfile.mkdtemp(prefix=f".build-{os.getpid()}-", dir=self.workdir))
         self._writers: dict[str, tuple[_OcfWriter, TableSchema | None]] = {}
         self._copied: dict[str, tuple[Path, MemberInfo]] = {}
         self._names = itertools.count()
@@ -746,7 +754,7 @@ class PackageBuilder:
         where = reader._layout[info.name]
         target = self._dir / f"m{next(self._names)}.avro"
         hasher = hashlib.sha256()
-        with reader.path.open("rb") as src, target.open("wb") as dst:
+        with reader.path.open("rb") as src, storage(target), target.open("wb") as dst:
             span = _Span(src, where.offset, where.size, reader.label, info.name, hasher)
             while span.left:
                 dst.write(span.read(min(span.left, _READ_CHUNK), "the member"))
@@ -795,6 +803,20 @@ class PackageBuilder:
                marks: Sequence[tuple[str, Position, int]] = ()) -> tuple[Path, Manifest]:
         """Close the members, write the tar to a temporary file (fsynced); return it and
         its manifest. The caller publishes it with ``PackageStore.put`` or a rename."""
+        try:
+            return self._finish(system_identifier=system_identifier, database=database,
+                                generation=generation, to_position=to_position,
+                                from_position=from_position, first_commit_ts=first_commit_ts,
+                                last_commit_ts=last_commit_ts, parent_id=parent_id,
+                                catalog=catalog, marks=marks)
+        finally:
+            self.discard()  # the members are in the tar now, or the package failed
+
+    def _finish(self, *, system_identifier: str, database: str, generation: str,
+                to_position: Position, from_position: Position | None,
+                first_commit_ts: int | None, last_commit_ts: int | None,
+                parent_id: str | None, catalog: dict[str, Any] | None,
+                marks: Sequence[tuple[str, Position, int]]) -> tuple[Path, Manifest]:
         members = []
         for name, (w, table) in sorted(self._writers.items()):
             sha, size, rows, decoded = w.close()
@@ -813,11 +835,12 @@ class PackageBuilder:
             tool_version=__version__,
             created_at=datetime.now(UTC).isoformat(timespec="microseconds")).with_id()
         manifest._check_consistency()
-        fd, tmp_name = tempfile.mkstemp(prefix=f".tmp-{os.getpid()}-", suffix=".tar",
-                                        dir=self.workdir)
+        with storage(self.workdir):
+            fd, tmp_name = tempfile.mkstemp(prefix=f".tmp-{os.getpid()}-", suffix=".tar",
+                                            dir=self.workdir)
         tmp = Path(tmp_name)
         try:
-            with os.fdopen(fd, "wb") as fh:
+            with storage(tmp), os.fdopen(fd, "wb") as fh:
                 paths = {n: w.path for n, (w, _) in self._writers.items()}
                 paths.update({n: path for n, (path, _) in self._copied.items()})
                 _write_tar(fh, manifest, paths)
@@ -826,8 +849,6 @@ class PackageBuilder:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        finally:
-            self.discard()
         return tmp, manifest
 
     def discard(self) -> None:

@@ -12,6 +12,7 @@ holds while its holder's process lives (same host) and never beyond its expiry.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -25,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from journal.durable import fsync_dir, publish, write_atomically
-from journal.errors import ConfigError, PackageCorrupt, ValidationError
+from journal.durable import fsync_dir, publish, storage, write_atomically
+from journal.errors import ConfigError, PackageCorrupt, StorageError, ValidationError
 from journal.packages import (
     Manifest,
     PackageReader,
@@ -114,6 +115,11 @@ def open_store(url: str) -> PackageStore:
     raise ConfigError(f"unsupported package store URL {url!r}: use file:///dir")
 
 
+def _read_only(exc: StorageError) -> bool:
+    cause = exc.__cause__
+    return isinstance(cause, OSError) and cause.errno == errno.EROFS
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -131,7 +137,8 @@ class FileStore(PackageStore):
 
     def _ensure(self) -> None:
         if not self.directory.exists():
-            self.directory.mkdir(parents=True, exist_ok=True)
+            with storage(self.directory, "create"):
+                self.directory.mkdir(parents=True, exist_ok=True)
             fsync_dir(self.directory.parent)
 
     def workdir(self) -> Path:
@@ -175,24 +182,33 @@ class FileStore(PackageStore):
         return self._manifest_of(path)
 
     def put(self, tmp_file: Path) -> Manifest:
-        self._ensure()
         tmp = Path(tmp_file)
-        manifest = read_manifest(tmp)
-        if tmp.parent.resolve() != self.directory.resolve():
-            # a rename is only atomic inside one directory: copy in first
-            staged = self.directory / f".tmp-{os.getpid()}-{uuid.uuid4().hex}.tar"
-            with tmp.open("rb") as src, staged.open("wb") as dst:
-                while chunk := src.read(1024 * 1024):
-                    dst.write(chunk)
-            tmp.unlink()
-            tmp = staged
-        with tmp.open("rb+") as fh:
-            os.fsync(fh.fileno())
-        final = self.path(manifest.package_id)
-        if final.exists():  # same id: same content, already published
-            tmp.unlink()
-            return manifest
-        publish(tmp, final)
+        staged: Path | None = None
+        try:
+            self._ensure()
+            manifest = read_manifest(tmp)
+            if tmp.parent.resolve() != self.directory.resolve():
+                # a rename is only atomic inside one directory: copy in first
+                staged = self.directory / f".tmp-{os.getpid()}-{uuid.uuid4().hex}.tar"
+                with storage(staged), tmp.open("rb") as src, staged.open("wb") as dst:
+                    while chunk := src.read(1024 * 1024):
+                        dst.write(chunk)
+                tmp.unlink()
+                tmp = staged
+            final = self.path(manifest.package_id)
+            with storage(final), tmp.open("rb+") as fh:
+                os.fsync(fh.fileno())
+            if final.exists():  # same id: same content, already published
+                tmp.unlink()
+                return manifest
+            publish(tmp, final)
+        except BaseException:
+            # nothing half-written stays behind; the package is built again from the
+            # journal, whose offset moves only after a successful put
+            tmp.unlink(missing_ok=True)
+            if staged is not None:
+                staged.unlink(missing_ok=True)
+            raise
         log.info("published package %s", manifest.package_id)
         return manifest
 
@@ -201,7 +217,8 @@ class FileStore(PackageStore):
         if holders:
             who = ", ".join(f"{h.purpose} (pid {h.pid})" for h in holders)
             raise ValidationError(f"package {package_id} is leased by {who}; not deleted")
-        self.path(package_id).unlink()
+        with storage(self.path(package_id), "delete"):
+            self.path(package_id).unlink()
         fsync_dir(self.directory)
         self._cache.pop(f"{package_id}.tar", None)
 
@@ -214,16 +231,27 @@ class FileStore(PackageStore):
     @contextmanager
     def _lease(self, package_ids: Iterable[str], purpose: str, seconds: float
                ) -> Iterator[Lease]:
-        self._ensure()
-        self._lease_dir.mkdir(exist_ok=True)
         lease = Lease(uuid.uuid4().hex, tuple(package_ids), purpose, os.getpid(),
                       socket.gethostname(), time.time() + seconds)
         path = self._lease_dir / f"{lease.lease_id}.json"
-        write_atomically(path, json.dumps(lease.__dict__).encode())
+        written = False
+        try:
+            self._ensure()
+            with storage(self._lease_dir, "create"):
+                self._lease_dir.mkdir(exist_ok=True)
+            write_atomically(path, json.dumps(lease.__dict__).encode())
+            written = True
+        except StorageError as exc:
+            if not _read_only(exc):
+                raise
+            # a store mounted read-only (an archive copy) cannot be pruned through this
+            # mount either: reading it needs no lease
+            log.info("package store %s is read-only: reading it without a lease", self.directory)
         try:
             yield lease
         finally:
-            path.unlink(missing_ok=True)
+            if written:
+                path.unlink(missing_ok=True)
 
     def lease(self, package_ids: Iterable[str], purpose: str,
               seconds: float = DEFAULT_LEASE_SECONDS) -> AbstractContextManager[Lease]:
@@ -257,7 +285,8 @@ class FileStore(PackageStore):
         if self._lease_dir.exists():
             for path in self._lease_dir.glob("*.json"):
                 if path.stem not in live:  # holder gone or expired
-                    path.unlink(missing_ok=True)
+                    with storage(path, "remove"):
+                        path.unlink(missing_ok=True)
                     removed.append(path)
 
         for path in self.directory.glob(".*-*"):
@@ -269,6 +298,7 @@ class FileStore(PackageStore):
             if path.is_dir():
                 shutil.rmtree(path, ignore_errors=True)
             else:
-                path.unlink(missing_ok=True)
+                with storage(path, "remove"):
+                    path.unlink(missing_ok=True)
             removed.append(path)
         return removed

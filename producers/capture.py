@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from journal.catalog import Column, TableSchema
 from journal.codec import SchemaRegistry, encode
@@ -92,8 +93,10 @@ def run_capture(config: Config, stop_event: threading.Event | None = None, *,
                 once_until_idle: float | None = None,
                 metrics: CaptureMetrics | None = None) -> CaptureMetrics:
     """Capture until ``stop_event`` is set (or the stream has been idle ``once_until_idle``
-    seconds). Misconfiguration at start raises at once; once streaming, lost connections
-    to the database or the transport are retried with exponential backoff."""
+    seconds). Misconfiguration at start raises at once, after removing the publication and
+    slot this start created (the journal is opened, and so checked, before either is made);
+    once streaming, lost connections to the database or the transport are retried with
+    exponential backoff."""
     stop = stop_event or threading.Event()
     metrics = metrics or CaptureMetrics()
     delay = BACKOFF_START_S
@@ -103,11 +106,11 @@ def run_capture(config: Config, stop_event: threading.Event | None = None, *,
         try:
             session.run()
             return metrics
-        except ConfigError:
-            raise
         except (JournalError, psycopg.Error, OSError) as exc:
             ever_streamed = ever_streamed or session.streamed
             if not ever_streamed:
+                session.undo_start()
+            if isinstance(exc, ConfigError) or not ever_streamed:
                 if isinstance(exc, JournalError):
                     raise
                 raise SourceError(slot.connection_error(config.source_url, exc)) from None
@@ -170,6 +173,9 @@ class _Session:
         self.pending_commits: list[int] = []  # commit_ts (µs) of appended transactions
         self.last_activity = time.monotonic()
         self.probe_lsn: int | None = None
+        # what this start created in the source, removed again if the start fails
+        self.created_publication = False
+        self.created_slot = False
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -184,24 +190,52 @@ class _Session:
         if self.conn is not None:
             self.conn.close()
 
+    def undo_start(self) -> None:
+        """Remove the slot and publication this start created (it failed before streaming):
+        a failed start leaves the source as it found it."""
+        cfg = self.config
+        if not (self.created_slot or self.created_publication):
+            return
+        if self.repl is not None:
+            self.repl.close()  # releases the slot it created
+            self.repl = None
+        try:
+            with slot.connect(cfg, autocommit=True) as conn:
+                if self.created_slot:
+                    slot.wait_until_inactive(conn, cfg.slot, SLOT_RELEASE_WAIT_S)
+                    slot.drop_slot(conn, cfg.slot)
+                    log.info("removed replication slot %s again", cfg.slot)
+                if self.created_publication:
+                    conn.execute(sql.SQL("DROP PUBLICATION IF EXISTS {}").format(
+                        sql.Identifier(cfg.publication)))
+                    log.info("removed publication %s again", cfg.publication)
+        except (JournalError, psycopg.Error) as exc:
+            log.warning("could not remove what the failed start created (slot %s, "
+                        "publication %s): %s", cfg.slot, cfg.publication, exc)
+
     def run(self) -> None:
         cfg = self.config
         self.conn = slot.connect(cfg, autocommit=True)
         slot.preflight(self.conn, cfg)
-        slot.ensure_publication(self.conn, cfg)
         try:
             self.repl = ReplicationConnection(cfg.source_conninfo())
         except psycopg.Error as exc:
             raise SourceError(slot.connection_error(cfg.source_url, exc)) from None
         ident = self.repl.identify_system()
         self.database = ident.database
+        # the journal first: a bad URL or an unreachable Kafka fails before anything is
+        # created in the source
+        self.writer = open_writer(cfg.journal_location(), self.database)
+        self.created_publication = self.conn.execute(
+            "SELECT 1 FROM pg_publication WHERE pubname = %s",
+            (cfg.publication,)).fetchone() is None
+        slot.ensure_publication(self.conn, cfg)
         self.state_path = slot.state_path(cfg.state_dir, self.database, cfg.slot)
         slot.wait_until_inactive(self.conn, cfg.slot, SLOT_RELEASE_WAIT_S)
         info = slot.slot_info(self.conn, cfg.slot)
         slot.check_slot_is_ours(info, self.database)
         state = slot.load_state(self.state_path)
         problem = slot.resume_problem(state, info, ident.system_identifier, self.database)
-        self.writer = open_writer(cfg.journal_location(), self.database)
         if problem is not None:
             state = self._new_generation(problem, info, ident.system_identifier)
         else:
@@ -233,6 +267,7 @@ class _Session:
             slot.drop_slot(self.conn, cfg.slot)
         slot.check_free_slot(self.conn)
         created = self.repl.create_slot(cfg.slot)
+        self.created_slot = True
         state = slot.SlotState(system_identifier, self.database, cfg.slot, "",
                                created.consistent_point, created.consistent_point)
         slot.save_state(self.state_path, state)  # a crash before completion is then known

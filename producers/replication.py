@@ -98,13 +98,15 @@ class ReplicationConnection:
                               parse_lsn(values[2].decode()),
                               values[3].decode() if values[3] else "")
 
-    def create_slot(self, name: str) -> CreatedSlot:
+    def create_slot(self, name: str, *, temporary: bool = False) -> CreatedSlot:
         """Create the logical slot and export its snapshot.
 
         The snapshot lives only while this connection stays open and idle: read it (on
-        another connection) before calling ``start``.
+        another connection) before calling ``start``. A ``temporary`` slot disappears
+        with this connection, even when the process dies.
         """
-        r = self._command(f"CREATE_REPLICATION_SLOT {_ident(name)} LOGICAL pgoutput "
+        kind = "TEMPORARY LOGICAL" if temporary else "LOGICAL"
+        r = self._command(f"CREATE_REPLICATION_SLOT {_ident(name)} {kind} pgoutput "
                           "(SNAPSHOT 'export')")
         fields = {r.fname(i).decode(): r.get_value(0, i) for i in range(r.nfields)}
         return CreatedSlot(fields["slot_name"].decode(),

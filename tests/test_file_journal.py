@@ -336,3 +336,33 @@ def test_dedupe_over_a_resent_tail_yields_each_position_once(tmp_path: Path) -> 
     fill(w, 3, 5)  # capture re-sent from its last confirmed position
     w.close()
     assert positions(deduplicate(j.reader().read())) == [1, 2, 3, 4, 5, 6, 7]
+
+
+def test_a_segment_roll_that_cannot_sync_its_directory_breaks_the_writer_and_loses_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Fault injection: a directory fsync that fails (EIO) cannot be produced for real here.
+    import errno
+
+    import journal.file_journal as fj
+    from journal.errors import StorageError
+
+    j = FileJournal.from_url(f"file://{tmp_path}?segment_bytes=2048", "edms")
+    w = j.writer()
+    fill(w, 1, 10, value_size=80)  # durable, in the first segment
+
+    def failing_fsync_dir(path: Path) -> None:
+        raise StorageError(path, OSError(errno.EIO, "Input/output error"), "sync directory")
+
+    monkeypatch.setattr(fj, "fsync_dir", failing_fsync_dir)
+    with pytest.raises(TransportError, match="starting a new segment.*Input/output error"):
+        fill(w, 11, 40, value_size=80)
+    with pytest.raises(TransportError, match="unusable"):
+        w.append(Position(99, 0), None, b"x")
+    w.close()
+    monkeypatch.undo()
+
+    w = j.writer()  # a new writer checks the tail and continues from what is durable
+    fill(w, 100, 1)
+    w.close()
+    got = positions(deduplicate(j.reader().read()))
+    assert got[:10] == list(range(1, 11)) and got[-1] == 100

@@ -94,3 +94,38 @@ def test_capture_daemon_serves_metrics_while_it_runs(source_db: str, tmp_path: P
         proc.terminate()
         proc.wait(30)
     assert proc.returncode == 0
+
+
+# -- the slot's verdict (pure) ----------------------------------------------------------
+
+def test_an_active_slot_is_ok_whatever_its_lag() -> None:
+    from journal.health import slot_check
+
+    assert slot_check("s", True, "reserved", 10**9, None, 60).ok
+
+
+def test_an_inactive_slot_with_growing_lag_fails_after_the_grace_and_says_how_long_and_how_much(
+        ) -> None:
+    from journal.health import slot_check
+
+    within = slot_check("s", False, "reserved", 4096, 30.0, 60)
+    assert within.ok and "inactive for 30 s" in within.detail
+    after = slot_check("s", False, "reserved", 4096, 600.0, 60)
+    assert not after.ok
+    assert "inactive for 10 min" in after.detail and "4096 bytes" in after.detail
+    assert "capture is not running" in after.detail
+
+
+def test_an_inactive_slot_of_a_server_that_does_not_say_since_when_fails_at_once() -> None:
+    from journal.health import slot_check
+
+    result = slot_check("s", False, "reserved", 1, None, 60)
+    assert not result.ok and "since an unknown time" in result.detail
+
+
+def test_an_inactive_slot_with_nothing_behind_it_is_ok_and_a_lost_one_fails() -> None:
+    from journal.health import slot_check
+
+    assert slot_check("s", False, "reserved", 0, 3600.0, 60).ok
+    lost = slot_check("s", True, "lost", 0, None, 60)
+    assert not lost.ok and "new snapshot generation" in lost.detail

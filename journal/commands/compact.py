@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Callable
 
 import click
 
 from journal.commands._common import config as load
 from journal.commands._common import echo_json
 from journal.compactor import Compactor, Policy
+from journal.events import Record
 from journal.store import open_store
 from journal.transport import open_reader
 
@@ -30,6 +32,10 @@ def register(group: click.Group) -> None:
                 metrics_port: int | None) -> None:
         """Package the change stream: segments, and full snapshots by policy.
 
+        An empty package store starts with a full snapshot: the journal's snapshot
+        generation, or, when the journal no longer holds one, a snapshot read from the
+        source (which capture's slot then continues).
+
         Without --once it follows the journal until SIGTERM or Ctrl-C, finishing the
         package it is writing first.
         """
@@ -39,8 +45,16 @@ def register(group: click.Group) -> None:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda *_: stop.set())
         reader = open_reader(cfg.journal_location(), cfg.database())
+
+        def source_snapshot(emit: Callable[[Record], None]) -> object:
+            # only when an empty store finds no snapshot generation in the journal
+            from producers.source_snapshot import snapshot_from_source
+
+            return snapshot_from_source(cfg, emit)
+
         try:
-            compactor = Compactor(reader, open_store(cfg.packages_url), Policy.from_config(cfg))
+            compactor = Compactor(reader, open_store(cfg.packages_url), Policy.from_config(cfg),
+                                  source_snapshot=source_snapshot)
             if metrics_port is not None:
                 from journal.metrics import CompactorCollector, serve
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from journal.errors import RestoreError
+from journal.errors import RestoreError, RestoreRefused
 from journal.events import datetime_to_micros, micros_to_datetime
 from journal.positions import Position, format_lsn
 
@@ -103,16 +103,23 @@ class Reached:
 
 
 def resolve_mark(manifests: Sequence[Any], name: str) -> Position:
-    """The position of the newest mark called ``name`` in the segments' manifests."""
-    found: Position | None = None
+    """The position of the mark called ``name`` in the segments' manifests. Two marks of
+    that name (written before names were checked, or by two writers at once) are refused:
+    which one was meant is not for the restore to guess."""
+    found: dict[Position, int] = {}
     for m in manifests:
-        for mark_name, position, _ts in m.marks:
-            if mark_name == name and (found is None or position > found):
-                found = position
-    if found is None:
+        for mark_name, position, ts in m.marks:
+            if mark_name == name:
+                found[position] = ts
+    if not found:
         raise RestoreError(f"no mark named {name!r} in the packages "
                            "(journal mark NAME writes one; has it been compacted yet?)")
-    return found
+    if len(found) > 1:
+        where = ", ".join(f"{format_lsn(p.commit_lsn)} ({micros_to_datetime(ts).isoformat()})"
+                          for p, ts in sorted(found.items()))
+        raise RestoreRefused(f"mark {name!r} was written {len(found)} times, at {where}: "
+                             "name the one you mean with --to-lsn")
+    return next(iter(found))
 
 
 def make_plan(manifests: Sequence[Any], target: RestoreTarget, *,

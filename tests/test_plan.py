@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from journal.errors import RestoreError
+from journal.errors import RestoreError, RestoreRefused
 from journal.positions import Position
 from restorer.plan import Cutoff, Reached, RestoreTarget, make_plan
 
@@ -36,7 +36,7 @@ FULL1 = M("full1", "full", None, P(100), None, 1000)
 S1 = M("s1", "segment", P(100), P(200), 1100, 2000)
 S2 = M("s2", "segment", P(200), P(300), 2100, 3000, marks=(("release", P(250), 2500),))
 FULL2 = M("full2", "full", None, P(300), 1000, 3000)
-S3 = M("s3", "segment", P(300), P(400), 3100, 4000, marks=(("release", P(350), 3500),))
+S3 = M("s3", "segment", P(300), P(400), 3100, 4000, marks=(("release-2", P(350), 3500),))
 STORE = [FULL1, S1, S2, FULL2, S3]
 
 
@@ -65,10 +65,17 @@ def test_lsn_target_is_inclusive_and_needs_no_later_segment():
     assert plan.cutoff.includes(200, 0) and not plan.cutoff.includes(201, 0)
 
 
-def test_mark_target_resolves_to_newest_mark_of_that_name():
-    plan = make_plan(STORE, RestoreTarget("mark", "release"))
+def test_mark_target_resolves_to_the_marks_position():
+    plan = make_plan(STORE, RestoreTarget("mark", "release-2"))
     assert plan.cutoff == Cutoff(max_lsn=350)
     assert plan.package_ids == ("full2", "s3")
+
+
+def test_a_mark_name_written_twice_is_refused_naming_both():
+    twice = [*STORE, M("s4", "segment", P(400), P(500), 4100, 5000,
+                       marks=(("release-2", P(450), 4500),))]
+    with pytest.raises(RestoreRefused, match=r"'release-2' was written 2 times.*--to-lsn"):
+        make_plan(twice, RestoreTarget("mark", "release-2"))
 
 
 def test_unknown_mark_is_refused():

@@ -44,13 +44,13 @@ import zstandard
 from fastavro.schema import to_parsing_canonical_form
 
 from journal import __version__
-from journal.catalog import TableSchema
+from journal.catalog import TableSchema, has_text_fallback
 from journal.codec import (
     SchemaRegistry,
     _from_avro_row,
     _to_avro_row,
+    avro_field_value,
     avro_long,
-    avro_value,
     decode,
     envelope_schema,
     fingerprint,
@@ -679,10 +679,11 @@ class RowWriter:
         self._writer = writer
         self._names = table.avro_field_names()
         self._columns = table.column_names
+        self._text_fallback = tuple(has_text_fallback(c.type_oid) for c in table.columns)
 
     def write(self, row: dict[str, Any]) -> None:
-        self._writer.append({f: avro_value(row.get(c)) for f, c in zip(self._names, self._columns,
-                                                                      strict=True)})
+        self._writer.append({f: avro_field_value(row.get(c), text) for f, c, text in zip(
+            self._names, self._columns, self._text_fallback, strict=True)})
 
     @property
     def rows(self) -> int:

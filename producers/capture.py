@@ -27,7 +27,13 @@ import psycopg
 from journal.catalog import Column, TableSchema
 from journal.codec import SchemaRegistry, encode
 from journal.config import Config
-from journal.errors import ConfigError, JournalError, SourceError, TransportError
+from journal.errors import (
+    ConfigError,
+    JournalError,
+    SourceError,
+    TransportError,
+    UnencodableValue,
+)
 from journal.events import (
     CATALOG_PREFIX,
     HEARTBEAT_PREFIX,
@@ -103,8 +109,8 @@ def run_capture(config: Config, stop_event: threading.Event | None = None, *,
         try:
             session.run()
             return metrics
-        except ConfigError:
-            raise
+        except (ConfigError, UnencodableValue):
+            raise  # a retry would fail the same way (or start a new generation that does)
         except (JournalError, psycopg.Error, OSError) as exc:
             ever_streamed = ever_streamed or session.streamed
             if not ever_streamed:

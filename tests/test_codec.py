@@ -304,3 +304,13 @@ def test_flipped_bytes_raise_validation_error_or_decode_never_crash(index: int, 
 def test_unknown_fingerprint_is_a_validation_error() -> None:
     with pytest.raises(ValidationError, match="no schema with fingerprint"):
         decode(MAGIC + b"\x00" * 8 + b"\x00", REGISTRY)
+
+
+def test_a_value_no_branch_holds_is_refused_naming_table_column_and_value() -> None:
+    from journal.errors import UnencodableValue
+
+    row = {c.name: None for c in TABLE.columns} | {"id": 1, "due": object()}
+    with pytest.raises(UnencodableValue) as refused:
+        encode(change("c", None, row), SchemaRegistry())
+    assert (refused.value.table, refused.value.column) == ("public.document", "due")
+    assert "public.document" in str(refused.value) and "column due" in str(refused.value)

@@ -1125,8 +1125,11 @@ def sort_key(key: tuple[Any, ...]) -> tuple[Any, ...]:
     """How packages order primary keys: Python's order of the journal values, NULLs last.
 
     (It need not match a PostgreSQL collation; it only has to be the same everywhere a
-    package is written or merged.)"""
-    return tuple((1, 0) if v is None else (0, v) for v in key)
+    package is written or merged.) A key column with a text branch holds typed values and
+    text forms ('infinity', a BC date) side by side: the text forms sort after the typed
+    values, so the order stays total; a column holding only str keeps its order."""
+    return tuple((2, 0, 0) if v is None else (1, 1, v) if type(v) is str else (1, 0, v)
+                 for v in key)
 
 
 # -- chains -------------------------------------------------------------------------------

@@ -46,6 +46,10 @@ CREATE TABLE public.matrix (
     ci citext, cia citext[],
     g integer GENERATED ALWAYS AS (id * 2) STORED
 );
+-- a key of values the typed branch cannot always hold: ordered and matched all the same
+CREATE TABLE public.by_day (day date, at timestamptz, note text, PRIMARY KEY (day, at));
+INSERT INTO public.by_day VALUES ('infinity', '-infinity', 'a'), ('2020-01-01', 'infinity', 'b'),
+    ('0044-03-15 BC', '2020-01-01 00:00:00+00', 'c'), ('2020-01-01', '2020-01-01 00:00:00+00', 'd');
 """
 
 # id -> column -> SQL literal (cast by the column's type); the other columns are NULL
@@ -105,6 +109,13 @@ def text_of_every_value(url: str) -> list[tuple[Any, ...]]:
         return [tuple(zip(cols, r, strict=True)) for r in conn.execute(query).fetchall()]
 
 
+def _by_day(url: str) -> list[tuple[str, ...]]:
+    with psycopg.connect(url) as conn:
+        conn.execute("SET TimeZone = 'UTC'")
+        return conn.execute("SELECT day::text, at::text, note FROM public.by_day "
+                            "ORDER BY note").fetchall()
+
+
 def _workload(url: str) -> None:
     """Inserts, updates (whole rows and single columns) and a delete, through the stream."""
     with psycopg.connect(url, autocommit=True) as conn:
@@ -125,6 +136,11 @@ def _workload(url: str) -> None:
         conn.execute("DELETE FROM public.matrix WHERE id = 4")
         _insert(conn, 5, ROWS[1])
         conn.execute("DELETE FROM public.matrix WHERE id = 5")
+        conn.execute("INSERT INTO public.by_day VALUES ('-infinity', 'infinity', 'e'), "
+                     "('20000-01-01', '2020-01-01 00:00:00+00', 'f')")
+        conn.execute("UPDATE public.by_day SET note = 'a2' WHERE day = 'infinity'")
+        conn.execute("UPDATE public.by_day SET day = '1999-12-31' WHERE note = 'd'")
+        conn.execute("DELETE FROM public.by_day WHERE note = 'c'")
 
 
 @pytest.mark.parametrize("server", ["pg18", "pg15"])
@@ -158,6 +174,7 @@ def test_every_type_through_snapshot_and_stream_restores_value_for_value(
             assert have == want
         assert len(actual) == len(expected)
 
+        assert _by_day(target) == _by_day(source)
         report = verify(target, store=store)
         assert report.ok, report.summary()
 

@@ -95,8 +95,13 @@ class RowLoader:
     def __init__(self, table: TableSchema, context: Any = None) -> None:
         self.table = table
         self.load_oids = tuple(load_oid(c) for c in table.columns)
-        self._tx = Transformer(_Context(exact_adapters(_adapters_of(context))))
+        adapters = _adapters_of(context)
+        self._tx = Transformer(_Context(exact_adapters(adapters)))
         self._tx.set_loader_types(list(self.load_oids), Format.TEXT)
+        # load_row's first try: psycopg's own C loaders for dates, times and timestamps,
+        # which load a value exactly or raise DataError (then _tx loads the row)
+        self._fast_tx = Transformer(_Context(exact_adapters(adapters, scalars=False)))
+        self._fast_tx.set_loader_types(list(self.load_oids), Format.TEXT)
         self._loads: tuple[Callable[[Buffer], Any], ...] = tuple(
             self._tx.get_loader(oid, Format.TEXT).load for oid in self.load_oids)
 
@@ -108,6 +113,10 @@ class RowLoader:
 
     def load_row(self, fields: Sequence[Buffer | None]) -> tuple[Any, ...]:
         """Every column of one row, in table order (the fast path: one C call)."""
+        try:
+            return self._fast_tx.load_sequence(fields)
+        except psycopg.DataError:
+            pass  # a date or time beyond Python's: the exact loaders keep its text
         try:
             return self._tx.load_sequence(fields)
         except Exception as exc:  # noqa: BLE001 - whatever a loader raises, named below
@@ -135,63 +144,83 @@ def _text(data: Buffer | None) -> str | None:
 
 class _ExactLoader(Loader):
     """psycopg's loader of one type, except that a value it cannot load exactly stays the
-    text PostgreSQL printed (see the module docstring). Subclassed per OID below."""
+    text PostgreSQL printed (see the module docstring). Subclassed per OID below; the
+    scalar ``load`` is as short as it can be: it runs for every date and timestamp."""
 
     inner: type[Loader]
-    is_array = False
-    # an array whose elements load exactly or as text (dates…): one element left as text
-    # makes the whole array text, as the Avro array's items have no text branch
-    text_elements = False
-    finite = False  # numeric: NaN and ±Infinity have no Avro decimal
 
     def __init__(self, oid: int, context: Any = None) -> None:
         super().__init__(oid, context)
         self._load = self.inner(oid, context).load
 
     def load(self, data: Buffer) -> Any:
+        try:
+            return self._load(data)
+        except psycopg.DataError:  # infinity, BC, year 10000+, 24:00:00…
+            return bytes(data).decode()
+
+
+class _ExactNumeric(_ExactLoader):
+    def load(self, data: Buffer) -> Any:
+        value = self._load(data)
+        # NaN (and, in an unconstrained numeric, ±Infinity) has no Avro decimal
+        return value if value.is_finite() else bytes(data).decode()
+
+
+class _ExactArray(_ExactLoader):
+    # an array whose elements load exactly or as text (dates…): one element left as text
+    # makes the whole array text, as the Avro array's items have no text branch
+    text_elements = False
+
+    def load(self, data: Buffer) -> Any:
         # "[0:2]={7,8,9}" (lower bounds) and "{{1,2},{3,4}}" (dimensions): psycopg would
         # drop the bounds or nest lists the Avro array cannot hold
-        if self.is_array and (data[:1] == b"[" or data[:2] == b"{{"):
+        if data[:1] == b"[" or data[:2] == b"{{":
             return bytes(data).decode()
         try:
             value = self._load(data)
-        except psycopg.DataError:  # infinity, BC, year 10000+, 24:00:00…
+        except psycopg.DataError:
             return bytes(data).decode()
         if self.text_elements and any(type(v) is str for v in value):
-            return bytes(data).decode()
-        if self.finite and not value.is_finite():
             return bytes(data).decode()
         return value
 
 
 # OIDs loaded through _ExactLoader: the typed ones whose Avro type has a text branch
 _EXACT_OIDS = tuple(sorted(oid for oid in typed_oids() if has_text_fallback(oid)))
-# id(base adapters) -> (base, derived): a RowLoader per table version must not copy them
-_EXACT: dict[int, tuple[AdaptersMap, AdaptersMap]] = {}
+# (id(base adapters), scalars) -> (base, derived): one copy per base, not per table version
+_EXACT: dict[tuple[int, bool], tuple[AdaptersMap, AdaptersMap]] = {}
 
 
-def exact_adapters(base: AdaptersMap) -> AdaptersMap:
-    """``base`` with the loaders of ``_EXACT_OIDS`` made exact (see ``_ExactLoader``)."""
-    hit = _EXACT.get(id(base))
+def exact_adapters(base: AdaptersMap, scalars: bool = True) -> AdaptersMap:
+    """``base`` with the loaders of ``_EXACT_OIDS`` made exact (see ``_ExactLoader``);
+    with ``scalars`` False, only those of arrays and numerics, whose inexact values
+    psycopg loads without an error."""
+    hit = _EXACT.get((id(base), scalars))
     if hit is None or hit[0] is not base:
         adapters = AdaptersMap(base)
-        _make_exact(adapters, base)
+        _make_exact(adapters, base, scalars)
         if len(_EXACT) >= 256:
             _EXACT.clear()
-        hit = _EXACT[id(base)] = (base, adapters)
+        hit = _EXACT[id(base), scalars] = (base, adapters)
     return hit[1]
 
 
-def _make_exact(adapters: AdaptersMap, base: AdaptersMap) -> None:
+def _make_exact(adapters: AdaptersMap, base: AdaptersMap, scalars: bool = True) -> None:
     for oid in _EXACT_OIDS:
         inner = base.get_loader(oid, Format.TEXT)
         if inner is None or issubclass(inner, _ExactLoader):
             continue
         element = ARRAY_ELEMENTS.get(oid)
-        attrs = {"inner": inner, "is_array": element is not None,
-                 "text_elements": element is not None and element in _EXACT_OIDS,
-                 "finite": oid == NUMERIC_OID}
-        adapters.register_loader(oid, type(f"Exact{inner.__name__}", (_ExactLoader,), attrs))
+        kind: type[_ExactLoader] = _ExactLoader
+        attrs: dict[str, Any] = {"inner": inner}
+        if element is not None:
+            kind, attrs["text_elements"] = _ExactArray, element in _EXACT_OIDS
+        elif oid == NUMERIC_OID:
+            kind = _ExactNumeric
+        elif not scalars:
+            continue
+        adapters.register_loader(oid, type(f"Exact{inner.__name__}", (kind,), attrs))
 
 
 class _Context:

@@ -80,6 +80,10 @@ ROWS: dict[int, dict[str, str]] = {
         "ta": "{}", "na": "{}", "tt": "00:00:00-15:59", "pos": "4",
         "f8a": "{1e308,-1e-308,4.9e-324}"},
 }
+# (column, id, value): one small change each, which verify must find
+TAMPERED = [("ta", 1, "{{a,b},{c,e}}"), ("f4", 2, "3e-45"), ("f8", 2, "0"),
+            ("d", 1, "-infinity"), ("ia", 1, "[1:3]={7,8,9}"), ("fa", 1, "{NaN,0,1e-45}"),
+            ("st", 3, "hè"), ("ci", 3, "mixed")]
 STREAM_IDS = (3, 4)  # inserted while capture streams; 1 and 2 are in the snapshot
 
 
@@ -178,12 +182,19 @@ def test_every_type_through_snapshot_and_stream_restores_value_for_value(
         report = verify(target, store=store)
         assert report.ok, report.summary()
 
-        with psycopg.connect(target, autocommit=True) as conn:  # one byte: d -> e
-            conn.execute("UPDATE public.matrix SET ta = '{{a,b},{c,e}}' WHERE id = 1")
-        report = verify(target, store=store)
-        assert not report.ok
-        assert report.tables["public.matrix"].missing == 1
-        assert report.tables["public.matrix"].extra == 1
+        for column, row_id, tampered in TAMPERED:
+            with psycopg.connect(target, autocommit=True) as conn:
+                update = sql.SQL("UPDATE public.matrix SET {} = %s WHERE id = %s").format(
+                    sql.Identifier(column))
+                original = conn.execute(sql.SQL("SELECT {}::text FROM public.matrix "
+                                                "WHERE id = %s").format(sql.Identifier(column)),
+                                        (row_id,)).fetchone()[0]
+                conn.execute(update, (tampered, row_id), prepare=False)
+                report = verify(target, store=store)
+                conn.execute(update, (original, row_id), prepare=False)
+            diff = report.tables["public.matrix"]
+            assert (report.ok, diff.missing, diff.extra) == (False, 1, 1), (column, tampered)
+        assert verify(target, store=store).ok
 
 
 def test_a_missing_extension_is_refused_naming_it(pg18_server):

@@ -15,8 +15,9 @@ from typing import Any
 NAMESPACE = "edms_journal"
 
 # Builtin type OIDs whose values get a proper Avro type. Anything else (enums, json,
-# interval, inet, ranges, domains…) travels as PostgreSQL's own text form, which the
-# restore hands back to PostgreSQL unchanged: lossless, if less typed.
+# interval, inet, ranges, multiranges, domains, composites, extension types…) travels as
+# PostgreSQL's own text form, which the restore hands back to PostgreSQL unchanged:
+# lossless, if less typed.
 _SCALARS: dict[int, Any] = {
     16: "boolean",
     21: "int",
@@ -46,6 +47,15 @@ ARRAY_ELEMENTS: dict[int, int] = {
 NUMERIC_OID = 1700
 _NUMERIC_TYPMOD = re.compile(r"^numeric\((\d+),(\d+)\)$")
 
+# Types some of whose values the typed Avro branch cannot hold: dates and timestamps of
+# ±infinity, BC or after year 9999, time 24:00:00, a numeric(p,s) NaN, and arrays that are
+# multi-dimensional, have other lower bounds than 1 or hold such an element. Their column
+# type is the union [typed, "string"]: a value the typed branch cannot hold exactly travels
+# in the string branch as PostgreSQL's own text form (its output under the session
+# settings of producers.values), which the restore hands back to PostgreSQL unchanged. Any
+# Avro reader decodes it; none sees a typed value that is not the source's.
+_TEXT_FALLBACK_SCALARS = frozenset({1082, 1083, 1114, 1184, NUMERIC_OID})
+
 
 def typed_oids() -> frozenset[int]:
     """OIDs loaded into Python values (the rest stay PostgreSQL text)."""
@@ -60,11 +70,26 @@ class Column:
     not_null: bool = False
 
     def avro_type(self) -> Any:
-        base = _avro_base(self.type_oid, self.pg_type)
-        return base if self.not_null else ["null", base]
+        return avro_value_type(self.type_oid, self.pg_type, nullable=not self.not_null)
 
     def is_typed(self) -> bool:
         return self.type_oid in typed_oids()
+
+
+def has_text_fallback(oid: int) -> bool:
+    """Whether values of this type may travel as PostgreSQL text (see above)."""
+    return oid in _TEXT_FALLBACK_SCALARS or oid in ARRAY_ELEMENTS
+
+
+def avro_value_type(oid: int, pg_type: str, nullable: bool = True) -> Any:
+    """The Avro type of a column's values: its typed form, the text fallback where the
+    typed form cannot hold every value, and null first where the value may be missing."""
+    base = _avro_base(oid, pg_type)
+    branches = ["null"] if nullable else []
+    branches.append(base)
+    if has_text_fallback(oid) and base != "string":  # an unconstrained numeric is text
+        branches.append("string")
+    return branches[0] if len(branches) == 1 else branches
 
 
 def _avro_base(oid: int, pg_type: str) -> Any:
@@ -123,7 +148,7 @@ class TableSchema:
             # Every row field is nullable, NOT NULL columns too: a delete's key-only before
             # image and an unchanged TOAST value leave columns without a value.
             fields.append({"name": _field_name(c.name, i),
-                           "type": ["null", _avro_base(c.type_oid, c.pg_type)],
+                           "type": avro_value_type(c.type_oid, c.pg_type),
                            "pg_name": c.name, "pg_type": c.pg_type, "pg_type_oid": c.type_oid,
                            "pg_not_null": c.not_null})
         return {"type": "record", "name": "Row", "namespace": self.avro_namespace(),
@@ -135,7 +160,8 @@ class TableSchema:
             i = self.column_names.index(name)
             c = self.columns[i]
             fields.append({"name": _field_name(c.name, i),
-                           "type": _avro_base(c.type_oid, c.pg_type), "pg_name": c.name})
+                           "type": avro_value_type(c.type_oid, c.pg_type, nullable=False),
+                           "pg_name": c.name})
         return {"type": "record", "name": "Key", "namespace": self.avro_namespace(),
                 "fields": fields}
 

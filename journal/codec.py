@@ -24,8 +24,8 @@ from fastavro._logical_writers import LOGICAL_WRITERS
 from fastavro.schema import fingerprint as _fingerprint
 from fastavro.schema import to_parsing_canonical_form
 
-from journal.catalog import TableSchema
-from journal.errors import ValidationError
+from journal.catalog import TableSchema, avro_value_type, has_text_fallback
+from journal.errors import UnencodableValue, ValidationError
 from journal.events import ChangeEvent, LogicalMessage, Record, TransactionMarker
 from journal.positions import Position
 
@@ -162,11 +162,26 @@ def _field_names(table: TableSchema) -> tuple[str, ...]:
     return table.avro_field_names()
 
 
+@cache
+def _text_fallback(table: TableSchema) -> tuple[bool, ...]:
+    return tuple(has_text_fallback(c.type_oid) for c in table.columns)
+
+
 def _to_avro_row(table: TableSchema, row: dict[str, Any] | None) -> dict[str, Any] | None:
     if row is None:
         return None
-    return {f: avro_value(row.get(c.name)) for f, c in zip(_field_names(table),
-                                                            table.columns, strict=True)}
+    return {f: avro_field_value(row.get(c.name), text)
+            for f, c, text in zip(_field_names(table), table.columns, _text_fallback(table),
+                                  strict=True)}
+
+
+def avro_field_value(value: Any, text_fallback: bool) -> Any:
+    # A str in a column with a text branch is PostgreSQL's text form of the value: fastavro's
+    # tuple notation names the branch, as its date and timestamp writers would otherwise
+    # try to parse the text ("infinity", "0044-03-15 BC") as an ISO date.
+    if text_fallback and type(value) is str:
+        return ("string", value)
+    return avro_value(value)
 
 
 def avro_value(value: Any) -> Any:
@@ -211,11 +226,36 @@ def _write(parsed: Any, datum: dict[str, Any]) -> bytes:
 
 
 def encode(record: Record, registry: SchemaRegistry) -> tuple[bytes | None, bytes]:
-    """Encode a record to ``(key, value)``; the key is the row's primary key (Avro)."""
+    """Encode a record to ``(key, value)``; the key is the row's primary key (Avro).
+
+    A change whose value no branch of its column's type holds raises UnencodableValue
+    naming the table, the column and the value."""
     try:
         return encode_compiled(record, registry)
     except Exception:  # fastavro writes it, or raises what it raises for such a value
-        return encode_generic(record, registry)
+        try:
+            return encode_generic(record, registry)
+        except Exception as exc:
+            if isinstance(record, ChangeEvent):
+                raise unencodable(record, exc) from exc
+            raise
+
+
+def unencodable(record: ChangeEvent, exc: Exception) -> UnencodableValue:
+    """The error naming the first value of ``record`` its column's Avro type cannot hold."""
+    table = record.table
+    for row in (record.before, record.after):
+        for c in table.columns:
+            if row is None or row.get(c.name) is None:
+                continue
+            schema = fastavro.parse_schema({"type": "record", "name": "Value", "fields": [
+                {"name": "v", "type": avro_value_type(c.type_oid, c.pg_type)}]})
+            try:
+                _write(schema, {"v": avro_field_value(row[c.name], has_text_fallback(c.type_oid))})
+            except Exception as column_exc:  # noqa: BLE001 - reported, with the value
+                return UnencodableValue(table.qualified, c.name, row[c.name],
+                                        str(column_exc) or type(column_exc).__name__)
+    return UnencodableValue(table.qualified, "?", None, str(exc) or type(exc).__name__)
 
 
 def encode_compiled(record: Record, registry: SchemaRegistry) -> tuple[bytes | None, bytes]:
@@ -250,8 +290,9 @@ def encode_generic(record: Record, registry: SchemaRegistry) -> tuple[bytes | No
         }
         key = None
         if record.key and t.primary_key:
-            key = _write(key_schema, dict(zip([f["name"] for f in key_schema["fields"]],
-                                              record.key, strict=True)))
+            texts = [has_text_fallback(t.column(c).type_oid) for c in t.primary_key]
+            key = _write(key_schema, {f["name"]: avro_field_value(v, text) for f, v, text in zip(
+                key_schema["fields"], record.key, texts, strict=True)})
         return key, MAGIC + fp + _write(parsed, datum)
     if isinstance(record, TransactionMarker):
         fp = registry.fingerprint_of("transaction")
@@ -420,6 +461,14 @@ def _compile(avro_type: Any) -> _Encode:
     return base
 
 
+def _typed_branch(field_type: Any) -> Any:
+    """The typed branch of a row field's union, as ``catalog.avro_value_type`` spells it."""
+    if (isinstance(field_type, list) and field_type[0] == "null"
+            and (len(field_type) == 2 or (len(field_type) == 3 and field_type[2] == "string"))):
+        return field_type[1]
+    raise ValueError(f"unexpected row field type {field_type!r}")
+
+
 class _ChangeEncoder:
     """The envelope (and key) of one table version's change events."""
 
@@ -427,11 +476,17 @@ class _ChangeEncoder:
         self.table = table
         self.header = MAGIC + fp
         row_schema = parsed["fields"][0]["type"][1]
+        # A field is ["null", typed] or ["null", typed, "string"] (catalog.avro_value_type):
+        # only the typed branch is compiled; a value in the text branch (a str where the
+        # typed encoder wants a date, a list…) raises _Unhandled, and fastavro writes it.
         self.columns: tuple[tuple[str, _Encode], ...] = tuple(
-            (c.name, _compile(f["type"][1]))
+            (c.name, _compile(_typed_branch(f["type"])))
             for c, f in zip(table.columns, row_schema["fields"], strict=True))
         names = table.column_names
         self.key_indexes = tuple(names.index(n) for n in table.primary_key)
+        # a key field with a text branch is the union [typed, "string"]: branch 0 first
+        self.key_prefixes = tuple(_NULL if isinstance(f["type"], list) else b""
+                                  for f in key_schema["fields"])
         self.ops: dict[str, bytes] = {}
         self.sources: dict[str, bytes] = {}  # database -> its encoded source strings
         # the longs every record of a transaction repeats (commit LSN, xid, timestamps)
@@ -503,6 +558,8 @@ class _ChangeEncoder:
         parts = [bases[i] for i in self.key_indexes]
         if None in parts:
             raise _Unhandled  # a missing or null key column: fastavro reports it
+        if any(self.key_prefixes):
+            parts = [p + b for p, b in zip(self.key_prefixes, parts, strict=True)]  # type: ignore[operator]
         return b"".join(parts)  # type: ignore[arg-type]
 
 
@@ -909,8 +966,11 @@ def _row_reader(row_schema: Any, names: tuple[str, ...]) -> _Read | None:
     for n, f in enumerate(fields):
         avro_type = f["type"]
         nullable = isinstance(avro_type, list)
+        text = False  # a third branch, "string": PostgreSQL's text form of the value
         if nullable:
-            if len(avro_type) != 2 or avro_type[0] != "null":
+            if len(avro_type) == 3 and avro_type[0] == "null" and avro_type[2] == "string":
+                text = True
+            elif len(avro_type) != 2 or avro_type[0] != "null":
                 return None
             avro_type = avro_type[1]
         indent = "        " if nullable else "    "
@@ -925,6 +985,9 @@ def _row_reader(row_schema: Any, names: tuple[str, ...]) -> _Read | None:
             lines += ["    tag = buf[pos]", "    if tag == 0:", f"        v{n} = None",
                       "        pos += 1", "    elif tag == 2:", "        pos += 1"]
         lines += inline.format(i=indent, n=n).splitlines()
+        if text:
+            lines += ["    elif tag == 4:", "        pos += 1"]
+            lines += _INLINE["string"].format(i=indent, n=n).splitlines()
         if nullable:
             lines += ["    else:", "        raise _Unhandled"]
     items = ", ".join(f"{name!r}: v{n}" for n, name in enumerate(names))

@@ -59,3 +59,18 @@ class StorageError(JournalError):
         self.path = str(path)
         self.reason = exc.strerror or str(exc) or type(exc).__name__
         super().__init__(f"cannot {doing} {self.path}: {self.reason}")
+
+
+class UnencodableValue(ValidationError):
+    """A captured value the journal cannot record exactly: capture stops rather than record
+    another value (or retry what will fail again)."""
+
+    def __init__(self, table: str, column: str, value: object, reason: str) -> None:
+        self.table, self.column, self.value = table, column, value
+        text = repr(value)
+        if len(text) > 200:
+            text = text[:197] + "..."
+        super().__init__(
+            f"table {table}, column {column}: value {text} cannot be captured exactly "
+            f"({reason}); capture stopped before recording it: change or remove the value, "
+            "or leave the table out of the publication")

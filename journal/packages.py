@@ -44,13 +44,13 @@ import zstandard
 from fastavro.schema import to_parsing_canonical_form
 
 from journal import __version__
-from journal.catalog import TableSchema
+from journal.catalog import TableSchema, has_text_fallback
 from journal.codec import (
     SchemaRegistry,
     _from_avro_row,
     _to_avro_row,
+    avro_field_value,
     avro_long,
-    avro_value,
     decode,
     envelope_schema,
     fingerprint,
@@ -686,10 +686,11 @@ class RowWriter:
         self._writer = writer
         self._names = table.avro_field_names()
         self._columns = table.column_names
+        self._text_fallback = tuple(has_text_fallback(c.type_oid) for c in table.columns)
 
     def write(self, row: dict[str, Any]) -> None:
-        self._writer.append({f: avro_value(row.get(c)) for f, c in zip(self._names, self._columns,
-                                                                      strict=True)})
+        self._writer.append({f: avro_field_value(row.get(c), text) for f, c, text in zip(
+            self._names, self._columns, self._text_fallback, strict=True)})
 
     @property
     def rows(self) -> int:
@@ -1145,8 +1146,11 @@ def sort_key(key: tuple[Any, ...]) -> tuple[Any, ...]:
     """How packages order primary keys: Python's order of the journal values, NULLs last.
 
     (It need not match a PostgreSQL collation; it only has to be the same everywhere a
-    package is written or merged.)"""
-    return tuple((1, 0) if v is None else (0, v) for v in key)
+    package is written or merged.) A key column with a text branch holds typed values and
+    text forms ('infinity', a BC date) side by side: the text forms sort after the typed
+    values, so the order stays total; a column holding only str keeps its order."""
+    return tuple((2, 0, 0) if v is None else (1, 1, v) if type(v) is str else (1, 0, v)
+                 for v in key)
 
 
 # -- chains -------------------------------------------------------------------------------

@@ -28,7 +28,13 @@ from psycopg import sql
 from journal.catalog import Column, TableSchema
 from journal.codec import SchemaRegistry, encode
 from journal.config import Config
-from journal.errors import ConfigError, JournalError, SourceError, TransportError
+from journal.errors import (
+    ConfigError,
+    JournalError,
+    SourceError,
+    TransportError,
+    UnencodableValue,
+)
 from journal.events import (
     CATALOG_PREFIX,
     HEARTBEAT_PREFIX,
@@ -110,7 +116,8 @@ def run_capture(config: Config, stop_event: threading.Event | None = None, *,
             ever_streamed = ever_streamed or session.streamed
             if not ever_streamed:
                 session.undo_start()
-            if isinstance(exc, ConfigError) or not ever_streamed:
+            # a retry would fail the same way (or start a new generation that does)
+            if isinstance(exc, (ConfigError, UnencodableValue)) or not ever_streamed:
                 if isinstance(exc, JournalError):
                     raise
                 raise SourceError(slot.connection_error(config.source_url, exc)) from None

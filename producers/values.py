@@ -6,6 +6,12 @@ Both the initial snapshot (``COPY ... TO STDOUT``, text format) and the pgoutput
 the whole product); every other value stays the exact text PostgreSQL printed, which the
 restore hands back to PostgreSQL unchanged.
 
+A value psycopg's loader cannot turn into a Python value of the column's type *exactly*
+(a date of ``infinity``, BC or after 9999, ``time '24:00:00'``, a ``numeric(p,s)`` NaN, a
+multi-dimensional array, an array with other lower bounds than 1, an array holding such an
+element) stays the text PostgreSQL printed, as the catalog's text branch of the column
+allows (see ``journal.catalog.avro_value_type``). Nothing is ever loaded approximately.
+
 The text is expected in the session formats that ``prepare_session`` sets (ISO DateStyle,
 hex bytea, UTF-8): the loaders here never look at a live connection's settings, so a
 value loads the same way on the snapshot path and on the replication path.
@@ -19,10 +25,18 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.adapt import AdaptersMap, Transformer
+from psycopg.adapt import AdaptersMap, Loader, Transformer
 from psycopg.pq import Format
 
-from journal.catalog import NUMERIC_OID, Column, TableSchema, typed_oids
+from journal.catalog import (
+    ARRAY_ELEMENTS,
+    NUMERIC_OID,
+    Column,
+    TableSchema,
+    has_text_fallback,
+    typed_oids,
+)
+from journal.errors import UnencodableValue
 
 Buffer = bytes | bytearray | memoryview
 
@@ -81,8 +95,13 @@ class RowLoader:
     def __init__(self, table: TableSchema, context: Any = None) -> None:
         self.table = table
         self.load_oids = tuple(load_oid(c) for c in table.columns)
-        self._tx = Transformer(_Context(_adapters_of(context)))
+        adapters = _adapters_of(context)
+        self._tx = Transformer(_Context(exact_adapters(adapters)))
         self._tx.set_loader_types(list(self.load_oids), Format.TEXT)
+        # load_row's first try: psycopg's own C loaders for dates, times and timestamps,
+        # which load a value exactly or raise DataError (then _tx loads the row)
+        self._fast_tx = Transformer(_Context(exact_adapters(adapters, scalars=False)))
+        self._fast_tx.set_loader_types(list(self.load_oids), Format.TEXT)
         self._loads: tuple[Callable[[Buffer], Any], ...] = tuple(
             self._tx.get_loader(oid, Format.TEXT).load for oid in self.load_oids)
 
@@ -94,10 +113,114 @@ class RowLoader:
 
     def load_row(self, fields: Sequence[Buffer | None]) -> tuple[Any, ...]:
         """Every column of one row, in table order (the fast path: one C call)."""
-        return self._tx.load_sequence(fields)
+        try:
+            return self._fast_tx.load_sequence(fields)
+        except psycopg.DataError:
+            pass  # a date or time beyond Python's: the exact loaders keep its text
+        try:
+            return self._tx.load_sequence(fields)
+        except Exception as exc:  # noqa: BLE001 - whatever a loader raises, named below
+            raise self.refusal(fields, exc) from exc
 
     def load_dict(self, fields: Sequence[Buffer | None]) -> dict[str, Any]:
-        return dict(zip(self.table.column_names, self._tx.load_sequence(fields), strict=True))
+        return dict(zip(self.table.column_names, self.load_row(fields), strict=True))
+
+    def refusal(self, fields: Sequence[Buffer | None], exc: Exception) -> UnencodableValue:
+        """The error naming the first column of ``fields`` that does not load."""
+        for i, data in enumerate(fields):
+            try:
+                self.load_text(i, data)
+            except Exception as column_exc:  # noqa: BLE001
+                return UnencodableValue(self.table.qualified, self.table.columns[i].name,
+                                        _text(data), str(column_exc) or type(column_exc).__name__)
+        return UnencodableValue(self.table.qualified, "?", None, str(exc))
+
+
+# --- exact loading ----------------------------------------------------------------------
+
+def _text(data: Buffer | None) -> str | None:
+    return None if data is None else bytes(data).decode()
+
+
+class _ExactLoader(Loader):
+    """psycopg's loader of one type, except that a value it cannot load exactly stays the
+    text PostgreSQL printed (see the module docstring). Subclassed per OID below; the
+    scalar ``load`` is as short as it can be: it runs for every date and timestamp."""
+
+    inner: type[Loader]
+
+    def __init__(self, oid: int, context: Any = None) -> None:
+        super().__init__(oid, context)
+        self._load = self.inner(oid, context).load
+
+    def load(self, data: Buffer) -> Any:
+        try:
+            return self._load(data)
+        except psycopg.DataError:  # infinity, BC, year 10000+, 24:00:00…
+            return bytes(data).decode()
+
+
+class _ExactNumeric(_ExactLoader):
+    def load(self, data: Buffer) -> Any:
+        value = self._load(data)
+        # NaN (and, in an unconstrained numeric, ±Infinity) has no Avro decimal
+        return value if value.is_finite() else bytes(data).decode()
+
+
+class _ExactArray(_ExactLoader):
+    # an array whose elements load exactly or as text (dates…): one element left as text
+    # makes the whole array text, as the Avro array's items have no text branch
+    text_elements = False
+
+    def load(self, data: Buffer) -> Any:
+        # "[0:2]={7,8,9}" (lower bounds) and "{{1,2},{3,4}}" (dimensions): psycopg would
+        # drop the bounds or nest lists the Avro array cannot hold
+        if data[:1] == b"[" or data[:2] == b"{{":
+            return bytes(data).decode()
+        try:
+            value = self._load(data)
+        except psycopg.DataError:
+            return bytes(data).decode()
+        if self.text_elements and any(type(v) is str for v in value):
+            return bytes(data).decode()
+        return value
+
+
+# OIDs loaded through _ExactLoader: the typed ones whose Avro type has a text branch
+_EXACT_OIDS = tuple(sorted(oid for oid in typed_oids() if has_text_fallback(oid)))
+# (id(base adapters), scalars) -> (base, derived): one copy per base, not per table version
+_EXACT: dict[tuple[int, bool], tuple[AdaptersMap, AdaptersMap]] = {}
+
+
+def exact_adapters(base: AdaptersMap, scalars: bool = True) -> AdaptersMap:
+    """``base`` with the loaders of ``_EXACT_OIDS`` made exact (see ``_ExactLoader``);
+    with ``scalars`` False, only those of arrays and numerics, whose inexact values
+    psycopg loads without an error."""
+    hit = _EXACT.get((id(base), scalars))
+    if hit is None or hit[0] is not base:
+        adapters = AdaptersMap(base)
+        _make_exact(adapters, base, scalars)
+        if len(_EXACT) >= 256:
+            _EXACT.clear()
+        hit = _EXACT[id(base), scalars] = (base, adapters)
+    return hit[1]
+
+
+def _make_exact(adapters: AdaptersMap, base: AdaptersMap, scalars: bool = True) -> None:
+    for oid in _EXACT_OIDS:
+        inner = base.get_loader(oid, Format.TEXT)
+        if inner is None or issubclass(inner, _ExactLoader):
+            continue
+        element = ARRAY_ELEMENTS.get(oid)
+        kind: type[_ExactLoader] = _ExactLoader
+        attrs: dict[str, Any] = {"inner": inner}
+        if element is not None:
+            kind, attrs["text_elements"] = _ExactArray, element in _EXACT_OIDS
+        elif oid == NUMERIC_OID:
+            kind = _ExactNumeric
+        elif not scalars:
+            continue
+        adapters.register_loader(oid, type(f"Exact{inner.__name__}", (kind,), attrs))
 
 
 class _Context:
@@ -162,7 +285,12 @@ def copy_rows(conn: psycopg.Connection[Any], query: sql.Composable,
     """
     prepare_session(conn)
     statement = sql.SQL("COPY ({}) TO STDOUT").format(query)
-    with conn.cursor() as cur, cur.copy(statement) as copy:
-        copy.set_types(list(loader.load_oids))
-        yield from copy.rows()
+    with conn.cursor() as cur:
+        _make_exact(cur.adapters, cur.adapters)
+        with cur.copy(statement) as copy:
+            copy.set_types(list(loader.load_oids))
+            try:
+                yield from copy.rows()
+            except psycopg.DataError as exc:  # a value no loader takes: say which table
+                raise UnencodableValue(loader.table.qualified, "?", None, str(exc)) from exc
 

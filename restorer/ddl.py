@@ -20,7 +20,8 @@ _IDENT = r'(?:"(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*)'
 _QUALIFIED = rf"({_IDENT})\.({_IDENT})"
 
 SHAPES = {
-    "type": rf"CREATE TYPE {_QUALIFIED} AS ENUM \(",
+    # an enum, composite or range type, or a domain
+    "type": rf"(?:CREATE TYPE {_QUALIFIED} AS (?:ENUM |RANGE )?\(|CREATE DOMAIN {_QUALIFIED} AS )",
     "table": rf"CREATE (?:UNLOGGED )?TABLE {_QUALIFIED} \(",
     "constraint": rf"ALTER TABLE ONLY {_QUALIFIED} ADD CONSTRAINT {_IDENT} "
                   r"(?:PRIMARY KEY|UNIQUE|CHECK|EXCLUDE)\b",

@@ -13,6 +13,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from journal.errors import RestoreError
 from restorer import ddl
 
 
@@ -30,15 +31,50 @@ def existing_tables(conn: psycopg.Connection[Any], names: Iterable[str]) -> set[
 
 
 def create_types(conn: psycopg.Connection[Any], catalog: Mapping[str, Any]) -> None:
+    """Schemas, the extensions the tables' types come from, then the user-defined types
+    (the CATALOG lists them in dependency order); what the target has already is kept."""
+    extensions = catalog.get("extensions", [])
     for schema in sorted({t["schema"] for t in catalog.get("tables", {}).values()}
-                         | {t["schema"] for t in catalog.get("types", [])}):
+                         | {t["schema"] for t in catalog.get("types", [])}
+                         | {e["schema"] for e in extensions}):
         conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+    for extension in extensions:
+        create_extension(conn, extension)
     for t in catalog.get("types", []):
         exists = conn.execute(
             "SELECT 1 FROM pg_type y JOIN pg_namespace n ON n.oid = y.typnamespace "
             "WHERE n.nspname = %s AND y.typname = %s", (t["schema"], t["name"])).fetchone()
         if not exists:
             ddl.run(conn, "type", t["ddl"], t["schema"], t["name"])
+
+
+def create_extension(conn: psycopg.Connection[Any], extension: Mapping[str, Any]) -> None:
+    """``CREATE EXTENSION IF NOT EXISTS`` in the schema the source has it in (the CATALOG
+    names its types there), or RestoreError naming the extension."""
+    name, schema = extension["name"], extension["schema"]
+    row = conn.execute("SELECT n.nspname FROM pg_extension e JOIN pg_namespace n "
+                       "ON n.oid = e.extnamespace WHERE e.extname = %s", (name,)).fetchone()
+    if row is not None:
+        if row[0] != schema:
+            raise RestoreError(f"extension {name} is installed in schema {row[0]} of the "
+                               f"target, the tables need it in schema {schema}: move it "
+                               f"(ALTER EXTENSION {name} SET SCHEMA {schema}) or restore "
+                               "into another database")
+        return
+    available = conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = %s",
+                             (name,)).fetchone()
+    if available is None:
+        raise RestoreError(f"the tables need extension {name} (version "
+                           f"{extension.get('version')} in the source), which the target's "
+                           "server does not have: install it there, then restore again")
+    try:
+        with conn.transaction():
+            conn.execute(sql.SQL("CREATE EXTENSION IF NOT EXISTS {} WITH SCHEMA {}").format(
+                sql.Identifier(name), sql.Identifier(schema)))
+    except psycopg.Error as exc:
+        raise RestoreError(f"cannot create extension {name} in schema {schema} of the "
+                           f"target: {exc.diag.message_primary or exc}; create it as a "
+                           "user allowed to, then restore again") from exc
 
 
 def create_tables(conn: psycopg.Connection[Any], catalog: Mapping[str, Any],

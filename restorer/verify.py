@@ -20,6 +20,7 @@ import psycopg
 from journal.config import redact
 from producers.catalog import read_rows, table_schema
 from restorer import schema
+from restorer.comparable import comparable
 from restorer.fold import fold
 from restorer.generic_keys import (
     GenericForeignKey,
@@ -89,6 +90,7 @@ class Canonical:
         self.generic = generic
         self.graph = TableGraph(catalog)
         self._identity: dict[tuple[str, tuple[Any, ...]], Any] = {}
+        self._column_kinds: dict[str, dict[str, int | None]] = {}
 
     def identity(self, table: str, key: tuple[Any, ...], depth: int = 0) -> Any:
         """What names the row ``key`` of ``table`` independently of ids."""
@@ -126,8 +128,19 @@ class Canonical:
                 by_column[c] = ident
         for g in self.generic.get(table, ()):
             by_column[g.object_id] = self._generic(g, row, depth)
-        return tuple((c, by_column[c] if c in by_column else _hashable(row.get(c)))
+        kinds = self._kinds(table)
+        return tuple((c, by_column[c] if c in by_column else _stored(row.get(c), kinds[c]))
                      for c in columns)
+
+    def _kinds(self, table: str) -> dict[str, int | None]:
+        """Per column, its type OID, or None for a generated column: PostgreSQL computes
+        it from the others (a restore writes none; the stream may not carry it)."""
+        kinds = self._column_kinds.get(table)
+        if kinds is None:
+            kinds = self._column_kinds[table] = {
+                c["name"]: None if c.get("generated") else int(c["type_oid"])
+                for c in self.catalog["tables"][table]["columns"]}
+        return kinds
 
     def _generic(self, g: GenericForeignKey, row: Mapping[str, Any], depth: int) -> Any:
         object_id, ct = row.get(g.object_id), row.get(g.content_type)
@@ -166,12 +179,8 @@ def compare(catalog: Mapping[str, Any], expected: Rows, actual: Rows,
     return out
 
 
-def _hashable(value: Any) -> Any:
-    if isinstance(value, list):
-        return tuple(_hashable(v) for v in value)
-    if isinstance(value, dict):
-        return tuple(sorted((k, _hashable(v)) for k, v in value.items()))
-    return value
+def _stored(value: Any, type_oid: int | None) -> Any:
+    return "(generated)" if type_oid is None else comparable(value, type_oid)
 
 
 def _short(row: Any) -> str:

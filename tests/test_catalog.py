@@ -237,3 +237,48 @@ def test_read_rows_streams_rows_in_primary_key_order(source_db: str) -> None:
         noted = table_schema(catalog["tables"]["public.auth_user"])
         users = {r["username"] for r in read_rows(conn, noted)}
         assert len(users) == counts["auth_user"]
+
+
+@pytest.mark.integration
+def test_catalog_lists_user_types_before_their_users_and_the_extensions_it_needs(
+        pg_server: str) -> None:
+    with scratch_database(pg_server, "ty") as url, psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("""
+            CREATE EXTENSION citext;
+            CREATE SCHEMA z;
+            CREATE TYPE z.a_pair AS (left_side integer);
+        """)
+        conn.execute("""
+            CREATE TYPE public.zz_state AS ENUM ('new', 'it''s');
+            CREATE DOMAIN z.b_code AS citext NOT NULL DEFAULT 'x' CHECK (VALUE <> '')
+                CHECK (length(VALUE) < 9);
+            CREATE TYPE public.c_item AS (code z.b_code, state public.zz_state[]);
+            CREATE TYPE z.d_span AS RANGE (subtype = date);
+            CREATE TABLE public.t (id int PRIMARY KEY, items public.c_item[], span z.d_span,
+                                   spans z.d_span_multirange);
+        """)
+        catalog = read_catalog(conn, ["public"])
+    kinds = [(t["schema"], t["name"], t["kind"]) for t in catalog["types"]]
+    assert ("z", "a_pair", "composite") not in kinds  # not used by a captured table
+    order = [name for _, name, _ in kinds]
+    assert set(order) == {"zz_state", "b_code", "c_item", "d_span"}
+    assert order.index("b_code") < order.index("c_item")
+    assert order.index("zz_state") < order.index("c_item")
+    ddl = {t["name"]: t["ddl"] for t in catalog["types"]}
+    assert ddl["b_code"].startswith("CREATE DOMAIN z.b_code AS public.citext")
+    assert "NOT NULL" in ddl["b_code"] and "CHECK ((length((VALUE)::text) < 9))" in ddl["b_code"]
+    assert ddl["zz_state"] == "CREATE TYPE public.zz_state AS ENUM ('new', 'it''s')"
+    assert "MULTIRANGE_TYPE_NAME = z.d_span_multirange" in ddl["d_span"]
+    assert [e["name"] for e in catalog["extensions"]] == ["citext"]
+    assert catalog["extensions"][0]["schema"] == "public"
+
+    from restorer.schema import create_tables, create_types
+
+    with scratch_database(pg_server, "tyr") as url, psycopg.connect(url) as conn:
+        create_types(conn, catalog)
+        create_tables(conn, catalog, ["public.t"])
+        conn.execute("INSERT INTO public.t VALUES (1, ARRAY[ROW('Ab', '{it''s}')]::c_item[], "
+                     "'[2020-01-01,2020-02-01)', '{[2020-01-01,2020-01-05)}')")
+        assert conn.execute("SELECT (items[1]).code = 'aB' FROM public.t").fetchone()[0]
+        with pytest.raises(psycopg.errors.CheckViolation):
+            conn.execute("SELECT ''::z.b_code")

@@ -20,6 +20,8 @@ from journal.codec import (
     MAGIC,
     SchemaRegistry,
     decode,
+    decode_compiled,
+    decode_generic,
     encode,
     fingerprint,
     packaged_schema,
@@ -66,20 +68,33 @@ def nullable(strategy: st.SearchStrategy) -> st.SearchStrategy:
     return st.one_of(st.none(), strategy)
 
 
+def or_text(strategy: st.SearchStrategy, *texts: str) -> st.SearchStrategy:
+    """Values of a column with a text branch: typed ones, or PostgreSQL's text form of a
+    value the typed branch cannot hold."""
+    return st.one_of(strategy, st.sampled_from(texts))
+
+
+BEYOND_DATES = ("infinity", "-infinity", "0044-03-15 BC", "20000-01-01")
+BEYOND_TIMESTAMPS = ("infinity", "-infinity", "0044-03-15 10:00:00 BC",
+                     "12000-01-01 00:00:00", "294276-12-31 23:59:59.999999")
+
+
 rows = st.fixed_dictionaries({
     "id": st.integers(-2**31, 2**31 - 1),
     "big": nullable(st.integers(-2**63, 2**63 - 1)),
-    "amount": nullable(amounts),
+    "amount": nullable(or_text(amounts, "NaN")),
     "title": nullable(nul_free_text),
     "code": nullable(nul_free_text),
     "active": nullable(st.booleans()),
-    "created": nullable(aware),
-    "local": nullable(naive),
-    "due": nullable(st.dates()),
+    "created": nullable(or_text(aware, *(t + "+00" for t in BEYOND_TIMESTAMPS[2:]),
+                                "infinity", "-infinity")),
+    "local": nullable(or_text(naive, *BEYOND_TIMESTAMPS)),
+    "due": nullable(or_text(st.dates(), *BEYOND_DATES)),
     "uuid": nullable(st.uuids()),
     "meta": nullable(st.dictionaries(nul_free_text, st.integers(), max_size=3).map(json.dumps)),
     "content": nullable(st.binary(max_size=64)),
-    "tags": nullable(st.lists(nullable(nul_free_text), max_size=5)),
+    "tags": nullable(or_text(st.lists(nullable(nul_free_text), max_size=5),
+                             "{{a,b},{c,d}}", "[0:1]={x,y}", "[2:2][1:2]={{a,NULL}}")),
     "status": nullable(st.sampled_from(["draft", "review", "published", "rétracté"])),
     "order id": nullable(st.integers(-2**31, 2**31 - 1)),
 })
@@ -101,6 +116,25 @@ def test_every_column_type_round_trips(row: dict, op: str) -> None:
     assert value[:2] == MAGIC
     assert decode(value, registry) == event
     assert key is not None
+
+
+@SETTINGS
+@given(rows)
+def test_compiled_decoder_reads_text_branch_values_as_fastavro_does(row: dict) -> None:
+    registry = SchemaRegistry()
+    _, value = encode(change("c", None, row), registry)
+    assert decode_compiled(value, registry) == decode_generic(value, registry)
+
+
+def test_values_beyond_the_typed_branch_travel_as_their_text_form() -> None:
+    registry = SchemaRegistry()
+    row = {c.name: None for c in TABLE.columns} | {
+        "id": 1, "amount": "NaN", "created": "-infinity", "local": "infinity",
+        "due": "0044-03-15 BC", "tags": "[0:1]={x,y}"}
+    event = change("c", None, row)
+    _, value = encode(event, registry)
+    assert b"\x04\x1a0044-03-15 BC" in value  # branch 2 ("string"), 13 bytes of text
+    assert decode_compiled(value, registry) == event
 
 
 @SETTINGS
@@ -140,7 +174,7 @@ def _as_reference_decodes(row: dict) -> dict:
         value = row[name]
         if isinstance(value, uuid.UUID):
             value = str(value)
-        elif name == "local" and value is not None:
+        elif name == "local" and isinstance(value, datetime):
             value = (value - datetime(1970, 1, 1)) // timedelta(microseconds=1)
         out[field] = value
     return out
@@ -270,3 +304,13 @@ def test_flipped_bytes_raise_validation_error_or_decode_never_crash(index: int, 
 def test_unknown_fingerprint_is_a_validation_error() -> None:
     with pytest.raises(ValidationError, match="no schema with fingerprint"):
         decode(MAGIC + b"\x00" * 8 + b"\x00", REGISTRY)
+
+
+def test_a_value_no_branch_holds_is_refused_naming_table_column_and_value() -> None:
+    from journal.errors import UnencodableValue
+
+    row = {c.name: None for c in TABLE.columns} | {"id": 1, "due": object()}
+    with pytest.raises(UnencodableValue) as refused:
+        encode(change("c", None, row), SchemaRegistry())
+    assert (refused.value.table, refused.value.column) == ("public.document", "due")
+    assert "public.document" in str(refused.value) and "column due" in str(refused.value)

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from journal.catalog import Column, TableSchema
 from journal.codec import SchemaRegistry, encode, encode_compiled, encode_generic
+from journal.errors import UnencodableValue
 from journal.events import ChangeEvent, LogicalMessage, TransactionMarker
 from journal.positions import Position
 
@@ -178,8 +179,11 @@ def test_truncate_has_no_key_and_is_byte_identical() -> None:
 def test_key_is_the_primary_key_record() -> None:
     row = {c.name: None for c in COLUMNS} | {"id": -1, "code": "ab", "day": date(1970, 1, 2)}
     key, _ = encode_compiled(change("c", None, row, Position(5, 1), 9, 0), SchemaRegistry())
-    # long -1 (zigzag 1), string "ab", date 1 (zigzag 2)
-    assert key == b"\x01" + b"\x04ab" + b"\x02"
+    # long -1 (zigzag 1), string "ab", date 1 (zigzag 2) in branch 0 of [date, string]
+    assert key == b"\x01" + b"\x04ab" + b"\x00\x02"
+    text_day = row | {"day": "infinity"}
+    key, _ = encode(change("c", None, text_day, Position(5, 1), 9, 0), SchemaRegistry())
+    assert key == b"\x01" + b"\x04ab" + b"\x02\x10infinity"  # branch 1: the text form
 
 
 def test_float_special_values_are_byte_identical() -> None:
@@ -227,6 +231,8 @@ ODD_VALUES = st.one_of(
 def outcome(write: Any, record: Any) -> tuple[Any, ...]:
     try:
         return ("bytes", *write(record, SchemaRegistry()))
+    except UnencodableValue as exc:  # encode names the value; fastavro's error is its cause
+        return ("error", type(exc.__cause__))
     except Exception as exc:  # which error fastavro raises is the reference
         return ("error", type(exc))
 

@@ -16,6 +16,12 @@ GOOD = [
     ("type", "CREATE TYPE public.document_status AS ENUM ('draft', 'x; y')", "public", None),
     ("table", 'CREATE TABLE "odd schema"."Odd ""Table""" ("select" int)', "odd schema",
      'Odd "Table"'),
+    ("type", "CREATE DOMAIN public.positive AS integer NOT NULL CONSTRAINT p CHECK "
+     "((VALUE > 0))", "public", "positive"),
+    ("type", 'CREATE TYPE "Typen".point3 AS (x double precision, label "Typen".short_text)',
+     "Typen", "point3"),
+    ("type", "CREATE TYPE public.floatrange AS RANGE (SUBTYPE = double precision, "
+     "MULTIRANGE_TYPE_NAME = public.floatmultirange)", "public", "floatrange"),
 ]
 
 
@@ -65,3 +71,14 @@ def test_a_second_statement_hidden_after_a_valid_one_never_runs(target_db: str) 
             ddl.run(conn, "constraint", hostile, "public", "document")
         conn.rollback()
         assert conn.execute("SELECT to_regclass('public.document')").fetchone()[0] is not None
+
+
+@pytest.mark.parametrize("statement", [
+    "CREATE DOMAIN public.other AS integer",
+    "CREATE FUNCTION public.positive() RETURNS int AS 'select 1' LANGUAGE sql",
+    "CREATE TYPE public.positive (INPUT = public.f, OUTPUT = public.g)",
+    "CREATE EXTENSION plpython3u",
+])
+def test_type_statements_of_another_shape_or_type_are_refused(statement) -> None:
+    with pytest.raises(ValidationError, match="package DDL refused"):
+        ddl.check("type", statement, "public", "positive")

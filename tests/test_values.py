@@ -185,3 +185,65 @@ def test_prepare_session_leaves_utc_iso_output(source_db: str) -> None:
         assert conn.info.parameter_status("TimeZone") == "UTC"
         assert conn.info.parameter_status("DateStyle") == "ISO, MDY"
         assert conn.execute("SHOW bytea_output").fetchone()[0] == "hex"
+
+
+# --- values the typed branch cannot hold stay PostgreSQL's text -----------------------------
+
+EXACT_COLUMNS = (("d", "date", 1082), ("ts", "timestamp without time zone", 1114),
+                 ("tz", "timestamp with time zone", 1184), ("t", "time without time zone", 1083),
+                 ("n", "numeric(10,2)", 1700), ("ia", "integer[]", 1007),
+                 ("da", "date[]", 1182), ("ta", "text[]", 1009),
+                 ("na", "numeric(5,1)[]", 1231), ("f", "real", 700))
+EXACT_TABLE = TableSchema("public", "t", tuple(Column(n, p, o) for n, p, o in EXACT_COLUMNS),
+                          ("d",))
+
+
+def test_values_beyond_python_types_load_as_their_exact_text() -> None:
+    texts = [b"infinity", b"-infinity", b"0044-03-15 00:00:00+00 BC", b"24:00:00", b"NaN",
+             b"[0:2]={7,8,9}", b"{infinity,2020-01-01}", b"{{a,b},{c,d}}", b"{1.5,NaN}",
+             b"NaN"]
+    loader = RowLoader(EXACT_TABLE)
+    row = loader.load_row(texts)
+    assert row[:9] == tuple(t.decode() for t in texts[:9])
+    assert math.isnan(row[9])  # a float holds NaN: typed
+    # the row loader's C-speed first try and the column loaders agree
+    assert row[:9] == tuple(loader.load_text(i, t) for i, t in enumerate(texts[:9]))
+
+
+@given(st.lists(st.sampled_from([b"infinity", b"2020-01-01", b"0044-03-15 BC", None,
+                                 b"20000-01-01", b"9999-12-31"]), min_size=2, max_size=2),
+       st.sampled_from([b"{1,2}", b"[0:1]={1,2}", b"{{1},{2}}", None]))
+def test_a_row_loads_as_its_columns_do(days: list[bytes | None], ints: bytes | None) -> None:
+    table = TableSchema("public", "t", (Column("a", "date", 1082), Column("b", "date", 1082),
+                                        Column("c", "integer[]", 1007)), ())
+    loader = RowLoader(table)
+    fields = [*days, ints]
+    assert loader.load_row(fields) == tuple(loader.load_text(i, f)
+                                            for i, f in enumerate(fields))
+
+
+def test_ordinary_values_still_load_typed() -> None:
+    from datetime import date, datetime, time
+
+    row = RowLoader(EXACT_TABLE).load_row(
+        [b"2020-01-01", b"9999-12-31 23:59:59.999999", b"0001-01-01 00:00:00+00",
+         b"23:59:59.999999", b"-12.50", b"{1,NULL}", b"{2020-01-01,NULL}", b"{a,NULL}",
+         b"{1.5}", b"-0"])
+    assert row[:4] == (date(2020, 1, 1), datetime(9999, 12, 31, 23, 59, 59, 999999),
+                       datetime(1, 1, 1, tzinfo=UTC), time(23, 59, 59, 999999))
+    assert row[4:9] == (Decimal("-12.50"), [1, None], [date(2020, 1, 1), None], ["a", None],
+                        [Decimal("1.5")])
+    assert math.copysign(1, row[9]) == -1
+
+
+@given(st.lists(st.integers(-5, 5), min_size=1, max_size=3), st.integers(-3, 3))
+def test_an_array_with_other_bounds_or_dimensions_is_text(items: list[int], lower: int
+                                                          ) -> None:
+    body = "{" + ",".join(map(str, items)) + "}"
+    column = TableSchema("public", "t", (Column("ia", "integer[]", 1007),), ())
+    loader = RowLoader(column)
+    bounded = f"[{lower}:{lower + len(items) - 1}]={body}"
+    assert loader.load_text(0, bounded.encode()) == bounded
+    nested = "{" + body + "," + body + "}"
+    assert loader.load_text(0, nested.encode()) == nested
+    assert loader.load_text(0, body.encode()) == items

@@ -15,16 +15,22 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from journal.catalog import typed_oids
 from journal.errors import RestoreError
 from restorer.keystore import encode
 from restorer.natural_keys import NaturalKey, is_surrogate_key
 from restorer.remap import Decision, KeyMap, RowRemapper, decide
 from restorer.report import TableCounts
 
-# Float columns (and arrays of them) compared by text, through their own type: exact.
-_FLOAT_TYPES = {700: "real", 701: "double precision", 1021: "real[]",
-                1022: "double precision[]"}
+# Matching a row by all its columns (tables without a primary key). Types whose equality
+# means "the same value" are compared with it; for these, equality merges different
+# values (-0 and 0, 1.0 and 1.00, json with other spacing) or does not exist (json), so
+# they are compared as text, the parameter read through the column's (builtin) type.
+_EXACT_EQUALITY = frozenset({16, 20, 21, 23, 25, 1043, 1042, 19, 17, 1082, 1083, 1114, 1184,
+                             2950, 1000, 1016, 1005, 1007, 1009, 1015, 1014, 1001, 1182, 1183,
+                             1115, 1185, 2951})
+_TEXT_THROUGH = {700: "real", 701: "double precision", 1700: "numeric", 114: "json",
+                 3802: "jsonb", 1021: "real[]", 1022: "double precision[]",
+                 1231: "numeric[]", 199: "json[]", 3807: "jsonb[]"}
 # The output formats capture reads values in (producers.values.SESSION_SETTINGS, which
 # the restorer may not import): for the rest of the restore transaction.
 _TEXT_FORMATS = (("DateStyle", "ISO, MDY"), ("IntervalStyle", "postgres"), ("TimeZone", "UTC"),
@@ -426,7 +432,7 @@ class TargetWriter:
     def _one_equal_row(self, table: str) -> sql.Composable:
         """``SELECT`` of the (tableoid, ctid) of one row whose every column equals the
         parameters: ``IS NOT DISTINCT FROM`` (NULL equals NULL). Values the journal keeps
-        as PostgreSQL's text (json, intervals, ranges, unconstrained numeric…) and floats
+        as PostgreSQL's text (intervals, ranges, user types…), floats, numerics and json
         are compared as text, so 1.0 and 1.00, or -0 and 0, are different rows (and json,
         which has no equality, can be compared at all). A partitioned table's ctids
         repeat across partitions: tableoid tells them apart."""
@@ -436,12 +442,12 @@ class TargetWriter:
             if c.get("generated"):
                 continue
             ident = sql.Identifier(c["name"])
-            cast = _FLOAT_TYPES.get(int(c["type_oid"]))
-            if cast is not None:
-                conditions.append(sql.SQL("{}::text IS NOT DISTINCT FROM (%s::{})::text").format(
-                    ident, sql.SQL(cast)))
-            elif int(c["type_oid"]) in typed_oids():
+            oid = int(c["type_oid"])
+            if oid in _EXACT_EQUALITY:
                 conditions.append(sql.SQL("{} IS NOT DISTINCT FROM %s").format(ident))
+            elif oid in _TEXT_THROUGH:
+                conditions.append(sql.SQL("{}::text IS NOT DISTINCT FROM (%s::{})::text").format(
+                    ident, sql.SQL(_TEXT_THROUGH[oid])))
             else:
                 conditions.append(sql.SQL("{}::text IS NOT DISTINCT FROM %s::text").format(ident))
         return sql.SQL("SELECT tableoid AS rel, ctid AS tid FROM {} WHERE {} LIMIT 1").format(

@@ -9,6 +9,7 @@ SQL recorded them, row for row and count for count.
 
 from __future__ import annotations
 
+import json
 import random
 from collections import Counter
 from decimal import Decimal
@@ -18,6 +19,7 @@ from typing import Any
 import psycopg
 import pytest
 from click.testing import CliRunner
+from psycopg import sql
 
 from journal.catalog import Column, TableSchema
 from journal.cli import main
@@ -31,7 +33,6 @@ from journal.positions import Position
 from journal.row_identity import row_identity
 from producers.capture import run_capture
 from restorer.fold import JournalState
-from restorer.verify import verify
 from tests.conftest import scratch_database
 from tests.test_capture import capture_config
 from tests.test_fold import StreamBuilder, write_segment
@@ -137,3 +138,260 @@ def test_keyless_update_takes_unchanged_toast_columns_from_the_old_row(tmp_path:
     expected = _multiset([old, _row(2, "long" * 1000)])
     assert folded == expected
     assert _multiset(state.rows("public.bag")) == expected
+
+
+# -- against the real servers ---------------------------------------------------------------
+
+_SCHEMA = """
+CREATE TABLE event (
+    id int NOT NULL, region text NOT NULL, at date NOT NULL, note text,
+    PRIMARY KEY (id, region, at)
+) PARTITION BY LIST (region);
+CREATE TABLE event_eu PARTITION OF event FOR VALUES IN ('eu') PARTITION BY RANGE (at);
+CREATE TABLE event_eu_2025 PARTITION OF event_eu
+    FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
+CREATE TABLE event_eu_2026 PARTITION OF event_eu
+    FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
+CREATE TABLE event_us PARTITION OF event FOR VALUES IN ('us', 'ca');
+CREATE TABLE event_other PARTITION OF event DEFAULT;
+CREATE INDEX event_note ON event (note);
+CREATE TABLE event_us_local_check_holder (x int PRIMARY KEY);
+ALTER TABLE event_us ADD CONSTRAINT event_us_note CHECK (note <> 'forbidden');
+
+CREATE TABLE tag (name text, weight double precision, doc json, body text);
+ALTER TABLE tag REPLICA IDENTITY FULL;
+
+CREATE TABLE reading (sensor int, value numeric, taken date NOT NULL)
+    PARTITION BY RANGE (taken);
+CREATE TABLE reading_2025 PARTITION OF reading
+    FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
+CREATE TABLE reading_rest PARTITION OF reading DEFAULT;
+ALTER TABLE reading REPLICA IDENTITY FULL;
+ALTER TABLE reading_2025 REPLICA IDENTITY FULL;
+ALTER TABLE reading_rest REPLICA IDENTITY FULL;
+"""
+
+_TABLES = ("event", "tag", "reading")
+_BIG = "".join(random.Random(5).choice("0123456789abcdef") for _ in range(12000))  # TOASTed
+
+
+def _one(statement: str, table: str, where: str) -> sql.Composed:
+    """``statement`` ("… WHERE {}") on exactly one row of possibly several equal ones."""
+    return sql.SQL(statement).format(sql.SQL(
+        "(tableoid, ctid) = (SELECT tableoid, ctid FROM {} AS t WHERE {} "
+        "ORDER BY tableoid, ctid LIMIT 1)").format(sql.Identifier(table), sql.SQL(where)))
+
+
+def _each(query: str, table: str) -> sql.Composed:
+    return sql.SQL(query).format(sql.Identifier(table))
+
+
+def _initial(conn: psycopg.Connection[Any]) -> None:
+    conn.execute(_SCHEMA)
+    conn.execute("INSERT INTO event SELECT i, (ARRAY['eu', 'us', 'ca', 'xx'])[i % 4 + 1], "
+                 "date '2025-03-01' + (i * 7), 'n' || i FROM generate_series(1, 60) i")
+    conn.execute("INSERT INTO tag VALUES ('dup', 1.5, '{\"a\":  1}', NULL), "
+                 "('dup', 1.5, '{\"a\":  1}', NULL), ('dup', 1.5, '{\"a\":  1}', NULL), "
+                 "('zero', 0, NULL, NULL), ('zero', '-0', NULL, NULL), "
+                 "(NULL, NULL, NULL, NULL), (NULL, NULL, NULL, NULL), "
+                 "('big', 1, '[]', %s)", (_BIG,))
+    conn.execute("INSERT INTO reading VALUES (1, 1.0, '2025-05-01'), (1, 1.0, '2025-05-01'), "
+                 "(1, 1.00, '2025-05-01'), (2, NULL, '2024-01-01')")
+
+
+def _workload(conn: psycopg.Connection[Any], step: int) -> None:
+    """Inserts, updates and deletes: rows moving between partitions and sub-partitions,
+    one of several equal rows changed or deleted, an unchanged TOAST column."""
+    base = 1000 * step
+    conn.execute("INSERT INTO event SELECT %s + i, (ARRAY['eu', 'us', 'xx'])[i %% 3 + 1], "
+                 "date '2025-06-01' + i * 11, NULL FROM generate_series(1, 20) i", (base,))
+    # across partitions (eu -> us), across sub-partitions (2025 -> 2026), into DEFAULT
+    conn.execute("UPDATE event SET region = 'us', note = 'moved' "
+                 "WHERE region = 'eu' AND id %% 5 = %s", (step % 5,))
+    conn.execute("UPDATE event SET at = at + 365 WHERE region = 'eu' AND at < '2025-12-01' "
+                 "AND id %% 4 = %s", (step % 4,))
+    conn.execute("UPDATE event SET region = 'zz' WHERE region = 'ca' AND id %% 3 = %s",
+                 (step % 3,))
+    conn.execute("DELETE FROM event WHERE id %% 7 = %s", (step % 7,))
+    # equal rows: add one, change one, delete one
+    conn.execute("INSERT INTO tag VALUES ('dup', 1.5, '{\"a\":  1}', NULL)")
+    conn.execute(_one("UPDATE tag SET weight = %s WHERE {}", "tag",
+                      "name = 'dup' AND weight = 1.5"), (2.5 + step,))
+    conn.execute(_one("DELETE FROM tag WHERE {}", "tag", "name = 'dup' AND weight = 1.5"))
+    conn.execute(_one("UPDATE tag SET name = %s WHERE {}", "tag", "name IS NULL"),
+                 (f"named{step}",))
+    conn.execute("INSERT INTO tag VALUES (NULL, NULL, NULL, NULL)")
+    conn.execute("UPDATE tag SET weight = weight + 1 WHERE name = 'big'")  # body: TOAST
+    conn.execute("INSERT INTO reading VALUES (3, 3.0, '2025-07-01'), (3, 3.0, '2025-07-01')")
+    conn.execute(_one("UPDATE reading SET taken = '2026-02-01' WHERE {}", "reading",
+                      "sensor = 3 AND taken = '2025-07-01'"))
+    conn.execute(_one("DELETE FROM reading WHERE {}", "reading", "sensor = 1 AND value = 1.0"))
+
+
+def _workload_last(conn: psycopg.Connection[Any]) -> None:
+    _workload(conn, 3)
+    conn.execute(_one("DELETE FROM tag WHERE {}", "tag", "name = 'zero' AND weight::text = '-0'"))
+    conn.execute("INSERT INTO reading VALUES (1, 1.00, '2025-05-01')")
+
+
+def _rows(url: str) -> dict[str, Counter[str]]:
+    """Each table's rows as a multiset of their text (the oracle: SQL on the database)."""
+    with psycopg.connect(url) as conn:
+        return {t: Counter({text: n for text, n in conn.execute(
+            _each("SELECT t::text, count(*) FROM {} AS t GROUP BY 1", t)).fetchall()})
+            for t in _TABLES}
+
+
+def _placement(url: str) -> set[tuple[str, str, int]]:
+    """How many rows each partition holds: (table, partition, count)."""
+    with psycopg.connect(url) as conn:
+        return {(t, rel, n) for t in ("event", "reading") for rel, n in conn.execute(
+            _each("SELECT tableoid::regclass::text, count(*) FROM {} GROUP BY 1", t)
+        ).fetchall()}
+
+
+def _structure(url: str) -> list[tuple[Any, ...]]:
+    """Partitions, their bounds and keys, replica identities, constraints, indexes."""
+    with psycopg.connect(url) as conn:
+        conn.execute("SET search_path = ''")
+        return conn.execute("""
+            SELECT c.relname, c.relkind::text, c.relreplident::text, c.relpersistence::text,
+                   pg_get_expr(c.relpartbound, c.oid),
+                   CASE WHEN c.relkind = 'p' THEN pg_get_partkeydef(c.oid) END,
+                   (SELECT array_agg(pg_get_constraintdef(con.oid) ORDER BY con.conname)
+                    FROM pg_constraint con WHERE con.conrelid = c.oid AND con.contype <> 'n'),
+                   (SELECT array_agg(pg_get_indexdef(i.indexrelid)
+                                     ORDER BY i.indexrelid::regclass::text)
+                    FROM pg_index i WHERE i.indrelid = c.oid)
+            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p')
+              AND c.relname NOT LIKE 'journal%%' AND c.relname <> 'event_us_local_check_holder'
+            ORDER BY 1""").fetchall()
+
+
+def _except_all_both_ways(source: dict[str, Counter[str]], target_url: str) -> None:
+    """The restored rows EXCEPT ALL the source's and the other way round: both empty."""
+    with psycopg.connect(target_url) as conn:
+        for t in _TABLES:
+            conn.execute("CREATE TEMP TABLE expected (r text) ON COMMIT DROP")
+            with conn.cursor().copy("COPY expected FROM STDIN") as copy:
+                for text, n in source[t].items():
+                    for _ in range(n):
+                        copy.write_row((text,))
+            missing = conn.execute(_each("SELECT r FROM expected EXCEPT ALL "
+                                         "SELECT t::text FROM {} AS t", t)).fetchall()
+            extra = conn.execute(_each("SELECT t::text FROM {} AS t EXCEPT ALL "
+                                       "SELECT r FROM expected", t)).fetchall()
+            assert (missing, extra) == ([], []), t
+            conn.rollback()
+
+
+def _cli(env: dict[str, str], *args: str) -> Any:
+    return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+
+
+def _env(cfg: Config, packages: str) -> dict[str, str]:
+    return {"JOURNAL_SOURCE_URL": cfg.source_url, "JOURNAL_SLOT": cfg.slot,
+            "JOURNAL_JOURNAL_URL": cfg.journal_url, "JOURNAL_TOPIC_PREFIX": cfg.topic_prefix,
+            "JOURNAL_PACKAGES_URL": packages, "JOURNAL_STATE_DIR": cfg.state_dir,
+            "JOURNAL_CONFIG": "/nonexistent-journal.toml"}
+
+
+@pytest.mark.integration
+def test_partitioned_and_keyless_tables_are_captured_folded_and_restored_exactly(
+        pg_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # init writes journal.toml into the working directory
+    with (scratch_database(pg_server, "src") as source,
+          scratch_database(pg_server, "dst") as target):
+        with psycopg.connect(source, autocommit=True) as conn:
+            _initial(conn)
+        cfg = capture_config(source, tmp_path)
+        env = _env(cfg, f"file://{tmp_path}/packages")
+        result = _cli(env, "init")
+        assert result.exit_code == 0, result.output
+        run_capture(cfg, once_until_idle=1.0)  # the snapshot, read through the roots
+        for step in (1, 2):
+            with psycopg.connect(source, autocommit=True) as conn:
+                _workload(conn, step)
+            run_capture(cfg, once_until_idle=1.0)
+            # the second compaction folds the segments into a new full snapshot
+            args = ["compact", "--once"] + (["--snapshot"] if step == 2 else [])
+            result = _cli(env, *args)
+            assert result.exit_code == 0, result.output
+        with psycopg.connect(source, autocommit=True) as conn:
+            _workload_last(conn)  # replayed from a segment after the folded snapshot
+        run_capture(cfg, once_until_idle=1.0)
+        assert _cli(env, "compact", "--once").exit_code == 0
+        expected = _rows(source)
+        assert sum(expected["tag"].values()) == 10 and max(expected["tag"].values()) >= 2
+
+        result = _cli(env, "packages", "list", "--json")
+        kinds = [p["kind"] for p in json.loads(result.output)]
+        assert kinds.count("full") == 2 and kinds[-1] == "segment", kinds
+        result = _cli(env, "restore", "--target", target)
+        assert result.exit_code == 0, result.output
+
+        assert _rows(target) == expected
+        _except_all_both_ways(expected, target)
+        assert _placement(target) == _placement(source)
+        assert _structure(target) == _structure(source)
+
+        result = _cli(env, "verify", "--target", target)
+        assert result.exit_code == 0 and "OK" in result.output.splitlines()[0], result.output
+        # one of two equal rows deleted: found
+        duplicate = next(text for text, n in expected["tag"].items() if n >= 2)
+        one_of_them = "t::text = " + psycopg.sql.quote(duplicate)
+        with psycopg.connect(target, autocommit=True) as conn:
+            conn.execute(_one("DELETE FROM tag WHERE {}", "tag", one_of_them))
+        result = _cli(env, "verify", "--target", target)
+        assert result.exit_code == 1, result.output
+        assert _verify_line(result.output, "public.tag").endswith("1 missing, 0 extra")
+        # back twice (one more than there was), and an extra row in a partition: found
+        with psycopg.connect(target, autocommit=True) as conn:
+            for _ in range(2):
+                conn.execute(sql.SQL("INSERT INTO tag SELECT * FROM tag AS t WHERE {} "
+                                     "LIMIT 1").format(sql.SQL(one_of_them)))
+            conn.execute("INSERT INTO reading VALUES (9, 9, '2025-09-09')")
+        result = _cli(env, "verify", "--target", target)
+        assert result.exit_code == 1, result.output
+        assert _verify_line(result.output, "public.tag").endswith("0 missing, 1 extra")
+        assert _verify_line(result.output, "public.reading").endswith("0 missing, 1 extra")
+        assert _verify_line(result.output, "public.event").startswith("OK")
+
+
+def _verify_line(output: str, table: str) -> str:
+    return next(line for line in output.splitlines() if f" {table}:" in line)
+
+
+@pytest.mark.integration
+def test_init_refuses_unlogged_and_keyless_tables_without_full_identity(
+        pg_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with scratch_database(pg_server, "src") as source:
+        with psycopg.connect(source, autocommit=True) as conn:
+            conn.execute("CREATE TABLE keyed (id int PRIMARY KEY)")
+            conn.execute("CREATE UNLOGGED TABLE scratch (id int PRIMARY KEY)")
+            conn.execute("CREATE TABLE loose (v text)")
+            conn.execute("CREATE TABLE parted (v int) PARTITION BY RANGE (v)")
+            conn.execute("CREATE TABLE parted_low PARTITION OF parted FOR VALUES FROM (0) TO (9)")
+            conn.execute("ALTER TABLE parted REPLICA IDENTITY FULL")  # not its partition
+        cfg = capture_config(source, tmp_path)
+        env = _env(cfg, f"file://{tmp_path}/packages")
+        result = _cli(env, "init")
+        assert result.exit_code == 4, result.output
+        assert "public.scratch is UNLOGGED" in result.output
+        assert "logical decoding never sees its rows" in result.output
+        assert "ALTER TABLE public.loose REPLICA IDENTITY FULL" in result.output
+        assert "ALTER TABLE public.parted_low REPLICA IDENTITY FULL" in result.output
+        assert "public.keyed" not in result.output
+        with psycopg.connect(source, autocommit=True) as conn:
+            conn.execute("ALTER TABLE loose REPLICA IDENTITY FULL")
+            conn.execute("ALTER TABLE parted_low REPLICA IDENTITY FULL")
+            conn.execute("ALTER TABLE scratch SET LOGGED")
+        result = _cli(env, "init")
+        assert result.exit_code == 0, result.output
+        # an UNLOGGED table that appears later is refused by capture, never captured empty
+        with psycopg.connect(source, autocommit=True) as conn:
+            conn.execute("CREATE UNLOGGED TABLE later (id int PRIMARY KEY)")
+        with pytest.raises(SourceError, match="public.later is UNLOGGED"):
+            run_capture(cfg, once_until_idle=1.0)

@@ -32,6 +32,7 @@ from journal.packages import PackageBuilder, open_package
 from journal.positions import Position
 from journal.row_identity import row_identity
 from producers.capture import run_capture
+from restorer import ddl
 from restorer.fold import JournalState
 from tests.conftest import scratch_database
 from tests.test_capture import capture_config
@@ -140,6 +141,34 @@ def test_keyless_update_takes_unchanged_toast_columns_from_the_old_row(tmp_path:
     assert _multiset(state.rows("public.bag")) == expected
 
 
+@pytest.mark.parametrize(("kind", "statement", "name"), [
+    ("partition", 'CREATE TABLE "public"."event_eu" PARTITION OF public.event '
+                  "FOR VALUES IN ('eu') PARTITION BY RANGE (at)", "event_eu"),
+    ("partition", 'CREATE TABLE "public"."event_other" PARTITION OF public.event DEFAULT',
+     "event_other"),
+    ("replica identity", "ALTER TABLE ONLY public.tag REPLICA IDENTITY FULL", "tag"),
+    ("replica identity", 'ALTER TABLE ONLY public.tag REPLICA IDENTITY USING INDEX "tag i"',
+     "tag"),
+    ("constraint", "ALTER TABLE public.event ADD CONSTRAINT event_pkey PRIMARY KEY (id)",
+     "event"),
+])
+def test_partition_and_replica_identity_ddl_passes_the_package_check(
+        kind: str, statement: str, name: str) -> None:
+    ddl.check(kind, statement, "public", name)
+
+
+@pytest.mark.parametrize(("kind", "statement"), [
+    ("partition", 'CREATE TABLE "public"."other" PARTITION OF public.event DEFAULT'),
+    ("partition", 'CREATE TABLE "public"."event_eu" (x int)'),
+    ("replica identity", "ALTER TABLE ONLY public.tag REPLICA IDENTITY FULL, DROP COLUMN x"),
+    ("replica identity", "ALTER TABLE ONLY public.other REPLICA IDENTITY FULL"),
+])
+def test_partition_and_replica_identity_ddl_of_another_shape_is_refused(
+        kind: str, statement: str) -> None:
+    with pytest.raises(ValidationError, match="package DDL refused"):
+        ddl.check(kind, statement, "public", "event_eu" if kind == "partition" else "tag")
+
+
 # -- against the real servers ---------------------------------------------------------------
 
 _SCHEMA = """
@@ -155,8 +184,14 @@ CREATE TABLE event_eu_2026 PARTITION OF event_eu
 CREATE TABLE event_us PARTITION OF event FOR VALUES IN ('us', 'ca');
 CREATE TABLE event_other PARTITION OF event DEFAULT;
 CREATE INDEX event_note ON event (note);
-CREATE TABLE event_us_local_check_holder (x int PRIMARY KEY);
+-- a partition's own constraint, beyond its parent's
 ALTER TABLE event_us ADD CONSTRAINT event_us_note CHECK (note <> 'forbidden');
+
+CREATE TABLE label (id int PRIMARY KEY, code text NOT NULL);
+CREATE UNIQUE INDEX label_id_code ON label (id, code);
+ALTER TABLE label REPLICA IDENTITY USING INDEX label_pkey;
+CREATE TABLE audit (id int PRIMARY KEY, what text);
+ALTER TABLE audit REPLICA IDENTITY NOTHING;  -- inserts only
 
 CREATE TABLE tag (name text, weight double precision, doc json, body text);
 ALTER TABLE tag REPLICA IDENTITY FULL;
@@ -171,7 +206,7 @@ ALTER TABLE reading_2025 REPLICA IDENTITY FULL;
 ALTER TABLE reading_rest REPLICA IDENTITY FULL;
 """
 
-_TABLES = ("event", "tag", "reading")
+_TABLES = ("event", "tag", "reading", "label", "audit")
 _BIG = "".join(random.Random(5).choice("0123456789abcdef") for _ in range(12000))  # TOASTed
 
 
@@ -197,6 +232,8 @@ def _initial(conn: psycopg.Connection[Any]) -> None:
                  "('big', 1, '[]', %s)", (_BIG,))
     conn.execute("INSERT INTO reading VALUES (1, 1.0, '2025-05-01'), (1, 1.0, '2025-05-01'), "
                  "(1, 1.00, '2025-05-01'), (2, NULL, '2024-01-01')")
+    conn.execute("INSERT INTO label VALUES (1, 'a'), (2, 'b')")
+    conn.execute("INSERT INTO audit VALUES (1, 'created')")
 
 
 def _workload(conn: psycopg.Connection[Any], step: int) -> None:
@@ -226,6 +263,9 @@ def _workload(conn: psycopg.Connection[Any], step: int) -> None:
     conn.execute(_one("UPDATE reading SET taken = '2026-02-01' WHERE {}", "reading",
                       "sensor = 3 AND taken = '2025-07-01'"))
     conn.execute(_one("DELETE FROM reading WHERE {}", "reading", "sensor = 1 AND value = 1.0"))
+    conn.execute("INSERT INTO label VALUES (%s, 'new')", (10 + step,))
+    conn.execute("UPDATE label SET code = code || %s WHERE id = 1", (str(step),))
+    conn.execute("INSERT INTO audit VALUES (%s, 'step')", (10 + step,))
 
 
 def _workload_last(conn: psycopg.Connection[Any]) -> None:
@@ -256,6 +296,8 @@ def _structure(url: str) -> list[tuple[Any, ...]]:
         conn.execute("SET search_path = ''")
         return conn.execute("""
             SELECT c.relname, c.relkind::text, c.relreplident::text, c.relpersistence::text,
+                   (SELECT i.indexrelid::regclass::text FROM pg_index i
+                    WHERE i.indrelid = c.oid AND i.indisreplident),
                    pg_get_expr(c.relpartbound, c.oid),
                    CASE WHEN c.relkind = 'p' THEN pg_get_partkeydef(c.oid) END,
                    (SELECT array_agg(pg_get_constraintdef(con.oid) ORDER BY con.conname)
@@ -265,7 +307,7 @@ def _structure(url: str) -> list[tuple[Any, ...]]:
                     FROM pg_index i WHERE i.indrelid = c.oid)
             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
             WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p')
-              AND c.relname NOT LIKE 'journal%%' AND c.relname <> 'event_us_local_check_holder'
+              AND c.relname NOT LIKE 'journal%%'
             ORDER BY 1""").fetchall()
 
 
@@ -375,6 +417,9 @@ def test_init_refuses_unlogged_and_keyless_tables_without_full_identity(
             conn.execute("CREATE TABLE parted (v int) PARTITION BY RANGE (v)")
             conn.execute("CREATE TABLE parted_low PARTITION OF parted FOR VALUES FROM (0) TO (9)")
             conn.execute("ALTER TABLE parted REPLICA IDENTITY FULL")  # not its partition
+            conn.execute("CREATE TABLE ident (id int PRIMARY KEY, code text NOT NULL)")
+            conn.execute("CREATE UNIQUE INDEX ident_code ON ident (code)")
+            conn.execute("ALTER TABLE ident REPLICA IDENTITY USING INDEX ident_code")
         cfg = capture_config(source, tmp_path)
         env = _env(cfg, f"file://{tmp_path}/packages")
         result = _cli(env, "init")
@@ -383,11 +428,13 @@ def test_init_refuses_unlogged_and_keyless_tables_without_full_identity(
         assert "logical decoding never sees its rows" in result.output
         assert "ALTER TABLE public.loose REPLICA IDENTITY FULL" in result.output
         assert "ALTER TABLE public.parted_low REPLICA IDENTITY FULL" in result.output
+        assert "public.ident has REPLICA IDENTITY USING INDEX ident_code" in result.output
         assert "public.keyed" not in result.output
         with psycopg.connect(source, autocommit=True) as conn:
             conn.execute("ALTER TABLE loose REPLICA IDENTITY FULL")
             conn.execute("ALTER TABLE parted_low REPLICA IDENTITY FULL")
             conn.execute("ALTER TABLE scratch SET LOGGED")
+            conn.execute("ALTER TABLE ident REPLICA IDENTITY DEFAULT")
         result = _cli(env, "init")
         assert result.exit_code == 0, result.output
         # an UNLOGGED table that appears later is refused by capture, never captured empty

@@ -111,8 +111,8 @@ def check_tables(conn: psycopg.Connection[Any], config: Config) -> list[str]:
     the rows of, and say which row each update or delete changed (``capture_problems``)."""
     if config.tables:
         wanted = list(config.tables)
-        found = {f"{s}.{t}": ident for s, t, ident in conn.execute(
-            "SELECT n.nspname, c.relname, c.relreplident FROM pg_class c "
+        found = {f"{s}.{t}": partition for s, t, partition in conn.execute(
+            "SELECT n.nspname, c.relname, c.relispartition FROM pg_class c "
             "JOIN pg_namespace n ON n.oid = c.relnamespace "
             "WHERE c.relkind IN ('r', 'p') AND n.nspname || '.' || c.relname = ANY(%s)",
             (wanted,)).fetchall()}
@@ -120,6 +120,11 @@ def check_tables(conn: psycopg.Connection[Any], config: Config) -> list[str]:
         if missing:
             raise SourceError(f"captured table(s) {', '.join(missing)} do not exist in the "
                               "source database: fix [source] tables in journal.toml")
+        partitions = [t for t in wanted if found[t]]
+        if partitions:
+            # its changes are published as changes of the partitioned table
+            raise SourceError(f"captured table(s) {', '.join(partitions)} are partitions: "
+                              "name their partitioned table in [source] tables instead")
     else:
         missing_schemas = [s for s in config.schemas if conn.execute(
             "SELECT 1 FROM pg_namespace WHERE nspname = %s", (s,)).fetchone() is None]

@@ -49,6 +49,9 @@ def create_tables(conn: psycopg.Connection[Any], catalog: Mapping[str, Any],
         t = catalog["tables"][name]
         ddl.run(conn, "table", t["create_table"], t["schema"], t["name"])
         for p in t.get("partitions", []):
+            if p["schema"] != t["schema"]:  # a partition may live in another schema
+                conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
+                    sql.Identifier(p["schema"])))
             ddl.run(conn, "partition", p["ddl"], p["schema"], p["name"])
 
 

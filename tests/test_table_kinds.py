@@ -401,6 +401,14 @@ def test_partitioned_and_keyless_tables_are_captured_folded_and_restored_exactly
         assert _verify_line(result.output, "public.event").startswith("OK")
 
 
+def _toml_with_tables(tmp_path: Path, cfg: Config) -> Path:
+    """A journal.toml capturing a partition by name."""
+    path = tmp_path / "partition.toml"
+    path.write_text(f'[source]\nurl = "{cfg.source_url}"\n'
+                    'tables = ["public.keyed", "public.parted_low"]\n')
+    return path
+
+
 def _verify_line(output: str, table: str) -> str:
     return next(line for line in output.splitlines() if f" {table}:" in line)
 
@@ -437,6 +445,8 @@ def test_init_refuses_unlogged_and_keyless_tables_without_full_identity(
             conn.execute("ALTER TABLE ident REPLICA IDENTITY DEFAULT")
         result = _cli(env, "init")
         assert result.exit_code == 0, result.output
+        result = _cli({**env, "JOURNAL_CONFIG": str(_toml_with_tables(tmp_path, cfg))}, "init")
+        assert result.exit_code == 4 and "public.parted_low are partitions" in result.output
         # an UNLOGGED table that appears later is refused by capture, never captured empty
         with psycopg.connect(source, autocommit=True) as conn:
             conn.execute("CREATE UNLOGGED TABLE later (id int PRIMARY KEY)")

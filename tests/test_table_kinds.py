@@ -25,15 +25,17 @@ from journal.catalog import Column, TableSchema
 from journal.cli import main
 from journal.codec import SchemaRegistry
 from journal.config import Config
-from journal.errors import SourceError, ValidationError
+from journal.errors import RestoreError, SourceError, ValidationError
 from journal.events import TransactionMarker
 from journal.fold import SortedRowSink, fold
 from journal.packages import PackageBuilder, open_package
 from journal.positions import Position
 from journal.row_identity import row_identity
+from journal.store import open_store
 from producers.capture import run_capture
 from restorer import ddl
 from restorer.fold import JournalState
+from restorer.restore import RestoreOptions, restore
 from tests.conftest import scratch_database
 from tests.test_capture import capture_config
 from tests.test_fold import StreamBuilder, write_segment
@@ -380,6 +382,16 @@ def test_partitioned_and_keyless_tables_are_captured_folded_and_restored_exactly
 
         result = _cli(env, "verify", "--target", target)
         assert result.exit_code == 0 and "OK" in result.output.splitlines()[0], result.output
+        # a replay whose old row the target lacks fails, and the target stays unchanged
+        with scratch_database(pg_server, "dst") as other:
+            def without_equal_rows(conn: psycopg.Connection[Any]) -> None:
+                conn.execute("DELETE FROM tag WHERE name = 'dup'")
+
+            with pytest.raises(RestoreError, match=r"no row of public\.tag .* equals the old"):
+                restore(RestoreOptions(target_url=other, store=open_store(env[
+                    "JOURNAL_PACKAGES_URL"]), before_replay=without_equal_rows))
+            with psycopg.connect(other) as conn:
+                assert conn.execute("SELECT to_regclass('public.tag')").fetchone() == (None,)
         # one of two equal rows deleted: found
         duplicate = next(text for text, n in expected["tag"].items() if n >= 2)
         one_of_them = "t::text = " + psycopg.sql.quote(duplicate)

@@ -54,7 +54,6 @@ def load_empty(conn: psycopg.Connection[Any], catalog: Mapping[str, Any], order:
         if progress is not None:
             progress(name, n)
     schema.add_constraints(conn, catalog, order.tables)
-    schema.set_replica_identity(conn, catalog, order.tables)
     schema.add_foreign_keys(conn, catalog, order.tables)
     schema.add_sequences(conn, catalog, order.tables)
 

@@ -57,7 +57,8 @@ def create_tables(conn: psycopg.Connection[Any], catalog: Mapping[str, Any],
 
 def add_constraints(conn: psycopg.Connection[Any], catalog: Mapping[str, Any],
                     tables: Iterable[str]) -> None:
-    """Primary keys, unique and check constraints, then the other indexes."""
+    """Primary keys, unique and check constraints, then the other indexes, then the
+    replica identities (which may name one of those indexes)."""
     tables = list(tables)
     for name in tables:
         t = catalog["tables"][name]
@@ -73,6 +74,7 @@ def add_constraints(conn: psycopg.Connection[Any], catalog: Mapping[str, Any],
         for p in t.get("partitions", []):
             for statement in p.get("indexes", []):
                 ddl.run(conn, "index", statement, p["schema"], p["name"])
+    set_replica_identity(conn, catalog, tables)
 
 
 def set_replica_identity(conn: psycopg.Connection[Any], catalog: Mapping[str, Any],

@@ -268,12 +268,15 @@ def _enum_types(cur: psycopg.Cursor[Any], table_oids: list[int]) -> list[dict[st
 
 def _table(cur: psycopg.Cursor[Any], oid: int) -> dict[str, Any]:
     names = cur.execute(
-        "SELECT n.nspname AS schema, c.relname AS name, c.relkind::text AS kind, "
+        "SELECT n.nspname AS schema, c.relname AS name, "
         "CASE WHEN c.relkind = 'p' THEN pg_get_partkeydef(c.oid) END AS partition_key "
         "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = %s",
         (oid,)).fetchone()
     schema, name = names["schema"], names["name"]
     columns = _columns(cur, oid)
+    create_table = _create_table(cur, schema, name, columns)
+    if names["partition_key"] is not None:
+        create_table = f"{create_table} PARTITION BY {names['partition_key']}"
     entry: dict[str, Any] = {
         "schema": schema,
         "name": name,
@@ -282,17 +285,91 @@ def _table(cur: psycopg.Cursor[Any], oid: int) -> dict[str, Any]:
         "primary_key": _primary_key(cur, oid),
         "unique": _unique_keys(cur, oid),
         "foreign_keys": _foreign_keys(cur, oid),
-        "create_table": _create_table(cur, schema, name, columns, names["partition_key"]),
+        "create_table": create_table,
         "constraints": _constraints(cur, oid),
         "indexes": _indexes(cur, oid),
         "sequences": _sequences(cur, oid),
-        "replica_identity": _replica_identity(cur, oid),
+        "replica_identity": dict(cur.execute(REPLICA_IDENTITY_QUERY, (oid,)).fetchone()),
     }
-    if names["kind"] == "p":
+    if names["partition_key"] is not None:
         entry["partition_key"] = names["partition_key"]
-        entry["partitions"] = _partitions(cur, oid)
+        entry["partitions"] = partitions(cur.execute(PARTITIONS_QUERY, (oid,)).fetchall())
     entry["natural_key"] = detect_natural_key(entry)
     return entry
+
+
+# How a relation identifies its old rows to logical decoding, and the DDL that gives a
+# re-created one the same (None for the default, the primary key). One parameter: its oid.
+REPLICA_IDENTITY_QUERY = """
+    SELECT CASE c.relreplident WHEN 'd' THEN 'default' WHEN 'f' THEN 'full'
+                               WHEN 'n' THEN 'nothing' ELSE 'index' END AS kind,
+           CASE WHEN c.relreplident = 'i' THEN ri.relname END AS index,
+           CASE WHEN c.relreplident <> 'd'
+                THEN format('ALTER TABLE ONLY %%I.%%I REPLICA IDENTITY %%s', n.nspname,
+                            c.relname, CASE c.relreplident WHEN 'f' THEN 'FULL'
+                                                           WHEN 'n' THEN 'NOTHING'
+                                       ELSE format('USING INDEX %%I', ri.relname) END)
+           END AS ddl
+    FROM pg_class c
+    JOIN pg_namespace n ON n.oid = c.relnamespace
+    LEFT JOIN (pg_index i JOIN pg_class ri ON ri.oid = i.indexrelid)
+           ON i.indrelid = c.oid AND i.indisreplident
+    WHERE c.oid = %s
+"""
+
+# Every partition under a partitioned table (one parameter: its oid), parents before
+# their own partitions: the CREATE TABLE … PARTITION OF … FOR VALUES … that re-creates it
+# (columns, NOT NULLs, defaults, keys and indexes come from the root), what it has of its
+# own beyond its parent's (check constraints, indexes), and its replica identity.
+PARTITIONS_QUERY = """
+    SELECT n.nspname AS schema, c.relname AS name,
+           format('%%I.%%I', pn.nspname, p.relname) AS parent,
+           format('CREATE TABLE %%I.%%I PARTITION OF %%I.%%I %%s%%s', n.nspname, c.relname,
+                  pn.nspname, p.relname, pg_get_expr(c.relpartbound, c.oid),
+                  CASE WHEN c.relkind = 'p'
+                       THEN ' PARTITION BY ' || pg_get_partkeydef(c.oid) END) AS ddl,
+           coalesce((SELECT array_agg(format('ALTER TABLE ONLY %%I.%%I ADD CONSTRAINT %%I %%s',
+                                             n.nspname, c.relname, con.conname,
+                                             pg_get_constraintdef(con.oid))
+                                      ORDER BY con.contype <> 'p', con.conname)
+                     FROM pg_constraint con
+                     WHERE con.conrelid = c.oid AND con.contype IN ('p', 'u', 'c', 'x')
+                       AND con.conislocal AND con.conparentid = 0), '{}') AS constraints,
+           coalesce((SELECT array_agg(pg_get_indexdef(i.indexrelid) ORDER BY ic.relname)
+                     FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
+                     WHERE i.indrelid = c.oid
+                       AND NOT EXISTS (SELECT 1 FROM pg_constraint con
+                                       WHERE con.conindid = i.indexrelid
+                                         AND con.conrelid = i.indrelid)
+                       AND NOT EXISTS (SELECT 1 FROM pg_inherits h
+                                       WHERE h.inhrelid = i.indexrelid)), '{}') AS indexes,
+           CASE c.relreplident WHEN 'd' THEN 'default' WHEN 'f' THEN 'full'
+                               WHEN 'n' THEN 'nothing' ELSE 'index' END AS identity_kind,
+           CASE WHEN c.relreplident = 'i' THEN ri.relname END AS identity_index,
+           CASE WHEN c.relreplident <> 'd'
+                THEN format('ALTER TABLE ONLY %%I.%%I REPLICA IDENTITY %%s', n.nspname,
+                            c.relname, CASE c.relreplident WHEN 'f' THEN 'FULL'
+                                                           WHEN 'n' THEN 'NOTHING'
+                                       ELSE format('USING INDEX %%I', ri.relname) END)
+           END AS identity_ddl
+    FROM pg_partition_tree(%s) AS t
+    JOIN pg_class c ON c.oid = t.relid
+    JOIN pg_namespace n ON n.oid = c.relnamespace
+    JOIN pg_class p ON p.oid = t.parentrelid
+    JOIN pg_namespace pn ON pn.oid = p.relnamespace
+    LEFT JOIN (pg_index i JOIN pg_class ri ON ri.oid = i.indexrelid)
+           ON i.indrelid = c.oid AND i.indisreplident
+    WHERE t.level > 0
+    ORDER BY t.level, n.nspname, c.relname
+"""
+
+
+def partitions(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """CATALOG partition entries from the rows of ``PARTITIONS_QUERY``."""
+    return [{"schema": r["schema"], "name": r["name"], "parent": r["parent"], "ddl": r["ddl"],
+             "constraints": list(r["constraints"]), "indexes": list(r["indexes"]),
+             "replica_identity": {"kind": r["identity_kind"], "index": r["identity_index"],
+                                  "ddl": r["identity_ddl"]}} for r in rows]
 
 
 def _columns(cur: psycopg.Cursor[Any], oid: int) -> list[dict[str, Any]]:
@@ -325,7 +402,7 @@ def _is_sequence_default(column: dict[str, Any]) -> bool:
 
 
 def _create_table(cur: psycopg.Cursor[Any], schema: str, name: str,
-                  columns: list[dict[str, Any]], partition_key: str | None = None) -> str:
+                  columns: list[dict[str, Any]]) -> str:
     parts = []
     for c in columns:
         part = sql.SQL("{} {}").format(sql.Identifier(c["name"]), sql.SQL(c["pg_type"]))
@@ -342,62 +419,7 @@ def _create_table(cur: psycopg.Cursor[Any], schema: str, name: str,
         parts.append(part)
     ddl = sql.SQL("CREATE TABLE {} ({})").format(
         sql.Identifier(schema, name), sql.SQL(", ").join(parts))
-    if partition_key is not None:
-        ddl = sql.SQL("{} PARTITION BY {}").format(ddl, sql.SQL(partition_key))
     return ddl.as_string(cur.connection)
-
-
-def _replica_identity(cur: psycopg.Cursor[Any], oid: int) -> dict[str, Any]:
-    """How the relation identifies its old rows to logical decoding, and the DDL that
-    gives a re-created table the same (None for the default, the primary key)."""
-    row = cur.execute(
-        """
-        SELECT c.relreplident::text AS ident, format('%%I.%%I', n.nspname, c.relname) AS rel,
-               (SELECT ic.relname FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
-                WHERE i.indrelid = c.oid AND i.indisreplident) AS index
-        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = %s
-        """, (oid,)).fetchone()
-    kind = {"d": "default", "f": "full", "n": "nothing", "i": "index"}[row["ident"]]
-    clause = {"default": None, "full": sql.SQL("FULL"), "nothing": sql.SQL("NOTHING"),
-              "index": sql.SQL("USING INDEX {}").format(sql.Identifier(row["index"] or ""))}[kind]
-    ddl = None if clause is None else sql.SQL("ALTER TABLE ONLY {} REPLICA IDENTITY {}").format(
-        sql.SQL(row["rel"]), clause).as_string(cur.connection)
-    return {"kind": kind, "index": row["index"] if kind == "index" else None, "ddl": ddl}
-
-
-def _partitions(cur: psycopg.Cursor[Any], oid: int) -> list[dict[str, Any]]:
-    """Every partition under a partitioned table, parents before their own partitions: the
-    ``CREATE TABLE … PARTITION OF … FOR VALUES …`` that re-creates it (its columns, NOT
-    NULLs, defaults, keys and indexes come from the root), its replica identity, and what
-    it has of its own beyond the root's (check constraints and indexes)."""
-    rows = cur.execute(
-        """
-        SELECT c.oid, n.nspname AS schema, c.relname AS name,
-               format('%%I.%%I', pn.nspname, p.relname) AS parent,
-               pg_get_expr(c.relpartbound, c.oid) AS bound,
-               CASE WHEN c.relkind = 'p' THEN pg_get_partkeydef(c.oid) END AS partition_key,
-               t.level
-        FROM pg_partition_tree(%s) AS t
-        JOIN pg_class c ON c.oid = t.relid
-        JOIN pg_namespace n ON n.oid = c.relnamespace
-        JOIN pg_class p ON p.oid = t.parentrelid
-        JOIN pg_namespace pn ON pn.oid = p.relnamespace
-        WHERE t.level > 0
-        ORDER BY t.level, n.nspname, c.relname
-        """, (oid,)).fetchall()
-    result = []
-    for r in rows:
-        ddl = sql.SQL("CREATE TABLE {} PARTITION OF {} {}").format(
-            sql.Identifier(r["schema"], r["name"]), sql.SQL(r["parent"]), sql.SQL(r["bound"]))
-        if r["partition_key"] is not None:
-            ddl = sql.SQL("{} PARTITION BY {}").format(ddl, sql.SQL(r["partition_key"]))
-        own_constraints = [d for d, local in _constraint_rows(cur, r["oid"]) if local]
-        result.append({"schema": r["schema"], "name": r["name"], "parent": r["parent"],
-                       "ddl": ddl.as_string(cur.connection),
-                       "constraints": own_constraints,
-                       "indexes": _indexes(cur, r["oid"], own_only=True),
-                       "replica_identity": _replica_identity(cur, r["oid"])})
-    return result
 
 
 def _primary_key(cur: psycopg.Cursor[Any], oid: int) -> list[str]:
@@ -446,7 +468,9 @@ def _foreign_keys(cur: psycopg.Cursor[Any], oid: int) -> list[dict[str, Any]]:
                 JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.attnum)
                  AS ref_columns,
                con.condeferrable AS deferrable,
-               format('ALTER TABLE %%s%%I.%%I ADD CONSTRAINT %%I %%s', %s::text, n.nspname,
+               -- no ONLY on a partitioned table: its foreign keys must reach the partitions
+               format('ALTER TABLE %%s%%I.%%I ADD CONSTRAINT %%I %%s',
+                      CASE WHEN c.relkind = 'p' THEN '' ELSE 'ONLY ' END, n.nspname,
                       c.relname, con.conname, pg_get_constraintdef(con.oid)) AS ddl
         FROM pg_constraint con
         JOIN pg_class c ON c.oid = con.conrelid
@@ -455,70 +479,52 @@ def _foreign_keys(cur: psycopg.Cursor[Any], oid: int) -> list[dict[str, Any]]:
         JOIN pg_namespace rn ON rn.oid = rc.relnamespace
         WHERE con.conrelid = %s AND con.contype = 'f' AND con.conparentid = 0
         ORDER BY con.conname
-        """, (_only(cur, oid), oid)).fetchall()
+        """, (oid,)).fetchall()
     return [{"name": r["name"], "columns": list(r["columns"]), "ref_table": r["ref_table"],
              "ref_columns": list(r["ref_columns"]), "deferrable": r["deferrable"],
              "ddl": r["ddl"]} for r in rows]
 
 
-def _only(cur: psycopg.Cursor[Any], oid: int) -> str:
-    """``ONLY `` for an ordinary table; nothing for a partitioned one, where PostgreSQL
-    refuses ONLY for keys, foreign keys and identities (they must reach the partitions)."""
-    row = cur.execute("SELECT relkind = 'p' AS partitioned FROM pg_class WHERE oid = %s",
-                      (oid,)).fetchone()
-    return "" if row["partitioned"] else "ONLY "
-
-
 def _constraints(cur: psycopg.Cursor[Any], oid: int) -> list[str]:
-    return [ddl for ddl, _ in _constraint_rows(cur, oid)]
-
-
-def _constraint_rows(cur: psycopg.Cursor[Any], oid: int) -> list[tuple[str, bool]]:
     # Primary key first (the restore creates it before the rest), then by name. NOT NULL
-    # constraints (contype 'n', PostgreSQL 18) are already part of create_table. Each with
-    # whether the relation has it of its own (not only inherited from a partitioned parent).
+    # constraints (contype 'n', PostgreSQL 18) are already part of create_table. No ONLY
+    # on a partitioned table: PostgreSQL refuses it there (keys must reach the partitions).
     rows = cur.execute(
         """
-        SELECT format('ALTER TABLE %%s%%I.%%I ADD CONSTRAINT %%I %%s', %s::text, n.nspname,
-                      c.relname, con.conname, pg_get_constraintdef(con.oid)) AS ddl,
-               con.conislocal AND con.conparentid = 0 AS local
+        SELECT format('ALTER TABLE %%s%%I.%%I ADD CONSTRAINT %%I %%s',
+                      CASE WHEN c.relkind = 'p' THEN '' ELSE 'ONLY ' END, n.nspname,
+                      c.relname, con.conname, pg_get_constraintdef(con.oid)) AS ddl
         FROM pg_constraint con
         JOIN pg_class c ON c.oid = con.conrelid
         JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE con.conrelid = %s AND con.contype IN ('p', 'u', 'c', 'x')
         ORDER BY con.contype <> 'p', con.conname
-        """, (_only(cur, oid), oid)).fetchall()
-    return [(r["ddl"], r["local"]) for r in rows]
+        """, (oid,)).fetchall()
+    return [r["ddl"] for r in rows]
 
 
-def _indexes(cur: psycopg.Cursor[Any], oid: int, own_only: bool = False) -> list[str]:
-    """Indexes that no constraint makes. On a partitioned table without ``ONLY`` (which
-    would leave the index invalid until every partition has one attached); with
-    ``own_only``, a partition's indexes that do not come from its parent's."""
+def _indexes(cur: psycopg.Cursor[Any], oid: int) -> list[str]:
+    # On a partitioned table without the ON ONLY that pg_get_indexdef prints: that would
+    # leave the index invalid until every partition has one attached.
     rows = cur.execute(
         """
-        SELECT pg_get_indexdef(i.indexrelid) AS ddl, c.relkind = 'p' AS partitioned,
-               format('CREATE %%sINDEX %%I ON ONLY ',
-                      CASE WHEN i.indisunique THEN 'UNIQUE ' END, ic.relname) AS only_prefix
+        SELECT CASE WHEN c.relkind = 'p' AND left(d.ddl, length(d.only)) = d.only
+                    THEN left(d.only, -length('ONLY ')) || substr(d.ddl, length(d.only) + 1)
+                    ELSE d.ddl END AS ddl
         FROM pg_index i
         JOIN pg_class ic ON ic.oid = i.indexrelid
         JOIN pg_class c ON c.oid = i.indrelid
+        CROSS JOIN LATERAL (SELECT pg_get_indexdef(i.indexrelid) AS ddl,
+                                   format('CREATE %%sINDEX %%I ON ONLY ',
+                                          CASE WHEN i.indisunique THEN 'UNIQUE ' END,
+                                          ic.relname) AS only) AS d
         WHERE i.indrelid = %s
           AND NOT EXISTS (SELECT 1 FROM pg_constraint con
                           WHERE con.conindid = i.indexrelid AND con.conrelid = i.indrelid
                             AND con.contype IN ('p', 'u', 'x'))
-          AND (NOT %s OR NOT EXISTS (SELECT 1 FROM pg_inherits h
-                                     WHERE h.inhrelid = i.indexrelid))
         ORDER BY ic.relname
-        """, (oid, own_only)).fetchall()
-    result = []
-    for r in rows:
-        ddl = r["ddl"]
-        prefix = r["only_prefix"]  # as pg_get_indexdef spells it
-        if r["partitioned"] and ddl.startswith(prefix):
-            ddl = prefix[:-len("ONLY ")] + ddl[len(prefix):]
-        result.append(ddl)
-    return result
+        """, (oid,)).fetchall()
+    return [r["ddl"] for r in rows]
 
 
 def _sequences(cur: psycopg.Cursor[Any], oid: int) -> list[dict[str, Any]]:

@@ -143,7 +143,7 @@ def row_sort_key(table: TableSchema, row: dict[str, Any]) -> tuple[Any, ...]:
     """Where ``row`` sits in a sorted member: its primary key's order, or, in a table
     without one, the order of its whole-row identity (equal rows next to each other)."""
     if is_keyless(table):
-        return (row_identity(table.column_names, row),)
+        return sort_key((row_identity(table.column_names, row),))
     return sort_key(table.key_of(row))
 
 
@@ -316,7 +316,7 @@ def _change(event: ChangeEvent, state: FoldState, sorter: ExternalSorter,
         sorter.add((name, sort_key(key), pos, next(counter)), (kind, key, *payload))
 
     if is_keyless(table):
-        _keyless_change(event, sorter, pos, counter)
+        _keyless_change(event, add)
         return
     if event.op in ("c", "r", "u"):
         after = _require(event, event.after, "after")
@@ -333,31 +333,31 @@ def _change(event: ChangeEvent, state: FoldState, sorter: ExternalSorter,
         add(table.key_of(_require(event, event.before, "before")), _DEL, (False,))
 
 
-def _keyless_change(event: ChangeEvent, sorter: ExternalSorter, pos: tuple[int, int],
-                    counter: Iterator[int]) -> None:
-    """A change of a table without a primary key: one row equal to the old image less,
-    one row equal to the new image more (REPLICA IDENTITY FULL sends the whole old row,
-    so unchanged TOAST columns of the new one are the old one's)."""
+def _keyless_change(event: ChangeEvent,
+                    add: Callable[[tuple[Any, ...], int, tuple[Any, ...]], None]) -> None:
+    """A change of a table without a primary key, keyed by whole-row identity: one row
+    equal to the old image less, one row equal to the new image more (REPLICA IDENTITY
+    FULL sends the whole old row, so unchanged TOAST columns of the new one are the old
+    one's)."""
     table = event.table
-    name = table.qualified
 
-    def add(row: dict[str, Any], kind: int) -> None:
-        key = (row_identity(table.column_names, row),)
-        sorter.add((name, key, pos, next(counter)), (kind, key, row))
+    def put(row: dict[str, Any], kind: int) -> None:
+        add((row_identity(table.column_names, row),), kind, (row,))
 
     if event.op in ("u", "d"):
         before = event.before
         if before is None or any(c not in before for c in table.column_names):
             raise ValidationError(
-                f"{event.op!r} event on {name} (no primary key) at {event.position} lacks "
-                "the whole old row: the table must be REPLICA IDENTITY FULL at the source")
-        add(dict(before), _REMOVE)
+                f"{event.op!r} event on {table.qualified} (no primary key) at "
+                f"{event.position} lacks the whole old row: the table must be REPLICA "
+                "IDENTITY FULL at the source")
+        put(dict(before), _REMOVE)
     if event.op in ("c", "r", "u"):
         after = dict(_require(event, event.after, "after"))
         if event.op == "u":
             for column in event.unchanged_toast:
                 after[column] = event.before[column]  # type: ignore[index]
-        add(after, _ADD)
+        put(after, _ADD)
 
 
 def _require(event: ChangeEvent, row: dict[str, Any] | None, which: str) -> dict[str, Any]:

@@ -63,3 +63,34 @@ def _tagged(value: Any) -> Any:
     if isinstance(value, dict):
         return ["o", sorted([str(k), _tagged(v)] for k, v in value.items())]
     raise TypeError(f"no row identity for a value of type {type(value).__name__}")
+
+
+class KeylessRows(dict[tuple[bytes, int], dict[str, Any]]):
+    """The rows of a table without a primary key, as a multiset: each keyed by its
+    identity (over all its columns) and an occurrence number, so equal rows stay as many
+    as there are, and ``remove`` takes away exactly one of them. A dict, for the readers
+    of keyed tables' rows."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._keys: dict[bytes, list[tuple[bytes, int]]] = {}
+        self._next = 0
+
+    def add(self, row: dict[str, Any]) -> None:
+        identity = row_identity(sorted(row), row)
+        self._next += 1
+        key = (identity, self._next)
+        self[key] = row
+        self._keys.setdefault(identity, []).append(key)
+
+    def remove(self, row: Mapping[str, Any]) -> bool:
+        """Take away one row equal to ``row``; False when there is none."""
+        keys = self._keys.get(row_identity(sorted(row), row))
+        if not keys:
+            return False
+        del self[keys.pop()]
+        return True
+
+    def clear(self) -> None:
+        super().clear()
+        self._keys.clear()

@@ -12,7 +12,7 @@ from typing import Any
 
 from journal.events import ChangeEvent, Transaction
 from journal.positions import Position
-from journal.row_identity import row_identity
+from journal.row_identity import KeylessRows
 from restorer.plan import Cutoff
 from restorer.replay import ReplayResult, end_position, included
 
@@ -21,15 +21,12 @@ Key = tuple[Any, ...]
 
 @dataclass
 class JournalState:
-    """Rows per table, keyed by primary key. A table without one is a multiset: each
-    row is keyed by its whole-row identity and an occurrence number, so equal rows stay
-    two rows, and an update or delete takes away exactly one of them."""
+    """Rows per table, keyed by primary key; a table without one is a multiset
+    (``KeylessRows``): equal rows stay as many, an update or delete takes one away."""
 
     primary_keys: dict[str, tuple[str, ...]]
     tables: dict[str, dict[Key, dict[str, Any]]] = field(default_factory=dict)
     reached: Position | None = None
-    _occurrences: dict[str, dict[bytes, list[Key]]] = field(default_factory=dict)
-    _next: int = 0
 
     def rows(self, table: str) -> list[dict[str, Any]]:
         return list(self.tables.get(table, {}).values())
@@ -37,33 +34,21 @@ class JournalState:
     def load(self, table: str, rows: Iterable[dict[str, Any]]) -> None:
         pk = self.primary_keys[table]
         if not pk:
-            self.tables[table] = {}
-            self._occurrences[table] = {}
+            bag = KeylessRows()
             for r in rows:
-                self._add(table, r)
+                bag.add(r)
+            self.tables[table] = bag  # type: ignore[assignment]
             return
         self.tables[table] = {tuple(r[c] for c in pk): r for r in rows}
-
-    def _add(self, table: str, row: dict[str, Any]) -> None:
-        identity = row_identity(sorted(row), row)
-        self._next += 1
-        key = (identity, self._next)
-        self.tables.setdefault(table, {})[key] = row
-        self._occurrences.setdefault(table, {}).setdefault(identity, []).append(key)
-
-    def _remove(self, table: str, row: dict[str, Any]) -> None:
-        keys = self._occurrences.get(table, {}).get(row_identity(sorted(row), row))
-        if keys:  # nothing to take away: verify then shows the difference
-            del self.tables[table][keys.pop()]
 
     def apply(self, event: ChangeEvent) -> None:
         table = event.table.qualified
         pk = event.table.primary_key
         self.primary_keys.setdefault(table, pk)
-        rows = self.tables.setdefault(table, {})
         if not pk:
             self._apply_keyless(table, event)
             return
+        rows = self.tables.setdefault(table, {})
         if event.op == "t":
             rows.clear()
         elif event.op in ("c", "r"):
@@ -83,19 +68,21 @@ class JournalState:
             rows.pop(tuple(event.before[c] for c in pk), None)
 
     def _apply_keyless(self, table: str, event: ChangeEvent) -> None:
+        rows = self.tables.get(table)
+        if not isinstance(rows, KeylessRows):
+            rows = self.tables[table] = KeylessRows()  # type: ignore[assignment]
         if event.op == "t":
-            self.tables[table].clear()
-            self._occurrences[table] = {}
+            rows.clear()
             return
         if event.op in ("u", "d"):
             assert event.before is not None
-            self._remove(table, dict(event.before))
+            rows.remove(event.before)  # none to take away: verify shows the difference
         if event.op in ("c", "r", "u"):
             assert event.after is not None
             after = dict(event.after)
             for c in event.unchanged_toast if event.op == "u" else ():
                 after[c] = (event.before or {}).get(c)
-            self._add(table, after)
+            rows.add(after)
 
 
 def fold(catalog: dict[str, Any], rows_of: Callable[[str], Iterable[dict[str, Any]]] | None,

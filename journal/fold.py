@@ -45,12 +45,14 @@ from journal.packages import (
     verify_chain,
 )
 from journal.positions import Position
+from journal.row_identity import is_keyless, row_identity
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SPILL_BYTES = 64 * 1024 * 1024
 
 _PUT, _DEL = 0, 1
+_ADD, _REMOVE = 2, 3  # one row more, one row less, of a table without a primary key
 _UNRESOLVED = object()  # a captured row that an earlier pass could not know yet
 
 
@@ -137,12 +139,21 @@ def _read_run(path: Path) -> Iterator[tuple[Any, bytes]]:
                 return
 
 
+def row_sort_key(table: TableSchema, row: dict[str, Any]) -> tuple[Any, ...]:
+    """Where ``row`` sits in a sorted member: its primary key's order, or, in a table
+    without one, the order of its whole-row identity (equal rows next to each other)."""
+    if is_keyless(table):
+        return sort_key((row_identity(table.column_names, row),))
+    return sort_key(table.key_of(row))
+
+
 # -- rows arriving in (mostly) key order ----------------------------------------------
 
 class SortedRowSink:
-    """Writes a table's rows to its member in primary-key order. Rows that already come
-    in order (a snapshot's ``ORDER BY`` primary key, when the collation agrees) go straight
-    through; on the first row out of order everything switches to an external sort."""
+    """Writes a table's rows to its member in primary-key order (``row_sort_key``). Rows
+    that already come in order (a snapshot's ``ORDER BY`` primary key, when the collation
+    agrees) go straight through; on the first row out of order everything switches to an
+    external sort. A table without a primary key may hold equal rows, several times."""
 
     def __init__(self, builder: PackageBuilder, table: TableSchema, workdir: Path,
                  spill_bytes: int = DEFAULT_SPILL_BYTES) -> None:
@@ -157,12 +168,13 @@ class SortedRowSink:
         self.rows = 0
 
     def write(self, row: dict[str, Any]) -> None:
-        key = sort_key(self.table.key_of(row)) if self.table.primary_key else None
+        key = row_sort_key(self.table, row)
         self.rows += 1
         if self._sorter is not None:
             self._sorter.add((key, self.rows), row)
             return
-        if key is not None and self._last is not None and not self._last < key:
+        keyless = is_keyless(self.table)
+        if self._last is not None and (self._last > key if keyless else not self._last < key):
             self._switch_to_sort(key, row)
             return
         self._last = key
@@ -175,7 +187,7 @@ class SortedRowSink:
         self._sorter = ExternalSorter(self._workdir, self._spill_bytes)
         assert self._writer is not None
         for i, old in enumerate(self._builder.take_back(self.table)):
-            self._sorter.add((sort_key(self.table.key_of(old)), i), old)
+            self._sorter.add((row_sort_key(self.table, old), i), old)
         self._sorter.add((key, self.rows), row)
         self._writer = None
 
@@ -184,8 +196,9 @@ class SortedRowSink:
             return
         writer = self._builder.table(self.table)
         previous = None
+        keyless = is_keyless(self.table)
         for (key, _), row in self._sorter.items():
-            if previous is not None and key == previous:
+            if previous is not None and key == previous and not keyless:
                 raise ValidationError(f"table {self.table.qualified} holds primary key "
                                       f"{self.table.key_of(row)!r} twice in one snapshot")
             previous = key
@@ -302,6 +315,9 @@ def _change(event: ChangeEvent, state: FoldState, sorter: ExternalSorter,
     def add(key: tuple[Any, ...], kind: int, payload: tuple[Any, ...]) -> None:
         sorter.add((name, sort_key(key), pos, next(counter)), (kind, key, *payload))
 
+    if is_keyless(table):
+        _keyless_change(event, add)
+        return
     if event.op in ("c", "r", "u"):
         after = _require(event, event.after, "after")
         new_key = table.key_of(after)
@@ -315,6 +331,33 @@ def _change(event: ChangeEvent, state: FoldState, sorter: ExternalSorter,
             add(new_key, _PUT, (dict(after), toast, None))
     elif event.op == "d":
         add(table.key_of(_require(event, event.before, "before")), _DEL, (False,))
+
+
+def _keyless_change(event: ChangeEvent,
+                    add: Callable[[tuple[Any, ...], int, tuple[Any, ...]], None]) -> None:
+    """A change of a table without a primary key, keyed by whole-row identity: one row
+    equal to the old image less, one row equal to the new image more (REPLICA IDENTITY
+    FULL sends the whole old row, so unchanged TOAST columns of the new one are the old
+    one's)."""
+    table = event.table
+
+    def put(row: dict[str, Any], kind: int) -> None:
+        add((row_identity(table.column_names, row),), kind, (row,))
+
+    if event.op in ("u", "d"):
+        before = event.before
+        if before is None or any(c not in before for c in table.column_names):
+            raise ValidationError(
+                f"{event.op!r} event on {table.qualified} (no primary key) at "
+                f"{event.position} lacks the whole old row: the table must be REPLICA "
+                "IDENTITY FULL at the source")
+        put(dict(before), _REMOVE)
+    if event.op in ("c", "r", "u"):
+        after = dict(_require(event, event.after, "after"))
+        if event.op == "u":
+            for column in event.unchanged_toast:
+                after[column] = event.before[column]  # type: ignore[index]
+        put(after, _ADD)
 
 
 def _require(event: ChangeEvent, row: dict[str, Any] | None, which: str) -> dict[str, Any]:
@@ -381,6 +424,10 @@ def _merge_table(name: str, info: _TableChanges, base_schema: TableSchema,
     truncated = info.truncated_at
     # a truncate empties the table: only what came after it counts
     live = ((sk, pos, p) for sk, pos, p in changes if truncated is None or pos > truncated)
+    if is_keyless(info.schema):
+        _write_multiset(name, info, base_schema, base_rows(), live, builder, workdir,
+                        spill_bytes)
+        return
     captured: dict[tuple[int, int], Any] = {}
     if not info.cross_key_toast:
         _write_merged(name, info, base_schema, base_rows(), live, builder, captured)
@@ -398,6 +445,53 @@ def _merge_table(name: str, info: _TableChanges, base_schema: TableSchema,
         _write_merged(name, info, base_schema, base_rows(), again(), builder, captured)
     finally:
         own.close()
+
+
+def _write_multiset(name: str, info: _TableChanges, base_schema: TableSchema,
+                    base_rows: Iterable[dict[str, Any]], changes: Iterable[Any],
+                    builder: PackageBuilder, workdir: Path, spill_bytes: int) -> None:
+    """The merge for a table without a primary key: per distinct row (``row_identity``),
+    how many the base holds plus the rows added minus the rows removed."""
+    # The base is sorted again: a member written before such tables were kept in
+    # identity order (or by another writer) may come in any order.
+    base_sorted = ExternalSorter(workdir, spill_bytes)
+    try:
+        for i, row in enumerate(base_rows):
+            base_sorted.add((row_sort_key(base_schema, row), i), row)
+        writer = builder.table(info.schema)
+        base_iter = ((key, row) for (key, _), row in base_sorted.items())
+        change_groups = itertools.groupby(changes, key=lambda e: e[0])
+        b = next(base_iter, None)
+        c = next(change_groups, None)
+        while b is not None or c is not None:
+            if c is None or (b is not None and b[0] < c[0]):
+                assert b is not None
+                writer.write(b[1])
+                b = next(base_iter, None)
+                continue
+            key, group = c[0], list(c[1])
+            c = next(change_groups, None)
+            count, row = 0, None
+            while b is not None and b[0] == key:
+                count, row = count + 1, b[1]
+                b = next(base_iter, None)
+            for _, pos, payload in group:
+                count += 1 if payload[0] == _ADD else -1
+                if count < 0:
+                    raise ValidationError(
+                        f"{name}: the change at {Position(*pos)} removes a row the table "
+                        f"does not hold: {_short(payload[2])}")
+                if payload[0] == _ADD:
+                    row = payload[2]
+            for _ in range(count):
+                writer.write(row)
+    finally:
+        base_sorted.close()
+
+
+def _short(row: dict[str, Any]) -> str:
+    text = repr(row)
+    return text if len(text) < 200 else text[:197] + "..."
 
 
 def _capture_passes(name: str, base_schema: TableSchema,

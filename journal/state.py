@@ -28,6 +28,7 @@ from journal.events import (
     TransactionMarker,
 )
 from journal.positions import Position
+from journal.row_identity import KeylessRows
 
 Row = dict[str, Any]
 Key = tuple[Any, ...]
@@ -187,8 +188,11 @@ class StreamState:
             self.marks.append((message.content.decode(errors="replace"), message.position))
 
     def _change(self, event: ChangeEvent) -> None:
-        rows = self._tables.setdefault(event.table.qualified, {})
         table = event.table
+        if not table.primary_key:
+            self._keyless_change(event)
+            return
+        rows = self._tables.setdefault(event.table.qualified, {})
         if event.op == "t":
             rows.clear()
         elif event.op in ("r", "c"):
@@ -211,6 +215,28 @@ class StreamState:
         elif event.op == "d":
             before = _require(event, event.before, "before")
             rows.pop(table.key_of(before), None)
+
+
+    def _keyless_change(self, event: ChangeEvent) -> None:
+        """A table without a primary key (REPLICA IDENTITY FULL) is a multiset: an update
+        or delete takes away one row equal to the whole old image."""
+        rows = self._tables.get(event.table.qualified)
+        if not isinstance(rows, KeylessRows):
+            rows = self._tables[event.table.qualified] = KeylessRows()  # type: ignore[assignment]
+        if event.op == "t":
+            rows.clear()
+            return
+        if event.op in ("u", "d"):
+            before = _require(event, event.before, "before")
+            if not rows.remove(before):
+                raise ValidationError(f"{event.op!r} event on {event.table.qualified} at "
+                                      f"{event.position} changes a row the table does not "
+                                      "hold")
+        if event.op in ("r", "c", "u"):
+            row = dict(_require(event, event.after, "after"))
+            for column in event.unchanged_toast if event.op == "u" else ():
+                row[column] = before[column]
+            rows.add(row)
 
 
 def _require(event: ChangeEvent, row: Row | None, which: str) -> Row:

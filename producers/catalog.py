@@ -31,9 +31,17 @@ _TEXT_OIDS = frozenset({25, 1043})  # text, varchar
 
 def read_catalog(conn: psycopg.Connection[Any], schemas: Sequence[str] = ("public",),
                  tables: Sequence[str] = ()) -> dict[str, Any]:
-    """The CATALOG of ``tables`` ("schema.table"), or of every ordinary table of ``schemas``."""
+    """The CATALOG of ``tables`` ("schema.table"), or of every ordinary and partitioned
+    table of ``schemas`` (a partition is described with its root, never on its own).
+
+    Refuses (SourceError) an UNLOGGED or temporary table: logical decoding never sees its
+    rows, so it would be captured, and restored, as an empty table.
+    """
     with _empty_search_path(conn), conn.cursor(row_factory=dict_row) as cur:
         oids = _table_oids(cur, schemas, tables)
+        unlogged = _unlogged_problems(cur, oids)
+        if unlogged:
+            raise SourceError("\n".join(unlogged))
         types, extensions = _user_types(cur, oids)
         result: dict[str, Any] = {"types": types, "extensions": extensions, "tables": {}}
         for oid in oids:
@@ -55,8 +63,95 @@ def table_schemas(catalog: dict[str, Any]) -> dict[str, TableSchema]:
 
 
 def tables_without_primary_key(catalog: dict[str, Any]) -> list[str]:
-    """Tables that capture cannot key: each needs a primary key (or REPLICA IDENTITY FULL)."""
+    """Tables without a primary key: captured only under REPLICA IDENTITY FULL, where a
+    row is identified by all its columns (see ``capture_problems``)."""
     return sorted(name for name, t in catalog["tables"].items() if not t["primary_key"])
+
+
+def capture_problems(conn: psycopg.Connection[Any], tables: Sequence[str]) -> list[str]:
+    """Why some of ``tables`` ("schema.table", partitioned roots included) cannot be
+    captured exactly: one line per problem, saying why and what to do. Empty when all is
+    well.
+
+    - UNLOGGED or temporary tables (or partitions): logical decoding never sees their rows.
+    - A table without a primary key whose relations (the table, or each partition of a
+      partitioned one, where the changes really happen) are not REPLICA IDENTITY FULL:
+      its updates and deletes would not say which row they changed.
+    - A replica identity index other than the primary key: an update that changes the
+      primary key but not that index would be captured under the wrong key.
+    """
+    if not tables:
+        return []
+    with _empty_search_path(conn), conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(
+            "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname || '.' || c.relname = ANY(%s) AND c.relkind IN ('r', 'p') "
+            "ORDER BY n.nspname, c.relname", (list(tables),)).fetchall()
+        oids = [r["oid"] for r in rows]
+        problems = _unlogged_problems(cur, oids)
+        for r in cur.execute(
+            """
+            SELECT format('%%I.%%I', rn.nspname, root.relname) AS root,
+                   format('%%I.%%I', n.nspname, c.relname) AS rel,
+                   EXISTS (SELECT 1 FROM pg_index i
+                           WHERE i.indrelid = root.oid AND i.indisprimary) AS keyed,
+                   c.relreplident::text AS ident,
+                   (SELECT i.indisprimary FROM pg_index i
+                    WHERE i.indrelid = c.oid AND i.indisreplident) AS ident_is_primary,
+                   (SELECT format('%%I', ic.relname) FROM pg_index i
+                    JOIN pg_class ic ON ic.oid = i.indexrelid
+                    WHERE i.indrelid = c.oid AND i.indisreplident) AS ident_index
+            FROM unnest(%s::oid[]) AS r(oid)
+            JOIN pg_class root ON root.oid = r.oid
+            JOIN pg_namespace rn ON rn.oid = root.relnamespace
+            CROSS JOIN LATERAL (SELECT r.oid AS relid
+                                UNION SELECT relid FROM pg_partition_tree(r.oid)) AS t
+            JOIN pg_class c ON c.oid = t.relid
+            JOIN pg_namespace n ON n.oid = c.relnamespace
+            ORDER BY 1, c.oid <> root.oid, 2
+            """, (oids,)).fetchall():
+            if not r["keyed"] and r["ident"] != "f":
+                which = "it" if r["rel"] == r["root"] else f"its partition {r['rel']}"
+                problems.append(
+                    f"table {r['root']} has no primary key and {which} is not REPLICA "
+                    "IDENTITY FULL, so its updates and deletes cannot be captured exactly: "
+                    f"ALTER TABLE {r['rel']} REPLICA IDENTITY FULL; (or add a primary key)")
+            elif r["keyed"] and r["ident"] == "i" and not r["ident_is_primary"]:
+                problems.append(
+                    f"table {r['rel']} has REPLICA IDENTITY USING INDEX {r['ident_index']}, "
+                    "not its primary key, so an update of the primary key could be captured "
+                    f"under the wrong key: ALTER TABLE {r['rel']} REPLICA IDENTITY DEFAULT; "
+                    "(or FULL)")
+    return problems
+
+
+def _unlogged_problems(cur: psycopg.Cursor[Any], oids: Sequence[int]) -> list[str]:
+    rows = cur.execute(
+        """
+        SELECT format('%%I.%%I', rn.nspname, root.relname) AS root,
+               format('%%I.%%I', n.nspname, c.relname) AS rel,
+               c.relpersistence::text AS persistence
+        FROM unnest(%s::oid[]) AS r(oid)
+        JOIN pg_class root ON root.oid = r.oid
+        JOIN pg_namespace rn ON rn.oid = root.relnamespace
+        CROSS JOIN LATERAL (SELECT r.oid AS relid
+                            UNION SELECT relid FROM pg_partition_tree(r.oid)) AS t
+        JOIN pg_class c ON c.oid = t.relid
+        JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relpersistence <> 'p'
+        ORDER BY 1, 2
+        """, (list(oids),)).fetchall()
+    problems = []
+    for r in rows:
+        kind = "UNLOGGED" if r["persistence"] == "u" else "TEMPORARY"
+        what = r["rel"] if r["rel"] == r["root"] else f"{r['rel']} (a partition of {r['root']})"
+        fix = (f"ALTER TABLE {r['rel']} SET LOGGED, or leave it out of capture"
+               if kind == "UNLOGGED" else "leave it out of capture")
+        problems.append(
+            f"table {what} is {kind}: logical decoding never sees its rows, so it would be "
+            f"captured and restored empty; {fix} (list the captured tables in [source] "
+            "tables, or keep it in a schema that is not captured)")
+    return problems
 
 
 def detect_natural_key(table_catalog: dict[str, Any]) -> list[str] | None:
@@ -128,16 +223,23 @@ def _table_oids(cur: psycopg.Cursor[Any], schemas: Sequence[str],
             if not dot:
                 raise SourceError(f"table {qualified!r}: name it as schema.table")
             row = cur.execute(
-                "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-                "WHERE n.nspname = %s AND c.relname = %s AND c.relkind = 'r'",
+                "SELECT c.oid, c.relispartition, (SELECT format('%%I.%%I', pn.nspname, "
+                "p.relname) FROM pg_inherits i JOIN pg_class p ON p.oid = i.inhparent "
+                "JOIN pg_namespace pn ON pn.oid = p.relnamespace WHERE i.inhrelid = c.oid) "
+                "AS parent FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p')",
                 (schema, name)).fetchone()
             if row is None:
                 raise SourceError(f"table {qualified} does not exist in the source database")
+            if row["relispartition"]:
+                # its changes are published through the root (publish_via_partition_root)
+                raise SourceError(f"table {qualified} is a partition of {row['parent']}: "
+                                  "capture the partitioned table instead")
             oids.append(row["oid"])
         return oids
     rows = cur.execute(
         "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE n.nspname = ANY(%s) AND c.relkind = 'r' AND NOT c.relispartition "
+        "WHERE n.nspname = ANY(%s) AND c.relkind IN ('r', 'p') AND NOT c.relispartition "
         "AND left(c.relname, %s) <> %s ORDER BY n.nspname, c.relname",
         (list(schemas), len(JOURNAL_TABLE_PREFIX), JOURNAL_TABLE_PREFIX)).fetchall()
     return [r["oid"] for r in rows]
@@ -328,10 +430,15 @@ def _type_entry(cur: psycopg.Cursor[Any], oid: int, r: dict[str, Any]
 
 def _table(cur: psycopg.Cursor[Any], oid: int) -> dict[str, Any]:
     names = cur.execute(
-        "SELECT n.nspname AS schema, c.relname AS name FROM pg_class c "
-        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = %s", (oid,)).fetchone()
+        "SELECT n.nspname AS schema, c.relname AS name, "
+        "CASE WHEN c.relkind = 'p' THEN pg_get_partkeydef(c.oid) END AS partition_key "
+        "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = %s",
+        (oid,)).fetchone()
     schema, name = names["schema"], names["name"]
     columns = _columns(cur, oid)
+    create_table = _create_table(cur, schema, name, columns)
+    if names["partition_key"] is not None:
+        create_table = f"{create_table} PARTITION BY {names['partition_key']}"
     entry: dict[str, Any] = {
         "schema": schema,
         "name": name,
@@ -340,13 +447,91 @@ def _table(cur: psycopg.Cursor[Any], oid: int) -> dict[str, Any]:
         "primary_key": _primary_key(cur, oid),
         "unique": _unique_keys(cur, oid),
         "foreign_keys": _foreign_keys(cur, oid),
-        "create_table": _create_table(cur, schema, name, columns),
+        "create_table": create_table,
         "constraints": _constraints(cur, oid),
         "indexes": _indexes(cur, oid),
         "sequences": _sequences(cur, oid),
+        "replica_identity": dict(cur.execute(REPLICA_IDENTITY_QUERY, (oid,)).fetchone()),
     }
+    if names["partition_key"] is not None:
+        entry["partition_key"] = names["partition_key"]
+        entry["partitions"] = partitions(cur.execute(PARTITIONS_QUERY, (oid,)).fetchall())
     entry["natural_key"] = detect_natural_key(entry)
     return entry
+
+
+# How a relation identifies its old rows to logical decoding, and the DDL that gives a
+# re-created one the same (None for the default, the primary key). One parameter: its oid.
+REPLICA_IDENTITY_QUERY = """
+    SELECT CASE c.relreplident WHEN 'd' THEN 'default' WHEN 'f' THEN 'full'
+                               WHEN 'n' THEN 'nothing' ELSE 'index' END AS kind,
+           CASE WHEN c.relreplident = 'i' THEN ri.relname END AS index,
+           CASE WHEN c.relreplident <> 'd'
+                THEN format('ALTER TABLE ONLY %%I.%%I REPLICA IDENTITY %%s', n.nspname,
+                            c.relname, CASE c.relreplident WHEN 'f' THEN 'FULL'
+                                                           WHEN 'n' THEN 'NOTHING'
+                                       ELSE format('USING INDEX %%I', ri.relname) END)
+           END AS ddl
+    FROM pg_class c
+    JOIN pg_namespace n ON n.oid = c.relnamespace
+    LEFT JOIN (pg_index i JOIN pg_class ri ON ri.oid = i.indexrelid)
+           ON i.indrelid = c.oid AND i.indisreplident
+    WHERE c.oid = %s
+"""
+
+# Every partition under a partitioned table (one parameter: its oid), parents before
+# their own partitions: the CREATE TABLE … PARTITION OF … FOR VALUES … that re-creates it
+# (columns, NOT NULLs, defaults, keys and indexes come from the root), what it has of its
+# own beyond its parent's (check constraints, indexes), and its replica identity.
+PARTITIONS_QUERY = """
+    SELECT n.nspname AS schema, c.relname AS name,
+           format('%%I.%%I', pn.nspname, p.relname) AS parent,
+           format('CREATE TABLE %%I.%%I PARTITION OF %%I.%%I %%s%%s', n.nspname, c.relname,
+                  pn.nspname, p.relname, pg_get_expr(c.relpartbound, c.oid),
+                  CASE WHEN c.relkind = 'p'
+                       THEN ' PARTITION BY ' || pg_get_partkeydef(c.oid) END) AS ddl,
+           coalesce((SELECT array_agg(format('ALTER TABLE ONLY %%I.%%I ADD CONSTRAINT %%I %%s',
+                                             n.nspname, c.relname, con.conname,
+                                             pg_get_constraintdef(con.oid))
+                                      ORDER BY con.contype <> 'p', con.conname)
+                     FROM pg_constraint con
+                     WHERE con.conrelid = c.oid AND con.contype IN ('p', 'u', 'c', 'x')
+                       AND con.conislocal AND con.conparentid = 0), '{}') AS constraints,
+           coalesce((SELECT array_agg(pg_get_indexdef(i.indexrelid) ORDER BY ic.relname)
+                     FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
+                     WHERE i.indrelid = c.oid
+                       AND NOT EXISTS (SELECT 1 FROM pg_constraint con
+                                       WHERE con.conindid = i.indexrelid
+                                         AND con.conrelid = i.indrelid)
+                       AND NOT EXISTS (SELECT 1 FROM pg_inherits h
+                                       WHERE h.inhrelid = i.indexrelid)), '{}') AS indexes,
+           CASE c.relreplident WHEN 'd' THEN 'default' WHEN 'f' THEN 'full'
+                               WHEN 'n' THEN 'nothing' ELSE 'index' END AS identity_kind,
+           CASE WHEN c.relreplident = 'i' THEN ri.relname END AS identity_index,
+           CASE WHEN c.relreplident <> 'd'
+                THEN format('ALTER TABLE ONLY %%I.%%I REPLICA IDENTITY %%s', n.nspname,
+                            c.relname, CASE c.relreplident WHEN 'f' THEN 'FULL'
+                                                           WHEN 'n' THEN 'NOTHING'
+                                       ELSE format('USING INDEX %%I', ri.relname) END)
+           END AS identity_ddl
+    FROM pg_partition_tree(%s) AS t
+    JOIN pg_class c ON c.oid = t.relid
+    JOIN pg_namespace n ON n.oid = c.relnamespace
+    JOIN pg_class p ON p.oid = t.parentrelid
+    JOIN pg_namespace pn ON pn.oid = p.relnamespace
+    LEFT JOIN (pg_index i JOIN pg_class ri ON ri.oid = i.indexrelid)
+           ON i.indrelid = c.oid AND i.indisreplident
+    WHERE t.level > 0
+    ORDER BY t.level, n.nspname, c.relname
+"""
+
+
+def partitions(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """CATALOG partition entries from the rows of ``PARTITIONS_QUERY``."""
+    return [{"schema": r["schema"], "name": r["name"], "parent": r["parent"], "ddl": r["ddl"],
+             "constraints": list(r["constraints"]), "indexes": list(r["indexes"]),
+             "replica_identity": {"kind": r["identity_kind"], "index": r["identity_index"],
+                                  "ddl": r["identity_ddl"]}} for r in rows]
 
 
 def _columns(cur: psycopg.Cursor[Any], oid: int) -> list[dict[str, Any]]:
@@ -445,14 +630,16 @@ def _foreign_keys(cur: psycopg.Cursor[Any], oid: int) -> list[dict[str, Any]]:
                 JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.attnum)
                  AS ref_columns,
                con.condeferrable AS deferrable,
-               format('ALTER TABLE ONLY %%I.%%I ADD CONSTRAINT %%I %%s', n.nspname, c.relname,
-                      con.conname, pg_get_constraintdef(con.oid)) AS ddl
+               -- no ONLY on a partitioned table: its foreign keys must reach the partitions
+               format('ALTER TABLE %%s%%I.%%I ADD CONSTRAINT %%I %%s',
+                      CASE WHEN c.relkind = 'p' THEN '' ELSE 'ONLY ' END, n.nspname,
+                      c.relname, con.conname, pg_get_constraintdef(con.oid)) AS ddl
         FROM pg_constraint con
         JOIN pg_class c ON c.oid = con.conrelid
         JOIN pg_namespace n ON n.oid = c.relnamespace
         JOIN pg_class rc ON rc.oid = con.confrelid
         JOIN pg_namespace rn ON rn.oid = rc.relnamespace
-        WHERE con.conrelid = %s AND con.contype = 'f'
+        WHERE con.conrelid = %s AND con.contype = 'f' AND con.conparentid = 0
         ORDER BY con.conname
         """, (oid,)).fetchall()
     return [{"name": r["name"], "columns": list(r["columns"]), "ref_table": r["ref_table"],
@@ -462,11 +649,13 @@ def _foreign_keys(cur: psycopg.Cursor[Any], oid: int) -> list[dict[str, Any]]:
 
 def _constraints(cur: psycopg.Cursor[Any], oid: int) -> list[str]:
     # Primary key first (the restore creates it before the rest), then by name. NOT NULL
-    # constraints (contype 'n', PostgreSQL 18) are already part of create_table.
+    # constraints (contype 'n', PostgreSQL 18) are already part of create_table. No ONLY
+    # on a partitioned table: PostgreSQL refuses it there (keys must reach the partitions).
     rows = cur.execute(
         """
-        SELECT format('ALTER TABLE ONLY %%I.%%I ADD CONSTRAINT %%I %%s', n.nspname, c.relname,
-                      con.conname, pg_get_constraintdef(con.oid)) AS ddl
+        SELECT format('ALTER TABLE %%s%%I.%%I ADD CONSTRAINT %%I %%s',
+                      CASE WHEN c.relkind = 'p' THEN '' ELSE 'ONLY ' END, n.nspname,
+                      c.relname, con.conname, pg_get_constraintdef(con.oid)) AS ddl
         FROM pg_constraint con
         JOIN pg_class c ON c.oid = con.conrelid
         JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -477,11 +666,20 @@ def _constraints(cur: psycopg.Cursor[Any], oid: int) -> list[str]:
 
 
 def _indexes(cur: psycopg.Cursor[Any], oid: int) -> list[str]:
+    # On a partitioned table without the ON ONLY that pg_get_indexdef prints: that would
+    # leave the index invalid until every partition has one attached.
     rows = cur.execute(
         """
-        SELECT pg_get_indexdef(i.indexrelid) AS ddl
+        SELECT CASE WHEN c.relkind = 'p' AND left(d.ddl, length(d.only)) = d.only
+                    THEN left(d.only, -length('ONLY ')) || substr(d.ddl, length(d.only) + 1)
+                    ELSE d.ddl END AS ddl
         FROM pg_index i
         JOIN pg_class ic ON ic.oid = i.indexrelid
+        JOIN pg_class c ON c.oid = i.indrelid
+        CROSS JOIN LATERAL (SELECT pg_get_indexdef(i.indexrelid) AS ddl,
+                                   format('CREATE %%sINDEX %%I ON ONLY ',
+                                          CASE WHEN i.indisunique THEN 'UNIQUE ' END,
+                                          ic.relname) AS only) AS d
         WHERE i.indrelid = %s
           AND NOT EXISTS (SELECT 1 FROM pg_constraint con
                           WHERE con.conindid = i.indexrelid AND con.conrelid = i.indrelid
@@ -498,7 +696,7 @@ def _sequences(cur: psycopg.Cursor[Any], oid: int) -> list[dict[str, Any]]:
         """
         SELECT sn.nspname AS seq_schema, s.relname AS seq_name, a.attname AS column,
                a.attidentity::text AS identity, n.nspname AS schema, c.relname AS table,
-               format_type(ps.seqtypid, NULL) AS seq_type,
+               format_type(ps.seqtypid, NULL) AS seq_type, c.relkind = 'p' AS partitioned,
                format('INCREMENT BY %%s MINVALUE %%s MAXVALUE %%s START WITH %%s '
                       'CACHE %%s%%s', ps.seqincrement,
                       ps.seqmin, ps.seqmax, ps.seqstart, ps.seqcache,
@@ -520,17 +718,18 @@ def _sequences(cur: psycopg.Cursor[Any], oid: int) -> list[dict[str, Any]]:
         table = sql.Identifier(r["schema"], r["table"])
         column = sql.Identifier(r["column"])
         options = sql.SQL(r["options"])
+        only = "" if r["partitioned"] else "ONLY "  # an identity must reach the partitions
         if r["identity"]:
             kind = "ALWAYS" if r["identity"] == "a" else "BY DEFAULT"
             ddl = sql.SQL(
-                "ALTER TABLE ONLY {} ALTER COLUMN {} ADD GENERATED " + kind
+                "ALTER TABLE " + only + "{} ALTER COLUMN {} ADD GENERATED " + kind
                 + " AS IDENTITY (SEQUENCE NAME {} {})").format(
                 table, column, seq, options)
         else:
             ddl = sql.SQL(
                 "CREATE SEQUENCE {seq} AS {seq_type} {options}; "
                 "ALTER SEQUENCE {seq} OWNED BY {table}.{column}; "
-                "ALTER TABLE ONLY {table} ALTER COLUMN {column} "
+                "ALTER TABLE " + only + "{table} ALTER COLUMN {column} "
                 "SET DEFAULT nextval({name}::regclass)"
             ).format(seq=seq, seq_type=sql.SQL(r["seq_type"]), options=options, table=table,
                      column=column, name=sql.Literal(seq.as_string(cur.connection)))

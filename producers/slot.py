@@ -26,6 +26,7 @@ from journal.config import Config, redact
 from journal.durable import write_atomically
 from journal.errors import ConfigError, SourceError
 from journal.positions import format_lsn, parse_lsn
+from producers.catalog import capture_problems
 
 log = logging.getLogger(__name__)
 
@@ -106,11 +107,12 @@ def preflight(conn: psycopg.Connection[Any], config: Config) -> None:
 
 
 def check_tables(conn: psycopg.Connection[Any], config: Config) -> list[str]:
-    """The captured tables ("schema.table"); each must exist and be keyed."""
+    """The captured tables ("schema.table"): each must exist, be a table capture can see
+    the rows of, and say which row each update or delete changed (``capture_problems``)."""
     if config.tables:
         wanted = list(config.tables)
-        found = {f"{s}.{t}": ident for s, t, ident in conn.execute(
-            "SELECT n.nspname, c.relname, c.relreplident FROM pg_class c "
+        found = {f"{s}.{t}": partition for s, t, partition in conn.execute(
+            "SELECT n.nspname, c.relname, c.relispartition FROM pg_class c "
             "JOIN pg_namespace n ON n.oid = c.relnamespace "
             "WHERE c.relkind IN ('r', 'p') AND n.nspname || '.' || c.relname = ANY(%s)",
             (wanted,)).fetchall()}
@@ -118,28 +120,27 @@ def check_tables(conn: psycopg.Connection[Any], config: Config) -> list[str]:
         if missing:
             raise SourceError(f"captured table(s) {', '.join(missing)} do not exist in the "
                               "source database: fix [source] tables in journal.toml")
+        partitions = [t for t in wanted if found[t]]
+        if partitions:
+            # its changes are published as changes of the partitioned table
+            raise SourceError(f"captured table(s) {', '.join(partitions)} are partitions: "
+                              "name their partitioned table in [source] tables instead")
     else:
         missing_schemas = [s for s in config.schemas if conn.execute(
             "SELECT 1 FROM pg_namespace WHERE nspname = %s", (s,)).fetchone() is None]
         if missing_schemas:
             raise SourceError(f"schema(s) {', '.join(missing_schemas)} do not exist in the "
                               "source database: fix [source] schemas in journal.toml")
+        # partitions are captured through their partitioned table, never on their own
         wanted = [f"{s}.{t}" for s, t in conn.execute(
             "SELECT n.nspname, c.relname FROM pg_class c "
             "JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE c.relkind = 'r' AND NOT c.relispartition AND n.nspname = ANY(%s) "
+            "WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND n.nspname = ANY(%s) "
             "AND left(c.relname, 8) <> 'journal_' ORDER BY 1, 2",
             (list(config.schemas),)).fetchall()]
-    unkeyed = [t for (t,) in conn.execute(
-        "SELECT n.nspname || '.' || c.relname FROM pg_class c "
-        "JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE n.nspname || '.' || c.relname = ANY(%s) AND c.relreplident <> 'f' "
-        "AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid "
-        "                AND (i.indisprimary OR i.indisreplident)) ORDER BY 1",
-        (wanted,)).fetchall()]
-    if unkeyed:
-        raise SourceError(f"table(s) {', '.join(unkeyed)} have no primary key: add one, or "
-                          "ALTER TABLE … REPLICA IDENTITY FULL")
+    problems = capture_problems(conn, wanted)
+    if problems:
+        raise SourceError("cannot capture every table exactly:\n  " + "\n  ".join(problems))
     return wanted
 
 
@@ -162,6 +163,9 @@ def ensure_publication(conn: psycopg.Connection[Any], config: Config) -> None:
     Whole schemas become ``FOR TABLES IN SCHEMA`` (tables created later are included);
     a table list becomes ``FOR TABLE``. It must exist before the slot is created: the
     slot decodes with the catalog of its own past, where a later publication is missing.
+    ``publish_via_partition_root``: a change in a partition arrives as a change of its
+    partitioned table, the one table the catalog describes (a row moving between
+    partitions is then a delete and an insert of that table).
     """
     name = sql.Identifier(config.publication)
     if config.tables:
@@ -174,11 +178,19 @@ def ensure_publication(conn: psycopg.Connection[Any], config: Config) -> None:
                           (config.publication,)).fetchone()
     try:
         if exists is None:
-            conn.execute(sql.SQL("CREATE PUBLICATION {} FOR {}").format(name, targets))
+            conn.execute(sql.SQL("CREATE PUBLICATION {} FOR {} "
+                                 "WITH (publish_via_partition_root = true)").format(
+                                     name, targets))
             log.info("created publication %s", config.publication)
-        elif _published(conn, config) != _wanted(conn, config):
-            conn.execute(sql.SQL("ALTER PUBLICATION {} SET {}").format(name, targets))
-            log.info("updated the tables of publication %s", config.publication)
+        else:
+            if _published(conn, config) != _wanted(conn, config):
+                conn.execute(sql.SQL("ALTER PUBLICATION {} SET {}").format(name, targets))
+                log.info("updated the tables of publication %s", config.publication)
+            if not _via_root(conn, config):
+                conn.execute(sql.SQL("ALTER PUBLICATION {} "
+                                     "SET (publish_via_partition_root = true)").format(name))
+                log.info("publication %s now publishes partitions through their root",
+                         config.publication)
     except psycopg.errors.InsufficientPrivilege as exc:
         raise SourceError(f"cannot create publication {config.publication}: "
                           f"{exc.diag.message_primary} (create it as a superuser or the "
@@ -197,6 +209,12 @@ def _published(conn: psycopg.Connection[Any], config: Config) -> tuple[set[str],
         "JOIN pg_namespace n ON n.oid = pn.pnnspid WHERE p.pubname = %s",
         (config.publication,)).fetchall()}
     return tables, schemas
+
+
+def _via_root(conn: psycopg.Connection[Any], config: Config) -> bool:
+    row = conn.execute("SELECT pubviaroot FROM pg_publication WHERE pubname = %s",
+                       (config.publication,)).fetchone()
+    return bool(row and row[0])
 
 
 def _wanted(conn: psycopg.Connection[Any], config: Config) -> tuple[set[str], set[str]]:

@@ -23,15 +23,20 @@ SHAPES = {
     # an enum, composite or range type, or a domain
     "type": rf"(?:CREATE TYPE {_QUALIFIED} AS (?:ENUM |RANGE )?\(|CREATE DOMAIN {_QUALIFIED} AS )",
     "table": rf"CREATE (?:UNLOGGED )?TABLE {_QUALIFIED} \(",
-    "constraint": rf"ALTER TABLE ONLY {_QUALIFIED} ADD CONSTRAINT {_IDENT} "
+    # a partition of a partitioned table (checked on the partition's own name)
+    "partition": rf"CREATE TABLE {_QUALIFIED} PARTITION OF {_QUALIFIED} (?:FOR VALUES |DEFAULT)",
+    # without ONLY on a partitioned table: keys and foreign keys must reach its partitions
+    "constraint": rf"ALTER TABLE (?:ONLY )?{_QUALIFIED} ADD CONSTRAINT {_IDENT} "
                   r"(?:PRIMARY KEY|UNIQUE|CHECK|EXCLUDE)\b",
     "index": rf"CREATE (?:UNIQUE )?INDEX {_IDENT} ON (?:ONLY )?{_QUALIFIED} USING ",
-    "foreign key": rf"ALTER TABLE ONLY {_QUALIFIED} ADD CONSTRAINT {_IDENT} FOREIGN KEY ",
+    "foreign key": rf"ALTER TABLE (?:ONLY )?{_QUALIFIED} ADD CONSTRAINT {_IDENT} FOREIGN KEY ",
+    "replica identity": rf"ALTER TABLE ONLY {_QUALIFIED} REPLICA IDENTITY "
+                        rf"(?:FULL|NOTHING|DEFAULT|USING INDEX {_IDENT})$",
     # a serial column's sequence: created, owned by the column, set as its default; or an
     # identity column (ALTER TABLE … ADD GENERATED … AS IDENTITY)
     "create sequence": rf"CREATE SEQUENCE {_QUALIFIED} ",
     "own sequence": rf"ALTER SEQUENCE {_IDENT}\.{_IDENT} OWNED BY {_QUALIFIED}\.{_IDENT}$",
-    "column default": rf"ALTER TABLE ONLY {_QUALIFIED} ALTER COLUMN {_IDENT} "
+    "column default": rf"ALTER TABLE (?:ONLY )?{_QUALIFIED} ALTER COLUMN {_IDENT} "
                       r"(?:SET DEFAULT nextval\(|ADD GENERATED )",
 }
 _SEQUENCE_KINDS = ("create sequence", "own sequence", "column default")
@@ -53,7 +58,10 @@ def check(kind: str, statement: str, schema: str, name: str | None = None) -> No
     groups = [g for g in m.groups() if g is not None]
     pairs = list(zip(groups[::2], groups[1::2], strict=False))
     objects = {(_unquote(s), _unquote(n)) for s, n in pairs}
-    if name is None or kind == "create sequence":
+    if kind == "partition":
+        # the partition itself, of a parent in any schema
+        ok = (_unquote(groups[0]), _unquote(groups[1])) == (schema, name)
+    elif name is None or kind == "create sequence":
         # an enum type or a sequence: any name, but in the table's schema
         ok = all(s == schema for s, _ in objects)
     else:

@@ -12,6 +12,7 @@ from typing import Any
 
 from journal.events import ChangeEvent, Transaction
 from journal.positions import Position
+from journal.row_identity import KeylessRows
 from restorer.plan import Cutoff
 from restorer.replay import ReplayResult, end_position, included
 
@@ -20,6 +21,9 @@ Key = tuple[Any, ...]
 
 @dataclass
 class JournalState:
+    """Rows per table, keyed by primary key; a table without one is a multiset
+    (``KeylessRows``): equal rows stay as many, an update or delete takes one away."""
+
     primary_keys: dict[str, tuple[str, ...]]
     tables: dict[str, dict[Key, dict[str, Any]]] = field(default_factory=dict)
     reached: Position | None = None
@@ -29,12 +33,21 @@ class JournalState:
 
     def load(self, table: str, rows: Iterable[dict[str, Any]]) -> None:
         pk = self.primary_keys[table]
+        if not pk:
+            bag = KeylessRows()
+            for r in rows:
+                bag.add(r)
+            self.tables[table] = bag  # type: ignore[assignment]
+            return
         self.tables[table] = {tuple(r[c] for c in pk): r for r in rows}
 
     def apply(self, event: ChangeEvent) -> None:
         table = event.table.qualified
         pk = event.table.primary_key
         self.primary_keys.setdefault(table, pk)
+        if not pk:
+            self._apply_keyless(table, event)
+            return
         rows = self.tables.setdefault(table, {})
         if event.op == "t":
             rows.clear()
@@ -53,6 +66,23 @@ class JournalState:
         elif event.op == "d":
             assert event.before is not None
             rows.pop(tuple(event.before[c] for c in pk), None)
+
+    def _apply_keyless(self, table: str, event: ChangeEvent) -> None:
+        rows = self.tables.get(table)
+        if not isinstance(rows, KeylessRows):
+            rows = self.tables[table] = KeylessRows()  # type: ignore[assignment]
+        if event.op == "t":
+            rows.clear()
+            return
+        if event.op in ("u", "d"):
+            assert event.before is not None
+            rows.remove(event.before)  # none to take away: verify shows the difference
+        if event.op in ("c", "r", "u"):
+            assert event.after is not None
+            after = dict(event.after)
+            for c in event.unchanged_toast if event.op == "u" else ():
+                after[c] = (event.before or {}).get(c)
+            rows.add(after)
 
 
 def fold(catalog: dict[str, Any], rows_of: Callable[[str], Iterable[dict[str, Any]]] | None,

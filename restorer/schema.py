@@ -79,23 +79,50 @@ def create_extension(conn: psycopg.Connection[Any], extension: Mapping[str, Any]
 
 def create_tables(conn: psycopg.Connection[Any], catalog: Mapping[str, Any],
                   tables: Iterable[str]) -> None:
+    """Each table; a partitioned one with all its partitions (parents first), so the rows
+    loaded through it land where the source had them."""
     for name in tables:
         t = catalog["tables"][name]
         ddl.run(conn, "table", t["create_table"], t["schema"], t["name"])
+        for p in t.get("partitions", []):
+            if p["schema"] != t["schema"]:  # a partition may live in another schema
+                conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
+                    sql.Identifier(p["schema"])))
+            ddl.run(conn, "partition", p["ddl"], p["schema"], p["name"])
 
 
 def add_constraints(conn: psycopg.Connection[Any], catalog: Mapping[str, Any],
                     tables: Iterable[str]) -> None:
-    """Primary keys, unique and check constraints, then the other indexes."""
+    """Primary keys, unique and check constraints, then the other indexes, then the
+    replica identities (which may name one of those indexes)."""
     tables = list(tables)
     for name in tables:
         t = catalog["tables"][name]
         for statement in t.get("constraints", []):
             ddl.run(conn, "constraint", statement, t["schema"], t["name"])
+        for p in t.get("partitions", []):  # what a partition has beyond its parent's
+            for statement in p.get("constraints", []):
+                ddl.run(conn, "constraint", statement, p["schema"], p["name"])
     for name in tables:
         t = catalog["tables"][name]
         for statement in t.get("indexes", []):
             ddl.run(conn, "index", statement, t["schema"], t["name"])
+        for p in t.get("partitions", []):
+            for statement in p.get("indexes", []):
+                ddl.run(conn, "index", statement, p["schema"], p["name"])
+    set_replica_identity(conn, catalog, tables)
+
+
+def set_replica_identity(conn: psycopg.Connection[Any], catalog: Mapping[str, Any],
+                         tables: Iterable[str]) -> None:
+    """The replica identity each table (and each partition) had at the source, once the
+    index it may name exists."""
+    for name in tables:
+        t = catalog["tables"][name]
+        for rel in [t, *t.get("partitions", [])]:
+            statement = (rel.get("replica_identity") or {}).get("ddl")
+            if statement:
+                ddl.run(conn, "replica identity", statement, rel["schema"], rel["name"])
 
 
 def add_foreign_keys(conn: psycopg.Connection[Any], catalog: Mapping[str, Any],

@@ -26,6 +26,20 @@ from restorer.natural_keys import NaturalKey, config_line, is_surrogate_key
 from restorer.remap import Decision, KeyMap, RowRemapper, decide
 from restorer.report import TableCounts
 
+# Matching a row by all its columns (tables without a primary key). Types whose equality
+# means "the same value" are compared with it; for these, equality merges different
+# values (-0 and 0, 1.0 and 1.00, json with other spacing) or does not exist (json), so
+# they are compared as text, the parameter read through the column's (builtin) type.
+_EXACT_EQUALITY = frozenset({16, 20, 21, 23, 25, 1043, 1042, 19, 17, 1082, 1083, 1114, 1184,
+                             2950, 1000, 1016, 1005, 1007, 1009, 1015, 1014, 1001, 1182, 1183,
+                             1115, 1185, 2951})
+_TEXT_THROUGH = {700: "real", 701: "double precision", 1700: "numeric", 114: "json",
+                 3802: "jsonb", 1021: "real[]", 1022: "double precision[]",
+                 1231: "numeric[]", 199: "json[]", 3807: "jsonb[]"}
+# The output formats capture reads values in (producers.values.SESSION_SETTINGS, which
+# the restorer may not import): for the rest of the restore transaction.
+_TEXT_FORMATS = (("DateStyle", "ISO, MDY"), ("IntervalStyle", "postgres"), ("TimeZone", "UTC"),
+                 ("bytea_output", "hex"), ("extra_float_digits", "1"))
 COPY_ROWS = 64  # a batch this large is inserted with COPY rather than executemany
 FIXUP_BATCH = 5000  # deferred foreign keys held in memory before they go to the target
 FIXUPS_TABLE = "journal_restore_fixups_work"
@@ -64,6 +78,7 @@ class TargetWriter:
     # statements composed once per table (and column set), reused for every row
     _queries: dict[tuple[Any, ...], str] = field(default_factory=dict)
     _cur: psycopg.Cursor[Any] | None = None
+    _text_formats_set: bool = False
 
     @property
     def cursor(self) -> psycopg.Cursor[Any]:
@@ -409,6 +424,9 @@ class TargetWriter:
         """Apply a source update: ``after`` minus the columns PostgreSQL did not send."""
         spec = self._table(table)
         pk = tuple(spec["primary_key"])
+        if not pk:
+            self._update_keyless(table, before, after, unchanged)
+            return
         self.remapper.observe(table, after)
         source_key = tuple((before if before and all(c in before for c in pk) else after)[c]
                            for c in pk)
@@ -426,6 +444,9 @@ class TargetWriter:
     def delete_row(self, table: str, before: Mapping[str, Any]) -> None:
         spec = self._table(table)
         pk = tuple(spec["primary_key"])
+        if not pk:
+            self._delete_keyless(table, before)
+            return
         source_key = tuple(before[c] for c in pk)
         target_key = self.keymap.target_of(table, source_key) if self.remap else source_key
         key = ("delete", table)
@@ -438,6 +459,92 @@ class TargetWriter:
         self.keymap.forget(table, source_key)
         self.remapper.forget(table, before)
         self._count(table).deleted += 1
+
+    # -- tables without a primary key (REPLICA IDENTITY FULL) ------------------------------
+
+    def _update_keyless(self, table: str, before: Mapping[str, Any] | None,
+                        after: dict[str, Any], unchanged: Sequence[str]) -> None:
+        """One row equal to ``before`` (of possibly several equal ones) becomes ``after``;
+        unchanged TOAST columns keep their value (the whole old row came with the event)."""
+        old = self._whole_old_row(table, before, "update")
+        self.remapper.observe(table, after)
+        values = self.remapper.remap(table, after) if self.remap else dict(after)
+        for c in unchanged:
+            values.pop(c, None)
+        cols = tuple(c for c in self._columns(table) if c in values)
+        key = ("update keyless", table, cols)
+        if (query := self._queries.get(key)) is None:
+            spec = self._table(table)
+            query = self._queries[key] = _exactly_one(table, "update", sql.SQL(
+                "UPDATE {table} AS t SET {sets} FROM ({one}) AS x "
+                "WHERE t.tableoid = x.rel AND t.ctid = x.tid RETURNING 1").format(
+                    table=sql.Identifier(spec["schema"], spec["name"]),
+                    sets=sql.SQL(", ").join(sql.SQL("{} = %s").format(sql.Identifier(c))
+                                            for c in cols),
+                    one=self._one_equal_row(table))).as_string(self.conn)
+        self._execute_one(table, "update", query,
+                          [values[c] for c in cols] + self._match_values(table, old))
+        self._count(table).updated += 1
+
+    def _delete_keyless(self, table: str, before: Mapping[str, Any]) -> None:
+        """Delete one row equal to ``before``, however many equal rows there are."""
+        old = self._whole_old_row(table, before, "delete")
+        key = ("delete keyless", table)
+        if (query := self._queries.get(key)) is None:
+            spec = self._table(table)
+            query = self._queries[key] = _exactly_one(table, "delete", sql.SQL(
+                "DELETE FROM {table} AS t USING ({one}) AS x "
+                "WHERE t.tableoid = x.rel AND t.ctid = x.tid RETURNING 1").format(
+                    table=sql.Identifier(spec["schema"], spec["name"]),
+                    one=self._one_equal_row(table))).as_string(self.conn)
+        self._execute_one(table, "delete", query, self._match_values(table, old))
+        self.remapper.forget(table, before)
+        self._count(table).deleted += 1
+
+    def _whole_old_row(self, table: str, before: Mapping[str, Any] | None,
+                       what: str) -> dict[str, Any]:
+        cols = self._columns(table)
+        if not self._text_formats_set:
+            # text-kept values were printed in capture's session formats: compare in them
+            self.cursor.execute("SELECT " + ", ".join(
+                f"set_config('{name}', '{value}', true)" for name, value in _TEXT_FORMATS))
+            self._text_formats_set = True
+        if before is None or any(c not in before for c in cols):
+            raise RestoreError(f"{table} has no primary key and the journal's {what} does not "
+                               "carry the whole old row (the source table was not REPLICA "
+                               "IDENTITY FULL): the row to change is unknown")
+        return self.remapper.remap(table, dict(before)) if self.remap else dict(before)
+
+    def _one_equal_row(self, table: str) -> sql.Composable:
+        """``SELECT`` of the (tableoid, ctid) of one row whose every column equals the
+        parameters: ``IS NOT DISTINCT FROM`` (NULL equals NULL). Values the journal keeps
+        as PostgreSQL's text (intervals, ranges, user types…), floats, numerics and json
+        are compared as text, so 1.0 and 1.00, or -0 and 0, are different rows (and json,
+        which has no equality, can be compared at all). A partitioned table's ctids
+        repeat across partitions: tableoid tells them apart."""
+        spec = self._table(table)
+        conditions = []
+        for c in spec["columns"]:
+            if c.get("generated"):
+                continue
+            ident = sql.Identifier(c["name"])
+            oid = int(c["type_oid"])
+            if oid in _EXACT_EQUALITY:
+                conditions.append(sql.SQL("{} IS NOT DISTINCT FROM %s").format(ident))
+            elif oid in _TEXT_THROUGH:
+                conditions.append(sql.SQL("{}::text IS NOT DISTINCT FROM (%s::{})::text").format(
+                    ident, sql.SQL(_TEXT_THROUGH[oid])))
+            else:
+                conditions.append(sql.SQL("{}::text IS NOT DISTINCT FROM %s::text").format(ident))
+        return sql.SQL("SELECT tableoid AS rel, ctid AS tid FROM {} WHERE {} LIMIT 1").format(
+            sql.Identifier(spec["schema"], spec["name"]),
+            sql.SQL(" AND ").join(conditions) if conditions else sql.SQL("true"))
+
+    def _match_values(self, table: str, row: Mapping[str, Any]) -> list[Any]:
+        return [row.get(c) for c in self._columns(table)]
+
+    def _execute_one(self, table: str, what: str, query: str, params: list[Any]) -> None:
+        self.cursor.execute(query, params)  # type: ignore[arg-type]
 
     def truncate(self, tables: Sequence[str]) -> None:
         if self.remap:
@@ -575,6 +682,18 @@ class TargetWriter:
                 {"table": table, "fk": fk_name, "ref": fk.ref_table})
         self.conn.execute(sql.SQL("TRUNCATE {}").format(fixups))
         self._spilled.clear()
+
+
+def _exactly_one(table: str, what: str, statement: sql.Composable) -> sql.Composable:
+    """``statement`` (``… RETURNING 1``) made to fail, naming the table, when it changed no
+    row: a row the journal changes but the target lacks means the two differ. Checked by
+    the server, so it holds inside a pipeline, where no row count is read back."""
+    message = (f"no row of {table} (no primary key) equals the old row of the journal's "
+               f"{what}: the target differs from the journal")
+    # the error text depends on count(*), so the planner cannot fold it into an error
+    return sql.SQL("WITH changed AS ({}) SELECT CASE WHEN count(*) = 1 THEN 1 "
+                   "ELSE ({} || left(count(*)::text, 0))::int END FROM changed").format(
+                       statement, sql.Literal(message))
 
 
 def _array_literals(keys: Sequence[tuple[Any, ...]], width: int) -> list[str] | None:

@@ -198,7 +198,10 @@ def read_database(url: str, catalog: Mapping[str, Any], tables: list[str]) -> di
                 out[t] = {}
                 continue
             ts = table_schema(catalog["tables"][t])
-            out[t] = {ts.key_of(r): r for r in read_rows(conn, ts)}
+            if ts.primary_key:
+                out[t] = {ts.key_of(r): r for r in read_rows(conn, ts)}
+            else:  # no primary key: every row counts, equal ones too (a multiset)
+                out[t] = {(i,): r for i, r in enumerate(read_rows(conn, ts))}
     return out
 
 

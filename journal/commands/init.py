@@ -79,7 +79,8 @@ def register(group: click.Group) -> None:
         cfg = load(ctx, source_url=source_url, journal_url=journal_url)
         with slot.connect(cfg, autocommit=True) as conn:
             slot.preflight(conn, cfg)
-            click.echo("OK   source: wal_level = logical, replication allowed, tables keyed")
+            click.echo("OK   source: wal_level = logical, replication allowed, every table "
+                       "capturable (logged, keyed or REPLICA IDENTITY FULL)")
             slot.ensure_publication(conn, cfg)
             click.echo(f"OK   publication {cfg.publication}")
             info = slot.slot_info(conn, cfg.slot)

@@ -116,7 +116,9 @@ def mounts_for(cfg: Config, tmp_path: Path) -> Mounts:
         "[source]", f'url = "{cfg.source_url}"', f'slot = "{cfg.slot}"',
         f"heartbeat_interval_s = {cfg.heartbeat_interval_s}",
         "[journal]", f'url = "{cfg.journal_url}"', f'topic_prefix = "{cfg.topic_prefix}"',
+        # a segment every two seconds, so the compactor daemon packages a change quickly
         "[packages]", 'url = "file:///var/lib/edms-journal/packages"',
+        "segment_max_age_s = 2",
         "[state]", 'dir = "/var/lib/edms-journal/state"', ""]))
     config.chmod(0o644)
     return Mounts(config, dirs["state"], dirs["packages"])
@@ -263,29 +265,29 @@ def test_capture_and_compact_containers_put_a_source_change_into_a_package(
         # nothing packaged yet: the health check must say so
         assert not containers.healthy(capture)
 
+        compact = containers.create(mounts, "compact")
+        podman("start", compact)
         label = f"container-{uuid.uuid4().hex[:8]}"
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("INSERT INTO tag (label) VALUES (%s)", (label,))
         deadline = time.monotonic() + 90
-        while True:
-            res = containers.run(mounts, "compact", "--once")
-            assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
-            found = _packaged_tag_labels(mounts.packages)
-            if label in found["segment"]:
-                break
+        while label not in (found := _packaged_tag_labels(mounts.packages))["segment"]:
+            assert containers.running(compact), containers.logs(compact)
             assert time.monotonic() < deadline, f"{label} never reached a package: {found}"
             time.sleep(1)
-        assert containers.healthy(capture), podman(
-            "inspect", "--format", "{{json .State.Health}}", capture).stdout[-3000:]
+        for name in (capture, compact):
+            assert containers.healthy(name), podman(
+                "inspect", "--format", "{{json .State.Health}}", name).stdout[-3000:]
 
         # the journal the containers wrote equals the source, read with SQL on the host
         assert_reconstructs(read_records(cfg, database_of(url)), url)
+        # SIGTERM (what compose and systemd send): both finish their work and exit 0
+        for name in (capture, compact):
+            podman("stop", "--time", "60", name)
+            assert containers.exit_code(name) == 0, containers.logs(name)
         res = containers.run(mounts, "compact", "--once", "--snapshot")
         assert res.returncode == 0, res.stderr[-2000:]
         assert label in _packaged_tag_labels(mounts.packages)["full"]
-
-        podman("stop", "--time", "60", capture)
-        assert containers.exit_code(capture) == 0, containers.logs(capture)
 
 
 def test_killing_the_capture_container_mid_workload_loses_and_doubles_nothing(

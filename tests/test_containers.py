@@ -355,7 +355,7 @@ def test_serve_container_answers_api_health_with_a_token(
         image: str, pg18_server: str, kafka_bootstrap: str, containers: Containers,
         tmp_path: Path):
     if not _has_command(image, "serve"):
-        pytest.skip("waits for `journal serve` (the REST API, issue 12)")
+        pytest.skip("waits for `journal serve` (the REST API)")
     with scratch_database(pg18_server, "capi") as url:
         loaded_sample(url, scale=5)
         cfg = kafka_config(url, tmp_path, kafka_bootstrap)

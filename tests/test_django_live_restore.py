@@ -1,4 +1,4 @@
-"""Natural-key restore into a LIVE database, on a Django EDMS schema of our own (issue 7).
+"""Natural-key restore into a LIVE database, on a Django EDMS schema of our own.
 
 The source is our Django app (tests/django_edms): documents whose uuid is not unique in the
 database, versions, pages that point at stored files through a generic foreign key, tags,

@@ -11,6 +11,7 @@ import click
 from journal.commands._common import config as load
 from journal.commands._common import echo_json
 from journal.compactor import Compactor, Policy
+from journal.jobs.recorder import current
 from journal.store import open_store
 from journal.transport import open_reader
 
@@ -40,7 +41,8 @@ def register(group: click.Group) -> None:
                 signal.signal(sig, lambda *_: stop.set())
         reader = open_reader(cfg.journal_location(), cfg.database())
         try:
-            compactor = Compactor(reader, open_store(cfg.packages_url), Policy.from_config(cfg))
+            store = open_store(cfg.packages_url)
+            compactor = Compactor(reader, store, Policy.from_config(cfg))
             if metrics_port is not None:
                 from journal.metrics import CompactorCollector, serve
 
@@ -48,6 +50,7 @@ def register(group: click.Group) -> None:
             stats = compactor.run(once=once, stop=stop)
             if snapshot_now:
                 compactor.snapshot_now()
+            current().add_manifests((store.get(p) for p in stats.packages), stats.records)
         finally:
             reader.close()
         summary = {"records": stats.records, "transactions": stats.transactions,

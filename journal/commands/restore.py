@@ -8,6 +8,7 @@ import click
 
 from journal.commands._common import config, echo_json, interactive, parse_time
 from journal.errors import ConfigError
+from journal.jobs.recorder import current
 from journal.positions import parse_lsn
 from restorer.restore import RestoreOptions, restore
 
@@ -53,6 +54,7 @@ def restore_command(ctx: click.Context, target_url: str, to_time: str | None,
         generic_foreign_keys=dict(cfg.generic_foreign_keys), strict=strict,
         progress=_progress if interactive() and not as_json else None)
     report = restore(options)
+    current().restore_report(report)
     if as_json:
         echo_json(report.to_json())
     else:

@@ -8,6 +8,7 @@ import click
 
 from journal.commands._common import config, echo_json
 from journal.health import run_checks
+from journal.jobs.health import drill_results, store_results
 
 
 @click.command("health")
@@ -17,7 +18,8 @@ from journal.health import run_checks
 @click.pass_context
 def health(ctx: click.Context, max_package_age: float, as_json: bool) -> None:
     """Check source, slot, journal and packages; exit 1 if any check fails."""
-    results = run_checks(config(ctx), max_package_age)
+    results = run_checks(config(ctx), max_package_age) + drill_results()
+    store_results(results)
     if as_json:
         echo_json([{"check": r.name, "ok": r.ok, "detail": r.detail} for r in results])
     else:

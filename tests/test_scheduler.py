@@ -11,16 +11,18 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
+from journal.config import Config
 from journal.errors import ConfigError
 from journal.jobs.database import JobDatabase
 from journal.jobs.models import BackupConfiguration, ScheduledRun
-from journal.jobs.scheduler import Claimed, Scheduler, check_cron, due
+from journal.jobs.scheduler import Claimed, Scheduler, check_cron, due, sync_configuration
 from tests import services
 from tests.jobdb import BACKENDS, job_database_url
 
@@ -159,3 +161,25 @@ def test_two_scheduler_processes_never_run_the_same_job_twice(db: JobDatabase,
     assert {r["pid"] for r in runs} == {w.pid for w in workers}  # both took part
     with db.session() as session:
         assert session.query(ScheduledRun).count() == len(expected)
+
+
+def test_the_files_schedule_becomes_a_password_free_configuration(tmp_path: Path) -> None:
+    db = JobDatabase(f"sqlite:///{tmp_path / 'jobs.sqlite'}")
+    db.upgrade()
+    config = Config(source_url="postgresql://journal:s3cret@db:5432/edms", schedule={
+        "name": "edms", "health": "*/5 * * * *", "drill": "0 3 * * *",
+        "drill_target": "postgresql://drill:hunter2@scratch/postgres"})
+    row = sync_configuration(db, config)
+    assert (row.name, row.health_schedule, row.drill_schedule, row.snapshot_schedule) == (
+        "edms", "*/5 * * * *", "0 3 * * *", None)
+    assert row.source == "postgresql://journal@db:5432/edms"
+    assert row.drill_target == "postgresql://drill@scratch/postgres"
+    again = sync_configuration(db, replace(config, schedule={"name": "edms",
+                                                              "health": "0 * * * *"}))
+    assert again.id == row.id and again.health_schedule == "0 * * * *"
+    with pytest.raises(ConfigError, match="drill needs drill_target"):
+        sync_configuration(db, replace(config, schedule={"drill": "0 3 * * *"}))
+    with pytest.raises(ConfigError, match="not a cron expression"):
+        sync_configuration(db, replace(config, schedule={"health": "hourly"}))
+    with pytest.raises(ConfigError, match="unknown key"):
+        sync_configuration(db, replace(config, schedule={"helth": "0 * * * *"}))

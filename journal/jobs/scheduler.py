@@ -27,7 +27,7 @@ from typing import Protocol
 
 from croniter import croniter
 from sqlalchemy import func, select
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError
 
 from journal.config import Config, redact
@@ -209,7 +209,8 @@ def without_password(url: str) -> str:
         parsed = make_url(url)
     except (ArgumentError, ValueError):
         return redact(url)
-    return parsed.set(password=None).render_as_string(hide_password=False)
+    return URL.create(parsed.drivername, parsed.username, None, parsed.host, parsed.port,
+                      parsed.database, parsed.query).render_as_string(hide_password=False)
 
 
 def sync_configuration(db: JobDatabase, config: Config) -> BackupConfiguration | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import signal
 import sys
 import time
 from datetime import UTC, datetime
@@ -42,13 +43,13 @@ class _Group(click.Group):
         args = ctx.meta.get("journal.args", [])
         command, sub = _recording.command_path(args, self.commands)
         outcome, detail = "ok", ""
-        db = job = None
+        db = job = sigterm = None
         try:
             if "--help" not in args:
                 db = _recording.open_job_database(ctx.params.get("config_path"), command)
                 job = _recording.start_job(db, command, sub, args)
             if job is not None:
-                _recording.cancel_on_sigterm()
+                sigterm = _recording.cancel_on_sigterm()
             return super().invoke(ctx)
         except JournalError as exc:
             outcome, detail = f"exit {exc.exit_code}", str(exc)
@@ -64,6 +65,8 @@ class _Group(click.Group):
             outcome, detail = "crashed", f"{type(exc).__name__}: {exc}"
             raise
         finally:
+            if sigterm is not None:
+                signal.signal(signal.SIGTERM, sigterm)
             _recording.end_job(job, outcome, detail)
             if command in AUDITED and "--help" not in args:
                 _audit(ctx, db, command, args, started, outcome, detail)

@@ -198,3 +198,27 @@ def test_a_killed_job_ends_abandoned_and_a_terminated_daemon_finishes(
         assert job.status == "abandoned" and f"process {daemon.pid}" in job.error
         code, out = _cli(dict(env), "jobs", "show", f"b{job.id}")
         assert "abandoned" in out
+
+
+def test_sigterm_ends_a_running_job_cancelled(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as silent:  # accepts connections and never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        env = dict(os.environ, **_env(tmp_path), PYTHONPATH=str(REPO),
+                   JOURNAL_SOURCE_URL=f"postgresql://u@127.0.0.1:{port}/edms")
+        child = subprocess.Popen([sys.executable, "-m", "journal.cli", "health"], env=env)
+        db = JobDatabase(default_url(tmp_path / "state"))
+        try:
+            _wait_for(lambda: os.path.exists(tmp_path / "state" / "jobs.sqlite")
+                      and repository.list_jobs(db, status="running") != [])
+            time.sleep(0.5)  # inside the health check's connection attempt
+            child.send_signal(signal.SIGTERM)
+            code = child.wait(30)
+        finally:
+            if child.poll() is None:
+                child.kill()
+    (job,) = repository.list_jobs(db)
+    assert code != 0 and job.status == "cancelled" and "SIGTERM" in job.error

@@ -18,7 +18,12 @@ from journal.audit import sanitize
 from journal.config import load_config, redact
 from journal.jobs import recorder, repository
 from journal.jobs.database import JobDatabase, JobDatabaseError, open_database
-from journal.jobs.recorder import RunningJob
+from journal.jobs.recorder import (
+    CONFIGURATION_ENV,
+    SCHEDULED_RUN_ENV,
+    STARTED_BY_ENV,
+    RunningJob,
+)
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +41,6 @@ JOB_KINDS = {
 }
 NO_JOB_DATABASE = frozenset({"", "demo", "db"})
 
-STARTED_BY_ENV = "JOURNAL_STARTED_BY"
-SCHEDULED_RUN_ENV = "JOURNAL_SCHEDULED_RUN"
-CONFIGURATION_ENV = "JOURNAL_CONFIGURATION_ID"
 
 
 def command_path(args: list[str], commands: Any) -> tuple[str, str | None]:
@@ -97,15 +99,16 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, turned into an exception so the job ends (and rolls back) cleanly."""
 
 
-def cancel_on_sigterm() -> None:
-    """A job's SIGTERM ends it ``cancelled`` (a daemon's own handler, set later, wins)."""
+def cancel_on_sigterm() -> Any:
+    """A job's SIGTERM ends it ``cancelled`` (a daemon's own handler, set later, wins);
+    returns the handler to put back when the job ends."""
     if threading.current_thread() is not threading.main_thread():
-        return
+        return None
 
     def _raise(_signum: int, _frame: object) -> None:
         raise Terminated("SIGTERM")
 
-    signal.signal(signal.SIGTERM, _raise)
+    return signal.signal(signal.SIGTERM, _raise)
 
 
 def start_job(db: JobDatabase | None, command: str, sub: str | None,

@@ -43,6 +43,8 @@ def register(group: click.Group) -> None:
         try:
             store = open_store(cfg.packages_url)
             compactor = Compactor(reader, store, Policy.from_config(cfg))
+            current().watch(lambda: {"events": compactor.stats.records,
+                                     "packages": list(compactor.stats.packages)})
             if metrics_port is not None:
                 from journal.metrics import CompactorCollector, serve
 

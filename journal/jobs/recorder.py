@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, is_dataclass
 from typing import Any
@@ -21,6 +21,11 @@ from journal.jobs.repository import JobRef
 # progress is written at most this often; figures are kept and written with the heartbeat
 MIN_WRITE_INTERVAL_S = 1.0
 
+# how a scheduler (or later the API) tells the command it starts who it is and which run
+STARTED_BY_ENV = "JOURNAL_STARTED_BY"
+SCHEDULED_RUN_ENV = "JOURNAL_SCHEDULED_RUN"
+CONFIGURATION_ENV = "JOURNAL_CONFIGURATION_ID"
+
 
 class JobRecorder:
     def __init__(self, db: JobDatabase | None = None, ref: JobRef | None = None) -> None:
@@ -30,6 +35,7 @@ class JobRecorder:
         self._lock = threading.Lock()
         self._written = 0.0
         self.finished = False
+        self._watched: Callable[[], dict[str, Any]] | None = None
 
     @property
     def active(self) -> bool:
@@ -45,6 +51,11 @@ class JobRecorder:
             due = time.monotonic() - self._written >= MIN_WRITE_INTERVAL_S
         if due:
             self.flush()
+
+    def watch(self, figures: Callable[[], dict[str, Any]]) -> None:
+        """Figures read again at every heartbeat: the progress of a long or endless job
+        (the compaction daemon) without a hook inside its loop."""
+        self._watched = figures
 
     def flush(self) -> None:
         if not self.active:
@@ -100,6 +111,9 @@ class RunningJob(JobRecorder):
     def _beat(self) -> None:
         while not self._stop.wait(repository.HEARTBEAT_INTERVAL_S):
             try:
+                if self._watched is not None:
+                    with self._lock:
+                        self._pending.update(self._watched())
                 self.flush()
             except JobDatabaseError:
                 pass  # the next beat tries again; staleness is judged by others

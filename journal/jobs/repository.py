@@ -178,6 +178,17 @@ def scheduled_run(db: JobDatabase, run_id: int) -> ScheduledRun | None:
         return session.get(ScheduledRun, run_id)
 
 
+def job_of_run(db: JobDatabase, run_id: int) -> Job | None:
+    """The job a scheduled run started, if it recorded one."""
+    with db.session() as session:
+        for model in (BackupJob, RestoreJob):
+            job = session.scalars(select(model).where(model.scheduled_run_id == run_id)
+                                  .order_by(model.id.desc()).limit(1)).first()
+            if job is not None:
+                return job
+    return None
+
+
 def last_drill(db: JobDatabase, configuration_id: int | None = None) -> RestoreJob | None:
     """The newest finished restore drill (of one configuration, or any)."""
     stmt = (select(RestoreJob).where(RestoreJob.kind == "drill",
@@ -192,8 +203,8 @@ def last_drill(db: JobDatabase, configuration_id: int | None = None) -> RestoreJ
 
 def to_json(job: Job) -> dict[str, Any]:
     """A job row as plain data (for --json and, later, the API)."""
-    data = {c.key: getattr(job, c.key) for c in job.__table__.columns}
-    data["id"] = str(JobRef.of(job))
+    data = {"id": str(JobRef.of(job))}
+    data.update({c.key: getattr(job, c.key) for c in job.__table__.columns if c.key != "id"})
     for key, value in data.items():
         if isinstance(value, datetime):
             data[key] = value.isoformat()

@@ -34,6 +34,8 @@ from journal.config import Config, redact
 from journal.errors import ConfigError
 from journal.jobs.database import JobDatabase, JobDatabaseError
 from journal.jobs.models import TASKS, BackupConfiguration, ScheduledRun, utcnow
+from journal.jobs.recorder import CONFIGURATION_ENV, SCHEDULED_RUN_ENV, STARTED_BY_ENV
+from journal.jobs.repository import job_of_run
 
 log = logging.getLogger(__name__)
 
@@ -280,13 +282,6 @@ class CommandExecutor:
         }[claimed.task]
 
     def __call__(self, claimed: Claimed, db: JobDatabase) -> str:
-        from journal.commands._recording import (
-            CONFIGURATION_ENV,
-            SCHEDULED_RUN_ENV,
-            STARTED_BY_ENV,
-        )
-        from journal.jobs.repository import list_jobs
-
         env = dict(os.environ, **{STARTED_BY_ENV: "scheduler",
                                   SCHEDULED_RUN_ENV: str(claimed.run_id),
                                   CONFIGURATION_ENV: str(claimed.configuration_id)})
@@ -298,9 +293,9 @@ class CommandExecutor:
         finally:
             self.child = None
         # the child's own record is the truth; its exit code when it could not write one
-        for job in list_jobs(db, limit=20):
-            if job.scheduled_run_id == claimed.run_id:
-                return job.status
+        job = job_of_run(db, claimed.run_id)
+        if job is not None:
+            return job.status
         return "succeeded" if code == 0 else "failed"
 
     def terminate(self) -> None:

@@ -183,3 +183,47 @@ def test_the_files_schedule_becomes_a_password_free_configuration(tmp_path: Path
         sync_configuration(db, replace(config, schedule={"health": "hourly"}))
     with pytest.raises(ConfigError, match="unknown key"):
         sync_configuration(db, replace(config, schedule={"helth": "0 * * * *"}))
+
+
+@pytest.mark.integration
+def test_sigterm_to_the_scheduler_cancels_the_running_job_and_exits_cleanly(
+        tmp_path: Path) -> None:
+    import signal
+    import socket
+
+    from journal.jobs import repository
+    from journal.jobs.database import default_url
+
+    db = JobDatabase(default_url(tmp_path / "state"))
+    db.upgrade()
+    with db.session() as session:  # due since an hour: runs at once, late
+        session.add(BackupConfiguration(name="edms", source="postgresql://u@db/edms",
+                                        retention_policy="REDUNDANCY 2",
+                                        health_schedule="0 * * * *",
+                                        created_at=datetime.now(UTC) - timedelta(hours=2)))
+    with socket.socket() as silent:  # the health check's source never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        env = dict(os.environ, PYTHONPATH=str(REPO), JOURNAL_CONFIG=str(tmp_path / "no.toml"),
+                   JOURNAL_STATE_DIR=str(tmp_path / "state"),
+                   JOURNAL_PACKAGES_URL=f"file://{tmp_path}/packages",
+                   JOURNAL_SOURCE_URL=f"postgresql://u@127.0.0.1:{silent.getsockname()[1]}/e")
+        scheduler = subprocess.Popen([sys.executable, "-m", "journal.cli", "schedule"], env=env)
+        try:
+            deadline = time.monotonic() + 30
+            while repository.list_jobs(db, status="running") == []:
+                assert time.monotonic() < deadline and scheduler.poll() is None
+                time.sleep(0.1)
+            time.sleep(0.5)
+            scheduler.send_signal(signal.SIGTERM)
+            code = scheduler.wait(30)
+        finally:
+            if scheduler.poll() is None:
+                scheduler.kill()
+    (job,) = repository.list_jobs(db)
+    assert code == 0
+    assert (job.kind, job.status, job.started_by) == ("health", "cancelled", "scheduler")
+    with db.session() as session:
+        (run,) = session.scalars(select(ScheduledRun))
+        assert (run.outcome, run.late, run.missed) == ("cancelled", True, 1)
+    db.dispose()

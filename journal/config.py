@@ -176,6 +176,19 @@ def redact(url: str) -> str:
     return _CONNINFO_PASSWORD.sub(r"\1***", parsed.render_as_string(hide_password=True))
 
 
+def without_password(url: str) -> str:
+    """The URL with no password at all, for what is stored (a job's target, a configuration):
+    libpq's ~/.pgpass or the environment supplies it when the URL is used."""
+    if "://" not in url:
+        return _CONNINFO_PASSWORD.sub("", url).strip()
+    try:
+        p = _parse(url)
+    except ConfigError:
+        return redact(url)
+    return URL.create(p.drivername, p.username, None, p.host, p.port, p.database,
+                      p.query).render_as_string(hide_password=False)
+
+
 def _parse(url: str) -> URL:
     # SQLAlchemy's URL parser: percent-encoding, IPv6 hosts and query strings done right
     try:

@@ -222,3 +222,15 @@ def test_sigterm_ends_a_running_job_cancelled(tmp_path: Path) -> None:
                 child.kill()
     (job,) = repository.list_jobs(db)
     assert code != 0 and job.status == "cancelled" and "SIGTERM" in job.error
+
+
+def test_a_restore_job_row_holds_its_target_without_the_password() -> None:
+    from journal.commands._recording import _restore_fields
+
+    args = ["restore", "--target", "postgresql://u:hunter2@db:5432/edms?sslmode=require",
+            "--to-lsn", "16/B374D848", "--dry-run"]
+    assert _restore_fields("restore", args) == {
+        "target": "postgresql://u@db:5432/edms?sslmode=require",
+        "restore_target": "to-lsn 16/B374D848", "dry_run": True}
+    assert _restore_fields("restore", ["restore", "--target=postgresql://db/x"]) == {
+        "target": "postgresql://db/x", "restore_target": "latest", "dry_run": False}

@@ -15,7 +15,7 @@ import threading
 from typing import Any
 
 from journal.audit import sanitize
-from journal.config import load_config, redact
+from journal.config import load_config, redact, without_password
 from journal.jobs import recorder, repository
 from journal.jobs.database import JobDatabase, JobDatabaseError, open_database
 from journal.jobs.recorder import (
@@ -68,10 +68,12 @@ def _restore_fields(kind: str, args: list[str]) -> dict[str, Any]:
         target = next((f"{opt.removeprefix('--')} {value}" for opt in
                        ("--to", "--to-lsn", "--to-xid", "--to-mark")
                        if (value := _option(args, opt)) is not None), "latest")
-        return {"target": redact(_option(args, "--target") or ""), "restore_target": target,
+        return {"target": without_password(_option(args, "--target") or ""),
+                "restore_target": target,
                 "dry_run": "--dry-run" in args}
     if kind == "drill":
-        return {"target": redact(_option(args, "--scratch") or ""), "restore_target": "latest"}
+        return {"target": without_password(_option(args, "--scratch") or ""),
+                "restore_target": "latest"}
     return {}
 
 

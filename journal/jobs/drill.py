@@ -21,7 +21,7 @@ from psycopg import sql
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
-from journal.config import Config, check_postgres_url, redact
+from journal.config import Config, check_postgres_url, redact, without_password
 from journal.errors import JournalError, RestoreError
 from journal.health import CheckResult
 from journal.jobs import repository
@@ -78,7 +78,7 @@ def run_drill(config: Config, scratch_url: str) -> DrillResult:
     if password:  # the restorer and verify connect by URL alone
         target = make_url(target).set(password=password).render_as_string(
             hide_password=False)
-    current().update(target=redact(target), progress=f"restoring into {name}")
+    current().update(target=without_password(target), progress=f"restoring into {name}")
     try:
         started = time.monotonic()
         report = restore(RestoreOptions(

@@ -27,10 +27,9 @@ from typing import Protocol
 
 from croniter import croniter
 from sqlalchemy import func, select
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, IntegrityError
+from sqlalchemy.exc import IntegrityError
 
-from journal.config import Config, redact
+from journal.config import Config, redact, without_password
 from journal.errors import ConfigError
 from journal.jobs.database import JobDatabase, JobDatabaseError
 from journal.jobs.models import TASKS, BackupConfiguration, ScheduledRun, utcnow
@@ -200,19 +199,6 @@ class Scheduler:
                 return
             self.tick(stop)
             self.clock.sleep(self.wake_in(), stop)
-
-
-def without_password(url: str) -> str:
-    """The URL as stored in the job database: never a password (libpq's ~/.pgpass or the
-    environment supplies it when the URL is used)."""
-    if "://" not in url:
-        return url
-    try:
-        parsed = make_url(url)
-    except (ArgumentError, ValueError):
-        return redact(url)
-    return URL.create(parsed.drivername, parsed.username, None, parsed.host, parsed.port,
-                      parsed.database, parsed.query).render_as_string(hide_password=False)
 
 
 def sync_configuration(db: JobDatabase, config: Config) -> BackupConfiguration | None:

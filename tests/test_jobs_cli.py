@@ -225,14 +225,14 @@ def test_sigterm_ends_a_running_job_cancelled(tmp_path: Path) -> None:
 
 
 def test_a_restore_job_row_holds_its_target_without_the_password() -> None:
-    from journal.commands._recording import _restore_fields
+    from journal.commands._recording import job_fields
 
     args = ["restore", "--target", "postgresql://u:hunter2@db:5432/edms?sslmode=require",
             "--to-lsn", "16/B374D848", "--dry-run"]
-    assert _restore_fields("restore", args) == {
+    assert job_fields("restore", args) == {
         "target": "postgresql://u@db:5432/edms?sslmode=require",
         "restore_target": "to-lsn 16/B374D848", "dry_run": True}
-    assert _restore_fields("restore", ["restore", "--target=postgresql://db/x"]) == {
+    assert job_fields("restore", ["restore", "--target=postgresql://db/x"]) == {
         "target": "postgresql://db/x", "restore_target": "latest", "dry_run": False}
 
 

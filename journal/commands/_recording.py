@@ -42,7 +42,6 @@ JOB_KINDS = {
 NO_JOB_DATABASE = frozenset({"", "demo", "db"})
 
 
-
 def command_path(args: list[str], commands: Any) -> tuple[str, str | None]:
     command = next((a for a in args if a in commands), "")
     rest = args[args.index(command) + 1:] if command else []
@@ -63,7 +62,7 @@ def _option(args: list[str], name: str) -> str | None:
     return None
 
 
-def _restore_fields(kind: str, args: list[str]) -> dict[str, Any]:
+def job_fields(kind: str, args: list[str]) -> dict[str, Any]:
     if kind == "restore":
         target = next((f"{opt.removeprefix('--')} {value}" for opt in
                        ("--to", "--to-lsn", "--to-xid", "--to-mark")
@@ -127,7 +126,7 @@ def start_job(db: JobDatabase | None, command: str, sub: str | None,
             db, kind, started_by, " ".join(sanitize(args)),
             scheduled_run_id=int(run_id) if run_id else None,
             configuration_id=int(configuration_id) if configuration_id else None,
-            **_restore_fields(kind, args))
+            **job_fields(kind, args))
     except JobDatabaseError as exc:
         log.warning("the job could not be recorded: %s", exc)
         return None

@@ -1,4 +1,9 @@
-"""Alembic's environment for the job database: run on the connection the caller opened."""
+"""Alembic's environment for the job database: run on the connection the caller opened
+(journal.jobs.database.JobDatabase.upgrade).
+
+A new revision is a small file under versions/, named for what it changes, written from
+models.py; tests/test_job_database.py fails until the migrated schema equals the models'.
+"""
 
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ from sqlalchemy import inspect, text
 
 from journal.errors import ConfigError
 from journal.jobs import repository
-from journal.jobs.database import JobDatabase, head_revision
+from journal.jobs.database import HEAD, JobDatabase, head_revision
 from journal.jobs.models import BackupJob, Base, utcnow
 from journal.jobs.recorder import current, recording
 from tests import services
@@ -43,6 +43,10 @@ def test_migrations_build_exactly_the_models_schema(db: JobDatabase) -> None:
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     assert diff == []
     assert db.revision() == head_revision()
+
+
+def test_the_head_every_command_expects_is_the_newest_migration() -> None:
+    assert HEAD == head_revision()
 
 
 def test_upgrade_from_the_previous_revision_keeps_its_rows(empty_db: JobDatabase) -> None:

@@ -14,11 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from alembic import command as alembic_command
-from alembic.config import Config as AlembicConfig
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -27,6 +23,9 @@ from journal.errors import ConfigError, JournalError
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 FILE = "jobs.sqlite"
+# the newest revision under migrations/versions (a test keeps the two equal): every command
+# compares with it, and importing Alembic to find it would cost each command a tenth of a second
+HEAD = "0002"
 
 
 class JobDatabaseError(JournalError):
@@ -41,13 +40,18 @@ def url_of(config: Config) -> str:
     return config.jobs_url or default_url(config.state_dir)
 
 
-def _alembic_config() -> AlembicConfig:
+def _alembic_config() -> Any:
+    from alembic.config import Config as AlembicConfig
+
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     return cfg
 
 
 def head_revision() -> str:
+    """The newest revision, as Alembic finds it in migrations/versions."""
+    from alembic.script import ScriptDirectory
+
     head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
     assert head is not None
     return head
@@ -102,13 +106,19 @@ class JobDatabase:
             raise JobDatabaseError(f"job database {self.label}: {exc}") from exc
 
     def revision(self) -> str | None:
+        """The revision the database is at (Alembic's own table), None when empty."""
         try:
             with self.engine.connect() as conn:
-                return MigrationContext.configure(conn).get_current_revision()
+                if not inspect(conn).has_table("alembic_version"):
+                    return None
+                return conn.execute(text("SELECT version_num FROM alembic_version")
+                                    ).scalar_one_or_none()
         except SQLAlchemyError as exc:
             raise JobDatabaseError(f"job database {self.label}: {exc}") from exc
 
     def upgrade(self, revision: str = "head") -> None:
+        from alembic import command as alembic_command
+
         cfg = _alembic_config()
         try:
             with self.engine.begin() as conn:
@@ -122,7 +132,7 @@ class JobDatabase:
 
     def ensure_current(self) -> None:
         """Upgrade an embedded SQLite file; refuse a shared database that is behind."""
-        current, head = self.revision(), head_revision()
+        current, head = self.revision(), HEAD
         if current == head:
             return
         if self.is_embedded():

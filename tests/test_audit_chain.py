@@ -96,3 +96,29 @@ def test_a_rewritten_chain_is_detected_by_its_links(env: dict[str, str]) -> None
         entry.hash = audit_chain._hash_of(entry)
     count, breaks = audit_chain.verify(db)
     assert count == 3 and [b.seq for b in breaks] == [3]
+
+
+def test_concurrent_appends_keep_one_unbroken_chain(env: dict[str, str]) -> None:
+    import threading
+
+    db = JobDatabase(env["JOURNAL_JOBS_URL"])
+    db.upgrade()
+    errors: list[BaseException] = []
+
+    def writer(n: int) -> None:
+        try:
+            for i in range(10):
+                audit_chain.append(db, "compact", ["compact", f"--writer={n}", str(i)], "ok")
+        except BaseException as exc:  # noqa: BLE001 (reported below)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    count, breaks = audit_chain.verify(db)
+    assert (count, breaks) == (40, [])
+    assert [e.seq for e in audit_chain.entries(db)] == list(range(1, 41))
+    db.dispose()

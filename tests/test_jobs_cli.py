@@ -19,7 +19,7 @@ from click.testing import CliRunner
 
 from journal.cli import main
 from journal.jobs import repository
-from journal.jobs.database import JobDatabase, default_url
+from journal.jobs.database import JobDatabase, JobDatabaseError, default_url
 from tests import services
 from tests.conftest import scratch_database
 from tests.jobdb import BACKENDS, job_database_url
@@ -155,6 +155,14 @@ def test_a_failing_restore_is_failed_with_its_error(edms_source: str, target_db:
                             ).fetchone()[0] == 0
 
 
+def _running(db: JobDatabase) -> bool:
+    """A job is running (False while the child is still creating the job database)."""
+    try:
+        return repository.list_jobs(db, status="running") != []
+    except JobDatabaseError:
+        return False
+
+
 def _wait_for(predicate, timeout: float = 30.0) -> None:  # noqa: ANN001
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -177,8 +185,7 @@ def test_a_killed_job_ends_abandoned_and_a_terminated_daemon_finishes(
         daemon = subprocess.Popen([sys.executable, "-m", "journal.cli", "compact"], env=env)
         db = JobDatabase(default_url(tmp_path / "state"))
         try:
-            _wait_for(lambda: os.path.exists(tmp_path / "state" / "jobs.sqlite")
-                      and repository.list_jobs(db, status="running") != [])
+            _wait_for(lambda: _running(db))
             # the daemon has packaged what the journal held
             _wait_for(lambda: list((tmp_path / "packages").glob("*.tar")) != [])
             daemon.send_signal(signal.SIGKILL if how == "kill -9" else signal.SIGTERM)
@@ -212,8 +219,7 @@ def test_sigterm_ends_a_running_job_cancelled(tmp_path: Path) -> None:
         child = subprocess.Popen([sys.executable, "-m", "journal.cli", "health"], env=env)
         db = JobDatabase(default_url(tmp_path / "state"))
         try:
-            _wait_for(lambda: os.path.exists(tmp_path / "state" / "jobs.sqlite")
-                      and repository.list_jobs(db, status="running") != [])
+            _wait_for(lambda: _running(db))
             time.sleep(0.5)  # inside the health check's connection attempt
             child.send_signal(signal.SIGTERM)
             code = child.wait(30)

@@ -1,4 +1,5 @@
-"""The audit trail: one JSON line per job (who, what, when, outcome) in the state dir.
+"""The audit trail's local copy: one JSON line per job (who, what, when, outcome) in the
+state dir, with the entry's place in the job database's hash chain (journal.jobs.audit_chain).
 
 Arguments are kept with every URL redacted, so the trail never holds a password.
 """
@@ -23,8 +24,9 @@ def sanitize(args: list[str]) -> list[str]:
 
 
 def record(state_dir: str | Path, command: str, args: list[str], started: float,
-           outcome: str, detail: str = "") -> None:
-    """Append one entry and fsync it; an audit trail that can lose entries is not one."""
+           outcome: str, detail: str = "", chained: dict[str, Any] | None = None) -> None:
+    """Append one entry and fsync it; an audit trail that can lose entries is not one.
+    ``chained``: the entry's ``seq`` and ``hash`` in the job database's audit chain."""
     entry: dict[str, Any] = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "seconds": round(time.time() - started, 3),
@@ -33,6 +35,7 @@ def record(state_dir: str | Path, command: str, args: list[str], started: float,
     }
     if detail:
         entry["detail"] = redact(detail)
+    entry.update(chained or {})
     path = Path(state_dir)
     path.mkdir(parents=True, exist_ok=True)
     fd = os.open(path / FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)

@@ -8,24 +8,29 @@ from __future__ import annotations
 
 import importlib
 import logging
+import signal
 import sys
 import time
+from datetime import UTC, datetime
 
 import click
 
 from journal import __version__, audit
-from journal.config import load_config
+from journal.commands import _recording
+from journal.config import load_config, redact
 from journal.errors import JournalError
+from journal.jobs import audit_chain
+from journal.jobs.database import JobDatabase
 
 COMMAND_MODULES = (
     "init", "capture", "mark", "sample", "compact", "snapshot", "packages", "restore",
-    "verify", "health", "demo",
+    "verify", "health", "demo", "drill", "schedule", "jobs", "audit", "db",
 )
 
 
 # Jobs that change or read backups go into the audit trail; the rest are diagnostics.
 AUDITED = frozenset({"init", "capture", "mark", "compact", "snapshot", "packages", "restore",
-                     "verify"})
+                     "verify", "drill", "schedule", "db"})
 
 
 class _Group(click.Group):
@@ -36,9 +41,15 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> object:
         started = time.time()
         args = ctx.meta.get("journal.args", [])
-        command = next((a for a in args if a in self.commands), "")
+        command, sub = _recording.command_path(args, self.commands)
         outcome, detail = "ok", ""
+        db = job = sigterm = None
         try:
+            if "--help" not in args:
+                db = _recording.open_job_database(ctx.params.get("config_path"), command)
+                job = _recording.start_job(db, command, sub, args)
+            if job is not None:
+                sigterm = _recording.cancel_on_sigterm()
             return super().invoke(ctx)
         except JournalError as exc:
             outcome, detail = f"exit {exc.exit_code}", str(exc)
@@ -47,19 +58,38 @@ class _Group(click.Group):
         except SystemExit as exc:
             outcome = "ok" if exc.code in (0, None) else f"exit {exc.code}"
             raise
+        except KeyboardInterrupt as exc:
+            outcome, detail = "cancelled", f"cancelled by {exc or 'SIGINT'}"
+            raise
         except BaseException as exc:
             outcome, detail = "crashed", f"{type(exc).__name__}: {exc}"
             raise
         finally:
+            if sigterm is not None:
+                signal.signal(signal.SIGTERM, sigterm)
+            _recording.end_job(job, outcome, detail)
             if command in AUDITED and "--help" not in args:
-                _audit(ctx, command, args, started, outcome, detail)
+                _audit(ctx, db, command, args, started, outcome, detail)
+            if db is not None:
+                db.dispose()
 
 
-def _audit(ctx: click.Context, command: str, args: list[str], started: float, outcome: str,
-           detail: str) -> None:
+def _audit(ctx: click.Context, db: JobDatabase | None, command: str, args: list[str],
+           started: float, outcome: str, detail: str) -> None:
+    """The hash chain in the job database, and the JSON-lines file kept beside it: the
+    file is this host's own copy, written even when the job database is down."""
+    chained: dict[str, object] = {}
+    if db is not None:
+        try:
+            entry = audit_chain.append(
+                db, command, audit.sanitize(args), outcome, redact(detail),
+                started=datetime.fromtimestamp(started, UTC), seconds=time.time() - started)
+            chained = {"seq": entry.seq, "hash": entry.hash}
+        except JournalError as exc:
+            click.echo(f"warning: the audit chain could not be written: {exc}", err=True)
     try:
-        state_dir = load_config(ctx.obj.get("config_path") if ctx.obj else None).state_dir
-        audit.record(state_dir, command, args, started, outcome, detail)
+        state_dir = load_config(ctx.params.get("config_path")).state_dir
+        audit.record(state_dir, command, args, started, outcome, detail, chained)
     except (JournalError, OSError) as exc:
         click.echo(f"warning: the audit trail could not be written: {exc}", err=True)
 

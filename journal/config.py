@@ -43,6 +43,10 @@ class Config:
     # accepted; an empty list turns detection off for the table)
     generic_foreign_keys: dict[str, Any] = field(default_factory=dict)
     state_dir: str = "./journal-data"
+    # the job database (jobs, health results, audit trail); empty: <state_dir>/jobs.sqlite
+    jobs_url: str = ""
+    # [schedule]: the backup configuration `journal schedule` runs (cron expressions)
+    schedule: dict[str, Any] = field(default_factory=dict)
 
     def journal_location(self) -> str:
         """The transport URL as every part uses it (Kafka: with the configured topic prefix)."""
@@ -90,6 +94,7 @@ _ENV = {
     "JOURNAL_PACKAGES_URL": "packages_url",
     "JOURNAL_RETENTION": "retention",
     "JOURNAL_STATE_DIR": "state_dir",
+    "JOURNAL_JOBS_URL": "jobs_url",
 }
 
 _TOML = {
@@ -108,6 +113,7 @@ _TOML = {
     ("packages", "snapshot_every_segments"): "snapshot_every_segments",
     ("packages", "retention"): "retention",
     ("state", "dir"): "state_dir",
+    ("jobs", "url"): "jobs_url",
 }
 
 
@@ -128,7 +134,10 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> Config:
         for table, spec in data.get("generic_foreign_keys", {}).items():
             values.setdefault("generic_foreign_keys", {})[table] = (
                 dict(spec) if isinstance(spec, dict) else [dict(s) for s in spec])
-        unknown = set(data) - {s for s, _ in _TOML} - {"natural_keys", "generic_foreign_keys"}
+        if "schedule" in data:
+            values["schedule"] = dict(data["schedule"])
+        unknown = (set(data) - {s for s, _ in _TOML}
+                   - {"natural_keys", "generic_foreign_keys", "schedule"})
         if unknown:
             raise ConfigError(f"{file}: unknown section(s) {sorted(unknown)}")
     elif path:
@@ -165,6 +174,19 @@ def redact(url: str) -> str:
     if parsed.password is None:
         return _CONNINFO_PASSWORD.sub(r"\1***", url)
     return _CONNINFO_PASSWORD.sub(r"\1***", parsed.render_as_string(hide_password=True))
+
+
+def without_password(url: str) -> str:
+    """The URL with no password at all, for what is stored (a job's target, a configuration):
+    libpq's ~/.pgpass or the environment supplies it when the URL is used."""
+    if "://" not in url:
+        return _CONNINFO_PASSWORD.sub("", url).strip()
+    try:
+        p = _parse(url)
+    except ConfigError:
+        return redact(url)
+    return URL.create(p.drivername, p.username, None, p.host, p.port, p.database,
+                      p.query).render_as_string(hide_password=False)
 
 
 def _parse(url: str) -> URL:

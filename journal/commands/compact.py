@@ -13,6 +13,7 @@ from journal.commands._common import config as load
 from journal.commands._common import echo_json
 from journal.compactor import Compactor, Policy
 from journal.events import Record
+from journal.jobs.recorder import current
 from journal.store import open_store
 from journal.transport import open_reader
 
@@ -53,8 +54,11 @@ def register(group: click.Group) -> None:
             return snapshot_from_source(cfg, emit)
 
         try:
-            compactor = Compactor(reader, open_store(cfg.packages_url), Policy.from_config(cfg),
+            store = open_store(cfg.packages_url)
+            compactor = Compactor(reader, store, Policy.from_config(cfg),
                                   source_snapshot=source_snapshot)
+            current().watch(lambda: {"events": compactor.stats.records,
+                                     "packages": list(compactor.stats.packages)})
             if metrics_port is not None:
                 from journal.metrics import CompactorCollector, serve
 
@@ -62,6 +66,7 @@ def register(group: click.Group) -> None:
             stats = compactor.run(once=once, stop=stop)
             if snapshot_now:
                 compactor.snapshot_now()
+            current().add_manifests((store.get(p) for p in stats.packages), stats.records)
         finally:
             reader.close()
         summary = {"records": stats.records, "transactions": stats.transactions,

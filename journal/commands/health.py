@@ -8,6 +8,7 @@ import click
 
 from journal.commands._common import config, echo_json
 from journal.health import DEFAULT_MAX_SLOT_INACTIVE_S, run_checks
+from journal.jobs.health import drill_results, store_results
 
 
 @click.command("health")
@@ -21,7 +22,8 @@ from journal.health import DEFAULT_MAX_SLOT_INACTIVE_S, run_checks
 def health(ctx: click.Context, max_package_age: float, max_slot_inactive: float,
            as_json: bool) -> None:
     """Check source, slot, journal and packages; exit 1 if any check fails."""
-    results = run_checks(config(ctx), max_package_age, max_slot_inactive)
+    results = run_checks(config(ctx), max_package_age, max_slot_inactive) + drill_results()
+    store_results(results)
     if as_json:
         echo_json([{"check": r.name, "ok": r.ok, "detail": r.detail} for r in results])
     else:

@@ -13,6 +13,7 @@ from journal.commands._common import config as load
 from journal.commands._common import echo_json
 from journal.errors import ValidationError
 from journal.events import micros_to_datetime
+from journal.jobs.recorder import current
 from journal.packages import Manifest, verify_chain, verify_package
 from journal.retention import decide, parse_policy
 from journal.store import FileStore, open_store
@@ -103,7 +104,9 @@ def register(group: click.Group) -> None:
         except ValidationError as exc:
             failed += 1
             click.echo(f"FAILED  chain: {exc}")
+        current().add_manifests(good)
         if failed:
+            current().update(progress=f"{failed} check(s) failed")
             click.echo(f"{failed} check(s) failed", err=True)
             sys.exit(ValidationError.exit_code)
 
@@ -128,6 +131,8 @@ def register(group: click.Group) -> None:
                     deleted.append(package_id)
                 except ValidationError as exc:  # leased since the decision
                     refused.append(f"{package_id}: {exc}")
+        current().update(packages=deleted, progress=f"{str(rule)}: {len(decision.keep)} kept, "
+                         f"{len(deleted)} deleted" + (" (dry run)" if dry_run else ""))
         if as_json:
             echo_json({"policy": str(rule), "dry_run": dry_run, **decision.to_json(),
                        "deleted": deleted, "refused": refused})

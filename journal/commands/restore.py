@@ -3,20 +3,28 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 
 import click
 
 from journal.commands._common import config, echo_json, interactive, parse_time
 from journal.errors import ConfigError
+from journal.jobs.recorder import current
 from journal.positions import parse_lsn
 from restorer.restore import RestoreOptions, restore
 
 
-def _progress(what: str, n: int) -> None:
-    if what == "replay":  # one line, rewritten as events go by
-        click.echo(f"\rreplayed {n} events", err=True, nl=False)
-    else:
-        click.echo(f"loaded {what}: {n} rows", err=True)
+def _progress(show: bool) -> Callable[[str, int], None]:
+    """Progress into the job's row, and on a terminal unless the output is JSON."""
+
+    def report(what: str, n: int) -> None:
+        text = f"replayed {n} events" if what == "replay" else f"loaded {what}: {n} rows"
+        current().update(progress=text)
+        if show:  # replay: one line, rewritten as events go by
+            click.echo(f"\r{text}" if what == "replay" else text, err=True,
+                       nl=what != "replay")
+
+    return report
 
 
 @click.command("restore")
@@ -51,8 +59,9 @@ def restore_command(ctx: click.Context, target_url: str, to_time: str | None,
         tables=tuple(t.strip() for t in tables.split(",") if t.strip()) if tables else (),
         dry_run=dry_run, on_conflict=on_conflict, natural_keys=dict(cfg.natural_keys),
         generic_foreign_keys=dict(cfg.generic_foreign_keys), strict=strict,
-        progress=_progress if interactive() and not as_json else None)
+        progress=_progress(interactive() and not as_json))
     report = restore(options)
+    current().restore_report(report)
     if as_json:
         echo_json(report.to_json())
     else:

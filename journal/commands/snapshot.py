@@ -11,6 +11,7 @@ from journal.commands._common import echo_json, parse_time
 from journal.compactor import fold_latest
 from journal.errors import ConfigError
 from journal.export import export_snapshot
+from journal.jobs.recorder import current
 from journal.positions import parse_lsn
 from journal.store import open_store
 from restorer.plan import RestoreTarget
@@ -47,6 +48,7 @@ def register(group: click.Group) -> None:
             target = RestoreTarget("mark", to_mark)
         cfg = load(ctx)
         manifest = export_snapshot(open_store(cfg.packages_url), Path(output), target)
+        current().add_manifests([manifest])
         if as_json:
             echo_json(manifest.to_json() | {"schemas": len(manifest.schemas), "file": output})
         else:
@@ -59,4 +61,5 @@ def register(group: click.Group) -> None:
         """Fold the segments after the newest full snapshot into a new one."""
         cfg = load(ctx)
         manifest = fold_latest(open_store(cfg.packages_url))
+        current().add_manifests([manifest] if manifest else [])
         click.echo(manifest.package_id if manifest else "nothing to fold")

@@ -8,6 +8,7 @@ import click
 
 from journal.commands._common import config, echo_json, parse_time
 from journal.errors import ConfigError
+from journal.jobs.recorder import current
 from journal.positions import parse_lsn
 from restorer.restore import RestoreOptions
 from restorer.verify import verify
@@ -38,6 +39,8 @@ def verify_command(ctx: click.Context, target_url: str, at: str | None, at_lsn: 
     report = verify(target_url, cfg.packages_url, target,
                     natural_keys=dict(cfg.natural_keys),
                     generic=dict(cfg.generic_foreign_keys), allow_extra=allow_extra)
+    current().update(to_position=report.position,
+                     progress=report.summary().splitlines()[0][:500])
     if as_json:
         echo_json(report.to_json())
     else:

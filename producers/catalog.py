@@ -142,9 +142,8 @@ def _table_oids(cur: psycopg.Cursor[Any], schemas: Sequence[str],
     return [r["oid"] for r in rows]
 
 
-def _enum_types(cur: psycopg.Cursor[Any], table_oids: list[int]) -> list[dict[str, Any]]:
-    rows = cur.execute(
-        """
+# Enum types the tables of an oid[] use (the DDL event trigger runs it too).
+ENUM_TYPES_QUERY = """
         SELECT n.nspname AS schema, t.typname AS name,
                array_agg(e.enumlabel ORDER BY e.enumsortorder) AS labels,
                format('CREATE TYPE %%I.%%I AS ENUM (%%s)', n.nspname, t.typname,
@@ -159,38 +158,28 @@ def _enum_types(cur: psycopg.Cursor[Any], table_oids: list[int]) -> list[dict[st
             WHERE a.attrelid = ANY(%s) AND a.attnum > 0 AND NOT a.attisdropped)
         GROUP BY n.nspname, t.typname
         ORDER BY n.nspname, t.typname
-        """, (table_oids,)).fetchall()
+        """
+
+
+def _enum_types(cur: psycopg.Cursor[Any], table_oids: list[int]) -> list[dict[str, Any]]:
+    return enum_types(cur.execute(ENUM_TYPES_QUERY, (table_oids,)).fetchall())
+
+
+def enum_types(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """CATALOG type entries from the rows of ``ENUM_TYPES_QUERY``."""
     return [{"schema": r["schema"], "name": r["name"], "kind": "enum",
              "labels": list(r["labels"]), "ddl": r["ddl"]} for r in rows]
 
 
-def _table(cur: psycopg.Cursor[Any], oid: int) -> dict[str, Any]:
-    names = cur.execute(
-        "SELECT n.nspname AS schema, c.relname AS name FROM pg_class c "
-        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = %s", (oid,)).fetchone()
-    schema, name = names["schema"], names["name"]
-    columns = _columns(cur, oid)
-    entry: dict[str, Any] = {
-        "schema": schema,
-        "name": name,
-        "columns": [{k: c[k] for k in ("name", "pg_type", "type_oid", "not_null", "default",
-                                       "identity", "generated")} for c in columns],
-        "primary_key": _primary_key(cur, oid),
-        "unique": _unique_keys(cur, oid),
-        "foreign_keys": _foreign_keys(cur, oid),
-        "create_table": _create_table(cur, schema, name, columns),
-        "constraints": _constraints(cur, oid),
-        "indexes": _indexes(cur, oid),
-        "sequences": _sequences(cur, oid),
-    }
-    entry["natural_key"] = detect_natural_key(entry)
-    return entry
-
-
-def _columns(cur: psycopg.Cursor[Any], oid: int) -> list[dict[str, Any]]:
-    rows = cur.execute(
-        """
-        SELECT a.attname AS name, format_type(a.atttypid, a.atttypmod) AS pg_type,
+# The per-table queries of the CATALOG, each with one parameter: the relation's oid. The
+# DDL event trigger (producers/ddl_trigger.py) runs the same texts inside the DDL's own
+# transaction, so an entry built from its message is the entry read_catalog would read.
+TABLE_QUERIES: dict[str, str] = {
+    "names": "SELECT n.nspname AS schema, c.relname AS name FROM pg_class c "
+             "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = %s",
+    "columns": """
+        SELECT a.attnum::int AS attnum, a.attname AS name,
+               format_type(a.atttypid, a.atttypmod) AS pg_type,
                a.atttypid::int AS type_oid, a.attnotnull AS not_null,
                pg_get_expr(d.adbin, d.adrelid) AS expression,
                a.attidentity::text AS identity, a.attgenerated::text AS generated,
@@ -203,56 +192,16 @@ def _columns(cur: psycopg.Cursor[Any], oid: int) -> list[dict[str, Any]]:
         LEFT JOIN pg_namespace cn ON cn.oid = co.collnamespace
         WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped
         ORDER BY a.attnum
-        """, (oid,)).fetchall()
-    for r in rows:
-        # A generated column's expression is its "default" in the CATALOG too; "generated"
-        # says which it is.
-        r["default"] = r["expression"]
-    return rows
-
-
-def _is_sequence_default(column: dict[str, Any]) -> bool:
-    return bool(column["identity"]) or (
-        not column["generated"] and (column["expression"] or "").startswith("nextval("))
-
-
-def _create_table(cur: psycopg.Cursor[Any], schema: str, name: str,
-                  columns: list[dict[str, Any]]) -> str:
-    parts = []
-    for c in columns:
-        part = sql.SQL("{} {}").format(sql.Identifier(c["name"]), sql.SQL(c["pg_type"]))
-        if c["collation"]:
-            part = sql.SQL("{} COLLATE {}").format(part, sql.SQL(c["collation"]))
-        if c["generated"]:
-            kind = "STORED" if c["generated"] == "s" else "VIRTUAL"
-            part = sql.SQL("{} GENERATED ALWAYS AS ({}) " + kind).format(
-                part, sql.SQL(c["expression"]))
-        elif c["expression"] is not None and not _is_sequence_default(c):
-            part = sql.SQL("{} DEFAULT {}").format(part, sql.SQL(c["expression"]))
-        if c["not_null"]:
-            part = sql.SQL("{} NOT NULL").format(part)
-        parts.append(part)
-    ddl = sql.SQL("CREATE TABLE {} ({})").format(
-        sql.Identifier(schema, name), sql.SQL(", ").join(parts))
-    return ddl.as_string(cur.connection)
-
-
-def _primary_key(cur: psycopg.Cursor[Any], oid: int) -> list[str]:
-    row = cur.execute(
-        """
+        """,
+    "primary_key": """
         SELECT array_agg(a.attname ORDER BY k.n) AS columns
         FROM pg_constraint con
         CROSS JOIN LATERAL unnest(con.conkey) WITH ORDINALITY AS k(attnum, n)
         JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.attnum
         WHERE con.conrelid = %s AND con.contype = 'p'
-        """, (oid,)).fetchone()
-    return list(row["columns"] or [])
-
-
-def _unique_keys(cur: psycopg.Cursor[Any], oid: int) -> list[dict[str, Any]]:
+        """,
     # Unique constraints and plain unique indexes alike: both make a key.
-    rows = cur.execute(
-        """
+    "unique": """
         SELECT coalesce(con.conname, ic.relname) AS name,
                array_agg(a.attname ORDER BY k.n) AS columns
         FROM pg_index i
@@ -265,13 +214,8 @@ def _unique_keys(cur: psycopg.Cursor[Any], oid: int) -> list[dict[str, Any]]:
           AND k.n <= i.indnkeyatts
         GROUP BY 1
         ORDER BY 1
-        """, (oid,)).fetchall()
-    return [{"name": r["name"], "columns": list(r["columns"])} for r in rows]
-
-
-def _foreign_keys(cur: psycopg.Cursor[Any], oid: int) -> list[dict[str, Any]]:
-    rows = cur.execute(
-        """
+        """,
+    "foreign_keys": """
         SELECT con.conname AS name,
                (SELECT array_agg(a.attname ORDER BY k.n)
                 FROM unnest(con.conkey) WITH ORDINALITY AS k(attnum, n)
@@ -292,17 +236,10 @@ def _foreign_keys(cur: psycopg.Cursor[Any], oid: int) -> list[dict[str, Any]]:
         JOIN pg_namespace rn ON rn.oid = rc.relnamespace
         WHERE con.conrelid = %s AND con.contype = 'f'
         ORDER BY con.conname
-        """, (oid,)).fetchall()
-    return [{"name": r["name"], "columns": list(r["columns"]), "ref_table": r["ref_table"],
-             "ref_columns": list(r["ref_columns"]), "deferrable": r["deferrable"],
-             "ddl": r["ddl"]} for r in rows]
-
-
-def _constraints(cur: psycopg.Cursor[Any], oid: int) -> list[str]:
+        """,
     # Primary key first (the restore creates it before the rest), then by name. NOT NULL
     # constraints (contype 'n', PostgreSQL 18) are already part of create_table.
-    rows = cur.execute(
-        """
+    "constraints": """
         SELECT format('ALTER TABLE ONLY %%I.%%I ADD CONSTRAINT %%I %%s', n.nspname, c.relname,
                       con.conname, pg_get_constraintdef(con.oid)) AS ddl
         FROM pg_constraint con
@@ -310,13 +247,8 @@ def _constraints(cur: psycopg.Cursor[Any], oid: int) -> list[str]:
         JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE con.conrelid = %s AND con.contype IN ('p', 'u', 'c', 'x')
         ORDER BY con.contype <> 'p', con.conname
-        """, (oid,)).fetchall()
-    return [r["ddl"] for r in rows]
-
-
-def _indexes(cur: psycopg.Cursor[Any], oid: int) -> list[str]:
-    rows = cur.execute(
-        """
+        """,
+    "indexes": """
         SELECT pg_get_indexdef(i.indexrelid) AS ddl
         FROM pg_index i
         JOIN pg_class ic ON ic.oid = i.indexrelid
@@ -325,15 +257,8 @@ def _indexes(cur: psycopg.Cursor[Any], oid: int) -> list[str]:
                           WHERE con.conindid = i.indexrelid AND con.conrelid = i.indrelid
                             AND con.contype IN ('p', 'u', 'x'))
         ORDER BY ic.relname
-        """, (oid,)).fetchall()
-    return [r["ddl"] for r in rows]
-
-
-def _sequences(cur: psycopg.Cursor[Any], oid: int) -> list[dict[str, Any]]:
-    """Sequences owned by a column (serial or identity), with the DDL that brings the
-    sequence and the column's default or identity back after the load."""
-    rows = cur.execute(
-        """
+        """,
+    "sequences": """
         SELECT sn.nspname AS seq_schema, s.relname AS seq_name, a.attname AS column,
                a.attidentity::text AS identity, n.nspname AS schema, c.relname AS table,
                format_type(ps.seqtypid, NULL) AS seq_type,
@@ -351,7 +276,78 @@ def _sequences(cur: psycopg.Cursor[Any], oid: int) -> list[dict[str, Any]]:
         WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass
           AND d.refobjid = %s AND d.refobjsubid > 0 AND d.deptype IN ('a', 'i')
         ORDER BY a.attnum
-        """, (oid,)).fetchall()
+        """,
+}
+
+
+def _table(cur: psycopg.Cursor[Any], oid: int) -> dict[str, Any]:
+    raw = {kind: cur.execute(query, (oid,)).fetchall() for kind, query in TABLE_QUERIES.items()}
+    return table_entry(cur.connection, oid, raw)
+
+
+def table_entry(conn: psycopg.Connection[Any], oid: int,
+                raw: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """One CATALOG table from the rows of ``TABLE_QUERIES`` (read here, or carried by a
+    DDL message). ``oid`` and each column's ``attnum`` say which relation and column an
+    entry describes across renames."""
+    schema, name = raw["names"][0]["schema"], raw["names"][0]["name"]
+    columns = raw["columns"]
+    for c in columns:
+        # A generated column's expression is its "default" in the CATALOG too; "generated"
+        # says which it is.
+        c["default"] = c["expression"]
+    primary = raw["primary_key"][0]["columns"] if raw["primary_key"] else None
+    entry: dict[str, Any] = {
+        "oid": oid,
+        "schema": schema,
+        "name": name,
+        "columns": [{k: c[k] for k in ("name", "pg_type", "type_oid", "not_null", "default",
+                                       "identity", "generated", "attnum")} for c in columns],
+        "primary_key": list(primary or []),
+        "unique": [{"name": r["name"], "columns": list(r["columns"])} for r in raw["unique"]],
+        "foreign_keys": [{"name": r["name"], "columns": list(r["columns"]),
+                          "ref_table": r["ref_table"], "ref_columns": list(r["ref_columns"]),
+                          "deferrable": r["deferrable"], "ddl": r["ddl"]}
+                         for r in raw["foreign_keys"]],
+        "create_table": _create_table(conn, schema, name, columns),
+        "constraints": [r["ddl"] for r in raw["constraints"]],
+        "indexes": [r["ddl"] for r in raw["indexes"]],
+        "sequences": _sequences(conn, raw["sequences"]),
+    }
+    entry["natural_key"] = detect_natural_key(entry)
+    return entry
+
+
+def _is_sequence_default(column: dict[str, Any]) -> bool:
+    return bool(column["identity"]) or (
+        not column["generated"] and (column["expression"] or "").startswith("nextval("))
+
+
+def _create_table(conn: psycopg.Connection[Any], schema: str, name: str,
+                  columns: list[dict[str, Any]]) -> str:
+    parts = []
+    for c in columns:
+        part = sql.SQL("{} {}").format(sql.Identifier(c["name"]), sql.SQL(c["pg_type"]))
+        if c["collation"]:
+            part = sql.SQL("{} COLLATE {}").format(part, sql.SQL(c["collation"]))
+        if c["generated"]:
+            kind = "STORED" if c["generated"] == "s" else "VIRTUAL"
+            part = sql.SQL("{} GENERATED ALWAYS AS ({}) " + kind).format(
+                part, sql.SQL(c["expression"]))
+        elif c["expression"] is not None and not _is_sequence_default(c):
+            part = sql.SQL("{} DEFAULT {}").format(part, sql.SQL(c["expression"]))
+        if c["not_null"]:
+            part = sql.SQL("{} NOT NULL").format(part)
+        parts.append(part)
+    ddl = sql.SQL("CREATE TABLE {} ({})").format(
+        sql.Identifier(schema, name), sql.SQL(", ").join(parts))
+    return ddl.as_string(conn)
+
+
+def _sequences(conn: psycopg.Connection[Any], rows: list[dict[str, Any]]
+               ) -> list[dict[str, Any]]:
+    """Sequences owned by a column (serial or identity), with the DDL that brings the
+    sequence and the column's default or identity back after the load."""
     result = []
     for r in rows:
         seq = sql.Identifier(r["seq_schema"], r["seq_name"])
@@ -371,7 +367,7 @@ def _sequences(cur: psycopg.Cursor[Any], oid: int) -> list[dict[str, Any]]:
                 "ALTER TABLE ONLY {table} ALTER COLUMN {column} "
                 "SET DEFAULT nextval({name}::regclass)"
             ).format(seq=seq, seq_type=sql.SQL(r["seq_type"]), options=options, table=table,
-                     column=column, name=sql.Literal(seq.as_string(cur.connection)))
+                     column=column, name=sql.Literal(seq.as_string(conn)))
         result.append({"name": f"{r['seq_schema']}.{r['seq_name']}", "column": r["column"],
-                       "ddl": ddl.as_string(cur.connection)})
+                       "ddl": ddl.as_string(conn)})
     return result

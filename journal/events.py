@@ -13,8 +13,13 @@ MARK_PREFIX = "edms_journal.mark"
 HEARTBEAT_PREFIX = "edms_journal.heartbeat"
 # Opens a snapshot generation; content is JSON {"generation", "slot", "catalog"}.
 SNAPSHOT_PREFIX = "edms_journal.snapshot"
-# A catalog change (DDL) inside a transaction; content is JSON {"catalog"}.
+# A catalog change (DDL) inside a transaction; content is JSON {"catalog", "change"}: the
+# catalog after it, and which tables it created, changed, renamed or dropped (see
+# journal.schema_change). Without "change" (older journals) the catalog replaces the last.
 CATALOG_PREFIX = "edms_journal.catalog"
+# Written by the source's DDL event trigger in the DDL's own transaction (see
+# producers/ddl_trigger.py); capture turns it into a CATALOG message and never journals it.
+DDL_PREFIX = "edms_journal.ddl"
 
 OPS = frozenset("curdt")
 

@@ -92,7 +92,7 @@ def drop_statement(qualified: str, entry: dict[str, Any] | None) -> Statement:
 
 def table_statements(old: dict[str, Any], new: dict[str, Any],
                      missing: dict[str, str | None]) -> list[Statement]:
-    """Columns of one table from ``old`` to ``new`` (renamed first, then dropped,
+    """Columns of one table from ``old`` to ``new`` (dropped first, then renamed,
     retyped, added, and defaults and NOT NULL set)."""
     schema, name = old["schema"], old["name"]
     where = f"{new['schema']}.{new['name']}"
@@ -108,21 +108,26 @@ def table_statements(old: dict[str, Any], new: dict[str, Any],
     new_cols = _by_attnum(new, where)
     renames = {n: (old_cols[n]["name"], c["name"]) for n, c in new_cols.items()
                if n in old_cols and old_cols[n]["name"] != c["name"]}
-    taken = {c["name"] for n, c in old_cols.items() if n not in renames}
+    for n in sorted(set(old_cols) - set(new_cols)):
+        out.append(_alter(schema, name, sql.SQL("DROP COLUMN {}").format(
+            sql.Identifier(old_cols[n]["name"]))))
+    taken = {c["name"] for n, c in old_cols.items() if n in new_cols and n not in renames}
     pending = dict(renames)
     while pending:  # a rename onto a name still in use waits for that one to move
         ready = [n for n, (_, to) in pending.items()
                  if to not in taken and to not in {f for f, _ in pending.values()}]
-        if not ready:
-            raise RestoreError(f"{where}: columns {sorted(pending.values())} swap names; "
-                               "not replayed")
+        if not ready:  # names swapped in a cycle: one moves aside first
+            n = min(pending)
+            frm, to = pending[n]
+            aside = f"{frm}_journal_{n}"
+            out.append(_alter(schema, name, sql.SQL("RENAME COLUMN {} TO {}").format(
+                sql.Identifier(frm), sql.Identifier(aside))))
+            pending[n] = (aside, to)
+            continue
         for n in ready:
             frm, to = pending.pop(n)
             out.append(_alter(schema, name, sql.SQL("RENAME COLUMN {} TO {}").format(
                 sql.Identifier(frm), sql.Identifier(to))))
-    for n in sorted(set(old_cols) - set(new_cols)):
-        out.append(_alter(schema, name, sql.SQL("DROP COLUMN {}").format(
-            sql.Identifier(old_cols[n]["name"]))))
     for n in sorted(set(old_cols) & set(new_cols)):
         before, after = old_cols[n], new_cols[n]
         out += _column_changes(schema, name, before, after)

@@ -235,3 +235,81 @@ def test_schema_change_into_a_populated_target_is_refused_and_leaves_it_unchange
         with psycopg.connect(target) as conn:
             assert source_state(conn) == before
 
+
+
+def test_trigger_describes_a_table_exactly_as_read_catalog_does(pg_server: str) -> None:
+    """The event trigger runs the catalog's own queries; the entry built from its message
+    must be the one read_catalog reads (the oracle), on both server versions."""
+    from producers import ddl_trigger
+    from producers.catalog import read_catalog
+
+    with scratch_database(pg_server, "evo") as url, psycopg.connect(url, autocommit=True) as conn:
+        _run(url, [_SCHEMA])
+        ddl_trigger.install(conn)
+        conn.execute("SELECT pg_create_logical_replication_slot(%s, 'test_decoding')",
+                     (f"evo_{conn.info.backend_pid}",))
+        conn.execute("ALTER TABLE doc ADD COLUMN tags text[] DEFAULT '{a,b}', "
+                     "ADD CONSTRAINT doc_n_check CHECK (n > -1)")
+        conn.execute("CREATE UNIQUE INDEX doc_lower ON doc (lower(title))")
+        data = [r[0] for r in conn.execute(
+            "SELECT data FROM pg_logical_slot_get_changes(%s, NULL, NULL)",
+            (f"evo_{conn.info.backend_pid}",)) if "edms_journal.ddl" in r[0]]
+        last = data[-1].split("content:", 1)[1].encode()
+        before = {"types": [], "tables": {}}
+        catalog, change = ddl_trigger.catalog_change(
+            before, last, conn, lambda schema, name: schema == "public")
+        assert change["tables"] == ["public.doc"]
+        assert catalog["tables"]["public.doc"] == read_catalog(conn)["tables"]["public.doc"]
+        assert catalog["types"] == read_catalog(conn)["types"]
+        conn.execute("SELECT pg_drop_replication_slot(%s)", (f"evo_{conn.info.backend_pid}",))
+
+
+def test_init_installs_the_ddl_trigger(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from journal.cli import main
+    from producers import ddl_trigger
+    from tests import services
+    from tests.test_capture import write_toml
+
+    with scratch_database(services.pg18_url(), "evo") as url:
+        _run(url, [_SCHEMA])
+        toml = write_toml(tmp_path, capture_config(url, tmp_path))
+        result = CliRunner().invoke(main, ["-c", str(toml), "init"])
+        assert result.exit_code == 0, result.output
+        assert "OK   DDL event trigger installed" in result.output
+        with psycopg.connect(url) as conn:
+            assert ddl_trigger.installed(conn)
+
+
+def test_without_the_trigger_capture_stops_at_the_first_schema_change(tmp_path: Path) -> None:
+    """A role that may replicate but is no superuser cannot install the trigger: capture
+    runs, and refuses the first schema change instead of guessing where it happened."""
+    from psycopg import sql
+
+    from tests import services
+
+    role = f"repl_{tmp_path.name[-8:].replace('-', '_')}"
+    with scratch_database(services.pg18_url(), "evo") as url:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE ROLE {} LOGIN REPLICATION").format(
+                sql.Identifier(role)))
+        try:
+            _run(url, [_SCHEMA, f'ALTER TABLE doc OWNER TO "{role}"',
+                       f'ALTER TABLE tag OWNER TO "{role}"',
+                       f'ALTER SEQUENCE doc_id_seq OWNER TO "{role}"'])
+            cfg = capture_config(url.replace("postgres@", f"{role}@"), tmp_path)
+            _run(url, [f'CREATE PUBLICATION "{cfg.publication}" FOR TABLES IN SCHEMA public'])
+            capture_until_idle(cfg, idle=1.0)
+            _run(url, ["INSERT INTO tag VALUES (50, 'fifty')"])
+            capture_until_idle(cfg, idle=1.0)  # rows alone are captured as ever
+            _run(cfg.source_url, ["ALTER TABLE tag ADD COLUMN colour text",
+                                  "INSERT INTO tag VALUES (51, 'x', 'blue')"])
+            with pytest.raises(SchemaChangeRefused, match="event trigger is not installed"):
+                capture_until_idle(cfg, idle=1.0)
+        finally:
+            from tests.conftest import drop_database
+
+            drop_database(services.pg18_url(), database_of(url))
+            with psycopg.connect(services.pg18_url(), autocommit=True) as conn:
+                conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))

@@ -10,7 +10,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from journal.events import ChangeEvent, Transaction
+from journal import schema_change
+from journal.errors import RestoreError
+from journal.events import CATALOG_PREFIX, ChangeEvent, LogicalMessage, Transaction
 from journal.positions import Position
 from restorer.plan import Cutoff
 from restorer.replay import ReplayResult, end_position, included
@@ -55,6 +57,17 @@ class JournalState:
             rows.pop(tuple(event.before[c] for c in pk), None)
 
 
+def _refuse_schema_change(message: LogicalMessage, wanted: set[str]) -> None:
+    """A subset is loaded with the schema it starts from: a change of one of its tables
+    on the way would leave rows and columns that are not the source's."""
+    _, change = schema_change.apply({"tables": {}}, message.content, message.position)
+    touched = sorted(t for t in wanted if change.touches(t))
+    if touched:
+        raise RestoreError(f"{', '.join(touched)} changed schema at {message.position}: a "
+                           "--tables restore does not follow schema changes; restore every "
+                           "table, or to a point before the change")
+
+
 def fold(catalog: dict[str, Any], rows_of: Callable[[str], Iterable[dict[str, Any]]] | None,
          segments: Iterable[tuple[Any, Iterable[Transaction]]], cutoff: Cutoff,
          start: Position | None, tables: Iterable[str] | None = None) -> JournalState:
@@ -71,6 +84,8 @@ def fold(catalog: dict[str, Any], rows_of: Callable[[str], Iterable[dict[str, An
             for record in tx.records:
                 if isinstance(record, ChangeEvent) and record.table.qualified in wanted:
                     state.apply(record)
+                elif isinstance(record, LogicalMessage) and record.prefix == CATALOG_PREFIX:
+                    _refuse_schema_change(record, wanted)
             result.reached = end_position(tx)
         if result.stopped_at_target:
             break

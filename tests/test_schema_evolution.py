@@ -313,3 +313,15 @@ def test_without_the_trigger_capture_stops_at_the_first_schema_change(tmp_path: 
             drop_database(services.pg18_url(), database_of(url))
             with psycopg.connect(services.pg18_url(), autocommit=True) as conn:
                 conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+
+
+def test_subset_restore_across_a_schema_change_of_its_tables_is_refused(
+        evolved: dict[str, Any]) -> None:
+    from tests import services
+
+    with scratch_database(services.pg18_url(), "dst") as target:
+        with pytest.raises(RestoreError, match="does not follow schema changes"):
+            restore(RestoreOptions(target_url=target, store=evolved["store"],
+                                   to_mark="add-column", tables=("public.doc",)))
+        with psycopg.connect(target) as conn:
+            assert source_state(conn) == {"enums": []}

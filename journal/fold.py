@@ -199,7 +199,7 @@ _END = (2**63, 2**31)  # after every position
 
 
 @dataclass(frozen=True)
-class _Evolution:
+class Evolution:
     """A schema change of one table, as it changes the rows written before it."""
 
     position: tuple[int, int]
@@ -223,7 +223,7 @@ class _TableChanges:
     truncated_at: tuple[int, int] | None = None
     cross_key_toast: bool = False
     has_changes: bool = False
-    evolutions: list[_Evolution] = field(default_factory=list)
+    evolutions: list[Evolution] = field(default_factory=list)
     schema_changed: bool = False  # a CATALOG message changed it: its entry is exact
 
     def evolve(self, row: dict[str, Any], after: tuple[int, int], upto: tuple[int, int]
@@ -350,13 +350,13 @@ def _message(message: LogicalMessage, state: FoldState) -> None:
         state.tables[ident].schema_changed = True
         old = before.get(renamed_from.get(name, name))
         if old is not None:
-            evolution = _evolution(name, old, entry, pos, change.missing_values.get(name, {}))
-            if evolution is not None:
-                state.tables[ident].evolutions.append(evolution)
+            step = evolution(name, old, entry, pos, change.missing_values.get(name, {}))
+            if step is not None:
+                state.tables[ident].evolutions.append(step)
 
 
-def _evolution(name: str, old: dict[str, Any], new: dict[str, Any], pos: tuple[int, int],
-               values: dict[str, Any]) -> _Evolution | None:
+def evolution(name: str, old: dict[str, Any], new: dict[str, Any], pos: tuple[int, int],
+              values: dict[str, Any]) -> Evolution | None:
     """How rows written before the change of ``old`` into ``new`` look after it."""
     if any(c.get("attnum") is None for c in [*old["columns"], *new["columns"]]):
         names_old = [c["name"] for c in old["columns"]]
@@ -378,7 +378,7 @@ def _evolution(name: str, old: dict[str, Any], new: dict[str, Any], pos: tuple[i
                != [attnum_new[c] for c in new["primary_key"]])
     if not (renames or dropped or added or rekeyed):
         return None
-    return _Evolution(pos, renames, dropped, added, rekeyed, tuple(new["primary_key"]))
+    return Evolution(pos, renames, dropped, added, rekeyed, tuple(new["primary_key"]))
 
 
 def _change(event: ChangeEvent, state: FoldState, sorter: ExternalSorter,

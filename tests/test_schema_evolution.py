@@ -18,7 +18,9 @@ from journal.events import MARK_PREFIX
 from journal.store import open_store
 from journal.transport import open_reader
 from producers.ddl_trigger import SchemaChangeRefused
+from restorer.plan import RestoreTarget
 from restorer.restore import RestoreOptions, restore
+from restorer.verify import verify
 from tests.conftest import scratch_database
 from tests.test_capture import capture_config, capture_until_idle, database_of
 
@@ -166,6 +168,11 @@ def test_restore_to_the_mark_after_each_schema_change_equals_the_source_then(
 
     with scratch_database(services.pg18_url(), "dst") as target:
         assert _restored(evolved, target, to_mark=step) == evolved["recorded"][step]
+        report = verify(target, store=evolved["store"], at=RestoreTarget("mark", step))
+        assert report.ok, report.summary()
+        with psycopg.connect(target, autocommit=True) as conn:  # and verify can fail
+            conn.execute("UPDATE doc SET n = n + 1 WHERE id = 1")
+        assert not verify(target, store=evolved["store"], at=RestoreTarget("mark", step)).ok
 
 
 def test_incremental_restore_across_every_schema_change_equals_the_source_at_each(

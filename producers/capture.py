@@ -501,7 +501,11 @@ class _Session:
         if result is None:
             return  # no captured table concerned
         self.catalog, change = result
-        content = json.dumps({"catalog": self.catalog, "change": change}).encode()
+        # the message carries only what changed: a migration of fifty statements on a
+        # schema of hundreds of tables would otherwise repeat the whole catalog fifty times
+        changed = {"types": self.catalog.get("types", []),
+                   "tables": {t: self.catalog["tables"][t] for t in change["tables"]}}
+        content = json.dumps({"catalog": changed, "change": change}).encode()
         self._record(lambda pos, b, ts: LogicalMessage(
             self.database, CATALOG_PREFIX, content, True, pos, b.xid, b.commit_ts))
         log.info("schema change at %s: %s", format_lsn(msg.lsn),

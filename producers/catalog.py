@@ -175,7 +175,8 @@ def enum_types(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 # DDL event trigger (producers/ddl_trigger.py) runs the same texts inside the DDL's own
 # transaction, so an entry built from its message is the entry read_catalog would read.
 TABLE_QUERIES: dict[str, str] = {
-    "names": "SELECT n.nspname AS schema, c.relname AS name FROM pg_class c "
+    "names": "SELECT n.nspname AS schema, c.relname AS name, c.relkind::text AS relkind, "
+             "c.relispartition AS partition FROM pg_class c "
              "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = %s",
     "columns": """
         SELECT a.attnum::int AS attnum, a.attname AS name,
@@ -278,6 +279,12 @@ TABLE_QUERIES: dict[str, str] = {
         ORDER BY a.attnum
         """,
 }
+
+
+def is_captured_kind(names: dict[str, Any]) -> bool:
+    """Whether a relation (its ``TABLE_QUERIES["names"]`` row) is of a kind read_catalog
+    captures: the rule of ``_table_oids``."""
+    return names["relkind"] == "r" and not names["partition"]
 
 
 def _table(cur: psycopg.Cursor[Any], oid: int) -> dict[str, Any]:

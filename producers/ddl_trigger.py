@@ -11,6 +11,10 @@ them at that moment, so capture never describes a table with a catalog read "now
 Capture turns each such message into a CATALOG message (``catalog_change``); a change
 that the journal cannot express exactly (existing rows whose new values are not in the
 stream) is refused here, before anything is written for it.
+
+The trigger function has no exception handler on purpose: PL/pgSQL would run its body in
+a subtransaction, and logical decoding then delivers the message after the rows that
+followed it in the same transaction. A failure of the function fails the DDL instead.
 """
 
 from __future__ import annotations
@@ -28,7 +32,13 @@ from journal.catalog import Column, TableSchema
 from journal.errors import SourceError
 from journal.events import DDL_PREFIX
 from journal.schema_change import encode_value
-from producers.catalog import ENUM_TYPES_QUERY, TABLE_QUERIES, enum_types, table_entry
+from producers.catalog import (
+    ENUM_TYPES_QUERY,
+    TABLE_QUERIES,
+    enum_types,
+    is_captured_kind,
+    table_entry,
+)
 from producers.values import SESSION_SETTINGS, RowLoader
 
 SCHEMA = "edms_journal"
@@ -185,6 +195,8 @@ def catalog_change(previous: dict[str, Any], content: bytes, conn: psycopg.Conne
             change["dropped"].append(name)
     for oid_text, raw in (message.get("tables") or {}).items():
         oid = int(oid_text)
+        if not is_captured_kind(raw["names"][0]):
+            continue
         entry = table_entry(conn, oid, {k: raw[k] for k in TABLE_QUERIES})
         name = f"{entry['schema']}.{entry['name']}"
         old_name = by_oid.get(oid)

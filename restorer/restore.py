@@ -21,7 +21,7 @@ from psycopg import sql
 
 from journal.config import check_postgres_url, redact
 from journal.errors import JournalError, PackageCorrupt, RestoreError, ValidationError
-from journal.events import Transaction
+from journal.events import LogicalMessage, Transaction
 from journal.positions import Position
 from journal.schema_change import CatalogChange
 from restorer import ddl, evolve, schema, target_schema
@@ -31,7 +31,7 @@ from restorer.load import load_empty, load_populated
 from restorer.natural_keys import qualify, resolve_natural_keys
 from restorer.plan import Reached, RestorePlan, RestoreTarget, make_plan
 from restorer.remap import ON_CONFLICT, KeyMap, RowRemapper, generic_foreign_keys, refuse_unsafe
-from restorer.replay import CatalogTracker, replay
+from restorer.replay import CatalogTracker, end_position, replay
 from restorer.report import RestoreReport, TableCounts
 from restorer.state import (
     RestoreState,
@@ -359,13 +359,22 @@ def _check_columns(conn: psycopg.Connection[Any], catalog: dict[str, Any],
 
 def _catalog_at_start(store: Any, plan: RestorePlan) -> dict[str, Any]:
     """An incremental plan's catalog where the target stands: the one of the package
-    before its first segment (replay moves it on through the skipped transactions)."""
+    before its first segment, moved on by the schema changes of that segment up to the
+    plan's start."""
     parent = plan.segments[0].parent_id
-    for m in store.list():
-        if m.package_id == parent:
-            return m.catalog
-    raise RestoreError(f"package {parent}, before segment {plan.segments[0].package_id}, is "
-                       "not in the store: cannot know the schema the target stands at")
+    catalog = next((m.catalog for m in store.list() if m.package_id == parent), None)
+    if catalog is None:
+        raise RestoreError(f"package {parent}, before segment {plan.segments[0].package_id}, "
+                           "is not in the store: cannot know the schema the target stands at")
+    tracker = CatalogTracker(copy.deepcopy(catalog))
+    with store.open(plan.segments[0].package_id, verify=False) as reader:
+        for tx in reader.transactions():
+            if plan.start is None or end_position(tx) > plan.start:
+                break
+            for record in tx.records:
+                if isinstance(record, LogicalMessage):
+                    tracker.message(record, apply=False)
+    return tracker.catalog
 
 
 def _on_catalog(conn: psycopg.Connection[Any], before: dict[str, Any], after: dict[str, Any],

@@ -332,3 +332,122 @@ def test_subset_restore_across_a_schema_change_of_its_tables_is_refused(
                                    to_mark="add-column", tables=("public.doc",)))
         with psycopg.connect(target) as conn:
             assert source_state(conn) == {"enums": []}
+
+
+# -- random sequences of row and schema changes --------------------------------------------
+
+class _Model:
+    """What the random workload knows of its one table, to write valid statements (SQL
+    made of its own names and numbers only)."""
+
+    def __init__(self) -> None:
+        self.table = "t"
+        self.columns = {"a": "integer", "b": "text"}  # besides the key "id"
+        self.keys: set[int] = set()
+        self.serial = 0
+
+    def statement(self, data: Any) -> str:
+        from hypothesis import strategies as st
+
+        table = f'"{self.table}"'
+        kinds = ["insert", "insert", "update", "delete", "add", "add-default", "rename",
+                 "drop", "widen", "rename-table", "not-null"]
+        kind = data.draw(st.sampled_from(kinds))
+        ints = [c for c, t in self.columns.items() if t == "integer"]
+        if kind == "insert" or not self.keys and kind in ("update", "delete"):
+            self.serial += 1
+            self.keys.add(self.serial)
+            names = ", ".join(f'"{c}"' for c in ["id", *self.columns])
+            values = ", ".join([str(self.serial)] + ["'v'" if t == "text" else str(self.serial)
+                                                     for t in self.columns.values()])
+            return f"INSERT INTO {table} ({names}) VALUES ({values})"  # noqa: S608
+        if kind in ("update", "delete"):
+            key = data.draw(st.sampled_from(sorted(self.keys)))
+            if kind == "delete":
+                self.keys.discard(key)
+                return f"DELETE FROM {table} WHERE id = {key}"  # noqa: S608
+            column = data.draw(st.sampled_from(sorted(self.columns)))
+            value = "'v'" if self.columns[column] == "text" else str(key * 10)
+            return f'UPDATE {table} SET "{column}" = {value} WHERE id = {key}'  # noqa: S608
+        self.serial += 1
+        if kind in ("add", "add-default"):
+            name = f"c{self.serial}"
+            self.columns[name] = "integer"
+            default = f" DEFAULT {self.serial}" if kind == "add-default" else ""
+            return f'ALTER TABLE {table} ADD COLUMN "{name}" integer{default}'
+        if kind == "rename" and self.columns:
+            old = data.draw(st.sampled_from(sorted(self.columns)))
+            new = f"r{self.serial}"
+            self.columns[new] = self.columns.pop(old)
+            return f'ALTER TABLE {table} RENAME COLUMN "{old}" TO "{new}"'
+        if kind == "drop" and len(self.columns) > 1:
+            old = data.draw(st.sampled_from(sorted(self.columns)))
+            del self.columns[old]
+            return f'ALTER TABLE {table} DROP COLUMN "{old}"'
+        if kind == "not-null":
+            column = data.draw(st.sampled_from(sorted(self.columns)))
+            fill = "'f'" if self.columns[column] == "text" else "0"
+            if data.draw(st.booleans()):
+                return (f'UPDATE {table} SET "{column}" = {fill} '  # noqa: S608
+                        f'WHERE "{column}" IS NULL; '
+                        f'ALTER TABLE {table} ALTER COLUMN "{column}" SET NOT NULL')
+            return f'ALTER TABLE {table} ALTER COLUMN "{column}" DROP NOT NULL'
+        if kind == "widen" and ints:
+            column = data.draw(st.sampled_from(ints))
+            self.columns[column] = "bigint"
+            return f'ALTER TABLE {table} ALTER COLUMN "{column}" TYPE bigint'
+        self.table = f"t{self.serial}"
+        return f'ALTER TABLE {table} RENAME TO "{self.table}"'
+
+
+def test_random_row_and_schema_changes_restore_to_every_mark(tmp_path_factory) -> None:
+    """Any sequence of transactions of inserts, updates, deletes, ADD (with and without a
+    default), RENAME and DROP COLUMN, SET and DROP NOT NULL, widening type changes and
+    table renames: a restore to each mark, an incremental restore through all of them,
+    and a restore from the folded snapshot equal the source recorded there."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from tests import services
+
+    @settings(max_examples=5, deadline=None, derandomize=True,
+              suppress_health_check=list(HealthCheck))
+    @given(st.data())
+    def run(data: Any) -> None:
+        tmp_path = tmp_path_factory.mktemp("random")
+        model = _Model()
+        with scratch_database(services.pg18_url(), "rnd") as url:
+            _run(url, ["CREATE TABLE t (id int PRIMARY KEY, a int, b text)",
+                       "INSERT INTO t VALUES (0, 1, 'x')"])
+            model.keys.add(0)
+            cfg = capture_config(url, tmp_path)
+            capture_until_idle(cfg, idle=1.0)
+            recorded = {}
+            for i in range(data.draw(st.integers(8, 16))):
+                # one to three statements in one transaction
+                _run(url, [[model.statement(data)
+                            for _ in range(data.draw(st.integers(1, 3)))]])
+                with psycopg.connect(url, autocommit=True) as conn:
+                    recorded[f"m{i}"] = source_state(conn)
+                    conn.execute("SELECT pg_logical_emit_message(true, %s, %s)",
+                                 (MARK_PREFIX, f"m{i}"))
+            capture_until_idle(cfg, idle=1.0)
+            store = open_store(f"file://{tmp_path}/packages")
+            reader = open_reader(cfg.journal_location(), database_of(url))
+            Compactor(reader, store, Policy(segment_max_events=3,
+                                            snapshot_every_segments=0)).run(once=True)
+            reader.close()
+            world = {"store": store}
+            marks = list(recorded)
+            with scratch_database(services.pg18_url(), "dst") as target:
+                for n, mark in enumerate(marks):
+                    got = _restored(world, target, to_mark=mark, incremental=n > 0)
+                    assert got == recorded[mark], mark
+            for mark in data.draw(st.lists(st.sampled_from(marks), min_size=1, max_size=2)):
+                with scratch_database(services.pg18_url(), "dst") as target:
+                    assert _restored(world, target, to_mark=mark) == recorded[mark], mark
+            assert fold_latest(store) is not None
+            with scratch_database(services.pg18_url(), "dst") as target:
+                assert _restored(world, target) == recorded[marks[-1]]
+
+    run()

@@ -208,6 +208,11 @@ def catalog_change(previous: dict[str, Any], content: bytes, conn: psycopg.Conne
                     "a new full snapshot (drop the slot and restart `journal capture`)")
             continue
         old = catalog["tables"].get(old_name) if old_name else None
+        if old is not None and old["schema"] != entry["schema"]:
+            raise SchemaChangeRefused(
+                f"table {old_name} was moved to schema {entry['schema']}: the journal does "
+                "not follow a table across schemas. Take a new full snapshot (drop the slot "
+                "and restart `journal capture`)")
         refuse_inexact(name, old, entry, bool(raw.get("has_rows")), raw.get("missing") or {},
                        str(message.get("query") or ""))
         if old_name is not None and old_name != name:

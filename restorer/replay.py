@@ -9,12 +9,12 @@ in the restore's transaction, through ``on_catalog(before, after, change)``.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from journal import schema_change
+from journal.errors import RestoreError
 from journal.events import CATALOG_PREFIX, SNAPSHOT_PREFIX, ChangeEvent, LogicalMessage, Transaction
 from journal.positions import Position
 from journal.schema_change import CatalogChange
@@ -48,12 +48,13 @@ class CatalogTracker:
         self.on_change = on_change
 
     def message(self, record: LogicalMessage, apply: bool) -> None:
-        if record.prefix not in (CATALOG_PREFIX, SNAPSHOT_PREFIX):
+        if record.prefix == SNAPSHOT_PREFIX:
+            # the compactor ends every segment where a generation starts
+            raise RestoreError(f"a new snapshot generation starts at {record.position} inside "
+                               "a segment: restore from that generation's full snapshot")
+        if record.prefix != CATALOG_PREFIX:
             return
-        content = record.content
-        if record.prefix == SNAPSHOT_PREFIX:  # a generation's catalog: a whole catalog
-            content = json.dumps({"catalog": json.loads(content)["catalog"]}).encode()
-        after, change = schema_change.apply(self.catalog, content, record.position)
+        after, change = schema_change.apply(self.catalog, record.content, record.position)
         if apply and self.on_change is not None:
             self.on_change(self.catalog, after, change)
         self.catalog = after

@@ -125,15 +125,17 @@ def _run(url: str, statements: list[Any]) -> None:
                 conn.execute(statement)
 
 
-@pytest.fixture(scope="module")
-def evolved(tmp_path_factory: pytest.TempPathFactory):
+@pytest.fixture(scope="module", params=["pg18", "pg15"])
+def evolved(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
     """A source that lives through every step, captured (catching up after all of them,
     so capture's catalog "now" is ahead of the stream) and compacted into small segments;
-    the source's state recorded at each step's mark."""
+    the source's state recorded at each step's mark. On PostgreSQL 18 and 15; each
+    restore goes into a database of the same server."""
     from tests import services
 
+    server = services.pg18_url() if request.param == "pg18" else services.pg15_url()
     tmp_path = tmp_path_factory.mktemp("evolution")
-    with scratch_database(services.pg18_url(), "evo") as url:
+    with scratch_database(server, "evo") as url:
         _run(url, [_SCHEMA])
         cfg = capture_config(url, tmp_path)
         capture_until_idle(cfg, idle=1.0)  # slot, snapshot and the DDL trigger
@@ -152,7 +154,8 @@ def evolved(tmp_path_factory: pytest.TempPathFactory):
         Compactor(reader, open_store(packages),
                   Policy(segment_max_events=7, snapshot_every_segments=0)).run(once=True)
         reader.close()
-        yield {"url": url, "store": open_store(packages), "recorded": recorded}
+        yield {"url": url, "store": open_store(packages), "recorded": recorded,
+               "server": server}
 
 
 def _restored(evolved: dict[str, Any], target: str, **options: Any) -> dict[str, Any]:
@@ -164,9 +167,8 @@ def _restored(evolved: dict[str, Any], target: str, **options: Any) -> dict[str,
 @pytest.mark.parametrize("step", [name for name, _ in _STEPS])
 def test_restore_to_the_mark_after_each_schema_change_equals_the_source_then(
         evolved: dict[str, Any], step: str) -> None:
-    from tests import services
 
-    with scratch_database(services.pg18_url(), "dst") as target:
+    with scratch_database(evolved["server"], "dst") as target:
         assert _restored(evolved, target, to_mark=step) == evolved["recorded"][step]
         report = verify(target, store=evolved["store"], at=RestoreTarget("mark", step))
         assert report.ok, report.summary()
@@ -177,9 +179,8 @@ def test_restore_to_the_mark_after_each_schema_change_equals_the_source_then(
 
 def test_incremental_restore_across_every_schema_change_equals_the_source_at_each(
         evolved: dict[str, Any]) -> None:
-    from tests import services
 
-    with scratch_database(services.pg18_url(), "dst") as target:
+    with scratch_database(evolved["server"], "dst") as target:
         names = [name for name, _ in _STEPS]
         assert _restored(evolved, target, to_mark=names[0]) == evolved["recorded"][names[0]]
         for name in names[1:]:
@@ -190,12 +191,11 @@ def test_incremental_restore_across_every_schema_change_equals_the_source_at_eac
 
 def test_full_snapshot_folded_across_every_schema_change_restores_the_latest_state(
         evolved: dict[str, Any], tmp_path: Path) -> None:
-    from tests import services
 
     manifest = fold_latest(evolved["store"])
     assert manifest is not None
     assert sorted(manifest.catalog["tables"]) == ["public.doc", "public.label"]
-    with scratch_database(services.pg18_url(), "dst") as target:
+    with scratch_database(evolved["server"], "dst") as target:
         got = _restored(evolved, target)  # the plan starts from the folded snapshot
         assert got == evolved["recorded"][_STEPS[-1][0]]
 
@@ -222,6 +222,11 @@ def test_type_change_that_converts_values_is_refused_at_capture(tmp_path: Path) 
                         r"column 'n' of public\.doc changed type from integer to text")
 
 
+def test_table_moved_to_another_schema_is_refused_at_capture(tmp_path: Path) -> None:
+    _refused_at_capture(tmp_path, ["CREATE SCHEMA other", "ALTER TABLE tag SET SCHEMA other"],
+                        r"table public\.tag was renamed or moved to other\.tag")
+
+
 def test_type_change_with_using_is_refused_at_capture(tmp_path: Path) -> None:
     _refused_at_capture(tmp_path, ["ALTER TABLE doc ALTER COLUMN n TYPE bigint USING n * 2"],
                         r"changed type from integer to bigint")
@@ -229,9 +234,8 @@ def test_type_change_with_using_is_refused_at_capture(tmp_path: Path) -> None:
 
 def test_schema_change_into_a_populated_target_is_refused_and_leaves_it_unchanged(
         evolved: dict[str, Any]) -> None:
-    from tests import services
 
-    with scratch_database(services.pg18_url(), "dst") as target:
+    with scratch_database(evolved["server"], "dst") as target:
         _run(target, [_SCHEMA])
         with psycopg.connect(target) as conn:
             before = source_state(conn)
@@ -324,9 +328,8 @@ def test_without_the_trigger_capture_stops_at_the_first_schema_change(tmp_path: 
 
 def test_subset_restore_across_a_schema_change_of_its_tables_is_refused(
         evolved: dict[str, Any]) -> None:
-    from tests import services
 
-    with scratch_database(services.pg18_url(), "dst") as target:
+    with scratch_database(evolved["server"], "dst") as target:
         with pytest.raises(RestoreError, match="does not follow schema changes"):
             restore(RestoreOptions(target_url=target, store=evolved["store"],
                                    to_mark="add-column", tables=("public.doc",)))

@@ -394,7 +394,8 @@ def _on_catalog(conn: psycopg.Connection[Any], before: dict[str, Any], after: di
         for spec in after.get("types", []):
             statements += _enum_change(conn, spec, after)
     existing = schema.existing_tables(conn, list(new_tables))
-    statements += [s for t in created for s in evolve.create_statements(new_tables[t], existing)]
+    statements += [s for t in created if t not in existing  # a populated target may have it
+                   for s in evolve.create_statements(new_tables[t], existing)]
     renamed_from = {new: old for old, new in change.renamed.items()}
     for t in altered:
         old = old_tables.get(renamed_from.get(t, t))

@@ -13,8 +13,14 @@ MARK_PREFIX = "edms_journal.mark"
 HEARTBEAT_PREFIX = "edms_journal.heartbeat"
 # Opens a snapshot generation; content is JSON {"generation", "slot", "catalog"}.
 SNAPSHOT_PREFIX = "edms_journal.snapshot"
-# A catalog change (DDL) inside a transaction; content is JSON {"catalog"}.
+# A catalog change (DDL) inside a transaction; content is JSON {"catalog", "change"}: the
+# entries of the tables it created or changed (and the enum types), and which tables it
+# created, changed, renamed or dropped (see journal.schema_change). Without "change" (older
+# journals) "catalog" is the whole catalog and replaces the last.
 CATALOG_PREFIX = "edms_journal.catalog"
+# Written by the source's DDL event trigger in the DDL's own transaction (see
+# producers/ddl_trigger.py); capture turns it into a CATALOG message and never journals it.
+DDL_PREFIX = "edms_journal.ddl"
 
 OPS = frozenset("curdt")
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import json
 import logging
 import os
 import pickle
@@ -27,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from journal import schema_change
 from journal.catalog import Column, TableSchema
 from journal.errors import ValidationError
 from journal.events import (
@@ -208,12 +208,55 @@ class SortedRowSink:
 
 # -- the fold -----------------------------------------------------------------------------
 
+_END = (2**63, 2**31)  # after every position
+
+
+@dataclass(frozen=True)
+class Evolution:
+    """A schema change of one table, as it changes the rows written before it."""
+
+    position: tuple[int, int]
+    renames: dict[str, str]
+    dropped: frozenset[str]
+    added: dict[str, Any]  # column -> the value existing rows hold
+    rekeyed: bool  # the primary key is made of other columns since
+    primary_key: tuple[str, ...]  # as of this change
+
+    def row(self, row: dict[str, Any]) -> dict[str, Any]:
+        out = {self.renames.get(c, c): v for c, v in row.items() if c not in self.dropped}
+        for column, value in self.added.items():
+            out.setdefault(column, value)
+        return out
+
+
 @dataclass
 class _TableChanges:
     schema: TableSchema
+    name: str = ""  # the table's name now (it may have been renamed)
     truncated_at: tuple[int, int] | None = None
     cross_key_toast: bool = False
     has_changes: bool = False
+    evolutions: list[Evolution] = field(default_factory=list)
+    schema_changed: bool = False  # a CATALOG message changed it: its entry is exact
+
+    def evolve(self, row: dict[str, Any], after: tuple[int, int], upto: tuple[int, int]
+               ) -> dict[str, Any]:
+        """``row``, written at ``after``, in the shape the table has at ``upto``."""
+        for e in self.evolutions:
+            if after < e.position <= upto:
+                row = e.row(row)
+        return row
+
+    @property
+    def rekeyed(self) -> bool:
+        return any(e.rekeyed for e in self.evolutions)
+
+
+def _identity(name: str, entry: dict[str, Any] | None) -> str:
+    """A table's identity across renames: its source oid (a name for older catalogs)."""
+    if entry is not None and entry.get("oid") is not None:
+        return f"o{int(entry['oid']):012d}"
+    return f"n{name}"
 
 
 @dataclass
@@ -223,7 +266,9 @@ class FoldState:
     position: Position
     commit_ts: int | None
     catalog: dict[str, Any]
-    tables: dict[str, _TableChanges] = field(default_factory=dict)
+    tables: dict[str, _TableChanges] = field(default_factory=dict)  # by identity
+    ids: dict[str, str] = field(default_factory=dict)  # name now -> identity
+    base_names: dict[str, str] = field(default_factory=dict)  # identity -> name in base
     transactions: int = 0
     events: int = 0
 
@@ -267,7 +312,10 @@ def _collect(base: PackageReader, segments: Sequence[PackageReader], target: Tar
     m = base.manifest
     state = FoldState(m.to_position, m.last_commit_ts, m.catalog)
     for name in base.tables():
-        state.tables[name] = _TableChanges(base.table_schema(name))
+        ident = _identity(name, (m.catalog.get("tables") or {}).get(name))
+        state.tables[ident] = _TableChanges(base.table_schema(name), name)
+        state.ids[name] = ident
+        state.base_names[ident] = name
     counter = itertools.count()
     for segment in segments:
         for txn in segment.transactions():
@@ -290,21 +338,73 @@ def _message(message: LogicalMessage, state: FoldState) -> None:
     if message.prefix == SNAPSHOT_PREFIX:
         raise ValidationError(f"a new snapshot generation starts at {message.position}: a fold "
                               "never crosses generations (the compactor ends segments there)")
-    if message.prefix == CATALOG_PREFIX:
-        try:
-            state.catalog = json.loads(message.content)["catalog"]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ValidationError(f"catalog message at {message.position} is not "
-                                  f"{{\"catalog\": ...}}: {exc}") from None
+    if message.prefix != CATALOG_PREFIX:
+        return
+    before = state.catalog.get("tables") or {}
+    state.catalog, change = schema_change.apply(state.catalog, message.content,
+                                                message.position)
+    after = state.catalog.get("tables") or {}
+    pos = (message.position.commit_lsn, message.position.seq)
+    for old_name, new_name in change.renamed.items():
+        ident = state.ids.pop(old_name, None)
+        if ident is not None:
+            state.ids[new_name] = ident
+            state.tables[ident].name = new_name
+    for name in change.dropped:
+        state.ids.pop(name, None)
+    renamed_from = {new: old for old, new in change.renamed.items()}
+    for name in change.tables:
+        entry = after[name]
+        ident = state.ids.get(name)
+        if ident is None:  # created (or created again after a drop)
+            ident = state.ids[name] = _identity(name, entry)
+            state.tables[ident] = _TableChanges(_schema_from_catalog(entry), name)
+            continue
+        state.tables[ident].schema_changed = True
+        old = before.get(renamed_from.get(name, name))
+        if old is not None:
+            step = evolution(name, old, entry, pos, change.missing_values.get(name, {}))
+            if step is not None:
+                state.tables[ident].evolutions.append(step)
+
+
+def evolution(name: str, old: dict[str, Any], new: dict[str, Any], pos: tuple[int, int],
+              values: dict[str, Any]) -> Evolution | None:
+    """How rows written before the change of ``old`` into ``new`` look after it."""
+    if any(c.get("attnum") is None for c in [*old["columns"], *new["columns"]]):
+        names_old = [c["name"] for c in old["columns"]]
+        names_new = [c["name"] for c in new["columns"]]
+        if names_old == names_new and old["primary_key"] == new["primary_key"]:
+            return None
+        raise ValidationError(f"{name} changed its columns in a catalog without attnums "
+                              "(written by an older capture): the fold cannot follow it")
+    before = {c["attnum"]: c for c in old["columns"]}
+    after = {c["attnum"]: c for c in new["columns"]}
+    renames = {before[n]["name"]: c["name"] for n, c in after.items()
+               if n in before and before[n]["name"] != c["name"]}
+    dropped = frozenset(before[n]["name"] for n in set(before) - set(after))
+    added = {after[n]["name"]: values.get(after[n]["name"])
+             for n in sorted(set(after) - set(before)) if not after[n].get("generated")}
+    attnum_old = {c["name"]: c["attnum"] for c in old["columns"]}
+    attnum_new = {c["name"]: c["attnum"] for c in new["columns"]}
+    rekeyed = ([attnum_old[c] for c in old["primary_key"]]
+               != [attnum_new[c] for c in new["primary_key"]])
+    if not (renames or dropped or added or rekeyed):
+        return None
+    return Evolution(pos, renames, dropped, added, rekeyed, tuple(new["primary_key"]))
 
 
 def _change(event: ChangeEvent, state: FoldState, sorter: ExternalSorter,
             counter: Iterator[int]) -> None:
     table = event.table
     name = table.qualified
-    info = state.tables.get(name)
+    ident = state.ids.get(name)
+    if ident is None:
+        entry = (state.catalog.get("tables") or {}).get(name)
+        ident = state.ids[name] = _identity(name, entry)
+    info = state.tables.get(ident)
     if info is None:
-        info = state.tables[name] = _TableChanges(table)
+        info = state.tables[ident] = _TableChanges(table, name)
     info.schema = table
     pos = (event.position.commit_lsn, event.position.seq)
     if event.op == "t":
@@ -312,8 +412,11 @@ def _change(event: ChangeEvent, state: FoldState, sorter: ExternalSorter,
         return
     info.has_changes = True
 
+    # keys before and after a replaced primary key differ in kind: each epoch sorts apart
+    epoch = sum(e.rekeyed for e in info.evolutions)
+
     def add(key: tuple[Any, ...], kind: int, payload: tuple[Any, ...]) -> None:
-        sorter.add((name, sort_key(key), pos, next(counter)), (kind, key, *payload))
+        sorter.add((ident, (epoch, sort_key(key)), pos, next(counter)), (kind, key, *payload))
 
     if is_keyless(table):
         _keyless_change(event, add)
@@ -367,50 +470,110 @@ def _require(event: ChangeEvent, row: dict[str, Any] | None, which: str) -> dict
     return row
 
 
-def _final_tables(base: PackageReader, state: FoldState) -> list[str]:
-    names = set(state.tables)
+def _final_tables(state: FoldState) -> list[str]:
+    """The identities of the tables the folded snapshot holds, in identity order (the
+    order of the sorted changes)."""
     catalog_tables = state.catalog.get("tables") if isinstance(state.catalog, dict) else None
-    if catalog_tables:
-        for name, spec in catalog_tables.items():
-            if name not in names and spec.get("primary_key") is not None:
-                state.tables[name] = _TableChanges(_schema_from_catalog(spec))
-                names.add(name)
-        names &= set(catalog_tables)  # a table dropped since is not part of the snapshot
-    return sorted(names)
+    if not catalog_tables:
+        return sorted(state.tables)
+    final = []
+    for name, spec in catalog_tables.items():
+        if spec.get("primary_key") is None:
+            continue
+        ident = state.ids.get(name)
+        if ident is None:
+            ident = state.ids[name] = _identity(name, spec)
+        if ident not in state.tables:
+            state.tables[ident] = _TableChanges(_schema_from_catalog(spec), name)
+        final.append(ident)
+    return sorted(final)
 
 
 def _schema_from_catalog(spec: dict[str, Any]) -> TableSchema:
     return TableSchema(spec["schema"], spec["name"],
                        tuple(Column(c["name"], c["pg_type"], int(c["type_oid"]),
-                                    bool(c["not_null"])) for c in spec["columns"]),
+                                    bool(c["not_null"])) for c in spec["columns"]
+                             if not c.get("generated")),
                        tuple(spec["primary_key"]))
 
 
 def _merge_all(base: PackageReader, state: FoldState, sorter: ExternalSorter,
                builder: PackageBuilder, workdir: Path, spill_bytes: int) -> None:
-    base_tables = set(base.tables())
     changes = _by_table(sorter.items())
     pending = next(changes, None)
-    for name in _final_tables(base, state):
-        info = state.tables[name]
-        while pending is not None and pending[0] < name:
+    catalog_tables = state.catalog.get("tables") or {}
+    for ident in _final_tables(state):
+        info = state.tables[ident]
+        while pending is not None and pending[0] < ident:
             pending = next(changes, None)  # changes of a table that no longer exists
         table_changes: Iterable[Any] = ()
-        if pending is not None and pending[0] == name:
+        if pending is not None and pending[0] == ident:
             table_changes = pending[1]
-        in_base = name in base_tables
-        if (in_base and not info.has_changes and info.truncated_at is None
-                and info.schema == base.table_schema(name)):
-            builder.copy_table(base, name)  # untouched: the bytes are already right
+        base_name = state.base_names.get(ident)
+        if info.name in catalog_tables and (info.schema_changed
+                                            or info.schema.qualified != info.name):
+            # rows come out in the table's shape now, whatever their last change's was
+            info.schema = _schema_from_catalog(catalog_tables[info.name])
+        if (base_name is not None and base_name == info.name and not info.has_changes
+                and info.truncated_at is None and not info.evolutions
+                and info.schema == base.table_schema(base_name)):
+            builder.copy_table(base, base_name)  # untouched: the bytes are already right
             continue
 
-        def base_rows(name: str = name, in_base: bool = in_base,
+        def base_rows(base_name: str | None = base_name,
                       info: _TableChanges = info) -> Iterable[dict[str, Any]]:
-            return base.rows(name) if in_base and info.truncated_at is None else ()
+            if base_name is None or info.truncated_at is not None:
+                return ()
+            return base.rows(base_name)
 
-        base_schema = base.table_schema(name) if in_base else info.schema
-        _merge_table(name, info, base_schema, base_rows, table_changes, builder, workdir,
+        base_schema = base.table_schema(base_name) if base_name is not None else info.schema
+        if info.rekeyed:
+            _rekeyed_table(info, base_schema, base_rows(), table_changes, builder, workdir,
+                           spill_bytes)
+            continue
+        _merge_table(info, base_schema, base_rows, table_changes, builder, workdir,
                      spill_bytes)
+
+
+def _rekeyed_table(info: _TableChanges, base_schema: TableSchema,
+                   base_rows: Iterable[dict[str, Any]], changes: Iterable[Any],
+                   builder: PackageBuilder, workdir: Path, spill_bytes: int) -> None:
+    """A table whose primary key changed in the range: its changes keyed by the old key
+    and the new cannot be merged by key, so they are applied in position order, in
+    memory (rare: a replaced primary key), and the result sorted by the new key."""
+    log.info("%s: primary key replaced, folding it in position order", info.name)
+    truncated = info.truncated_at
+    events = sorted(((pos, payload) for _, pos, payload in changes
+                     if truncated is None or pos > truncated), key=lambda e: e[0])
+    key_columns = base_schema.primary_key
+    rows: dict[Any, tuple[dict[str, Any], tuple[int, int]]] = {}
+    for row in base_rows:
+        rows[tuple(row[c] for c in key_columns)] = (row, (0, 0))
+    # a table between dropping its key and adding the next keeps being keyed by the last
+    rekeys = [e for e in info.evolutions if e.rekeyed and e.primary_key]
+    for pos, payload in events:
+        while rekeys and rekeys[0].position < pos:  # rows are keyed by the new key since
+            e = rekeys.pop(0)
+            moved = [(info.evolve(r, p, e.position), e.position) for r, p in rows.values()]
+            rows = {tuple(r[c] for c in e.primary_key): (r, p) for r, p in moved}
+        kind, key = payload[0], payload[1]
+        if kind == _DEL:
+            rows.pop(key, None)
+            continue
+        after, toast, source = payload[2], payload[3], payload[4]
+        row = dict(after)
+        if toast:
+            previous = rows.get(source if source is not None else key)
+            if previous is None:
+                raise ValidationError(f"{info.name}: unresolved unchanged TOAST at {pos}")
+            old = info.evolve(previous[0], previous[1], pos)
+            for column in toast:
+                row[column] = old.get(column)
+        rows[key] = (row, pos)
+    sink = SortedRowSink(builder, info.schema, workdir, spill_bytes)
+    for row, pos in rows.values():
+        sink.write(info.evolve(row, pos, _END))
+    sink.close()
 
 
 def _by_table(items: Iterator[tuple[Any, Any]]) -> Iterator[tuple[str, Iterator[Any]]]:
@@ -418,19 +581,19 @@ def _by_table(items: Iterator[tuple[Any, Any]]) -> Iterator[tuple[str, Iterator[
         yield name, ((key[1], key[2], payload) for key, payload in group)
 
 
-def _merge_table(name: str, info: _TableChanges, base_schema: TableSchema,
+def _merge_table(info: _TableChanges, base_schema: TableSchema,
                  base_rows: Callable[[], Iterable[dict[str, Any]]], changes: Iterable[Any],
                  builder: PackageBuilder, workdir: Path, spill_bytes: int) -> None:
     truncated = info.truncated_at
     # a truncate empties the table: only what came after it counts
     live = ((sk, pos, p) for sk, pos, p in changes if truncated is None or pos > truncated)
     if is_keyless(info.schema):
-        _write_multiset(name, info, base_schema, base_rows(), live, builder, workdir,
+        _write_multiset(info.name, info, base_schema, base_rows(), live, builder, workdir,
                         spill_bytes)
         return
     captured: dict[tuple[int, int], Any] = {}
     if not info.cross_key_toast:
-        _write_merged(name, info, base_schema, base_rows(), live, builder, captured)
+        _write_merged(info, base_schema, base_rows(), live, builder, captured)
         return
     # keep this table's changes on disk so that the capture passes can read them again
     own = ExternalSorter(workdir, spill_bytes)
@@ -441,8 +604,8 @@ def _merge_table(name: str, info: _TableChanges, base_schema: TableSchema,
         def again() -> Iterator[Any]:
             return ((k[0], k[1], p) for k, p in own.items())
 
-        _capture_passes(name, base_schema, base_rows, again, captured)
-        _write_merged(name, info, base_schema, base_rows(), again(), builder, captured)
+        _capture_passes(info, base_schema, base_rows, again, captured)
+        _write_merged(info, base_schema, base_rows(), again(), builder, captured)
     finally:
         own.close()
 
@@ -453,14 +616,23 @@ def _write_multiset(name: str, info: _TableChanges, base_schema: TableSchema,
     """The merge for a table without a primary key: per distinct row (``row_identity``),
     how many the base holds plus the rows added minus the rows removed."""
     # The base is sorted again: a member written before such tables were kept in
-    # identity order (or by another writer) may come in any order.
+    # identity order (or by another writer) may come in any order. Both sides are keyed
+    # in the table's shape of now: a row written before a schema change (an added
+    # column) has another whole-row identity after it.
     base_sorted = ExternalSorter(workdir, spill_bytes)
+    changes_sorted = ExternalSorter(workdir, spill_bytes)
     try:
         for i, row in enumerate(base_rows):
-            base_sorted.add((row_sort_key(base_schema, row), i), row)
+            row = info.evolve(row, (0, 0), _END) if info.evolutions else row
+            base_sorted.add((row_sort_key(info.schema, row), i), row)
+        for _, pos, payload in changes:
+            row = info.evolve(payload[2], pos, _END) if info.evolutions else payload[2]
+            changes_sorted.add((row_sort_key(info.schema, row), pos), (payload[0], row))
         writer = builder.table(info.schema)
         base_iter = ((key, row) for (key, _), row in base_sorted.items())
-        change_groups = itertools.groupby(changes, key=lambda e: e[0])
+        change_groups = itertools.groupby(
+            ((key, pos, (kind, None, row)) for (key, pos), (kind, row) in changes_sorted.items()),
+            key=lambda e: e[0])
         b = next(base_iter, None)
         c = next(change_groups, None)
         while b is not None or c is not None:
@@ -487,6 +659,7 @@ def _write_multiset(name: str, info: _TableChanges, base_schema: TableSchema,
                 writer.write(row)
     finally:
         base_sorted.close()
+        changes_sorted.close()
 
 
 def _short(row: dict[str, Any]) -> str:
@@ -494,7 +667,7 @@ def _short(row: dict[str, Any]) -> str:
     return text if len(text) < 200 else text[:197] + "..."
 
 
-def _capture_passes(name: str, base_schema: TableSchema,
+def _capture_passes(info: _TableChanges, base_schema: TableSchema,
                     base_rows: Callable[[], Iterable[dict[str, Any]]],
                     changes: Callable[[], Iterable[Any]],
                     captured: dict[tuple[int, int], Any]) -> None:
@@ -502,29 +675,32 @@ def _capture_passes(name: str, base_schema: TableSchema,
     A value may depend on another such value; repeat until nothing changes."""
     while True:
         before = dict(captured)
-        for _ in _merged_rows(name, base_schema, base_rows(), changes(), captured, capture=True):
+        for _ in _merged_rows(info, base_schema, base_rows(), changes(), captured,
+                              capture=True):
             pass
         unresolved = [p for p, v in captured.items() if v is _UNRESOLVED]
         if not unresolved or captured == before:
             if unresolved:
-                raise ValidationError(f"{name}: cannot resolve unchanged TOAST columns of "
-                                      f"rows moved at {unresolved[:3]}")
+                raise ValidationError(f"{info.name}: cannot resolve unchanged TOAST columns "
+                                      f"of rows moved at {unresolved[:3]}")
             return
 
 
-def _write_merged(name: str, info: _TableChanges, base_schema: TableSchema,
+def _write_merged(info: _TableChanges, base_schema: TableSchema,
                   base_rows: Iterable[dict[str, Any]], changes: Iterable[Any],
                   builder: PackageBuilder, captured: dict[tuple[int, int], Any]) -> None:
     writer = builder.table(info.schema)
-    for row in _merged_rows(name, base_schema, base_rows, changes, captured, capture=False):
+    for row in _merged_rows(info, base_schema, base_rows, changes, captured, capture=False):
         writer.write(row)
 
 
-def _merged_rows(name: str, base_schema: TableSchema, base_rows: Iterable[dict[str, Any]],
-                 changes: Iterable[Any], captured: dict[tuple[int, int], Any], *,
+def _merged_rows(info: _TableChanges, base_schema: TableSchema,
+                 base_rows: Iterable[dict[str, Any]], changes: Iterable[Any],
+                 captured: dict[tuple[int, int], Any], *,
                  capture: bool) -> Iterator[dict[str, Any]]:
     """The merge itself: rows of the base and the changes, both in key order."""
-    base_iter = ((sort_key(base_schema.key_of(r)), r) for r in base_rows)
+    name = info.name
+    base_iter = (((0, sort_key(base_schema.key_of(r))), r) for r in base_rows)
     change_groups = itertools.groupby(changes, key=lambda e: e[0])
     b = next(base_iter, None)
     c = next(change_groups, None)
@@ -534,6 +710,8 @@ def _merged_rows(name: str, base_schema: TableSchema, base_rows: Iterable[dict[s
             assert b is not None
             key, row = b
             b = next(base_iter, None)
+            if info.evolutions:
+                row = info.evolve(row, (0, 0), _END)
         else:
             key, group = c[0], list(c[1])  # one key's changes; read before advancing
             c = next(change_groups, None)
@@ -541,7 +719,7 @@ def _merged_rows(name: str, base_schema: TableSchema, base_rows: Iterable[dict[s
             if b is not None and b[0] == key:
                 current = b[1]
                 b = next(base_iter, None)
-            row = _apply(name, current, group, captured, capture)
+            row = _apply(info, current, group, captured, capture)
         if row is None or row is _UNRESOLVED:
             continue
         if last is not None and not last < key:
@@ -550,10 +728,16 @@ def _merged_rows(name: str, base_schema: TableSchema, base_rows: Iterable[dict[s
         yield row
 
 
-def _apply(name: str, current: dict[str, Any] | None, entries: Iterable[Any],
+def _apply(info: _TableChanges, current: dict[str, Any] | None, entries: Iterable[Any],
            captured: dict[tuple[int, int], Any], capture: bool) -> Any:
-    """One key's changes, in position order, applied to its row (None: no row)."""
+    """One key's changes, in position order, applied to its row (None: no row). The row
+    follows the table's schema changes: each change sees it in the shape of its time."""
+    name = info.name
+    at = (0, 0)  # when ``current`` was written (the base's rows: before every change)
     for _, pos, payload in entries:
+        if isinstance(current, dict) and info.evolutions:
+            current = info.evolve(current, at, pos)
+        at = pos
         kind, key = payload[0], payload[1]
         if kind == _DEL:
             if payload[2] and capture:
@@ -578,4 +762,6 @@ def _apply(name: str, current: dict[str, Any] | None, entries: Iterable[Any],
             current = row
         else:
             current = dict(after)
+    if isinstance(current, dict) and info.evolutions:
+        current = info.evolve(current, at, _END)
     return current

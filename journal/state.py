@@ -16,6 +16,7 @@ import json
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from journal import schema_change
 from journal.errors import ValidationError
 from journal.events import (
     CATALOG_PREFIX,
@@ -183,7 +184,8 @@ class StreamState:
             self.generation = content.get("generation")
             self.catalog = content.get("catalog")
         elif message.prefix == CATALOG_PREFIX:
-            self.catalog = _json(message).get("catalog")
+            self.catalog = schema_change.apply(self.catalog or {}, message.content,
+                                               message.position)[0]
         elif message.prefix == MARK_PREFIX:
             self.marks.append((message.content.decode(errors="replace"), message.position))
 

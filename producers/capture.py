@@ -20,6 +20,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -28,6 +29,7 @@ from psycopg import sql
 from journal.catalog import Column, TableSchema
 from journal.codec import SchemaRegistry, encode
 from journal.config import Config
+from journal.durable import write_atomically
 from journal.errors import (
     ConfigError,
     JournalError,
@@ -37,6 +39,7 @@ from journal.errors import (
 )
 from journal.events import (
     CATALOG_PREFIX,
+    DDL_PREFIX,
     HEARTBEAT_PREFIX,
     ChangeEvent,
     LogicalMessage,
@@ -45,7 +48,7 @@ from journal.events import (
 )
 from journal.positions import Position, format_lsn, parse_lsn
 from journal.transport import JournalWriter, open_writer
-from producers import pgoutput, slot
+from producers import ddl_trigger, pgoutput, slot
 from producers.catalog import JOURNAL_TABLE_PREFIX, format_types, read_catalog
 from producers.replication import Keepalive, ReplicationConnection, XLogData
 from producers.snapshot import captured_schema, take_snapshot
@@ -117,7 +120,8 @@ def run_capture(config: Config, stop_event: threading.Event | None = None, *,
             if not ever_streamed:
                 session.undo_start()
             # a retry would fail the same way (or start a new generation that does)
-            if isinstance(exc, (ConfigError, UnencodableValue)) or not ever_streamed:
+            if isinstance(exc, (ConfigError, UnencodableValue, ddl_trigger.SchemaChangeRefused)) \
+                    or not ever_streamed:
                 if isinstance(exc, JournalError):
                     raise
                 raise SourceError(slot.connection_error(config.source_url, exc)) from None
@@ -183,6 +187,9 @@ class _Session:
         # what this start created in the source, removed again if the start fails
         self.created_publication = False
         self.created_slot = False
+        self.ddl_announced = False  # the source's event trigger announces every DDL
+        self.boundary_catalog = self.appended_catalog = self.flushed_catalog = self.catalog
+        self.saved_catalog: dict[str, Any] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -237,6 +244,7 @@ class _Session:
             "SELECT 1 FROM pg_publication WHERE pubname = %s",
             (cfg.publication,)).fetchone() is None
         slot.ensure_publication(self.conn, cfg)
+        self.ddl_announced = self._ensure_ddl_trigger()
         self.state_path = slot.state_path(cfg.state_dir, self.database, cfg.slot)
         slot.wait_until_inactive(self.conn, cfg.slot, SLOT_RELEASE_WAIT_S)
         info = slot.slot_info(self.conn, cfg.slot)
@@ -247,7 +255,7 @@ class _Session:
             state = self._new_generation(problem, info, ident.system_identifier)
         else:
             assert state is not None
-            self.catalog = read_catalog(self.conn, cfg.schemas, cfg.tables)
+            self.catalog = self._resume_catalog(state)
             log.info("resuming slot %s at %s (generation %s)", cfg.slot,
                      format_lsn(state.confirmed_lsn), state.generation)
         self.state = state
@@ -255,12 +263,50 @@ class _Session:
         self.metrics.last_acked_lsn = state.confirmed_lsn
         self.known = dict(state.relations)
         self.boundary_known = self.appended_known = self.flushed_known = self.known
+        self.boundary_catalog = self.appended_catalog = self.flushed_catalog = self.catalog
         self.appended_lsn = self.flushed_lsn = state.confirmed_lsn
         # Starting at our own confirmed LSN (not the slot's, which may lag it by one status
         # update) skips exactly the transactions already durable with their END marker.
         self.repl.start(cfg.slot, cfg.publication, state.confirmed_lsn)
         self.streamed = True
         self._stream()
+
+    # The catalog as of the confirmed LSN, kept beside the capture state: on resume, the
+    # source's catalog "now" may already be past schema changes the stream has yet to
+    # deliver, and each DDL message is judged against the catalog of its own moment.
+
+    def _catalog_path(self) -> Path:
+        return self.state_path.with_name(self.state_path.stem + ".catalog.json")
+
+    def _save_catalog(self, lsn: int, catalog: dict[str, Any]) -> None:
+        write_atomically(self._catalog_path(),
+                         json.dumps({"lsn": lsn, "catalog": catalog}).encode())
+
+    def _resume_catalog(self, state: slot.SlotState) -> dict[str, Any]:
+        assert self.conn is not None
+        try:
+            saved = json.loads(self._catalog_path().read_text())
+            # saved (before the state) whenever a confirmed position brought a new one
+            if saved["lsn"] <= state.confirmed_lsn:
+                return saved["catalog"]
+            log.warning("the saved catalog is from %s, after the confirmed %s",
+                        format_lsn(saved["lsn"]), format_lsn(state.confirmed_lsn))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("no saved catalog (%s)", exc)
+        log.warning("resuming with the source's catalog as it is now: a schema change "
+                    "waiting in the stream is judged against a later catalog")
+        return read_catalog(self.conn, self.config.schemas, self.config.tables)
+
+    def _ensure_ddl_trigger(self) -> bool:
+        assert self.conn is not None
+        if ddl_trigger.installed(self.conn):
+            return True
+        if ddl_trigger.is_superuser(self.conn):
+            ddl_trigger.install(self.conn)
+            return True
+        log.warning("the DDL event trigger is not installed (it needs a superuser: run "
+                    "`journal init` as one): capture will stop at the first schema change")
+        return False
 
     def _new_generation(self, problem: str, info: slot.SlotInfo | None,
                         system_identifier: str) -> slot.SlotState:
@@ -287,6 +333,7 @@ class _Session:
                 emit=self._append)
         self._flush()
         self.catalog = result.catalog
+        self._save_catalog(created.consistent_point, self.catalog)
         state.generation = result.generation
         state.relations = result.signatures
         state.snapshot_complete = True
@@ -418,6 +465,9 @@ class _Session:
     def _message(self, msg: pgoutput.Message, data: XLogData) -> None:
         if not msg.prefix.startswith(JOURNAL_PREFIX):
             return  # another application's message
+        if msg.prefix == DDL_PREFIX:
+            self._ddl(msg)
+            return
         if msg.transactional:
             self._record(lambda pos, b, ts: LogicalMessage(
                 self.database, msg.prefix, msg.content, True, pos, b.xid, b.commit_ts))
@@ -430,6 +480,7 @@ class _Session:
         if self.txn is None:
             self.appended_lsn = max(self.appended_lsn, msg.lsn)
             self.appended_known = self.boundary_known
+            self.appended_catalog = self.boundary_catalog
 
     def _commit(self, msg: pgoutput.Commit) -> None:
         txn = self.txn
@@ -445,17 +496,15 @@ class _Session:
             self.metrics.transactions += 1
             self.last_activity = time.monotonic()
         self.boundary_known = self.known
+        self.boundary_catalog = self.catalog
         self.appended_lsn = max(self.appended_lsn, msg.end_lsn)
         self.appended_known = self.boundary_known
+        self.appended_catalog = self.boundary_catalog
 
     # -- relations and schemas ---------------------------------------------------------
 
     def _captured(self, relation: pgoutput.Relation) -> bool:
-        qualified = relation.qualified
-        if self.config.tables:
-            return qualified in self.config.tables
-        return (relation.namespace in self.config.schemas
-                and not relation.name.startswith(JOURNAL_TABLE_PREFIX))
+        return self._captured_name(relation.namespace, relation.name)
 
     def _relation(self, msg: pgoutput.Relation) -> None:
         if not self._captured(msg):
@@ -465,18 +514,50 @@ class _Session:
         signature = msg.signature()
         changed = self.known.get(qualified) != signature
         if changed:
-            # a relation change (DDL): the catalog of now, announced in this transaction
-            self.catalog = read_catalog(self.conn, self.config.schemas,
-                                        self.config.tables)  # type: ignore[arg-type]
+            self._check_announced(msg)
         table = self._table_for(msg)
         if changed:
             self.known = {**self.known, qualified: signature}
-        if changed and self.txn is not None:
-            content = json.dumps({"catalog": self.catalog}).encode()
-            self._record(lambda pos, b, ts: LogicalMessage(
-                self.database, CATALOG_PREFIX, content, True, pos, b.xid, b.commit_ts))
-            log.info("relation %s changed: new schema version %s", qualified, table.digest())
+            log.info("relation %s: schema version %s", qualified, table.digest())
         self.rels[msg.relid] = _Rel(table, table.column_names, RowLoader(table))
+
+    def _check_announced(self, msg: pgoutput.Relation) -> None:
+        """A relation message with a new shape must follow the DDL message that described
+        it (the CATALOG message is already in the stream, at the DDL's position)."""
+        entry = self.catalog["tables"].get(msg.qualified)
+        wire = [(c.name, c.type_oid) for c in msg.columns]
+        if entry is not None and [(c.name, c.type_oid)
+                                  for c in captured_schema(entry).columns] == wire:
+            return
+        why = ("the DDL event trigger is not installed (run `journal init` as a superuser)"
+               if not self.ddl_announced else "no DDL message described it")
+        raise ddl_trigger.SchemaChangeRefused(
+            f"table {msg.qualified} changed to columns {[c.name for c in msg.columns]} but "
+            f"{why}: capture cannot place the change in the stream exactly. Take a new full "
+            "snapshot (drop the slot and restart `journal capture`)")
+
+    def _ddl(self, msg: pgoutput.Message) -> None:
+        """A DDL message of the event trigger: the CATALOG message at its position."""
+        assert self.conn is not None
+        result = ddl_trigger.catalog_change(self.catalog, msg.content, self.conn,
+                                            self._captured_name)
+        if result is None:
+            return  # no captured table concerned
+        self.catalog, change = result
+        # the message carries only what changed: a migration of fifty statements on a
+        # schema of hundreds of tables would otherwise repeat the whole catalog fifty times
+        changed = {"types": self.catalog.get("types", []),
+                   "tables": {t: self.catalog["tables"][t] for t in change["tables"]}}
+        content = json.dumps({"catalog": changed, "change": change}).encode()
+        self._record(lambda pos, b, ts: LogicalMessage(
+            self.database, CATALOG_PREFIX, content, True, pos, b.xid, b.commit_ts))
+        log.info("schema change at %s: %s", format_lsn(msg.lsn),
+                 {k: v for k, v in change.items() if v and k != "missing"})
+
+    def _captured_name(self, schema: str, name: str) -> bool:
+        if self.config.tables:
+            return f"{schema}.{name}" in self.config.tables
+        return schema in self.config.schemas and not name.startswith(JOURNAL_TABLE_PREFIX)
 
     def _table_for(self, msg: pgoutput.Relation) -> TableSchema:
         """The table version of a relation message: the catalog's when it describes the
@@ -536,6 +617,7 @@ class _Session:
             self.unflushed = 0
         self.flushed_lsn = self.appended_lsn
         self.flushed_known = self.appended_known
+        self.flushed_catalog = self.appended_catalog
         if self.pending_commits:
             now_us = time.time_ns() // 1000
             lags = [(now_us - ts) / 1e6 for ts in self.pending_commits]
@@ -549,6 +631,9 @@ class _Session:
             return
         state = self.state
         if self.flushed_lsn > state.confirmed_lsn:
+            if self.flushed_catalog is not self.saved_catalog:
+                self._save_catalog(self.flushed_lsn, self.flushed_catalog)
+                self.saved_catalog = self.flushed_catalog
             state.confirmed_lsn = self.flushed_lsn
             state.relations = self.flushed_known
             slot.save_state(self.state_path, state)

@@ -245,6 +245,31 @@ def _table_oids(cur: psycopg.Cursor[Any], schemas: Sequence[str],
     return [r["oid"] for r in rows]
 
 
+# Enum types the tables of an oid[] use (the DDL event trigger runs it too).
+ENUM_TYPES_QUERY = """
+        SELECT n.nspname AS schema, t.typname AS name,
+               array_agg(e.enumlabel ORDER BY e.enumsortorder) AS labels,
+               format('CREATE TYPE %%I.%%I AS ENUM (%%s)', n.nspname, t.typname,
+                      string_agg(quote_literal(e.enumlabel), ', ' ORDER BY e.enumsortorder))
+                 AS ddl
+        FROM pg_type t
+        JOIN pg_namespace n ON n.oid = t.typnamespace
+        JOIN pg_enum e ON e.enumtypid = t.oid
+        WHERE t.oid IN (
+            SELECT coalesce(nullif(ty.typelem, 0), ty.oid)
+            FROM pg_attribute a JOIN pg_type ty ON ty.oid = a.atttypid
+            WHERE a.attrelid = ANY(%s) AND a.attnum > 0 AND NOT a.attisdropped)
+        GROUP BY n.nspname, t.typname
+        ORDER BY n.nspname, t.typname
+        """
+
+
+def enum_types(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """CATALOG type entries from the rows of ``ENUM_TYPES_QUERY``."""
+    return [{"schema": r["schema"], "name": r["name"], "kind": "enum",
+             "labels": list(r["labels"]), "ddl": r["ddl"]} for r in rows]
+
+
 # Every type a column uses, and what those types use in turn (array elements, domain base
 # types, composite attributes, range subtypes, a multirange's range).
 _USED_TYPES = """
@@ -428,38 +453,6 @@ def _type_entry(cur: psycopg.Cursor[Any], oid: int, r: dict[str, Any]
     return entry, uses
 
 
-def _table(cur: psycopg.Cursor[Any], oid: int) -> dict[str, Any]:
-    names = cur.execute(
-        "SELECT n.nspname AS schema, c.relname AS name, "
-        "CASE WHEN c.relkind = 'p' THEN pg_get_partkeydef(c.oid) END AS partition_key "
-        "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = %s",
-        (oid,)).fetchone()
-    schema, name = names["schema"], names["name"]
-    columns = _columns(cur, oid)
-    create_table = _create_table(cur, schema, name, columns)
-    if names["partition_key"] is not None:
-        create_table = f"{create_table} PARTITION BY {names['partition_key']}"
-    entry: dict[str, Any] = {
-        "schema": schema,
-        "name": name,
-        "columns": [{k: c[k] for k in ("name", "pg_type", "type_oid", "not_null", "default",
-                                       "identity", "generated")} for c in columns],
-        "primary_key": _primary_key(cur, oid),
-        "unique": _unique_keys(cur, oid),
-        "foreign_keys": _foreign_keys(cur, oid),
-        "create_table": create_table,
-        "constraints": _constraints(cur, oid),
-        "indexes": _indexes(cur, oid),
-        "sequences": _sequences(cur, oid),
-        "replica_identity": dict(cur.execute(REPLICA_IDENTITY_QUERY, (oid,)).fetchone()),
-    }
-    if names["partition_key"] is not None:
-        entry["partition_key"] = names["partition_key"]
-        entry["partitions"] = partitions(cur.execute(PARTITIONS_QUERY, (oid,)).fetchall())
-    entry["natural_key"] = detect_natural_key(entry)
-    return entry
-
-
 # How a relation identifies its old rows to logical decoding, and the DDL that gives a
 # re-created one the same (None for the default, the primary key). One parameter: its oid.
 REPLICA_IDENTITY_QUERY = """
@@ -534,10 +527,18 @@ def partitions(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                                   "ddl": r["identity_ddl"]}} for r in rows]
 
 
-def _columns(cur: psycopg.Cursor[Any], oid: int) -> list[dict[str, Any]]:
-    rows = cur.execute(
-        """
-        SELECT a.attname AS name, format_type(a.atttypid, a.atttypmod) AS pg_type,
+# The per-table queries of the CATALOG, each with one parameter: the relation's oid. The
+# DDL event trigger (producers/ddl_trigger.py) runs the same texts inside the DDL's own
+# transaction, so an entry built from its message is the entry read_catalog would read.
+TABLE_QUERIES: dict[str, str] = {
+    "names": "SELECT n.nspname AS schema, c.relname AS name, c.relkind::text AS relkind, "
+             "c.relispartition AS partition, "
+             "CASE WHEN c.relkind = 'p' THEN pg_get_partkeydef(c.oid) END AS partition_key "
+             "FROM pg_class c "
+             "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = %s",
+    "columns": """
+        SELECT a.attnum::int AS attnum, a.attname AS name,
+               format_type(a.atttypid, a.atttypmod) AS pg_type,
                a.atttypid::int AS type_oid, a.attnotnull AS not_null,
                pg_get_expr(d.adbin, d.adrelid) AS expression,
                a.attidentity::text AS identity, a.attgenerated::text AS generated,
@@ -550,56 +551,16 @@ def _columns(cur: psycopg.Cursor[Any], oid: int) -> list[dict[str, Any]]:
         LEFT JOIN pg_namespace cn ON cn.oid = co.collnamespace
         WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped
         ORDER BY a.attnum
-        """, (oid,)).fetchall()
-    for r in rows:
-        # A generated column's expression is its "default" in the CATALOG too; "generated"
-        # says which it is.
-        r["default"] = r["expression"]
-    return rows
-
-
-def _is_sequence_default(column: dict[str, Any]) -> bool:
-    return bool(column["identity"]) or (
-        not column["generated"] and (column["expression"] or "").startswith("nextval("))
-
-
-def _create_table(cur: psycopg.Cursor[Any], schema: str, name: str,
-                  columns: list[dict[str, Any]]) -> str:
-    parts = []
-    for c in columns:
-        part = sql.SQL("{} {}").format(sql.Identifier(c["name"]), sql.SQL(c["pg_type"]))
-        if c["collation"]:
-            part = sql.SQL("{} COLLATE {}").format(part, sql.SQL(c["collation"]))
-        if c["generated"]:
-            kind = "STORED" if c["generated"] == "s" else "VIRTUAL"
-            part = sql.SQL("{} GENERATED ALWAYS AS ({}) " + kind).format(
-                part, sql.SQL(c["expression"]))
-        elif c["expression"] is not None and not _is_sequence_default(c):
-            part = sql.SQL("{} DEFAULT {}").format(part, sql.SQL(c["expression"]))
-        if c["not_null"]:
-            part = sql.SQL("{} NOT NULL").format(part)
-        parts.append(part)
-    ddl = sql.SQL("CREATE TABLE {} ({})").format(
-        sql.Identifier(schema, name), sql.SQL(", ").join(parts))
-    return ddl.as_string(cur.connection)
-
-
-def _primary_key(cur: psycopg.Cursor[Any], oid: int) -> list[str]:
-    row = cur.execute(
-        """
+        """,
+    "primary_key": """
         SELECT array_agg(a.attname ORDER BY k.n) AS columns
         FROM pg_constraint con
         CROSS JOIN LATERAL unnest(con.conkey) WITH ORDINALITY AS k(attnum, n)
         JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.attnum
         WHERE con.conrelid = %s AND con.contype = 'p'
-        """, (oid,)).fetchone()
-    return list(row["columns"] or [])
-
-
-def _unique_keys(cur: psycopg.Cursor[Any], oid: int) -> list[dict[str, Any]]:
+        """,
     # Unique constraints and plain unique indexes alike: both make a key.
-    rows = cur.execute(
-        """
+    "unique": """
         SELECT coalesce(con.conname, ic.relname) AS name,
                array_agg(a.attname ORDER BY k.n) AS columns
         FROM pg_index i
@@ -612,13 +573,8 @@ def _unique_keys(cur: psycopg.Cursor[Any], oid: int) -> list[dict[str, Any]]:
           AND k.n <= i.indnkeyatts
         GROUP BY 1
         ORDER BY 1
-        """, (oid,)).fetchall()
-    return [{"name": r["name"], "columns": list(r["columns"])} for r in rows]
-
-
-def _foreign_keys(cur: psycopg.Cursor[Any], oid: int) -> list[dict[str, Any]]:
-    rows = cur.execute(
-        """
+        """,
+    "foreign_keys": """
         SELECT con.conname AS name,
                (SELECT array_agg(a.attname ORDER BY k.n)
                 FROM unnest(con.conkey) WITH ORDINALITY AS k(attnum, n)
@@ -641,18 +597,11 @@ def _foreign_keys(cur: psycopg.Cursor[Any], oid: int) -> list[dict[str, Any]]:
         JOIN pg_namespace rn ON rn.oid = rc.relnamespace
         WHERE con.conrelid = %s AND con.contype = 'f' AND con.conparentid = 0
         ORDER BY con.conname
-        """, (oid,)).fetchall()
-    return [{"name": r["name"], "columns": list(r["columns"]), "ref_table": r["ref_table"],
-             "ref_columns": list(r["ref_columns"]), "deferrable": r["deferrable"],
-             "ddl": r["ddl"]} for r in rows]
-
-
-def _constraints(cur: psycopg.Cursor[Any], oid: int) -> list[str]:
+        """,
     # Primary key first (the restore creates it before the rest), then by name. NOT NULL
     # constraints (contype 'n', PostgreSQL 18) are already part of create_table. No ONLY
     # on a partitioned table: PostgreSQL refuses it there (keys must reach the partitions).
-    rows = cur.execute(
-        """
+    "constraints": """
         SELECT format('ALTER TABLE %%s%%I.%%I ADD CONSTRAINT %%I %%s',
                       CASE WHEN c.relkind = 'p' THEN '' ELSE 'ONLY ' END, n.nspname,
                       c.relname, con.conname, pg_get_constraintdef(con.oid)) AS ddl
@@ -661,15 +610,10 @@ def _constraints(cur: psycopg.Cursor[Any], oid: int) -> list[str]:
         JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE con.conrelid = %s AND con.contype IN ('p', 'u', 'c', 'x')
         ORDER BY con.contype <> 'p', con.conname
-        """, (oid,)).fetchall()
-    return [r["ddl"] for r in rows]
-
-
-def _indexes(cur: psycopg.Cursor[Any], oid: int) -> list[str]:
+        """,
     # On a partitioned table without the ON ONLY that pg_get_indexdef prints: that would
     # leave the index invalid until every partition has one attached.
-    rows = cur.execute(
-        """
+    "indexes": """
         SELECT CASE WHEN c.relkind = 'p' AND left(d.ddl, length(d.only)) = d.only
                     THEN left(d.only, -length('ONLY ')) || substr(d.ddl, length(d.only) + 1)
                     ELSE d.ddl END AS ddl
@@ -685,18 +629,14 @@ def _indexes(cur: psycopg.Cursor[Any], oid: int) -> list[str]:
                           WHERE con.conindid = i.indexrelid AND con.conrelid = i.indrelid
                             AND con.contype IN ('p', 'u', 'x'))
         ORDER BY ic.relname
-        """, (oid,)).fetchall()
-    return [r["ddl"] for r in rows]
-
-
-def _sequences(cur: psycopg.Cursor[Any], oid: int) -> list[dict[str, Any]]:
-    """Sequences owned by a column (serial or identity), with the DDL that brings the
-    sequence and the column's default or identity back after the load."""
-    rows = cur.execute(
-        """
+        """,
+    "sequences": """
         SELECT sn.nspname AS seq_schema, s.relname AS seq_name, a.attname AS column,
                a.attidentity::text AS identity, n.nspname AS schema, c.relname AS table,
                format_type(ps.seqtypid, NULL) AS seq_type, c.relkind = 'p' AS partitioned,
+               -- where the source's sequence stands (NULL: never called), so a restore can
+               -- end where it did; not transactional, so never behind the rows read with it
+               pg_sequence_last_value(s.oid) AS last_value, ps.seqstart AS start_value,
                format('INCREMENT BY %%s MINVALUE %%s MAXVALUE %%s START WITH %%s '
                       'CACHE %%s%%s', ps.seqincrement,
                       ps.seqmin, ps.seqmax, ps.seqstart, ps.seqcache,
@@ -711,7 +651,93 @@ def _sequences(cur: psycopg.Cursor[Any], oid: int) -> list[dict[str, Any]]:
         WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass
           AND d.refobjid = %s AND d.refobjsubid > 0 AND d.deptype IN ('a', 'i')
         ORDER BY a.attnum
-        """, (oid,)).fetchall()
+        """,
+    "replica_identity": REPLICA_IDENTITY_QUERY,
+    "partitions": PARTITIONS_QUERY,
+}
+
+
+def is_captured_kind(names: dict[str, Any]) -> bool:
+    """Whether a relation (its ``TABLE_QUERIES["names"]`` row) is of a kind read_catalog
+    captures: the rule of ``_table_oids`` (ordinary and partitioned tables, never a
+    partition on its own)."""
+    return names["relkind"] in ("r", "p") and not names["partition"]
+
+
+def _table(cur: psycopg.Cursor[Any], oid: int) -> dict[str, Any]:
+    raw = {kind: cur.execute(query, (oid,)).fetchall() for kind, query in TABLE_QUERIES.items()}
+    return table_entry(cur.connection, oid, raw)
+
+
+def table_entry(conn: psycopg.Connection[Any], oid: int,
+                raw: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """One CATALOG table from the rows of ``TABLE_QUERIES`` (read here, or carried by a
+    DDL message). ``oid`` and each column's ``attnum`` say which relation and column an
+    entry describes across renames."""
+    schema, name = raw["names"][0]["schema"], raw["names"][0]["name"]
+    partition_key = raw["names"][0].get("partition_key")
+    columns = raw["columns"]
+    for c in columns:
+        # A generated column's expression is its "default" in the CATALOG too; "generated"
+        # says which it is.
+        c["default"] = c["expression"]
+    primary = raw["primary_key"][0]["columns"] if raw["primary_key"] else None
+    entry: dict[str, Any] = {
+        "oid": oid,
+        "schema": schema,
+        "name": name,
+        "columns": [{k: c[k] for k in ("name", "pg_type", "type_oid", "not_null", "default",
+                                       "identity", "generated", "attnum")} for c in columns],
+        "primary_key": list(primary or []),
+        "unique": [{"name": r["name"], "columns": list(r["columns"])} for r in raw["unique"]],
+        "foreign_keys": [{"name": r["name"], "columns": list(r["columns"]),
+                          "ref_table": r["ref_table"], "ref_columns": list(r["ref_columns"]),
+                          "deferrable": r["deferrable"], "ddl": r["ddl"]}
+                         for r in raw["foreign_keys"]],
+        "create_table": _create_table(conn, schema, name, columns)
+                        + (f" PARTITION BY {partition_key}" if partition_key else ""),
+        "constraints": [r["ddl"] for r in raw["constraints"]],
+        "indexes": [r["ddl"] for r in raw["indexes"]],
+        "sequences": _sequences(conn, raw["sequences"]),
+        "replica_identity": dict(raw["replica_identity"][0]),
+    }
+    if partition_key:
+        entry["partition_key"] = partition_key
+        entry["partitions"] = partitions(raw["partitions"])
+    entry["natural_key"] = detect_natural_key(entry)
+    return entry
+
+
+def _is_sequence_default(column: dict[str, Any]) -> bool:
+    return bool(column["identity"]) or (
+        not column["generated"] and (column["expression"] or "").startswith("nextval("))
+
+
+def _create_table(conn: psycopg.Connection[Any], schema: str, name: str,
+                  columns: list[dict[str, Any]]) -> str:
+    parts = []
+    for c in columns:
+        part = sql.SQL("{} {}").format(sql.Identifier(c["name"]), sql.SQL(c["pg_type"]))
+        if c["collation"]:
+            part = sql.SQL("{} COLLATE {}").format(part, sql.SQL(c["collation"]))
+        if c["generated"]:
+            kind = "STORED" if c["generated"] == "s" else "VIRTUAL"
+            part = sql.SQL("{} GENERATED ALWAYS AS ({}) " + kind).format(
+                part, sql.SQL(c["expression"]))
+        elif c["expression"] is not None and not _is_sequence_default(c):
+            part = sql.SQL("{} DEFAULT {}").format(part, sql.SQL(c["expression"]))
+        if c["not_null"]:
+            part = sql.SQL("{} NOT NULL").format(part)
+        parts.append(part)
+    ddl = sql.SQL("CREATE TABLE {} ({})").format(
+        sql.Identifier(schema, name), sql.SQL(", ").join(parts))
+    return ddl.as_string(conn)
+
+
+def _sequences(conn: psycopg.Connection[Any], rows: list[dict[str, Any]]
+               ) -> list[dict[str, Any]]:
+    """Sequences owned by a column (serial or identity), with the DDL that brings the
+    sequence and the column's default or identity back after the load."""
     result = []
     for r in rows:
         seq = sql.Identifier(r["seq_schema"], r["seq_name"])
@@ -732,13 +758,10 @@ def _sequences(cur: psycopg.Cursor[Any], oid: int) -> list[dict[str, Any]]:
                 "ALTER TABLE " + only + "{table} ALTER COLUMN {column} "
                 "SET DEFAULT nextval({name}::regclass)"
             ).format(seq=seq, seq_type=sql.SQL(r["seq_type"]), options=options, table=table,
-                     column=column, name=sql.Literal(seq.as_string(cur.connection)))
-        # where the source's sequence stands (not transactional: read now, never behind
-        # the rows read under the same snapshot), so a restore can end where it did
-        state = cur.execute(sql.SQL("SELECT last_value, is_called FROM {}").format(seq)
-                            ).fetchone()
+                     column=column, name=sql.Literal(seq.as_string(conn)))
+        called = r["last_value"] is not None
         result.append({"name": f"{r['seq_schema']}.{r['seq_name']}", "column": r["column"],
-                       "ddl": ddl.as_string(cur.connection),
-                       "last_value": int(state["last_value"]),
-                       "is_called": bool(state["is_called"])})
+                       "ddl": ddl.as_string(conn),
+                       "last_value": int(r["last_value"] if called else r["start_value"]),
+                       "is_called": called})
     return result

@@ -38,6 +38,13 @@ SHAPES = {
     "own sequence": rf"ALTER SEQUENCE {_IDENT}\.{_IDENT} OWNED BY {_QUALIFIED}\.{_IDENT}$",
     "column default": rf"ALTER TABLE (?:ONLY )?{_QUALIFIED} ALTER COLUMN {_IDENT} "
                       r"(?:SET DEFAULT nextval\(|ADD GENERATED )",
+    # schema changes of the stream (restorer/evolve.py)
+    "alter table": rf"ALTER TABLE ONLY {_QUALIFIED} (?:ADD COLUMN|DROP COLUMN|RENAME COLUMN|"
+                   r"RENAME TO|ALTER COLUMN|DROP CONSTRAINT) ",
+    "drop table": rf"DROP TABLE {_QUALIFIED} CASCADE$",
+    "drop index": rf"DROP INDEX {_QUALIFIED}$",
+    "alter type": rf"ALTER TYPE {_QUALIFIED} RENAME TO {_IDENT}$",
+    "drop type": rf"DROP TYPE {_QUALIFIED}$",
 }
 _SEQUENCE_KINDS = ("create sequence", "own sequence", "column default")
 _COMPILED = {kind: re.compile(shape) for kind, shape in SHAPES.items()}

@@ -10,7 +10,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from journal.events import ChangeEvent, Transaction
+from journal import schema_change
+from journal.errors import RestoreError
+from journal.events import CATALOG_PREFIX, ChangeEvent, LogicalMessage, Transaction
+from journal.fold import evolution
 from journal.positions import Position
 from journal.row_identity import KeylessRows
 from restorer.plan import Cutoff
@@ -27,6 +30,7 @@ class JournalState:
     primary_keys: dict[str, tuple[str, ...]]
     tables: dict[str, dict[Key, dict[str, Any]]] = field(default_factory=dict)
     reached: Position | None = None
+    catalog: dict[str, Any] = field(default_factory=dict)  # as of ``reached``
 
     def rows(self, table: str) -> list[dict[str, Any]]:
         return list(self.tables.get(table, {}).values())
@@ -85,13 +89,60 @@ class JournalState:
             rows.add(after)
 
 
+def _follow(state: JournalState, message: LogicalMessage, wanted: set[str],
+            subset: bool) -> None:
+    """A schema change on the way: rows move to the table's new shape (and name). A
+    subset is refused instead: it is loaded with the schema it starts from."""
+    before = state.catalog.get("tables", {})
+    after, change = schema_change.apply(state.catalog, message.content, message.position)
+    touched = sorted(t for t in wanted if change.touches(t))
+    if subset and touched:
+        raise RestoreError(f"{', '.join(touched)} changed schema at {message.position}: a "
+                           "--tables restore does not follow schema changes; restore every "
+                           "table, or to a point before the change")
+    pos = (message.position.commit_lsn, message.position.seq)
+    for old_name, new_name in change.renamed.items():
+        if old_name in wanted:
+            wanted.discard(old_name)
+            wanted.add(new_name)
+            state.tables[new_name] = state.tables.pop(old_name, {})
+            state.primary_keys[new_name] = state.primary_keys.pop(old_name, ())
+    for name in change.dropped:
+        wanted.discard(name)
+        state.tables.pop(name, None)
+    renamed_from = {new: old for old, new in change.renamed.items()}
+    for name in change.tables:
+        entry = after["tables"][name]
+        old = before.get(renamed_from.get(name, name))
+        if old is None:  # created on the way
+            if not subset:
+                wanted.add(name)
+                state.tables[name] = {}
+                state.primary_keys[name] = tuple(entry["primary_key"])
+            continue
+        if name not in wanted:
+            continue
+        step = evolution(name, old, entry, pos, change.missing_values.get(name, {}))
+        if step is None:
+            continue
+        key = tuple(entry["primary_key"]) or state.primary_keys[name]
+        rows = (step.row(r) for r in state.tables.get(name, {}).values())
+        state.tables[name] = {tuple(r[c] for c in key): r for r in rows}
+        state.primary_keys[name] = key
+    state.catalog = after
+
+
 def fold(catalog: dict[str, Any], rows_of: Callable[[str], Iterable[dict[str, Any]]] | None,
          segments: Iterable[tuple[Any, Iterable[Transaction]]], cutoff: Cutoff,
-         start: Position | None, tables: Iterable[str] | None = None) -> JournalState:
-    """Snapshot rows (``rows_of`` per table) plus the transactions up to the cutoff."""
+         start: Position | None, tables: Iterable[str] | None = None, *,
+         follow_schema: bool = False) -> JournalState:
+    """Snapshot rows (``rows_of`` per table) plus the transactions up to the cutoff; with
+    ``follow_schema``, through the stream's schema changes (``state.catalog`` then says
+    what the tables are at the end), otherwise a schema change of a table is refused."""
     wanted = set(catalog["tables"] if tables is None else tables)
+    subset = not follow_schema
     state = JournalState({t: tuple(catalog["tables"][t]["primary_key"]) for t in wanted},
-                         reached=start)
+                         reached=start, catalog=catalog)
     if rows_of is not None:
         for t in sorted(wanted):
             state.load(t, rows_of(t))
@@ -101,6 +152,8 @@ def fold(catalog: dict[str, Any], rows_of: Callable[[str], Iterable[dict[str, An
             for record in tx.records:
                 if isinstance(record, ChangeEvent) and record.table.qualified in wanted:
                     state.apply(record)
+                elif isinstance(record, LogicalMessage) and record.prefix == CATALOG_PREFIX:
+                    _follow(state, record, wanted, subset)
             result.reached = end_position(tx)
         if result.stopped_at_target:
             break

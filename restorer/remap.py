@@ -141,6 +141,14 @@ class RowRemapper:
         # per "table.column": generic values naming a table outside the restore
         self.outside: dict[str, int] = {}
 
+    def schema_changed(self, graph: TableGraph, generic: GenericKeys) -> None:
+        """A schema change of the stream (a table created): map through its tables now."""
+        self.graph = graph
+        self.generic = dict(generic)
+        self._ct_tables = {g.content_type_table for gs in self.generic.values() for g in gs}
+        self._pk_of = {t: tuple(d.get("primary_key") or ()) for t, d in graph.tables.items()}
+        self._generic_targets.clear()
+
     # -- content types ---------------------------------------------------------------------
 
     def observe(self, table: str, row: Mapping[str, Any]) -> None:

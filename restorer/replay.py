@@ -2,18 +2,22 @@
 
 Each source transaction is applied whole; the first one the cutoff excludes ends the
 replay (``recovery_target_time`` semantics). Transactions at or below the start position
-(already in the snapshot, or applied by an earlier incremental restore) are skipped.
+(already in the snapshot, or applied by an earlier incremental restore) are skipped, but
+their schema changes still move the catalog on. A schema change applies at its position,
+in the restore's transaction, through ``on_catalog(before, after, change)``.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from journal import schema_change
+from journal.errors import RestoreError
 from journal.events import CATALOG_PREFIX, SNAPSHOT_PREFIX, ChangeEvent, LogicalMessage, Transaction
 from journal.positions import Position
+from journal.schema_change import CatalogChange
 from restorer.graph import LoadOrder
 from restorer.plan import Cutoff
 from restorer.target import TargetWriter
@@ -33,12 +37,39 @@ def end_position(tx: Transaction) -> Position:
     return tx.records[-1].position if tx.records else tx.begin.position
 
 
+OnCatalog = Callable[[dict[str, Any], dict[str, Any], CatalogChange], None]
+
+
+class CatalogTracker:
+    """The catalog as of the last applied (or skipped) schema change of the stream."""
+
+    def __init__(self, catalog: dict[str, Any], on_change: OnCatalog | None = None) -> None:
+        self.catalog = catalog
+        self.on_change = on_change
+
+    def message(self, record: LogicalMessage, apply: bool) -> None:
+        if record.prefix == SNAPSHOT_PREFIX:
+            # the compactor ends every segment where a generation starts
+            raise RestoreError(f"a new snapshot generation starts at {record.position} inside "
+                               "a segment: restore from that generation's full snapshot")
+        if record.prefix != CATALOG_PREFIX:
+            return
+        after, change = schema_change.apply(self.catalog, record.content, record.position)
+        if apply and self.on_change is not None:
+            self.on_change(self.catalog, after, change)
+        self.catalog = after
+
+
 def included(transactions: Iterable[Transaction], cutoff: Cutoff, start: Position | None,
-             result: ReplayResult) -> Iterator[Transaction]:
+             result: ReplayResult, skipped: Callable[[Transaction], None] | None = None
+             ) -> Iterator[Transaction]:
     """The transactions after ``start`` that the cutoff keeps, stopping at the first it
-    excludes (setting ``result.stopped_at_target``)."""
+    excludes (setting ``result.stopped_at_target``); ``skipped`` sees the ones at or
+    below ``start``."""
     for tx in transactions:
         if start is not None and end_position(tx) <= start:
+            if skipped is not None:
+                skipped(tx)
             continue
         if not cutoff.includes(tx.commit_lsn, tx.begin.commit_ts):
             result.stopped_at_target = True
@@ -48,14 +79,20 @@ def included(transactions: Iterable[Transaction], cutoff: Cutoff, start: Positio
 
 def replay(segments: Iterable[tuple[Any, Iterable[Transaction]]], writer: TargetWriter,
            cutoff: Cutoff, start: Position, order: LoadOrder,
-           on_catalog: Callable[[dict[str, Any]], None] | None = None,
+           catalog: CatalogTracker | None = None,
            progress: Callable[[int], None] | None = None) -> ReplayResult:
     """Apply the transactions of each (manifest, transactions) pair in turn."""
     result = ReplayResult(start)
     deferred = _Deferred(writer, order)
+
+    def skipped(tx: Transaction) -> None:
+        for record in tx.records:
+            if isinstance(record, LogicalMessage) and catalog is not None:
+                catalog.message(record, apply=False)
+
     for manifest, transactions in segments:
-        for tx in included(transactions, cutoff, start, result):
-            _apply(tx, writer, deferred, on_catalog, result)
+        for tx in included(transactions, cutoff, start, result, skipped):
+            _apply(tx, writer, deferred, catalog, result)
             result.transactions += 1
             result.reached = end_position(tx)
             if progress is not None:
@@ -86,7 +123,7 @@ class _Deferred(dict[str, frozenset[str]]):
 
 
 def _apply(tx: Transaction, writer: TargetWriter, deferred: _Deferred,
-           on_catalog: Callable[[dict[str, Any]], None] | None, result: ReplayResult) -> None:
+           catalog: CatalogTracker | None, result: ReplayResult) -> None:
     truncates: list[str] = []
     # consecutive inserts into one table go out as one batch; in identity mode only, where
     # a batch writes exactly what the single inserts would (remapping matches natural keys
@@ -102,11 +139,12 @@ def _apply(tx: Transaction, writer: TargetWriter, deferred: _Deferred,
 
     for record in tx.records:
         if isinstance(record, LogicalMessage):
-            flush()  # a catalog change applies after the rows before it
-            if record.prefix == CATALOG_PREFIX and on_catalog is not None:
-                on_catalog(json.loads(record.content)["catalog"])
-            elif record.prefix == SNAPSHOT_PREFIX and on_catalog is not None:
-                on_catalog(json.loads(record.content)["catalog"])
+            if catalog is not None and record.prefix in (CATALOG_PREFIX, SNAPSHOT_PREFIX):
+                flush()  # a schema change applies after the rows before it
+                if truncates:
+                    writer.truncate(truncates)
+                    truncates = []
+                catalog.message(record, apply=True)
             continue
         assert isinstance(record, ChangeEvent)
         result.events += 1

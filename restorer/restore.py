@@ -7,6 +7,7 @@ populated one gets every foreign key remapped through natural keys.
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -27,9 +28,10 @@ from journal.errors import (
     RestoreRefused,
     ValidationError,
 )
-from journal.events import Transaction
+from journal.events import LogicalMessage, Transaction
 from journal.positions import Position
-from restorer import schema
+from journal.schema_change import CatalogChange
+from restorer import ddl, evolve, schema, target_schema
 from restorer.fold import fold
 from restorer.generic_keys import resolve_generic_foreign_keys
 from restorer.graph import TableGraph
@@ -44,7 +46,7 @@ from restorer.natural_keys import (
 )
 from restorer.plan import Reached, RestorePlan, RestoreTarget, find_xid, make_plan
 from restorer.remap import ON_CONFLICT, KeyMap, RowRemapper, refuse_unsafe
-from restorer.replay import replay
+from restorer.replay import CatalogTracker, end_position, replay
 from restorer.report import RestoreReport, TableCounts
 from restorer.state import (
     RestoreState,
@@ -236,7 +238,9 @@ def _run(conn: psycopg.Connection[Any], store: Any, plan: RestorePlan,
          state: RestoreState | None, options: RestoreOptions, report: RestoreReport) -> None:
     conn.execute("SELECT pg_advisory_xact_lock(hashtext('edms_journal.restore'))")
     conn.execute("SET CONSTRAINTS ALL DEFERRED")
-    catalog = (plan.full.catalog if plan.full is not None else plan.segments[-1].catalog)
+    # the catalog at the plan's start; the stream's schema changes move it on (in place)
+    catalog = copy.deepcopy(plan.full.catalog if plan.full is not None
+                            else _catalog_at_start(store, plan))
     tables = sorted(catalog["tables"])
     requested: set[str] = set()
     if options.tables:
@@ -302,14 +306,31 @@ def _run(conn: psycopg.Connection[Any], store: Any, plan: RestorePlan,
                 # trip per event
                 writer.pipeline = stack.enter_context(conn.pipeline())
             replay_started = time.monotonic()
+            def on_change(before: dict[str, Any], after: dict[str, Any],
+                          change: CatalogChange) -> None:
+                _on_catalog(conn, before, after, change, mode, writer)
+                if mode == "remap":  # a table created in the stream is remapped too
+                    for t, key in resolve_natural_keys(after, options.natural_keys).items():
+                        keys.setdefault(t, key)
+                    remapper.schema_changed(TableGraph(after), resolve_generic_foreign_keys(
+                        after, options.generic_foreign_keys))
+
+            tracker = CatalogTracker(copy.deepcopy(catalog), on_change)
             result = replay(_segments(store, plan, stack), writer, plan.cutoff,
-                            plan.start or Position(0, 0), order,
-                            on_catalog=lambda c: _on_catalog(conn, c, mode),
+                            plan.start or Position(0, 0), order, catalog=tracker,
                             progress=(lambda n: progress("replay", n)) if progress else None)
             report.replay_seconds = time.monotonic() - replay_started
             report.transactions_replayed = result.transactions
             report.events_replayed = result.events
             reached = result.reached
+            if tracker.catalog != catalog:  # the tables as the last schema change left them
+                catalog.clear()
+                catalog.update(tracker.catalog)
+                wanted = sorted(catalog["tables"])
+                for t in wanted:
+                    counts.setdefault(t, TableCounts())
+                for t in set(counts) - set(wanted):
+                    del counts[t]
         if mode == "remap":
             writer.apply_generic_fixups(final=True)
     schema.set_sequences(conn, catalog, wanted, empty=mode == "empty")
@@ -406,14 +427,76 @@ def _check_columns(conn: psycopg.Connection[Any], catalog: dict[str, Any],
                                "packages carry: migrate the target's schema first")
 
 
-def _on_catalog(conn: psycopg.Connection[Any], catalog: dict[str, Any], mode: str) -> None:
-    """A DDL change in the stream: create tables that appeared since the snapshot."""
-    new = sorted(set(catalog.get("tables", {})) - schema.existing_tables(
-        conn, catalog.get("tables", {})))
-    if not new:
-        return
-    schema.create_types(conn, catalog)
-    schema.create_tables(conn, catalog, new)
-    schema.add_constraints(conn, catalog, new)
-    schema.add_sequences(conn, catalog, new)
-    log.info("created table(s) %s that appeared in the stream (%s mode)", new, mode)
+def _catalog_at_start(store: Any, plan: RestorePlan) -> dict[str, Any]:
+    """An incremental plan's catalog where the target stands: the one of the package
+    before its first segment, moved on by the schema changes of that segment up to the
+    plan's start."""
+    parent = plan.segments[0].parent_id
+    catalog = next((m.catalog for m in store.list() if m.package_id == parent), None)
+    if catalog is None:
+        raise RestoreError(f"package {parent}, before segment {plan.segments[0].package_id}, "
+                           "is not in the store: cannot know the schema the target stands at")
+    tracker = CatalogTracker(copy.deepcopy(catalog))
+    with store.open(plan.segments[0].package_id, verify=False) as reader:
+        for tx in reader.transactions():
+            if plan.start is None or end_position(tx) > plan.start:
+                break
+            for record in tx.records:
+                if isinstance(record, LogicalMessage):
+                    tracker.message(record, apply=False)
+    return tracker.catalog
+
+
+def _on_catalog(conn: psycopg.Connection[Any], before: dict[str, Any], after: dict[str, Any],
+                change: CatalogChange, mode: str, writer: TargetWriter) -> None:
+    """A schema change in the stream, applied at its position (see restorer/evolve.py)."""
+    old_tables, new_tables = before.get("tables", {}), after.get("tables", {})
+    created = [t for t in change.tables if t not in old_tables
+               and t not in change.renamed.values()]
+    altered = [t for t in change.tables if t not in created]
+    if mode == "remap" and (altered or change.dropped or change.types):
+        raise RestoreRefused(
+            f"the stream changes the schema of {sorted(altered + list(change.dropped))}: a "
+            "populated target is not migrated by the restore; restore into an empty "
+            "database, or to a point before the change")
+    statements: list[evolve.Statement] = []
+    if created or change.types:  # enum types the tables need, created or rebuilt
+        for spec in after.get("types", []):
+            statements += _enum_change(conn, spec, after)
+    existing = schema.existing_tables(conn, list(new_tables))
+    statements += [s for t in created if t not in existing  # a populated target may have it
+                   for s in evolve.create_statements(new_tables[t], existing)]
+    renamed_from = {new: old for old, new in change.renamed.items()}
+    for t in altered:
+        old = old_tables.get(renamed_from.get(t, t))
+        if old is None:
+            raise RestoreError(f"{t} changed in the stream but its previous schema is unknown")
+        statements += evolve.table_statements(old, new_tables[t], change.missing.get(t, {}))
+    statements += [evolve.drop_statement(t, old_tables.get(t)) for t in change.dropped
+                   if t in schema.existing_tables(conn, [t])]
+    _run_statements(conn, statements)
+    for t in altered:  # constraints and indexes, against the target's own after the columns
+        entry = new_tables[t]
+        live = target_schema.live_keys(conn, entry["schema"], entry["name"])
+        _run_statements(conn, evolve.key_statements(entry, live))
+    writer.schema_changed(after)
+    if created or altered or change.dropped:
+        log.info("schema change applied (%s mode): created %s, changed %s, dropped %s",
+                 mode, created, altered, list(change.dropped))
+
+
+def _enum_change(conn: psycopg.Connection[Any], spec: dict[str, Any],
+                 catalog: dict[str, Any]) -> list[evolve.Statement]:
+    labels = target_schema.enum_labels(conn, spec["schema"], spec["name"])
+    if labels == spec["labels"]:
+        return []
+    columns = target_schema.enum_columns(conn, spec["schema"], spec["name"])
+    defaults = {(t["schema"], t["name"], c["name"]): c.get("default")
+                for t in catalog.get("tables", {}).values() for c in t["columns"]}
+    old = None if labels is None else {"labels": labels}
+    return evolve.enum_statements(old, spec, columns, defaults)
+
+
+def _run_statements(conn: psycopg.Connection[Any], statements: list[evolve.Statement]) -> None:
+    for s in statements:
+        ddl.run(conn, s.kind, s.text, s.schema, s.name)

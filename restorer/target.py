@@ -92,6 +92,12 @@ class TargetWriter:
     def keymap(self) -> KeyMap:
         return self.remapper.keymap
 
+    def schema_changed(self, catalog: Mapping[str, Any]) -> None:
+        """A schema change of the stream: write through ``catalog`` from now on, with
+        statements composed anew."""
+        self.catalog = catalog
+        self._queries.clear()
+
     def _table(self, name: str) -> Mapping[str, Any]:
         return self.catalog["tables"][name]
 

@@ -225,7 +225,10 @@ def verify(target_url: str, packages_url: str = "", at: datetime | RestoreTarget
         full = stack.enter_context(store.open(plan.full.package_id))
         segments = ((m, stack.enter_context(store.open(m.package_id)).transactions())
                     for m in plan.segments)
-        state = fold(catalog, full.rows, segments, plan.cutoff, plan.start, wanted)
+        state = fold(catalog, full.rows, segments, plan.cutoff, plan.start, wanted,
+                     follow_schema=not tables)
+    if not tables:  # the tables as the stream's schema changes left them
+        catalog, wanted = state.catalog, sorted(state.catalog["tables"])
     actual = read_database(target_url, catalog, wanted)
     keys = resolve_natural_keys(catalog, natural_keys)
     off = disabled(natural_keys)

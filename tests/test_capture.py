@@ -222,8 +222,8 @@ def test_every_column_type_round_trips_and_unchanged_toast_is_resolved(sample_db
         assert pg_type in streamed_types
 
 
-def test_relation_change_announces_catalog_and_new_schema_version(sample_db: str,
-                                                                  tmp_path: Path):
+def test_schema_change_is_announced_in_its_own_transaction_before_the_rows_that_use_it(
+        sample_db: str, tmp_path: Path):
     cfg = capture_config(sample_db, tmp_path)
     capture_until_idle(cfg, idle=1.0)
     with psycopg.connect(sample_db, autocommit=True) as conn:
@@ -245,13 +245,17 @@ def test_relation_change_announces_catalog_and_new_schema_version(sample_db: str
     assert tags[0].after["colour"] == "blue" and "colour" in tags[0].table.column_names
     assert "colour" not in tags[1].table.column_names
     assert tags[0].table.digest() != tags[1].table.digest()
-    for event in tags:  # each is preceded, in its own transaction, by the catalog
-        same_txn = [r for r in records if r.position.commit_lsn == event.position.commit_lsn]
-        catalogs = [r for r in same_txn if isinstance(r, LogicalMessage)
-                    and r.prefix == CATALOG_PREFIX]
-        assert len(catalogs) == 1 and catalogs[0].position < event.position
-    colours = json.loads(catalogs[0].content)["catalog"]["tables"]["public.tag"]["columns"]
-    assert "colour" not in [c["name"] for c in colours]
+    catalogs = [r for r in records if isinstance(r, LogicalMessage)
+                and r.prefix == CATALOG_PREFIX]
+    # one per ALTER, each alone in the DDL's transaction, before the insert that follows
+    assert len(catalogs) == 2
+    assert catalogs[0].position < tags[0].position < catalogs[1].position < tags[1].position
+    assert catalogs[0].position.commit_lsn != tags[0].position.commit_lsn
+    added, dropped = (json.loads(c.content) for c in catalogs)
+    assert added["change"]["tables"] == ["public.tag"]
+    assert added["change"]["missing"]["public.tag"] == {"colour": "red"}
+    columns = [c["name"] for c in dropped["catalog"]["tables"]["public.tag"]["columns"]]
+    assert "colour" not in columns
 
 
 def test_truncate_marks_and_heartbeats_are_in_the_stream(sample_db: str, tmp_path: Path):

@@ -137,8 +137,10 @@ def _create_from_catalog(conn: psycopg.Connection, catalog: dict[str, Any]) -> N
 
 
 def _without_user_type_oids(catalog: dict[str, Any]) -> dict[str, Any]:
-    # User-defined types get new OIDs in every database; everything else must match.
+    # User-defined types and tables get new OIDs in every database; everything else must
+    # match.
     for table in catalog["tables"].values():
+        table["oid"] = "relation"
         for column in table["columns"]:
             if column["type_oid"] >= 16384:
                 column["type_oid"] = "user type"

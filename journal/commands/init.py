@@ -9,13 +9,14 @@ reads the initial snapshot on the spot.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
 from journal.commands._common import config as load
 from journal.config import DEFAULT_FILE, Config
 from journal.transport import open_writer
-from producers import slot
+from producers import ddl_trigger, slot
 
 _TEMPLATE = """\
 # edms-journal configuration (see README). Secrets stay out of this file:
@@ -67,6 +68,19 @@ def _without_password(url: str) -> str:
     return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", "@")).geturl()
 
 
+def _ddl_trigger_line(conn: Any) -> str:
+    """Install the DDL event trigger (schema changes get their exact place in the stream),
+    or say why not and what it means."""
+    if ddl_trigger.installed(conn):
+        return "OK   DDL event trigger (schema changes are captured at their position)"
+    if ddl_trigger.is_superuser(conn):
+        ddl_trigger.install(conn)
+        return "OK   DDL event trigger installed (schema changes are captured at their position)"
+    return ("WARN DDL event trigger not installed: it needs a superuser (run `journal init` "
+            "once as one). Until then capture stops at the first schema change of a captured "
+            "table and asks for a new full snapshot")
+
+
 def register(group: click.Group) -> None:
     @group.command("init")
     @click.option("--source", "source_url", help="source database URL (postgresql://…)")
@@ -83,6 +97,7 @@ def register(group: click.Group) -> None:
                        "capturable (logged, keyed or REPLICA IDENTITY FULL)")
             slot.ensure_publication(conn, cfg)
             click.echo(f"OK   publication {cfg.publication}")
+            click.echo(_ddl_trigger_line(conn))
             info = slot.slot_info(conn, cfg.slot)
             if info is None:
                 slot.check_free_slot(conn)

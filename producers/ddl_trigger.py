@@ -1,0 +1,302 @@
+"""Schema changes as capture sees them: the DDL event trigger, and what its messages mean.
+
+pgoutput sends a relation message only when rows of a changed table follow, and nothing
+at all for drops, renames without data, new enum values or constraints. ``journal init``
+therefore installs two event triggers (``ddl_command_end`` and ``sql_drop``) whose
+function writes a transactional ``pg_logical_emit_message`` with prefix ``DDL_PREFIX``
+in the DDL's own transaction: the change gets an exact position in the stream, and the
+message carries the changed tables as the CATALOG's own queries (``TABLE_QUERIES``) read
+them at that moment, so capture never describes a table with a catalog read "now".
+
+Capture turns each such message into a CATALOG message (``catalog_change``); a change
+that the journal cannot express exactly (existing rows whose new values are not in the
+stream) is refused here, before anything is written for it.
+
+The trigger function has no exception handler on purpose: PL/pgSQL would run its body in
+a subtransaction, and logical decoding then delivers the message after the rows that
+followed it in the same transaction. A failure of the function fails the DDL instead.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from journal.catalog import Column, TableSchema
+from journal.errors import SourceError
+from journal.events import DDL_PREFIX
+from journal.schema_change import encode_value
+from producers.catalog import (
+    ENUM_TYPES_QUERY,
+    TABLE_QUERIES,
+    enum_types,
+    is_captured_kind,
+    table_entry,
+)
+from producers.values import SESSION_SETTINGS, RowLoader
+
+SCHEMA = "edms_journal"
+_END_FUNCTION = "on_ddl_command_end"
+_DROP_FUNCTION = "on_sql_drop"
+TRIGGERS = ("edms_journal_ddl_command_end", "edms_journal_sql_drop")
+
+
+class SchemaChangeRefused(SourceError):
+    """A schema change whose effect on existing rows the stream does not carry."""
+
+
+# -- the trigger ---------------------------------------------------------------------------
+
+def _in_function(query: str, parameter: str) -> str:
+    # psycopg's placeholders become the PL/pgSQL variable; "%%" is a literal "%"
+    return query.replace("%%", "\0").replace("%s", parameter).replace("\0", "%")
+
+
+def _aggregate(query: str, parameter: str) -> str:
+    # our own constant query texts, never input
+    return ("(SELECT coalesce(jsonb_agg(to_jsonb(q)), '[]'::jsonb) FROM ("  # noqa: S608
+            + _in_function(query, parameter) + ") q)")
+
+
+def _end_function_body() -> str:
+    queries = ", ".join(f"'{kind}', {_aggregate(query, 'rel')}"
+                        for kind, query in TABLE_QUERIES.items())
+    # constant texts of this module and producers.catalog, never input
+    return f"""
+DECLARE
+    rels oid[];
+    rel oid;
+    tables jsonb := '{{}}'::jsonb;
+    has_rows boolean;
+BEGIN
+    SELECT coalesce(array_agg(DISTINCT r), '{{}}') INTO rels FROM (
+        SELECT CASE WHEN c.relkind IN ('r', 'p') THEN c.oid
+                    WHEN c.relkind IN ('i', 'I') THEN
+                        (SELECT i.indrelid FROM pg_index i WHERE i.indexrelid = c.oid)
+                    WHEN c.relkind = 'S' THEN
+                        (SELECT d.refobjid FROM pg_depend d
+                         WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+                           AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')
+                         LIMIT 1)
+               END AS r
+        FROM pg_event_trigger_ddl_commands() cmd
+        JOIN pg_class c ON c.oid = cmd.objid
+        WHERE cmd.classid = 'pg_class'::regclass
+        UNION ALL
+        SELECT con.conrelid FROM pg_event_trigger_ddl_commands() cmd
+        JOIN pg_constraint con ON con.oid = cmd.objid
+        WHERE cmd.classid = 'pg_constraint'::regclass
+        UNION ALL
+        -- a changed type (a new enum value): every table with a column of it
+        SELECT a.attrelid FROM pg_event_trigger_ddl_commands() cmd
+        JOIN pg_type ty ON ty.oid = cmd.objid OR ty.typelem = cmd.objid
+        JOIN pg_attribute a ON a.atttypid = ty.oid AND a.attnum > 0 AND NOT a.attisdropped
+        WHERE cmd.classid = 'pg_type'::regclass
+    ) x
+    WHERE r IS NOT NULL
+      AND (SELECT relkind FROM pg_class WHERE oid = r) IN ('r', 'p');
+    IF cardinality(rels) = 0 THEN
+        RETURN;
+    END IF;
+    FOREACH rel IN ARRAY rels LOOP
+        EXECUTE format('SELECT EXISTS (SELECT 1 FROM %s)', rel::regclass) INTO has_rows;
+        tables := tables || jsonb_build_object(rel::text, jsonb_build_object(
+            {queries},
+            'has_rows', has_rows,
+            'missing', (SELECT coalesce(jsonb_object_agg(a.attname,
+                                            (a.attmissingval::text::text[])[1]), '{{}}')
+                        FROM pg_attribute a
+                        WHERE a.attrelid = rel AND a.atthasmissing AND NOT a.attisdropped)));
+    END LOOP;
+    PERFORM pg_logical_emit_message(true, '{DDL_PREFIX}', jsonb_build_object(
+        'tables', tables, 'types', {_aggregate(ENUM_TYPES_QUERY, 'rels')},
+        'query', current_query())::text);
+END
+"""  # noqa: S608
+
+
+_DROP_FUNCTION_BODY = f"""
+DECLARE
+    dropped jsonb;
+BEGIN
+    SELECT jsonb_agg(jsonb_build_object('oid', objid, 'schema', schema_name,
+                                        'name', object_name))
+    INTO dropped
+    FROM pg_event_trigger_dropped_objects()
+    WHERE object_type = 'table';
+    IF dropped IS NOT NULL THEN
+        PERFORM pg_logical_emit_message(true, '{DDL_PREFIX}', jsonb_build_object(
+            'dropped', dropped, 'query', current_query())::text);
+    END IF;
+END
+"""  # noqa: S608
+
+
+def _settings() -> sql.Composable:
+    # values printed (an added column's default) in the formats producers.values loads
+    return sql.SQL(" ").join(
+        sql.SQL("SET {} = {}").format(sql.Identifier(name), sql.Literal(value))
+        for name, value in SESSION_SETTINGS.items() if name != "client_encoding")
+
+
+def is_superuser(conn: psycopg.Connection[Any]) -> bool:
+    row = conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()
+    return bool(row and row[0])
+
+
+def install(conn: psycopg.Connection[Any]) -> None:
+    """Create (or replace) the trigger functions and the two event triggers. Needs a
+    superuser: PostgreSQL lets no one else create event triggers."""
+    with conn.transaction():
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(SCHEMA)))
+        for function, body in ((_END_FUNCTION, _end_function_body()),
+                               (_DROP_FUNCTION, _DROP_FUNCTION_BODY)):
+            conn.execute(sql.SQL(
+                "CREATE OR REPLACE FUNCTION {}() RETURNS event_trigger LANGUAGE plpgsql "
+                "SECURITY DEFINER SET search_path = '' {} AS {}").format(
+                sql.Identifier(SCHEMA, function), _settings(), sql.Literal(body)))
+        for trigger, event, function in ((TRIGGERS[0], "ddl_command_end", _END_FUNCTION),
+                                         (TRIGGERS[1], "sql_drop", _DROP_FUNCTION)):
+            conn.execute(sql.SQL("DROP EVENT TRIGGER IF EXISTS {}").format(
+                sql.Identifier(trigger)))
+            conn.execute(sql.SQL("CREATE EVENT TRIGGER {} ON {} EXECUTE FUNCTION {}()").format(
+                sql.Identifier(trigger), sql.SQL(event), sql.Identifier(SCHEMA, function)))
+
+
+def installed(conn: psycopg.Connection[Any]) -> bool:
+    """Both event triggers exist and are enabled."""
+    row = conn.execute("SELECT count(*) FROM pg_event_trigger WHERE evtname = ANY(%s) "
+                       "AND evtenabled <> 'D'", (list(TRIGGERS),)).fetchone()
+    return bool(row and row[0] == len(TRIGGERS))
+
+
+# -- what a DDL message means --------------------------------------------------------------
+
+def catalog_change(previous: dict[str, Any], content: bytes, conn: psycopg.Connection[Any],
+                   captured: Callable[[str, str], bool]
+                   ) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The catalog after the DDL message ``content`` and the change record of the CATALOG
+    message, or None when no captured table is concerned. Raises SchemaChangeRefused for
+    a change the stream cannot carry exactly."""
+    message = json.loads(content)
+    by_oid = {t.get("oid"): name for name, t in previous["tables"].items()}
+    catalog = copy.deepcopy(previous)
+    change: dict[str, Any] = {"tables": [], "renamed": {}, "dropped": [], "types": []}
+    for dropped in message.get("dropped") or []:
+        name = by_oid.get(int(dropped["oid"])) or f"{dropped['schema']}.{dropped['name']}"
+        if name in catalog["tables"]:
+            del catalog["tables"][name]
+            change["dropped"].append(name)
+    for oid_text, raw in (message.get("tables") or {}).items():
+        oid = int(oid_text)
+        if not is_captured_kind(raw["names"][0]):
+            continue
+        entry = table_entry(conn, oid, {k: raw[k] for k in TABLE_QUERIES})
+        name = f"{entry['schema']}.{entry['name']}"
+        old_name = by_oid.get(oid)
+        if not captured(entry["schema"], entry["name"]):
+            if old_name is not None:
+                raise SchemaChangeRefused(
+                    f"table {old_name} was renamed or moved to {name}, which is not captured: "
+                    "capture cannot follow it. Add it to [source] schemas/tables, then take "
+                    "a new full snapshot (drop the slot and restart `journal capture`)")
+            continue
+        old = catalog["tables"].get(old_name) if old_name else None
+        if old is not None and old["schema"] != entry["schema"]:
+            raise SchemaChangeRefused(
+                f"table {old_name} was moved to schema {entry['schema']}: the journal does "
+                "not follow a table across schemas. Take a new full snapshot (drop the slot "
+                "and restart `journal capture`)")
+        refuse_inexact(name, old, entry, bool(raw.get("has_rows")), raw.get("missing") or {},
+                       str(message.get("query") or ""))
+        if old_name is not None and old_name != name:
+            del catalog["tables"][old_name]
+            change["renamed"][old_name] = name
+        catalog["tables"][name] = entry
+        change["tables"].append(name)
+        if raw.get("missing"):
+            # what existing rows hold in a column added with a (non-volatile) default
+            change.setdefault("missing", {})[name] = raw["missing"]
+            change.setdefault("missing_values", {})[name] = _values(entry, raw["missing"])
+    if not change["tables"] and not change["dropped"]:
+        return None
+    types = {(t["schema"], t["name"]): t for t in catalog.get("types", [])}
+    for t in enum_types(message.get("types") or []):
+        if types.get((t["schema"], t["name"])) != t:
+            change["types"].append(f"{t['schema']}.{t['name']}")
+        types[(t["schema"], t["name"])] = t
+    catalog["types"] = [types[k] for k in sorted(types)]
+    return catalog, change
+
+
+def _values(entry: dict[str, Any], texts: dict[str, str | None]) -> dict[str, Any]:
+    """The journal's values of PostgreSQL texts of ``entry``'s columns."""
+    out = {}
+    for c in entry["columns"]:
+        if c["name"] in texts:
+            column = Column(c["name"], c["pg_type"], int(c["type_oid"]), bool(c["not_null"]))
+            loader = RowLoader(TableSchema(entry["schema"], entry["name"], (column,), ()))
+            text = texts[c["name"]]
+            out[c["name"]] = encode_value(
+                None if text is None else loader.load_text(0, text.encode()))
+    return out
+
+
+# Type changes that keep every existing value as it is (so the restore's cast gives the
+# source's values): widening integers, text and varchar of any length, numeric of the
+# same scale.
+_INTEGERS = {21: 0, 23: 1, 20: 2}
+_TEXTS = {25, 1043}
+_NUMERIC_SCALE = re.compile(r"^numeric(?:\(\d+,(\d+)\))?$")
+
+
+def value_preserving(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """True when changing a column's type from ``old`` to ``new`` leaves every value as
+    it was (what a restore that casts the same way reproduces exactly)."""
+    a, b = int(old["type_oid"]), int(new["type_oid"])
+    if old["pg_type"] == new["pg_type"]:
+        return True
+    if a in _INTEGERS and b in _INTEGERS:
+        return _INTEGERS[a] <= _INTEGERS[b]
+    if a in _TEXTS and b in _TEXTS:
+        return True
+    if a == b == 1700:
+        sa, sb = _NUMERIC_SCALE.match(old["pg_type"]), _NUMERIC_SCALE.match(new["pg_type"])
+        return bool(sa and sb and sa.group(1) == sb.group(1))
+    return False
+
+
+def refuse_inexact(name: str, old: dict[str, Any] | None, new: dict[str, Any],
+                   has_rows: bool, missing: dict[str, Any], query: str) -> None:
+    """Raise SchemaChangeRefused when existing rows of ``name`` got values that the stream
+    will not carry (a table rewrite): a column added with a volatile default or as an
+    identity, a type change that converts values."""
+    if old is None or not has_rows:
+        return  # a new table, or no rows that a rewrite could have changed
+    before = {c.get("attnum"): c for c in old["columns"]}
+    what = "take a new full snapshot (drop the slot and restart `journal capture`)"
+    for column in new["columns"]:
+        previous = before.get(column["attnum"])
+        where = f"column {column['name']!r} of {name}"
+        if previous is None:
+            computed = column["default"] is not None or column["identity"]
+            if computed and not column["generated"] and column["name"] not in missing:
+                raise SchemaChangeRefused(
+                    f"{where} was added with a volatile default or as an identity "
+                    f"({column['default'] or 'identity'}): PostgreSQL rewrote the existing "
+                    f"rows with values the stream never carries. Add the column without the "
+                    f"default and fill it with UPDATE, or {what}")
+            continue
+        if previous["pg_type"] != column["pg_type"]:
+            converted = re.search(r"\bTYPE\b[^;]*\bUSING\b", query, re.I)
+            if converted or not value_preserving(previous, column):
+                raise SchemaChangeRefused(
+                    f"{where} changed type from {previous['pg_type']} to {column['pg_type']}: "
+                    "PostgreSQL converted the existing values in place, and the stream does "
+                    f"not carry the results. Convert with UPDATE into a new column, or {what}")

@@ -142,6 +142,7 @@ class _Rel:
     table: TableSchema | None  # None: not captured (ignored)
     names: tuple[str, ...] = ()
     loader: RowLoader | None = None
+    partition_of: str | None = None  # a partition of this captured root
 
 
 @dataclass
@@ -436,6 +437,12 @@ class _Session:
             raise SourceError(f"pgoutput sent a change of relation {msg.relid} before its "
                               "relation message")
         if rel.table is None:
+            if rel.partition_of is not None:
+                # its rows come under the root's relation (publish_via_partition_root)
+                raise SourceError(
+                    f"pgoutput sent a change of partition {rel.partition_of} under its own "
+                    "name: the publication must publish via the partition root (journal init "
+                    "sets publish_via_partition_root)")
             return
         table, names, loader = rel.table, rel.names, rel.loader
         db = self.database
@@ -510,6 +517,12 @@ class _Session:
         if not self._captured(msg):
             self.rels[msg.relid] = _Rel(None)
             return
+        root = self._partition_root(msg.qualified)
+        if root is not None:
+            # PostgreSQL announces a partition's relation beside its root's when a row moves
+            # between partitions; the rows themselves come under the root
+            self.rels[msg.relid] = _Rel(None, partition_of=f"{msg.qualified} of {root}")
+            return
         qualified = msg.qualified
         signature = msg.signature()
         changed = self.known.get(qualified) != signature
@@ -553,6 +566,14 @@ class _Session:
             self.database, CATALOG_PREFIX, content, True, pos, b.xid, b.commit_ts))
         log.info("schema change at %s: %s", format_lsn(msg.lsn),
                  {k: v for k, v in change.items() if v and k != "missing"})
+
+    def _partition_root(self, qualified: str) -> str | None:
+        """The captured partitioned table ``qualified`` is a partition of (at any depth)."""
+        for root, entry in self.catalog["tables"].items():
+            if any(f"{p['schema']}.{p['name']}" == qualified
+                   for p in entry.get("partitions") or ()):
+                return root
+        return None
 
     def _captured_name(self, schema: str, name: str) -> bool:
         if self.config.tables:

@@ -186,7 +186,7 @@ def ensure_publication(conn: psycopg.Connection[Any], config: Config) -> None:
             if _published(conn, config) != _wanted(conn, config):
                 conn.execute(sql.SQL("ALTER PUBLICATION {} SET {}").format(name, targets))
                 log.info("updated the tables of publication %s", config.publication)
-            if not _via_root(conn, config):
+            if not _via_root(conn, config) and _has_partitioned(conn, config):
                 conn.execute(sql.SQL("ALTER PUBLICATION {} "
                                      "SET (publish_via_partition_root = true)").format(name))
                 log.info("publication %s now publishes partitions through their root",
@@ -215,6 +215,17 @@ def _via_root(conn: psycopg.Connection[Any], config: Config) -> bool:
     row = conn.execute("SELECT pubviaroot FROM pg_publication WHERE pubname = %s",
                        (config.publication,)).fetchone()
     return bool(row and row[0])
+
+
+def _has_partitioned(conn: psycopg.Connection[Any], config: Config) -> bool:
+    """Whether a captured table is partitioned (only then must an existing publication
+    publish through the root: a role that does not own it need not change it otherwise)."""
+    row = conn.execute(
+        "SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE c.relkind = 'p' AND NOT c.relispartition AND (n.nspname = ANY(%s) "
+        "OR n.nspname || '.' || c.relname = ANY(%s)) LIMIT 1",
+        (list(config.schemas) if not config.tables else [], list(config.tables))).fetchone()
+    return row is not None
 
 
 def _wanted(conn: psycopg.Connection[Any], config: Config) -> tuple[set[str], set[str]]:

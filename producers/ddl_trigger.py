@@ -76,9 +76,11 @@ DECLARE
     has_rows boolean;
 BEGIN
     SELECT coalesce(array_agg(DISTINCT r), '{{}}') INTO rels FROM (
-        SELECT CASE WHEN c.relkind IN ('r', 'p') THEN c.oid
+        -- a partition's change is its root's (a partition is described with its root)
+        SELECT CASE WHEN c.relkind IN ('r', 'p') THEN coalesce(pg_partition_root(c.oid), c.oid)
                     WHEN c.relkind IN ('i', 'I') THEN
-                        (SELECT i.indrelid FROM pg_index i WHERE i.indexrelid = c.oid)
+                        (SELECT coalesce(pg_partition_root(i.indrelid), i.indrelid)
+                         FROM pg_index i WHERE i.indexrelid = c.oid)
                     WHEN c.relkind = 'S' THEN
                         (SELECT d.refobjid FROM pg_depend d
                          WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
@@ -89,7 +91,8 @@ BEGIN
         JOIN pg_class c ON c.oid = cmd.objid
         WHERE cmd.classid = 'pg_class'::regclass
         UNION ALL
-        SELECT con.conrelid FROM pg_event_trigger_ddl_commands() cmd
+        SELECT coalesce(pg_partition_root(con.conrelid), con.conrelid)
+        FROM pg_event_trigger_ddl_commands() cmd
         JOIN pg_constraint con ON con.oid = cmd.objid
         WHERE cmd.classid = 'pg_constraint'::regclass
         UNION ALL
@@ -188,8 +191,17 @@ def catalog_change(previous: dict[str, Any], content: bytes, conn: psycopg.Conne
     by_oid = {t.get("oid"): name for name, t in previous["tables"].items()}
     catalog = copy.deepcopy(previous)
     change: dict[str, Any] = {"tables": [], "renamed": {}, "dropped": [], "types": []}
+    partition_of = {f"{p['schema']}.{p['name']}": root
+                    for root, t in previous["tables"].items() for p in t.get("partitions") or ()}
     for dropped in message.get("dropped") or []:
         name = by_oid.get(int(dropped["oid"])) or f"{dropped['schema']}.{dropped['name']}"
+        if name in partition_of and partition_of[name] not in {
+                f"{d['schema']}.{d['name']}" for d in message.get("dropped") or []}:
+            raise SchemaChangeRefused(
+                f"partition {name} of {partition_of[name]} was dropped: its rows left the "
+                "table without a change in the stream. Delete them through the partitioned "
+                "table first, or take a new full snapshot (drop the slot and restart "
+                "`journal capture`)")
         if name in catalog["tables"]:
             del catalog["tables"][name]
             change["dropped"].append(name)
@@ -215,6 +227,7 @@ def catalog_change(previous: dict[str, Any], content: bytes, conn: psycopg.Conne
                 "and restart `journal capture`)")
         refuse_inexact(name, old, entry, bool(raw.get("has_rows")), raw.get("missing") or {},
                        str(message.get("query") or ""))
+        refuse_partition_change(name, old, entry, str(message.get("query") or ""))
         if old_name is not None and old_name != name:
             del catalog["tables"][old_name]
             change["renamed"][old_name] = name
@@ -270,6 +283,28 @@ def value_preserving(old: dict[str, Any], new: dict[str, Any]) -> bool:
         sa, sb = _NUMERIC_SCALE.match(old["pg_type"]), _NUMERIC_SCALE.match(new["pg_type"])
         return bool(sa and sb and sa.group(1) == sb.group(1))
     return False
+
+
+def refuse_partition_change(name: str, old: dict[str, Any] | None, new: dict[str, Any],
+                            query: str) -> None:
+    """Raise SchemaChangeRefused when partitions of ``name`` left it (DETACH: their rows
+    vanish from the table) or joined it with rows of their own (ATTACH: rows the stream
+    never carried). A partition created empty (CREATE TABLE … PARTITION OF) is followed."""
+    if old is None:
+        return
+    before = {f"{p['schema']}.{p['name']}" for p in old.get("partitions") or ()}
+    after = {f"{p['schema']}.{p['name']}" for p in new.get("partitions") or ()}
+    what = "take a new full snapshot (drop the slot and restart `journal capture`)"
+    if before - after:
+        raise SchemaChangeRefused(
+            f"partition(s) {sorted(before - after)} left {name} (DETACH): their rows left the "
+            f"table without a change in the stream. Delete them through {name} first, or "
+            f"{what}")
+    if after - before and re.search(r"\bATTACH\s+PARTITION\b", query, re.I):
+        raise SchemaChangeRefused(
+            f"partition(s) {sorted(after - before)} were attached to {name}: rows they already "
+            f"held entered the table without a change in the stream. Create the partition "
+            f"empty (CREATE TABLE … PARTITION OF) and insert through {name}, or {what}")
 
 
 def refuse_inexact(name: str, old: dict[str, Any] | None, new: dict[str, Any],

@@ -267,3 +267,22 @@ def enum_statements(old: dict[str, Any] | None, new: dict[str, Any],
     out.append(Statement("drop type", _text(sql.SQL("DROP TYPE {}").format(
         sql.Identifier(schema, aside))), schema, None))
     return out
+
+
+def partition_statements(old: dict[str, Any], new: dict[str, Any]) -> list[Statement]:
+    """Partitions ``new`` has and ``old`` had not (created empty at the source: capture
+    refuses the other ways a partition joins or leaves), parents first, with what each
+    has beyond its parent's."""
+    known = {(p["schema"], p["name"]) for p in old.get("partitions") or ()}
+    out: list[Statement] = []
+    for p in new.get("partitions") or ():
+        if (p["schema"], p["name"]) in known:
+            continue
+        out.append(Statement("partition", p["ddl"], p["schema"], p["name"]))
+        out += [Statement("constraint", c, p["schema"], p["name"])
+                for c in p.get("constraints") or ()]
+        out += [Statement("index", i, p["schema"], p["name"]) for i in p.get("indexes") or ()]
+        identity = (p.get("replica_identity") or {}).get("ddl")
+        if identity:
+            out.append(Statement("replica identity", identity, p["schema"], p["name"]))
+    return out

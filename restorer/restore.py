@@ -472,6 +472,7 @@ def _on_catalog(conn: psycopg.Connection[Any], before: dict[str, Any], after: di
         if old is None:
             raise RestoreError(f"{t} changed in the stream but its previous schema is unknown")
         statements += evolve.table_statements(old, new_tables[t], change.missing.get(t, {}))
+        statements += evolve.partition_statements(old, new_tables[t])
     statements += [evolve.drop_statement(t, old_tables.get(t)) for t in change.dropped
                    if t in schema.existing_tables(conn, [t])]
     _run_statements(conn, statements)

@@ -499,3 +499,66 @@ def test_init_refuses_unlogged_and_keyless_tables_without_full_identity(
             conn.execute("CREATE UNLOGGED TABLE later (id int PRIMARY KEY)")
         with pytest.raises(SourceError, match="public.later is UNLOGGED"):
             run_capture(cfg, once_until_idle=1.0)
+
+
+_PARTITIONED = """
+CREATE TABLE metric (id int NOT NULL, at date NOT NULL, v int, PRIMARY KEY (id, at))
+    PARTITION BY RANGE (at);
+CREATE TABLE metric_2025 PARTITION OF metric FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
+INSERT INTO metric SELECT i, DATE '2025-03-01' + i, i FROM generate_series(1, 20) i;
+"""
+
+
+def _partitioned_source(pg_server: str, tmp_path: Path, source: str) -> tuple[Config, dict]:
+    with psycopg.connect(source, autocommit=True) as conn:
+        conn.execute(_PARTITIONED)
+    cfg = capture_config(source, tmp_path)
+    env = _env(cfg, f"file://{tmp_path}/packages")
+    assert _cli(env, "init").exit_code == 0  # as a superuser: the DDL trigger is installed
+    run_capture(cfg, once_until_idle=1.0)
+    return cfg, env
+
+
+@pytest.mark.integration
+def test_a_partition_created_in_the_stream_is_created_by_the_restore(
+        pg18_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with (scratch_database(pg18_server, "src") as source,
+          scratch_database(pg18_server, "dst") as target):
+        cfg, env = _partitioned_source(pg18_server, tmp_path, source)
+        with psycopg.connect(source, autocommit=True) as conn:
+            conn.execute("CREATE TABLE metric_2026 PARTITION OF metric "
+                         "FOR VALUES FROM ('2026-01-01') TO ('2027-01-01')")
+            conn.execute("INSERT INTO metric SELECT i, DATE '2026-02-01' + i, i "
+                         "FROM generate_series(100, 110) i")
+            conn.execute("UPDATE metric SET at = at + 365 WHERE id <= 3")  # moves partition
+        run_capture(cfg, once_until_idle=1.0)
+        assert _cli(env, "compact", "--once").exit_code == 0
+        result = _cli(env, "restore", "--target", target)
+        assert result.exit_code == 0, result.output
+        query = ("SELECT tableoid::regclass::text, id, at, v FROM metric ORDER BY 1, 2, 3")
+        with psycopg.connect(source) as a, psycopg.connect(target) as b:
+            assert b.execute(query).fetchall() == a.execute(query).fetchall()
+        assert _cli(env, "verify", "--target", target).exit_code == 0
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(("statement", "why"), [
+    ("ALTER TABLE metric DETACH PARTITION metric_2025", "DETACH"),
+    ("DROP TABLE metric_2025", "was dropped"),
+    ("CREATE TABLE loaded (LIKE metric); INSERT INTO loaded VALUES (500, '2027-05-01', 1);"
+     " ALTER TABLE metric ATTACH PARTITION loaded"
+     " FOR VALUES FROM ('2027-01-01') TO ('2028-01-01')", "attached"),
+])
+def test_partitions_leaving_or_joining_with_rows_are_refused_at_capture(
+        pg18_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, statement: str,
+        why: str) -> None:
+    from producers.ddl_trigger import SchemaChangeRefused
+
+    monkeypatch.chdir(tmp_path)
+    with scratch_database(pg18_server, "src") as source:
+        cfg, _ = _partitioned_source(pg18_server, tmp_path, source)
+        with psycopg.connect(source, autocommit=True) as conn:
+            conn.execute(statement)
+        with pytest.raises(SchemaChangeRefused, match=why):
+            run_capture(cfg, once_until_idle=1.0)

@@ -21,6 +21,10 @@ CATALOG_PREFIX = "edms_journal.catalog"
 # Written by the source's DDL event trigger in the DDL's own transaction (see
 # producers/ddl_trigger.py); capture turns it into a CATALOG message and never journals it.
 DDL_PREFIX = "edms_journal.ddl"
+# Written by a BEFORE TRUNCATE trigger on each partition (content: "schema.table"): the
+# stream carries a TRUNCATE of a partitioned table, never one of a partition alone, which
+# capture must therefore refuse. Never journaled either.
+PARTITION_TRUNCATE_PREFIX = "edms_journal.partition_truncate"
 
 OPS = frozenset("curdt")
 

@@ -41,6 +41,7 @@ from journal.events import (
     CATALOG_PREFIX,
     DDL_PREFIX,
     HEARTBEAT_PREFIX,
+    PARTITION_TRUNCATE_PREFIX,
     ChangeEvent,
     LogicalMessage,
     Record,
@@ -151,6 +152,10 @@ class _Txn:
     ts_ms: int
     seq: int = 0
     events: int = 0
+    # partitions the transaction truncated (their trigger's message), and the tables the
+    # stream says it truncated: a partition truncated alone is not in the stream
+    truncated_partitions: set[str] = field(default_factory=set)
+    truncated: set[str] = field(default_factory=set)
 
 
 class _Session:
@@ -466,6 +471,8 @@ class _Session:
             if rel is None or rel.table is None:
                 continue
             table = rel.table
+            if self.txn is not None:
+                self.txn.truncated.add(table.qualified)
             self._record(lambda pos, b, ts, t=table: ChangeEvent(
                 "t", self.database, t, pos, b.xid, b.commit_ts, ts_ms=ts))
 
@@ -474,6 +481,10 @@ class _Session:
             return  # another application's message
         if msg.prefix == DDL_PREFIX:
             self._ddl(msg)
+            return
+        if msg.prefix == PARTITION_TRUNCATE_PREFIX:
+            if self.txn is not None:
+                self.txn.truncated_partitions.add(msg.content.decode("utf-8", "replace"))
             return
         if msg.transactional:
             self._record(lambda pos, b, ts: LogicalMessage(
@@ -494,6 +505,7 @@ class _Session:
         self.txn = None
         if txn is None:
             raise SourceError("pgoutput sent a commit without a begin")
+        self._refuse_partition_truncate(txn)
         if txn.seq:
             begin = txn.begin
             self._append(TransactionMarker("END", self.database,
@@ -566,6 +578,18 @@ class _Session:
             self.database, CATALOG_PREFIX, content, True, pos, b.xid, b.commit_ts))
         log.info("schema change at %s: %s", format_lsn(msg.lsn),
                  {k: v for k, v in change.items() if v and k != "missing"})
+
+    def _refuse_partition_truncate(self, txn: _Txn) -> None:
+        """A captured table's partition truncated without its partitioned table: its rows
+        left without a change the stream carries (PostgreSQL publishes no such TRUNCATE)."""
+        for partition in sorted(txn.truncated_partitions):
+            root = self._partition_root(partition)
+            if root is not None and root not in txn.truncated:
+                raise ddl_trigger.SchemaChangeRefused(
+                    f"partition {partition} of {root} was truncated on its own (transaction "
+                    f"{txn.begin.xid}): its rows left the table without a change the stream "
+                    f"carries. DELETE through {root} instead; to go on, take a new full "
+                    "snapshot (drop the slot and restart `journal capture`)")
 
     def _partition_root(self, qualified: str) -> str | None:
         """The captured partitioned table ``qualified`` is a partition of (at any depth)."""

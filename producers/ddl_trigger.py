@@ -30,7 +30,7 @@ from psycopg import sql
 
 from journal.catalog import Column, TableSchema
 from journal.errors import SourceError
-from journal.events import DDL_PREFIX
+from journal.events import DDL_PREFIX, PARTITION_TRUNCATE_PREFIX
 from journal.schema_change import encode_value
 from producers.catalog import (
     ENUM_TYPES_QUERY,
@@ -45,6 +45,19 @@ SCHEMA = "edms_journal"
 _END_FUNCTION = "on_ddl_command_end"
 _DROP_FUNCTION = "on_sql_drop"
 TRIGGERS = ("edms_journal_ddl_command_end", "edms_journal_sql_drop")
+_TRUNCATE_FUNCTION = "on_partition_truncate"
+TRUNCATE_TRIGGER = "edms_journal_partition_truncate"
+_TRUNCATE_FUNCTION_BODY = f"""
+BEGIN
+    PERFORM pg_logical_emit_message(true, '{PARTITION_TRUNCATE_PREFIX}',
+                                    format('%s.%s', TG_TABLE_SCHEMA, TG_TABLE_NAME));
+    RETURN NULL;
+END
+"""
+# on one partition (one %s: its regclass text), so that its TRUNCATE is seen in the stream
+_TRUNCATE_TRIGGER_DDL = (
+    f'CREATE OR REPLACE TRIGGER {TRUNCATE_TRIGGER} BEFORE TRUNCATE ON %s '
+    f'FOR EACH STATEMENT EXECUTE FUNCTION "{SCHEMA}"."{_TRUNCATE_FUNCTION}"()')
 
 
 class SchemaChangeRefused(SourceError):
@@ -72,9 +85,17 @@ def _end_function_body() -> str:
 DECLARE
     rels oid[];
     rel oid;
+    part oid;
     tables jsonb := '{{}}'::jsonb;
     has_rows boolean;
 BEGIN
+    -- a new partition gets the trigger that makes a TRUNCATE of it alone visible
+    FOR part IN SELECT c.oid FROM pg_event_trigger_ddl_commands() cmd
+                JOIN pg_class c ON c.oid = cmd.objid
+                WHERE cmd.classid = 'pg_class'::regclass AND cmd.command_tag = 'CREATE TABLE'
+                  AND c.relkind = 'r' AND c.relispartition LOOP
+        EXECUTE format('{_TRUNCATE_TRIGGER_DDL}', part::regclass);
+    END LOOP;
     SELECT coalesce(array_agg(DISTINCT r), '{{}}') INTO rels FROM (
         -- a partition's change is its root's (a partition is described with its root)
         SELECT CASE WHEN c.relkind IN ('r', 'p') THEN coalesce(pg_partition_root(c.oid), c.oid)
@@ -164,6 +185,14 @@ def install(conn: psycopg.Connection[Any]) -> None:
                 "CREATE OR REPLACE FUNCTION {}() RETURNS event_trigger LANGUAGE plpgsql "
                 "SECURITY DEFINER SET search_path = '' {} AS {}").format(
                 sql.Identifier(SCHEMA, function), _settings(), sql.Literal(body)))
+        conn.execute(sql.SQL(
+            "CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql "
+            "SECURITY DEFINER SET search_path = '' AS {}").format(
+            sql.Identifier(SCHEMA, _TRUNCATE_FUNCTION), sql.Literal(_TRUNCATE_FUNCTION_BODY)))
+        for (part,) in conn.execute(
+                "SELECT c.oid::regclass::text FROM pg_class c "
+                "WHERE c.relkind = 'r' AND c.relispartition").fetchall():
+            conn.execute(_TRUNCATE_TRIGGER_DDL.replace("%s", part))  # a regclass's own text
         for trigger, event, function in ((TRIGGERS[0], "ddl_command_end", _END_FUNCTION),
                                          (TRIGGERS[1], "sql_drop", _DROP_FUNCTION)):
             conn.execute(sql.SQL("DROP EVENT TRIGGER IF EXISTS {}").format(

@@ -562,3 +562,25 @@ def test_partitions_leaving_or_joining_with_rows_are_refused_at_capture(
             conn.execute(statement)
         with pytest.raises(SchemaChangeRefused, match=why):
             run_capture(cfg, once_until_idle=1.0)
+
+
+@pytest.mark.integration
+def test_truncating_a_partition_alone_is_refused_at_capture_and_the_root_is_not(
+        pg18_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from producers.ddl_trigger import SchemaChangeRefused
+
+    monkeypatch.chdir(tmp_path)
+    with scratch_database(pg18_server, "src") as source:
+        cfg, _ = _partitioned_source(pg18_server, tmp_path, source)
+        with psycopg.connect(source, autocommit=True) as conn:
+            conn.execute("TRUNCATE metric")  # the whole table: in the stream
+            # a partition created after init is watched too
+            conn.execute("CREATE TABLE metric_2026 PARTITION OF metric "
+                         "FOR VALUES FROM ('2026-01-01') TO ('2027-01-01')")
+            conn.execute("INSERT INTO metric VALUES (1, '2026-05-01', 1)")
+        run_capture(cfg, once_until_idle=1.0)
+        with psycopg.connect(source, autocommit=True) as conn:
+            conn.execute("TRUNCATE metric_2026")
+        with pytest.raises(SchemaChangeRefused, match="metric_2026 of public.metric was "
+                                                      "truncated on its own"):
+            run_capture(cfg, once_until_idle=1.0)

@@ -398,8 +398,14 @@ class TargetWriter:
                                       for c in spec["primary_key"])).as_string(self.conn)
         return query
 
+    def _always_identity(self, table: str) -> set[str]:
+        """GENERATED ALWAYS identity columns: PostgreSQL lets no UPDATE set them (so no
+        source update changed them either)."""
+        return {c["name"] for c in self._table(table)["columns"] if c.get("identity") == "a"}
+
     def _update(self, table: str, target_key: tuple[Any, ...], values: Mapping[str, Any],
                 skip: set[str]) -> None:
+        skip = skip | self._always_identity(table)
         cols = tuple(c for c in self._columns(table) if c in values and c not in skip)
         if not cols:
             return
@@ -414,6 +420,7 @@ class TargetWriter:
         Each row is updated once per call, so the order between rows does not matter."""
         groups: dict[tuple[str, ...], list[list[Any]]] = {}
         columns = self._columns(table)
+        skip = skip | self._always_identity(table)
         for target_key, values in items:
             cols = tuple(c for c in columns if c in values and c not in skip)
             if cols:

@@ -260,3 +260,20 @@ def test_sequences_end_where_the_sources_stood_not_at_the_highest_id(edms_source
                          " 100000)")
         restore(_options(rec, live))
         assert _sequences(live)["public.document_type_id_seq"] == (100000, True)
+
+
+def test_updates_of_a_table_with_an_always_identity_are_replayed(source_db, tmp_path,
+                                                                  target_db):
+    with psycopg.connect(source_db, autocommit=True) as conn:
+        conn.execute("CREATE TABLE item (code text PRIMARY KEY, "
+                     "n int GENERATED ALWAYS AS IDENTITY, name text NOT NULL)")
+        conn.execute("INSERT INTO item (code, name) SELECT 'c' || i, 'n' || i "
+                     "FROM generate_series(1, 5) i")
+    rec = Recorder(source_db, str(tmp_path / "packages"))
+    rec.full()
+    rec.step(lambda c: c.execute("UPDATE item SET name = name || '!' WHERE n <= 2"))
+    rec.segment()
+    restore(_options(rec, target_db))
+    query = "SELECT code, n, name FROM item ORDER BY code"
+    with psycopg.connect(source_db) as a, psycopg.connect(target_db) as b:
+        assert b.execute(query).fetchall() == a.execute(query).fetchall()

@@ -268,12 +268,14 @@ def catalog_change(previous: dict[str, Any], content: bytes, conn: psycopg.Conne
             change.setdefault("missing_values", {})[name] = _values(entry, raw["missing"])
     if not change["tables"] and not change["dropped"]:
         return None
+    # the catalog's order is the order types are created in (a domain after its base):
+    # a changed enum keeps its place, a new one comes last
     types = {(t["schema"], t["name"]): t for t in catalog.get("types", [])}
     for t in enum_types(message.get("types") or []):
         if types.get((t["schema"], t["name"])) != t:
             change["types"].append(f"{t['schema']}.{t['name']}")
         types[(t["schema"], t["name"])] = t
-    catalog["types"] = [types[k] for k in sorted(types)]
+    catalog["types"] = list(types.values())
     return catalog, change
 
 

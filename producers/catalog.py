@@ -15,7 +15,7 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, tuple_row
 
 from journal.catalog import Column, TableSchema
 from journal.errors import SourceError
@@ -634,9 +634,6 @@ TABLE_QUERIES: dict[str, str] = {
         SELECT sn.nspname AS seq_schema, s.relname AS seq_name, a.attname AS column,
                a.attidentity::text AS identity, n.nspname AS schema, c.relname AS table,
                format_type(ps.seqtypid, NULL) AS seq_type, c.relkind = 'p' AS partitioned,
-               -- where the source's sequence stands (NULL: never called), so a restore can
-               -- end where it did; not transactional, so never behind the rows read with it
-               pg_sequence_last_value(s.oid) AS last_value, ps.seqstart AS start_value,
                format('INCREMENT BY %%s MINVALUE %%s MAXVALUE %%s START WITH %%s '
                       'CACHE %%s%%s', ps.seqincrement,
                       ps.seqmin, ps.seqmax, ps.seqstart, ps.seqcache,
@@ -759,9 +756,12 @@ def _sequences(conn: psycopg.Connection[Any], rows: list[dict[str, Any]]
                 "SET DEFAULT nextval({name}::regclass)"
             ).format(seq=seq, seq_type=sql.SQL(r["seq_type"]), options=options, table=table,
                      column=column, name=sql.Literal(seq.as_string(conn)))
-        called = r["last_value"] is not None
+        # where the source's sequence stands, so a restore can end where it did (not
+        # transactional: read now, never behind the rows read under the same snapshot)
+        with conn.cursor(row_factory=tuple_row) as cur:
+            state = cur.execute(sql.SQL("SELECT last_value, is_called FROM {}").format(seq)
+                                ).fetchone()
         result.append({"name": f"{r['seq_schema']}.{r['seq_name']}", "column": r["column"],
-                       "ddl": ddl.as_string(conn),
-                       "last_value": int(r["last_value"] if called else r["start_value"]),
-                       "is_called": called})
+                       "ddl": ddl.as_string(conn), "last_value": int(state[0]),
+                       "is_called": bool(state[1])})
     return result

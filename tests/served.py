@@ -18,6 +18,8 @@ import httpx
 from journal.compactor import Compactor
 from journal.config import Config
 from journal.embedded import free_port
+from journal.jobs import repository
+from journal.jobs.database import JobDatabase, default_url
 from journal.store import open_store
 from journal.transport import open_reader
 from producers.capture import run_capture
@@ -53,6 +55,14 @@ class Served:
         if check and res.returncode != 0:
             raise AssertionError(f"journal {' '.join(args)}: {res.stderr[-2000:]}")
         return res
+
+    def job_count(self) -> int:
+        """Jobs in the server's job database, read directly (the API caches its lists)."""
+        db = JobDatabase(default_url(self.cfg.state_dir))
+        try:
+            return len(repository.list_jobs(db, limit=100_000))
+        finally:
+            db.dispose()
 
     def compact(self) -> None:
         reader = open_reader(self.cfg.journal_location(), self.cfg.database())

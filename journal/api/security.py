@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import threading
 import time
@@ -49,16 +50,38 @@ class Sessions:
                 return None
             return found[0], found[1]
 
-    def verdict(self, key: str, check: Callable[[], Caller | None]) -> Caller | None:
-        now = time.monotonic()
+    def remembered(self, key: str) -> tuple[bool, Caller | None]:
+        """(True, the verdict) while one is remembered; (False, None) otherwise."""
         with self._lock:
             cached = self._verdicts.get(key)
-        if cached is not None and cached[1] > now:
-            return cached[0]
+        if cached is not None and cached[1] > time.monotonic():
+            return True, cached[0]
+        return False, None
+
+    def verdict(self, key: str, check: Callable[[], Caller | None]) -> Caller | None:
+        known, caller = self.remembered(key)
+        if known:
+            return caller
+        now = time.monotonic()
         caller = check()
         with self._lock:
             self._verdicts[key] = (caller, now + AUTH_CACHE_SECONDS)
         return caller
+
+
+def _remembered(request: Request, state: AppState) -> tuple[bool, Caller | None]:
+    """The caller without touching the job database, when the verdict is remembered."""
+    header = request.headers.get("authorization", "")
+    if header:
+        scheme, _, secret = header.partition(" ")
+        if scheme.lower() != "bearer" or not secret.strip():
+            return True, None
+        return state.sessions.remembered(tokens.digest(secret.strip()))
+    sid = request.cookies.get(SESSION_COOKIE)
+    if not sid:
+        return True, None
+    found = state.sessions.session(sid)
+    return (True, None) if found is None else state.sessions.remembered(found[1])
 
 
 def caller_of(request: Request, state: AppState) -> Caller | None:
@@ -85,9 +108,13 @@ def caller_of(request: Request, state: AppState) -> Caller | None:
 def require_role(role: str) -> Callable[..., Caller]:
     """A dependency: the caller, who must hold ``role`` or a higher one (401, 403)."""
 
-    def dependency(request: Request, state: Annotated[AppState, Depends(app_state)]
-                   ) -> Caller:
-        caller = caller_of(request, state)
+    async def dependency(request: Request, state: Annotated[AppState, Depends(app_state)]
+                         ) -> Caller:
+        # on the event loop when remembered (pollers); in a thread when the job database
+        # must be asked
+        known, caller = _remembered(request, state)
+        if not known:
+            caller = await asyncio.to_thread(caller_of, request, state)
         if caller is None:
             raise Problem(401, "a valid API token is needed: Authorization: Bearer TOKEN "
                                "(journal tokens create --name NAME --role viewer)")

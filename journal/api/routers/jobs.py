@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -97,15 +98,27 @@ def start_backup(state: AppState, caller: Caller, body: schemas.BackupRequest) -
     return ref
 
 
+# pollers of the same list share one read of the job database this long
+LIST_CACHE_SECONDS = 0.5
+
+
 @router.get("", response_model=list[schemas.Job])
-def list_jobs(state: Annotated[AppState, Depends(app_state)],
-              _: Annotated[Caller, Depends(require_role("viewer"))],
-              kind: Annotated[str | None, Query(pattern="^(" + "|".join(
-                  BACKUP_KINDS + RESTORE_KINDS) + ")$")] = None,
-              status: Annotated[str | None, Query(pattern="^(" + "|".join(STATUSES) + ")$")
-                                ] = None,
-              limit: Annotated[int, Query(ge=1, le=500)] = 50) -> list[dict[str, object]]:
-    return [job_body(j) for j in repository.list_jobs(state.db, kind, status, limit)]
+async def list_jobs(state: Annotated[AppState, Depends(app_state)],
+                    _: Annotated[Caller, Depends(require_role("viewer"))],
+                    kind: Annotated[str | None, Query(pattern="^(" + "|".join(
+                        BACKUP_KINDS + RESTORE_KINDS) + ")$")] = None,
+                    status: Annotated[str | None, Query(
+                        pattern="^(" + "|".join(STATUSES) + ")$")] = None,
+                    limit: Annotated[int, Query(ge=1, le=500)] = 50) -> Response:
+    """Newest first; ``kind`` and ``status`` filter."""
+    key = ("jobs", kind, status, limit)
+    cached = state.cache.get(key)
+    if cached is None or cached[0] < time.monotonic():
+        jobs = await asyncio.to_thread(repository.list_jobs, state.db, kind, status, limit)
+        body = json.dumps([job_body(j) for j in jobs], default=str).encode()
+        cached = (time.monotonic() + LIST_CACHE_SECONDS, body)
+        state.cache[key] = cached
+    return Response(cached[1], media_type="application/json")
 
 
 @router.get("/{job_id}", response_model=schemas.Job, name="get_job")

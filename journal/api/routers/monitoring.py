@@ -7,7 +7,7 @@ import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import generate_latest
 from prometheus_client.core import CollectorRegistry, GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -58,11 +58,18 @@ def health(state: Annotated[AppState, Depends(app_state)],
 
 
 @router.get("/capture", response_model=schemas.Capture)
-def capture(state: Annotated[AppState, Depends(app_state)],
-            _: Annotated[Caller, Depends(require_role("viewer"))]) -> dict[str, Any]:
+async def capture(state: Annotated[AppState, Depends(app_state)],
+                  _: Annotated[Caller, Depends(require_role("viewer"))]) -> Response:
     """The slot: confirmed position, lag in bytes and seconds, retained WAL, the newest
     event's commit time, and the last hour's lag."""
-    return {**state.sampler.status().to_json(), "history": state.sampler.history()}
+    # the sampler's figures change once a second: every poller gets the same bytes
+    status = state.sampler.status()
+    cached = state.cache.get("capture")
+    if cached is None or cached[0] is not status:
+        body = schemas.Capture(**status.to_json(), history=state.sampler.history())
+        cached = (status, body.model_dump_json().encode())
+        state.cache["capture"] = cached
+    return Response(cached[1], media_type="application/json")
 
 
 class _ServerCollector(Collector):

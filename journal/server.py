@@ -4,6 +4,7 @@ the capture sampler, the job worker and, when asked, the scheduler beside them."
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 from dataclasses import dataclass
 
@@ -65,9 +66,14 @@ def serve(config: Config, config_path: str | None, listen: Listen,
         server_header=False))
     if ready is not None:
         threading.Thread(target=_signal_ready, args=(server, ready), daemon=True).start()
+    # uvicorn handles SIGTERM and SIGINT while it runs and raises them again once it has
+    # shut down: caught here, they end the process through the clean-up below, exit 0
+    previous = {sig: signal.signal(sig, _stopped) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         server.run()
     finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         stop.set()
         executor.terminate()
         state.worker.stop()
@@ -75,6 +81,10 @@ def serve(config: Config, config_path: str | None, listen: Listen,
             scheduler.join(timeout=60)
         state.sampler.stop()
         state.db.dispose()
+
+
+def _stopped(signum: int, _frame: object) -> None:
+    log.info("%s: stopped", signal.Signals(signum).name)
 
 
 def _signal_ready(server: object, ready: threading.Event) -> None:

@@ -123,3 +123,5 @@ def served(pg18_server: str, tmp: Path, scale: int = 10, extra_args: tuple[str, 
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+            # SIGTERM is how systemd and podman stop it: a clean stop exits 0
+            assert process.returncode == 0, log.read_text()[-3000:]

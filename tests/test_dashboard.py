@@ -135,6 +135,7 @@ def screenshot(driver: object, shots: Path, page: str) -> None:
 
 
 def log_in(driver: object, server: Served, role: str = "operator") -> None:
+    driver.delete_all_cookies()
     driver.get(server.base + "/login")
     driver.find_element(By.ID, "token").send_keys(server.tokens[role])
     driver.find_element(By.ID, "login").click()
@@ -202,17 +203,16 @@ def test_a_dry_run_restore_from_the_form_shows_its_report(browser, server, shots
 
 
 def test_a_real_restore_from_the_form_needs_the_database_typed_again(browser, server) -> None:
-    browser.get(server.base + "/login")
-    browser.find_element(By.ID, "token").send_keys(server.tokens["admin"])
-    browser.find_element(By.ID, "login").click()
+    log_in(browser, server, "admin")
     browser.get(server.base + "/restore")
     browser.find_element(By.ID, "target").send_keys(server.source_url)
     browser.find_element(By.ID, "dry_run").click()
     assert browser.find_element(By.ID, "confirm_database").is_displayed()
     browser.find_element(By.ID, "confirm_database").send_keys("not-the-name")
     browser.find_element(By.ID, "start-restore").click()
-    assert "type the target's database name" in browser.find_element(By.ID,
-                                                                     "restore-error").text
+    error = wait_for(lambda: browser.find_elements(By.ID, "restore-error"), what="the error")
+    assert "type the target's database name" in error[0].text
+    assert server.job_count() == 1  # the dry run before; nothing started now
 
 
 def test_a_failed_drill_turns_the_health_panel_red(browser, server, shots) -> None:

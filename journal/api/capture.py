@@ -4,7 +4,7 @@ thread, so any number of pollers cost the source database nothing more.
 ``lag_seconds`` is the age of the oldest WAL the slot has not confirmed: the time of the
 earliest sample whose WAL end lies past the confirmed position (one-second resolution). The
 last event time is the commit time of the newest record in the journal, read on from where
-the previous sample stopped.
+the previous sample stopped (the first from where the compactor stands).
 """
 
 from __future__ import annotations
@@ -134,13 +134,23 @@ class CaptureSampler:
         from journal.transport import decoded, open_reader
 
         if self._reader is None:
+            from journal.compactor import CONSUMER
+
             self._reader = open_reader(self.config.journal_location(), self.config.database())
+            # what the compactor has packaged needs no reading: start where it stands
+            self._offset = self._reader.committed_offset(CONSUMER)
         last = None
         for raw in self._reader.read(self._offset):
             last = raw
             if raw.next_offset is not None:
                 self._offset = raw.next_offset
         if last is None:
+            if self._last_commit_ts is None:  # all of it packaged: the newest package says
+                from journal.store import open_store
+
+                newest = max((m.last_commit_ts or 0 for m in
+                              open_store(self.config.packages_url).list()), default=0)
+                self._last_commit_ts = newest or None
             return
         for record in decoded([last], self._reader.registry()):
             ts = getattr(record, "commit_ts", None)

@@ -320,6 +320,18 @@ def test_cancel_stops_a_running_restore_and_leaves_the_target_unchanged(
         assert table_rows(target) == before
 
 
+def test_every_job_row_the_api_lists_is_what_its_openapi_document_describes(
+        server: Served) -> None:
+    from journal.api.schemas import Job
+
+    with client(server, "viewer") as c:
+        jobs = c.get("/jobs", params={"kind": "", "status": "", "limit": 500}).json()
+    kinds = {j["kind"] for j in jobs}
+    assert {"restore", "compact", "prune", "verify"} <= kinds
+    for job in jobs:
+        Job.model_validate(job)  # extra="forbid": a field the schema lacks fails here
+
+
 def test_every_changing_call_is_an_audit_entry_with_the_token_name(server: Served) -> None:
     with client(server, "viewer") as c:
         entries = c.get("/audit", params={"limit": 500}).json()["entries"]

@@ -269,19 +269,42 @@ class JobAccepted(BaseModel):
 
 
 class Job(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    """A job row: the fields every job has, then a backup's or a restore's own."""
 
-    id: str
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(description="b12 (a backup job), r3 (a restore job)")
     kind: str
     status: str
-    started_by: str
+    started_by: str = Field(description="user:NAME, scheduler or api:TOKEN-NAME")
     command: str
+    configuration_id: int | None
+    scheduled_run_id: int | None
+    host: str
+    pid: int
     started_at: str
     heartbeat_at: str
     finished_at: str | None
     progress: str
     error: str | None
     duration_s: float | None = None
+    # backup jobs
+    from_position: str | None = None
+    to_position: str | None = None
+    packages: list[str] | None = None
+    events: int | None = None
+    bytes: int | None = None
+    # restore jobs and drills
+    target: str | None = Field(None, description="password-free URL")
+    restore_target: str | None = None
+    mode: str | None = None
+    dry_run: bool | None = None
+    reached_position: str | None = None
+    tables: dict[str, dict[str, int | float | str | None]] | None = Field(
+        None, description="per table: the restore report's counts")
+    seconds: float | None = None
+    verified: bool | None = None
+    verify_detail: str | None = None
 
 
 class AuditEntry(BaseModel):

@@ -105,12 +105,13 @@ LIST_CACHE_SECONDS = 0.5
 @router.get("", response_model=list[schemas.Job])
 async def list_jobs(state: Annotated[AppState, Depends(app_state)],
                     _: Annotated[Caller, Depends(require_role("viewer"))],
-                    kind: Annotated[str | None, Query(pattern="^(" + "|".join(
+                    kind: Annotated[str | None, Query(pattern="^(|" + "|".join(
                         BACKUP_KINDS + RESTORE_KINDS) + ")$")] = None,
                     status: Annotated[str | None, Query(
-                        pattern="^(" + "|".join(STATUSES) + ")$")] = None,
+                        pattern="^(|" + "|".join(STATUSES) + ")$")] = None,
                     limit: Annotated[int, Query(ge=1, le=500)] = 50) -> Response:
-    """Newest first; ``kind`` and ``status`` filter."""
+    """Newest first; ``kind`` and ``status`` filter (empty: any)."""
+    kind, status = kind or None, status or None
     key = ("jobs", kind, status, limit)
     cached = state.cache.get(key)
     if cached is None or cached[0] < time.monotonic():

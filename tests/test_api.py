@@ -16,6 +16,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from journal.packages import verify_package
 from journal.store import open_store
 from tests.conftest import scratch_database
 from tests.served import Served, served
@@ -244,12 +245,16 @@ def test_an_oversized_body_is_413_before_it_is_read(server: Served) -> None:
 
 def test_backup_jobs_and_a_package_verify_run_as_recorded_jobs(server: Served) -> None:
     with client(server, "operator") as c:
-        for kind in ("snapshot", "prune"):
+        for kind in ("snapshot", "export", "prune"):
             r = c.post("/jobs/backup", json={"kind": kind})
             assert r.status_code == 202 and r.headers["location"] == r.json()["url"]
             job = wait_final(c, r.json()["url"])
             assert job["status"] == "succeeded", job
             assert job["started_by"] == "api:test-operator"
+            if kind == "export":  # the server chose the file, under its state directory
+                out = Path(job["command"].split("--output=", 1)[1])
+                assert out.parent == Path(server.cfg.state_dir).resolve() / "exports"
+                assert verify_package(out).kind == "full"  # every checksum read through
         assert job["kind"] == "prune"
         package = c.get("/packages").json()[-1]["id"]
         r = c.post(f"/packages/{package}/verify")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -323,6 +324,34 @@ def test_cancel_stops_a_running_restore_and_leaves_the_target_unchanged(
             blocker.rollback()
         assert job["status"] == "cancelled", job
         assert table_rows(target) == before
+
+
+@contextmanager
+def _dashboard(server: Served, role: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.base, event_hooks={"response": [_remember]}) as c:
+        r = c.post("/login", data={"token": server.tokens[role]})
+        assert r.status_code == 303 and "journal_session" in c.cookies
+        yield c
+
+
+def test_the_dashboard_form_refuses_a_restore_to_a_viewer_and_a_wrong_confirmation(
+        server: Served) -> None:
+    before = server.job_count()
+    with _dashboard(server, "viewer") as viewer:
+        page = viewer.post("/restore", data={"target": server.source_url, "dry_run": "on"})
+        assert "needs operator or higher" in page.text
+    with _dashboard(server, "admin") as admin:
+        page = admin.post("/restore", data={"target": server.source_url,
+                                            "confirm_database": "nope"})
+        assert "type the target&#39;s database name" in page.text
+        page = admin.post("/restore", data={"target": server.source_url, "dry_run": "on",
+                                            "tables": 'document"; --'})
+        assert "is not a table name" in page.text
+    assert server.job_count() == before
+    with httpx.Client(base_url=server.base) as anonymous:
+        assert anonymous.post("/restore", data={"target": server.source_url}
+                              ).headers["location"] == "/login"
+    assert server.job_count() == before
 
 
 def test_every_job_row_the_api_lists_is_what_its_openapi_document_describes(

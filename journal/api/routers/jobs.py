@@ -48,7 +48,11 @@ def accepted(request: Request, response: Response, ref: JobRef) -> schemas.JobAc
 
 
 def start_restore(state: AppState, caller: Caller, body: schemas.RestoreRequest) -> JobRef:
-    """Check what the request may do, then run ``journal restore`` for it."""
+    """Check what the request may do, then run ``journal restore`` for it (the API's route
+    and the dashboard's form both come here, so both refuse the same callers)."""
+    if not caller.may("operator"):
+        raise Problem(403, f"token {caller.name} has the role {caller.role}; a dry run needs "
+                           "operator or higher")
     if not body.dry_run:
         if not caller.may("admin"):
             raise Problem(403, f"token {caller.name} has the role {caller.role}; a restore "

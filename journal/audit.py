@@ -24,14 +24,15 @@ def sanitize(args: list[str]) -> list[str]:
 
 
 def record(state_dir: str | Path, command: str, args: list[str], started: float,
-           outcome: str, detail: str = "", chained: dict[str, Any] | None = None) -> None:
+           outcome: str, detail: str = "", chained: dict[str, Any] | None = None,
+           user: str | None = None) -> None:
     """Append one entry and fsync it; an audit trail that can lose entries is not one.
     ``chained``: the entry's ``seq`` and ``hash`` in the job database's audit chain."""
     entry: dict[str, Any] = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "seconds": round(time.time() - started, 3),
         "command": command, "args": sanitize(args), "outcome": outcome,
-        "user": getpass.getuser(), "host": socket.gethostname(), "pid": os.getpid(),
+        "user": user or getpass.getuser(), "host": socket.gethostname(), "pid": os.getpid(),
     }
     if detail:
         entry["detail"] = redact(detail)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import signal
 import sys
 import time
@@ -21,16 +22,17 @@ from journal.config import load_config, redact
 from journal.errors import JournalError
 from journal.jobs import audit_chain
 from journal.jobs.database import JobDatabase
+from journal.jobs.recorder import STARTED_BY_ENV
 
 COMMAND_MODULES = (
     "init", "capture", "mark", "sample", "compact", "snapshot", "packages", "restore",
-    "verify", "health", "demo", "drill", "schedule", "jobs", "audit", "db",
+    "verify", "health", "demo", "drill", "schedule", "jobs", "audit", "db", "tokens", "serve",
 )
 
 
 # Jobs that change or read backups go into the audit trail; the rest are diagnostics.
 AUDITED = frozenset({"init", "capture", "mark", "compact", "snapshot", "packages", "restore",
-                     "verify", "drill", "schedule", "db"})
+                     "verify", "drill", "schedule", "db", "tokens", "serve"})
 
 
 class _Group(click.Group):
@@ -79,17 +81,21 @@ def _audit(ctx: click.Context, db: JobDatabase | None, command: str, args: list[
     """The hash chain in the job database, and the JSON-lines file kept beside it: the
     file is this host's own copy, written even when the job database is down."""
     chained: dict[str, object] = {}
+    # a command the API started is the API caller's: the entry names the token
+    started_by = os.environ.get(STARTED_BY_ENV, "")
+    user = started_by if started_by.startswith("api:") else None
     if db is not None:
         try:
             entry = audit_chain.append(
                 db, command, audit.sanitize(args), outcome, redact(detail),
-                started=datetime.fromtimestamp(started, UTC), seconds=time.time() - started)
+                started=datetime.fromtimestamp(started, UTC), seconds=time.time() - started,
+                user=user)
             chained = {"seq": entry.seq, "hash": entry.hash}
         except JournalError as exc:
             click.echo(f"warning: the audit chain could not be written: {exc}", err=True)
     try:
         state_dir = load_config(ctx.params.get("config_path")).state_dir
-        audit.record(state_dir, command, args, started, outcome, detail, chained)
+        audit.record(state_dir, command, args, started, outcome, detail, chained, user)
     except (JournalError, OSError) as exc:
         click.echo(f"warning: the audit trail could not be written: {exc}", err=True)
 

@@ -76,13 +76,35 @@ def run_demo(workdir: Path, *, scale: int = 2000, transactions: int = 600,
     return summary
 
 
-def _run_steps(step: Callable[[str, Callable[[], str]], None], summary: DemoSummary,
-               cluster: LocalCluster, server: dict[str, str], workdir: Path, scale: int,
-               transactions: int) -> None:
-    config = Config(
+def demo_config(cluster: LocalCluster, workdir: Path) -> Config:
+    """The demo's settings: everything under ``workdir``, on the embedded server."""
+    return Config(
         source_url=cluster.url(SOURCE_DB), slot="edms_demo", publication="edms_demo",
         journal_url=(workdir / "journal").as_uri(), packages_url=(workdir / "packages").as_uri(),
         state_dir=str(workdir / "state"), segment_max_events=2_000, heartbeat_interval_s=1.0)
+
+
+def write_config(config: Config, path: Path) -> Path:
+    """The settings as a journal.toml, for the commands run against the demo afterwards."""
+    path.write_text(
+        f"[source]\nurl = {_toml(config.source_url)}\nslot = {_toml(config.slot)}\n"
+        f"publication = {_toml(config.publication)}\n"
+        f"heartbeat_interval_s = {config.heartbeat_interval_s}\n"
+        f"[journal]\nurl = {_toml(config.journal_url)}\n"
+        f"[packages]\nurl = {_toml(config.packages_url)}\n"
+        f"segment_max_events = {config.segment_max_events}\n"
+        f"[state]\ndir = {_toml(config.state_dir)}\n")
+    return path
+
+
+def _toml(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _run_steps(step: Callable[[str, Callable[[], str]], None], summary: DemoSummary,
+               cluster: LocalCluster, server: dict[str, str], workdir: Path, scale: int,
+               transactions: int) -> None:
+    config = demo_config(cluster, workdir)
 
     def create_sample() -> str:
         _reset(server["url"], config, workdir)

@@ -71,8 +71,6 @@ def test_compose_service_and_systemd_unit_run_the_same_command(daemon: str):
 @pytest.mark.parametrize("daemon", DAEMONS)
 def test_deployed_commands_and_options_are_ones_the_cli_accepts(daemon: str):
     args = compose_commands((DEPLOY / "compose.yaml").read_text())[daemon]
-    if args[0] not in main.commands:
-        pytest.skip(f"waits for `journal {args[0]}`")
     command = main.commands[args[0]]
     try:
         command.make_context(args[0], list(args[1:]), resilient_parsing=False)

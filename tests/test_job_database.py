@@ -122,3 +122,25 @@ def test_a_job_whose_process_died_is_abandoned_by_the_next_start(db: JobDatabase
     assert repository.reap_abandoned(db) == []
     assert repository.reap_abandoned(db, utcnow() + timedelta(seconds=10)) == [alive]
     assert repository.get_job(db, alive).status == "abandoned"
+
+
+def test_upgrade_to_api_tokens_keeps_jobs_and_audit_and_stores_only_hashes(
+        empty_db: JobDatabase) -> None:
+    from journal.jobs import audit_chain, tokens
+    from journal.jobs.models import ApiToken
+
+    empty_db.upgrade("0002")
+    assert "api_token" not in inspect(empty_db.engine).get_table_names()
+    audit_chain.append(empty_db, "compact", ["--once"], "ok")
+    ref = repository.start_job(empty_db, "compact", "user:old")
+    empty_db.upgrade()
+    assert empty_db.revision() == head_revision() == "0003"
+    assert repository.get_job(empty_db, ref) is not None
+    assert audit_chain.verify(empty_db)[1] == []
+    secret = tokens.create(empty_db, "ops", "operator", "user:test")
+    with empty_db.session() as session:
+        (row,) = session.query(ApiToken).all()
+        assert secret not in (row.secret_sha256, row.name)
+    assert tokens.authenticate(empty_db, secret) == tokens.Caller("ops", "operator")
+    tokens.revoke(empty_db, "ops")
+    assert tokens.authenticate(empty_db, secret) is None

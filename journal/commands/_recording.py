@@ -16,10 +16,12 @@ from typing import Any
 
 from journal.audit import sanitize
 from journal.config import load_config, redact, without_password
+from journal.errors import JournalError
 from journal.jobs import recorder, repository
 from journal.jobs.database import JobDatabase, JobDatabaseError, open_database
 from journal.jobs.recorder import (
     CONFIGURATION_ENV,
+    JOB_ENV,
     SCHEDULED_RUN_ENV,
     STARTED_BY_ENV,
     RunningJob,
@@ -96,6 +98,10 @@ def open_job_database(config_path: str | None, command: str) -> JobDatabase | No
     return db
 
 
+class Cancelled(JournalError):
+    """The queued job this command was to run was cancelled before it started."""
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM, turned into an exception so the job ends (and rolls back) cleanly."""
 
@@ -122,6 +128,11 @@ def start_job(db: JobDatabase | None, command: str, sub: str | None,
     run_id = os.environ.get(SCHEDULED_RUN_ENV)
     configuration_id = os.environ.get(CONFIGURATION_ENV)
     try:
+        if queued := os.environ.get(JOB_ENV):
+            job = recorder.adopt(db, repository.JobRef.parse(queued), **job_fields(kind, args))
+            if job is None:
+                raise Cancelled(f"job {queued} was cancelled before it started")
+            return job
         return recorder.start(
             db, kind, started_by, " ".join(sanitize(args)),
             scheduled_run_id=int(run_id) if run_id else None,

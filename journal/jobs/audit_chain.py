@@ -129,3 +129,12 @@ def to_json(e: AuditEntry) -> dict[str, Any]:
     return {"seq": e.seq, "at": e.at.isoformat(), "user": e.user, "host": e.host,
             "command": e.command, "args": e.args, "outcome": e.outcome, "detail": e.detail,
             "seconds": e.seconds, "prev_hash": e.prev_hash, "hash": e.hash}
+
+
+def page(db: JobDatabase, before: int | None = None, limit: int = 50) -> list[AuditEntry]:
+    """Up to ``limit`` entries, newest first, with ``seq`` below ``before`` (paging back)."""
+    stmt = select(AuditEntry).order_by(AuditEntry.seq.desc()).limit(limit)
+    if before is not None:
+        stmt = stmt.where(AuditEntry.seq < before)
+    with db.session() as session:
+        return list(session.scalars(stmt))

@@ -179,3 +179,21 @@ class AuditEntry(Base):
     seconds: Mapped[float] = mapped_column(Float, default=0.0)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+ROLES = ("viewer", "operator", "admin")
+
+
+class ApiToken(Base):
+    """A bearer token of the REST API. Only the SHA-256 of the secret is stored: the secret
+    itself is shown once, when it is created, and cannot be read back."""
+
+    __tablename__ = "api_token"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    role: Mapped[str] = mapped_column(String(20))
+    secret_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(200))
+    revoked_at: Mapped[datetime | None]

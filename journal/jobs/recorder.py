@@ -25,6 +25,9 @@ MIN_WRITE_INTERVAL_S = 1.0
 STARTED_BY_ENV = "JOURNAL_STARTED_BY"
 SCHEDULED_RUN_ENV = "JOURNAL_SCHEDULED_RUN"
 CONFIGURATION_ENV = "JOURNAL_CONFIGURATION_ID"
+# the API queues the job's row itself (to answer with its URL at once): the command it starts
+# adopts that row instead of starting one of its own
+JOB_ENV = "JOURNAL_JOB"
 
 
 class JobRecorder:
@@ -140,6 +143,17 @@ def start(db: JobDatabase, kind: str, started_by: str, command: str = "",
     """Record a job as running and make it ``current()``; end it with ``end()``."""
     global _current
     job = RunningJob(db, repository.start_job(db, kind, started_by, command, **fields))
+    job._thread.start()
+    _current = job
+    return job
+
+
+def adopt(db: JobDatabase, ref: JobRef, **fields: Any) -> RunningJob | None:
+    """Run a queued job here (see ``JOB_ENV``); None when it was cancelled meanwhile."""
+    global _current
+    if not repository.adopt_job(db, ref, **fields):
+        return None
+    job = RunningJob(db, ref)
     job._thread.start()
     _current = job
     return job

@@ -77,6 +77,30 @@ def start_job(db: JobDatabase, kind: str, started_by: str, command: str = "", *,
         return JobRef.of(job)
 
 
+def queue_job(db: JobDatabase, kind: str, started_by: str, command: str = "",
+              **fields: Any) -> JobRef:
+    """Record a job that another process will run (the API's worker): ``queued``, owned by
+    this process until that one adopts the row with ``adopt_job``."""
+    ref = start_job(db, kind, started_by, command, **fields)
+    update_job(db, ref, status="queued")
+    return ref
+
+
+def adopt_job(db: JobDatabase, ref: JobRef, **fields: Any) -> bool:
+    """This process takes over a queued job: it is now running here. False when the row is
+    gone or no longer queued (cancelled before it started)."""
+    with db.session() as session:
+        job = session.get(ref.model, ref.id)
+        if job is None or job.status != "queued":
+            return False
+        for name, value in fields.items():
+            setattr(job, name, value)
+        now = utcnow()
+        job.status, job.host, job.pid, job.heartbeat_at = ("running", socket.gethostname(),
+                                                           os.getpid(), now)
+        return True
+
+
 def update_job(db: JobDatabase, ref: JobRef, **fields: Any) -> None:
     """Progress and figures of a running job; refreshes its heartbeat."""
     with db.session() as session:
@@ -120,7 +144,9 @@ def reap_abandoned(db: JobDatabase, now: datetime | None = None) -> list[JobRef]
     reaped: list[JobRef] = []
     with db.session() as session:
         for model in (BackupJob, RestoreJob):
-            for job in session.scalars(select(model).where(model.status == "running")):
+            # a queued job belongs to the process that queued it until one adopts it
+            for job in session.scalars(select(model).where(
+                    model.status.in_(("running", "queued")))):
                 stale = now - job.heartbeat_at > STALE_AFTER
                 dead = job.host == host and job.pid != os.getpid() and not _pid_alive(job.pid)
                 if stale or dead:

@@ -36,6 +36,7 @@ from journal.packages import (
     read_manifest,
     verify_package,
 )
+from journal.processes import pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -119,15 +120,6 @@ def _read_only(exc: StorageError) -> bool:
     cause = exc.__cause__
     return isinstance(cause, OSError) and cause.errno == errno.EROFS
 
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class FileStore(PackageStore):
@@ -270,7 +262,7 @@ class FileStore(PackageStore):
                               int(data["pid"]), data["host"], float(data["expires_at"]))
             except (OSError, ValueError, KeyError, TypeError):
                 continue  # being written or damaged: a lease that cannot be read holds nothing
-            alive = lease.host != host or _pid_alive(lease.pid)
+            alive = lease.host != host or pid_alive(lease.pid)
             if alive and lease.expires_at > now:
                 found.append(lease)
         return found
@@ -293,7 +285,7 @@ class FileStore(PackageStore):
             parts = path.name.split("-")
             if parts[0] not in (".tmp", ".build") or not parts[1].isdigit():
                 continue
-            if _pid_alive(int(parts[1])) and int(parts[1]) != 0:
+            if pid_alive(int(parts[1])) and int(parts[1]) != 0:
                 continue
             if path.is_dir():
                 shutil.rmtree(path, ignore_errors=True)

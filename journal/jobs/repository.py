@@ -21,6 +21,7 @@ from journal.jobs.models import (
     ScheduledRun,
     utcnow,
 )
+from journal.processes import pid_alive
 
 Job = BackupJob | RestoreJob
 # a job on another host is abandoned once its heartbeat is this much older than its interval
@@ -126,15 +127,6 @@ def finish_job(db: JobDatabase, ref: JobRef, status: str, error: str | None = No
         job.status, job.error, job.finished_at, job.heartbeat_at = status, error, now, now
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
 
 def reap_abandoned(db: JobDatabase, now: datetime | None = None) -> list[JobRef]:
     """Mark ``abandoned`` every running job whose process is gone: on this host, a pid that
@@ -148,7 +140,7 @@ def reap_abandoned(db: JobDatabase, now: datetime | None = None) -> list[JobRef]
             for job in session.scalars(select(model).where(
                     model.status.in_(("running", "queued")))):
                 stale = now - job.heartbeat_at > STALE_AFTER
-                dead = job.host == host and job.pid != os.getpid() and not _pid_alive(job.pid)
+                dead = job.host == host and job.pid != os.getpid() and not pid_alive(job.pid)
                 if stale or dead:
                     why = (f"process {job.pid} on {job.host} is gone" if dead else
                            f"no heartbeat since {job.heartbeat_at:%Y-%m-%d %H:%M:%S}Z")

@@ -453,19 +453,24 @@ def _type_entry(cur: psycopg.Cursor[Any], oid: int, r: dict[str, Any]
     return entry, uses
 
 
-# How a relation identifies its old rows to logical decoding, and the DDL that gives a
-# re-created one the same (None for the default, the primary key). One parameter: its oid.
-REPLICA_IDENTITY_QUERY = """
-    SELECT CASE c.relreplident WHEN 'd' THEN 'default' WHEN 'f' THEN 'full'
-                               WHEN 'n' THEN 'nothing' ELSE 'index' END AS kind,
-           CASE WHEN c.relreplident = 'i' THEN ri.relname END AS index,
+# A relation's replica identity (alias c, its namespace n, its identity index ri): its kind,
+# the index, and the DDL that gives a re-created relation the same (None for the default).
+_IDENTITY_COLUMNS = """
+           CASE c.relreplident WHEN 'd' THEN 'default' WHEN 'f' THEN 'full'
+                               WHEN 'n' THEN 'nothing' ELSE 'index' END AS {prefix}kind,
+           CASE WHEN c.relreplident = 'i' THEN ri.relname END AS {prefix}index,
            CASE WHEN c.relreplident <> 'd'
                 THEN format('ALTER TABLE ONLY %%I.%%I REPLICA IDENTITY %%s', n.nspname,
                             c.relname, CASE c.relreplident WHEN 'f' THEN 'FULL'
                                                            WHEN 'n' THEN 'NOTHING'
                                        ELSE format('USING INDEX %%I', ri.relname) END)
-           END AS ddl
-    FROM pg_class c
+           END AS {prefix}ddl
+"""
+
+# How a relation identifies its old rows to logical decoding, and the DDL that gives a
+# re-created one the same (None for the default, the primary key). One parameter: its oid.
+REPLICA_IDENTITY_QUERY = """
+    SELECT""" + _IDENTITY_COLUMNS.format(prefix="") + """    FROM pg_class c
     JOIN pg_namespace n ON n.oid = c.relnamespace
     LEFT JOIN (pg_index i JOIN pg_class ri ON ri.oid = i.indexrelid)
            ON i.indrelid = c.oid AND i.indisreplident
@@ -498,16 +503,7 @@ PARTITIONS_QUERY = """
                                          AND con.conrelid = i.indrelid)
                        AND NOT EXISTS (SELECT 1 FROM pg_inherits h
                                        WHERE h.inhrelid = i.indexrelid)), '{}') AS indexes,
-           CASE c.relreplident WHEN 'd' THEN 'default' WHEN 'f' THEN 'full'
-                               WHEN 'n' THEN 'nothing' ELSE 'index' END AS identity_kind,
-           CASE WHEN c.relreplident = 'i' THEN ri.relname END AS identity_index,
-           CASE WHEN c.relreplident <> 'd'
-                THEN format('ALTER TABLE ONLY %%I.%%I REPLICA IDENTITY %%s', n.nspname,
-                            c.relname, CASE c.relreplident WHEN 'f' THEN 'FULL'
-                                                           WHEN 'n' THEN 'NOTHING'
-                                       ELSE format('USING INDEX %%I', ri.relname) END)
-           END AS identity_ddl
-    FROM pg_partition_tree(%s) AS t
+""" + _IDENTITY_COLUMNS.format(prefix="identity_") + """    FROM pg_partition_tree(%s) AS t
     JOIN pg_class c ON c.oid = t.relid
     JOIN pg_namespace n ON n.oid = c.relnamespace
     JOIN pg_class p ON p.oid = t.parentrelid
@@ -516,7 +512,7 @@ PARTITIONS_QUERY = """
            ON i.indrelid = c.oid AND i.indisreplident
     WHERE t.level > 0
     ORDER BY t.level, n.nspname, c.relname
-"""
+"""  # noqa: S608 — our own constant texts, no input
 
 
 def partitions(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -754,10 +754,13 @@ def _sequences(conn: psycopg.Connection[Any], rows: list[dict[str, Any]]
                      column=column, name=sql.Literal(seq.as_string(conn)))
         # where the source's sequence stands, so a restore can end where it did (not
         # transactional: read now, never behind the rows read under the same snapshot)
+        # (a DDL message may describe a sequence a later statement dropped: then unknown)
+        entry: dict[str, Any] = {"name": f"{r['seq_schema']}.{r['seq_name']}",
+                                 "column": r["column"], "ddl": ddl.as_string(conn)}
         with conn.cursor(row_factory=tuple_row) as cur:
-            state = cur.execute(sql.SQL("SELECT last_value, is_called FROM {}").format(seq)
-                                ).fetchone()
-        result.append({"name": f"{r['seq_schema']}.{r['seq_name']}", "column": r["column"],
-                       "ddl": ddl.as_string(conn), "last_value": int(state[0]),
-                       "is_called": bool(state[1])})
+            if cur.execute("SELECT to_regclass(%s)", (seq.as_string(conn),)).fetchone()[0]:
+                state = cur.execute(sql.SQL("SELECT last_value, is_called FROM {}").format(
+                    seq)).fetchone()
+                entry.update(last_value=int(state[0]), is_called=bool(state[1]))
+        result.append(entry)
     return result

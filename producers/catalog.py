@@ -68,6 +68,19 @@ def tables_without_primary_key(catalog: dict[str, Any]) -> list[str]:
     return sorted(name for name, t in catalog["tables"].items() if not t["primary_key"])
 
 
+# Each captured root (an oid[] parameter) and every relation under it, partitions at any
+# depth: root, rn (its namespace), c, n (the relation and its namespace).
+_RELATIONS_OF_ROOTS = """
+    FROM unnest(%s::oid[]) AS r(oid)
+    JOIN pg_class root ON root.oid = r.oid
+    JOIN pg_namespace rn ON rn.oid = root.relnamespace
+    CROSS JOIN LATERAL (SELECT r.oid AS relid
+                        UNION SELECT relid FROM pg_partition_tree(r.oid)) AS t
+    JOIN pg_class c ON c.oid = t.relid
+    JOIN pg_namespace n ON n.oid = c.relnamespace
+"""
+
+
 def capture_problems(conn: psycopg.Connection[Any], tables: Sequence[str]) -> list[str]:
     """Why some of ``tables`` ("schema.table", partitioned roots included) cannot be
     captured exactly: one line per problem, saying why and what to do. Empty when all is
@@ -101,15 +114,8 @@ def capture_problems(conn: psycopg.Connection[Any], tables: Sequence[str]) -> li
                    (SELECT format('%%I', ic.relname) FROM pg_index i
                     JOIN pg_class ic ON ic.oid = i.indexrelid
                     WHERE i.indrelid = c.oid AND i.indisreplident) AS ident_index
-            FROM unnest(%s::oid[]) AS r(oid)
-            JOIN pg_class root ON root.oid = r.oid
-            JOIN pg_namespace rn ON rn.oid = root.relnamespace
-            CROSS JOIN LATERAL (SELECT r.oid AS relid
-                                UNION SELECT relid FROM pg_partition_tree(r.oid)) AS t
-            JOIN pg_class c ON c.oid = t.relid
-            JOIN pg_namespace n ON n.oid = c.relnamespace
-            ORDER BY 1, c.oid <> root.oid, 2
-            """, (oids,)).fetchall():
+            """ + _RELATIONS_OF_ROOTS + """            ORDER BY 1, c.oid <> root.oid, 2
+            """, (oids,)).fetchall():  # noqa: S608 — our own constant texts
             if not r["keyed"] and r["ident"] != "f":
                 which = "it" if r["rel"] == r["root"] else f"its partition {r['rel']}"
                 problems.append(
@@ -131,14 +137,7 @@ def _unlogged_problems(cur: psycopg.Cursor[Any], oids: Sequence[int]) -> list[st
         SELECT format('%%I.%%I', rn.nspname, root.relname) AS root,
                format('%%I.%%I', n.nspname, c.relname) AS rel,
                c.relpersistence::text AS persistence
-        FROM unnest(%s::oid[]) AS r(oid)
-        JOIN pg_class root ON root.oid = r.oid
-        JOIN pg_namespace rn ON rn.oid = root.relnamespace
-        CROSS JOIN LATERAL (SELECT r.oid AS relid
-                            UNION SELECT relid FROM pg_partition_tree(r.oid)) AS t
-        JOIN pg_class c ON c.oid = t.relid
-        JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE c.relpersistence <> 'p'
+        """ + _RELATIONS_OF_ROOTS + """        WHERE c.relpersistence <> 'p'
         ORDER BY 1, 2
         """, (list(oids),)).fetchall()
     problems = []

@@ -4,6 +4,7 @@ options the CLI accepts, and the units are valid for systemd. Nothing needs to r
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import shutil
@@ -85,6 +86,9 @@ def test_health_unit_runs_what_the_image_healthcheck_runs():
 
 def test_systemd_units_pass_systemd_analyze_verify():
     if shutil.which("systemd-analyze") is None:
+        # .ci/run installs it: under CI its absence is a failure
+        if os.environ.get("CI"):
+            pytest.fail("systemd-analyze is not installed", pytrace=False)
         pytest.skip("systemd-analyze is not installed")
     units = sorted(str(p) for p in (DEPLOY / "systemd").glob("edms-journal-*"))
     res = subprocess.run(["systemd-analyze", "verify", *units], capture_output=True,

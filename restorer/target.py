@@ -204,18 +204,12 @@ class TargetWriter:
             raise RestoreRefused(
                 violation_message(table, exc, pk, rows, mapped, self.catalog)) from exc
 
-    def _match_content(self, table: str, rows: Sequence[Mapping[str, Any]]
-                       ) -> dict[int, tuple[Any, ...]]:
-        """Row index -> target primary key of an equal row (every column but a surrogate
-        key, foreign keys already remapped), as a multiset: each target row matches at
-        most one source row, and rows an earlier restore or batch claimed match none."""
+    def _content_query(self, table: str) -> tuple[str, list[str]]:
+        """``_match_content``'s statement for ``table``, and the columns it compares."""
         spec = self._table(table)
         pk = tuple(spec["primary_key"])
-        if not pk:
-            return {}
         cols = [c["name"] for c in spec["columns"] if not c.get("generated")
                 and not (is_surrogate_key(spec) and c["name"] in pk)]
-        self.keymap.store.flush()
         ident = sql.Identifier(spec["schema"], spec["name"])
 
         def row_text(alias: str) -> sql.Composable:
@@ -229,7 +223,7 @@ class TargetWriter:
             claimed = sql.SQL(
                 " WHERE NOT EXISTS (SELECT 1 FROM {keymap} m WHERE m.table_name = {name}"
                 " AND m.value = jsonb_build_array({pk}))").format(
-                    keymap=self.keymap.store.table, name=sql.Literal(table),
+                    keymap=self.keymap.store.table, name=sql.Placeholder(),
                     pk=sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c))
                                           for c in pk))
         query = sql.SQL(
@@ -238,9 +232,26 @@ class TargetWriter:
             " JOIN {table} AS t ON {t_text} = {r_text}{claimed} ORDER BY e.i, {tpk}").format(
                 tpk=sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in pk),
                 table=ident, t_text=row_text("t"), r_text=row_text("r"), claimed=claimed)
+        return query.as_string(self.conn), cols
+
+    def _match_content(self, table: str, rows: Sequence[Mapping[str, Any]]
+                       ) -> dict[int, tuple[Any, ...]]:
+        """Row index -> target primary key of an equal row (every column but a surrogate
+        key, foreign keys already remapped), as a multiset: each target row matches at
+        most one source row, and rows an earlier restore or batch claimed match none."""
+        spec = self._table(table)
+        pk = tuple(spec["primary_key"])
+        if not pk:
+            return {}
+        self.keymap.store.flush()
+        key = ("content", table)
+        if key not in self._queries:  # composed once per table, run once per batch
+            self._queries[key] = self._content_query(table)  # type: ignore[assignment]
+        query, cols = self._queries[key]  # type: ignore[misc]
         document = json.dumps([{c: _json_value(r.get(c)) for c in cols} for r in rows])
         found: dict[int, list[tuple[Any, ...]]] = {}
-        for r in self.conn.execute(query, (document,)).fetchall():
+        params = (document, table) if self.keymap.store.in_database else (document,)
+        for r in self.conn.execute(query, params).fetchall():
             found.setdefault(r[0] - 1, []).append(tuple(r[1:]))
         matches: dict[int, tuple[Any, ...]] = {}
         used: set[tuple[Any, ...]] = set()
@@ -400,8 +411,13 @@ class TargetWriter:
 
     def _always_identity(self, table: str) -> set[str]:
         """GENERATED ALWAYS identity columns: PostgreSQL lets no UPDATE set them (so no
-        source update changed them either)."""
-        return {c["name"] for c in self._table(table)["columns"] if c.get("identity") == "a"}
+        source update changed them either). Worked out once per table: replay asks per
+        event."""
+        key = ("always identity", table)
+        if key not in self._queries:
+            self._queries[key] = {c["name"] for c in self._table(table)["columns"]  # type: ignore[assignment]
+                                  if c.get("identity") == "a"}
+        return self._queries[key]  # type: ignore[return-value]
 
     def _update(self, table: str, target_key: tuple[Any, ...], values: Mapping[str, Any],
                 skip: set[str]) -> None:

@@ -584,3 +584,31 @@ def test_truncating_a_partition_alone_is_refused_at_capture_and_the_root_is_not(
         with pytest.raises(SchemaChangeRefused, match="metric_2026 of public.metric was "
                                                       "truncated on its own"):
             run_capture(cfg, once_until_idle=1.0)
+
+
+@pytest.mark.integration
+def test_a_keyless_table_is_folded_across_an_added_column(
+        pg18_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with (scratch_database(pg18_server, "src") as source,
+          scratch_database(pg18_server, "dst") as target):
+        with psycopg.connect(source, autocommit=True) as conn:
+            conn.execute("CREATE TABLE bag (v int, w text); ALTER TABLE bag REPLICA IDENTITY FULL;"
+                         "INSERT INTO bag SELECT i % 3, 'x' FROM generate_series(1, 9) i")
+        cfg = capture_config(source, tmp_path)
+        env = _env(cfg, f"file://{tmp_path}/packages")
+        assert _cli(env, "init").exit_code == 0
+        run_capture(cfg, once_until_idle=1.0)
+        with psycopg.connect(source, autocommit=True) as conn:
+            conn.execute("DELETE FROM bag WHERE ctid = (SELECT min(ctid) FROM bag WHERE v = 1)")
+            conn.execute("ALTER TABLE bag ADD COLUMN z int NOT NULL DEFAULT 7")
+            conn.execute("INSERT INTO bag VALUES (1, 'x', 7), (2, 'y', 8)")
+            conn.execute("DELETE FROM bag WHERE ctid = (SELECT min(ctid) FROM bag WHERE v = 2)")
+        run_capture(cfg, once_until_idle=1.0)
+        result = _cli(env, "compact", "--once", "--snapshot")  # the fold crosses the change
+        assert result.exit_code == 0, result.output
+        result = _cli(env, "restore", "--target", target)
+        assert result.exit_code == 0, result.output
+        query = "SELECT v, w, z, count(*) FROM bag GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+        with psycopg.connect(source) as a, psycopg.connect(target) as b:
+            assert b.execute(query).fetchall() == a.execute(query).fetchall()

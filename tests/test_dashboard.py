@@ -148,6 +148,8 @@ def test_a_wrong_token_is_refused_and_a_right_one_logs_in(browser, server, shots
     screenshot(browser, shots, "login")
     browser.find_element(By.ID, "token").send_keys("ejt_wrong")
     browser.find_element(By.ID, "login").click()
+    # The refusal arrives as a new page: wait for it rather than read the old one.
+    wait_for(lambda: browser.find_elements(By.ID, "login-error"), what="the login refusal")
     assert "unknown or revoked" in browser.find_element(By.ID, "login-error").text
     log_in(browser, server)
     assert "test-operator (operator)" in browser.page_source

@@ -70,7 +70,7 @@ def _write_toml(path: Path, cfg: Config) -> None:
 
 def _start_capture(toml: Path, *args: str) -> subprocess.Popen[str]:
     env = {**os.environ, "JOURNAL_CONFIG": str(toml)}
-    return subprocess.Popen([sys.executable, "-m", "producers.capture", "--json", *args],
+    return subprocess.Popen([sys.executable, "-m", "journal", "capture", "--json", *args],
                             cwd=REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True)
 

@@ -30,12 +30,14 @@ import psycopg
 from psycopg import sql
 
 from journal import sample
+from journal.catalog import table_schemas
 from journal.codec import SchemaRegistry, encode
 from journal.events import ChangeEvent, Transaction, TransactionMarker, datetime_to_micros
 from journal.packages import PackageBuilder
 from journal.positions import Position
 from journal.store import open_store
-from producers.catalog import read_catalog, read_rows, table_schemas
+from journal.values import read_rows
+from producers.source_catalog import read_catalog
 
 
 def _db_url(server: str, name: str) -> str:

@@ -52,7 +52,7 @@ _NUMERIC_TYPMOD = re.compile(r"^numeric\((\d+),(\d+)\)$")
 # multi-dimensional, have other lower bounds than 1 or hold such an element. Their column
 # type is the union [typed, "string"]: a value the typed branch cannot hold exactly travels
 # in the string branch as PostgreSQL's own text form (its output under the session
-# settings of producers.values), which the restore hands back to PostgreSQL unchanged. Any
+# settings of journal.values), which the restore hands back to PostgreSQL unchanged. Any
 # Avro reader decodes it; none sees a typed value that is not the source's.
 _TEXT_FALLBACK_SCALARS = frozenset({1082, 1083, 1114, 1184, NUMERIC_OID})
 
@@ -72,8 +72,6 @@ class Column:
     def avro_type(self) -> Any:
         return avro_value_type(self.type_oid, self.pg_type, nullable=not self.not_null)
 
-    def is_typed(self) -> bool:
-        return self.type_oid in typed_oids()
 
 
 def has_text_fallback(oid: int) -> bool:
@@ -192,6 +190,19 @@ class TableSchema:
 
 
 _NAME_OK = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def table_schema(entry: dict[str, Any]) -> TableSchema:
+    """The table version the journal carries for one CATALOG table entry: its columns
+    minus generated ones, which pgoutput does not send (and the restore computes again)."""
+    columns = tuple(Column(c["name"], c["pg_type"], int(c["type_oid"]), bool(c["not_null"]))
+                    for c in entry["columns"] if not c.get("generated"))
+    return TableSchema(entry["schema"], entry["name"], columns, tuple(entry["primary_key"]))
+
+
+def table_schemas(catalog: dict[str, Any]) -> dict[str, TableSchema]:
+    """``table_schema`` of every table of a CATALOG."""
+    return {name: table_schema(t) for name, t in catalog["tables"].items()}
 
 
 def _avro_name(name: str) -> str:

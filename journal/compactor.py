@@ -1,7 +1,7 @@
 """The compactor: the journal transport in, backup packages out.
 
 It reads the stream as consumer ``compactor``, drops every position already packaged,
-groups records into complete transactions (``journal.state.TransactionGrouper``, the
+groups records into complete transactions (``journal.stream_state.TransactionGrouper``, the
 reference) and appends them to the open segment, which it closes on a transaction
 boundary when it holds enough events or bytes, or is old enough. A snapshot generation
 (BEGIN, SNAPSHOT message, ``r`` rows, END) becomes a full snapshot package, streamed
@@ -26,12 +26,13 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from journal import schema_change
+from journal.catalog import table_schema
 from journal.codec import SchemaRegistry, decode, split_header
 from journal.config import Config
 from journal.durable import storage
@@ -45,11 +46,11 @@ from journal.events import (
     Transaction,
     TransactionMarker,
 )
-from journal.fold import SortedRowSink, _schema_from_catalog, fold
+from journal.fold import SortedRowSink, fold
 from journal.packages import EventWriter, Manifest, PackageBuilder, verify_chain
 from journal.positions import Position
-from journal.state import TransactionGrouper
 from journal.store import PackageStore
+from journal.stream_state import TransactionGrouper
 from journal.transport import JournalReader, RawRecord, deduplicate
 
 log = logging.getLogger(__name__)
@@ -164,7 +165,7 @@ class _OpenSnapshot:
         catalog = self.content.get("catalog") or {}
         for name, spec in sorted((catalog.get("tables") or {}).items()):
             if name not in self.sinks:  # an empty table is still part of the snapshot
-                self.builder.table(_schema_from_catalog(spec))
+                self.builder.table(table_schema(spec))
         return self.builder.finish(
             system_identifier=str(self.content.get("system_identifier", "")),
             database=str(self.content.get("database", end.database)),
@@ -518,9 +519,3 @@ def fold_latest(store: PackageStore, *, spill_bytes: int = 64 * 1024 * 1024
     log.info("folded %d segments into full snapshot %s", len(segments), manifest.package_id)
     return manifest
 
-
-def iter_stream(reader: JournalReader) -> Iterator[Record]:
-    """Every record of the transport, decoded and deduplicated (for checks and tests)."""
-    registry = reader.registry()
-    for raw in deduplicate(reader.read(0)):
-        yield decode(raw.value, registry)

@@ -96,10 +96,6 @@ class LogicalMessage:
     def is_mark(self) -> bool:
         return self.prefix == MARK_PREFIX
 
-    @property
-    def is_heartbeat(self) -> bool:
-        return self.prefix == HEARTBEAT_PREFIX
-
 
 Record = ChangeEvent | TransactionMarker | LogicalMessage
 

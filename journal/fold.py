@@ -6,7 +6,7 @@ table, the previous snapshot's member (already in primary-key order) is merged w
 sorted changes, and each key's changes are applied to its row in position order, the
 last write winning. Memory stays flat: the sort spills to temporary files, rows stream.
 
-The meaning of every change is ``journal.state.StreamState``'s, which the tests hold the
+The meaning of every change is ``journal.stream_state.StreamState``'s, which the tests hold the
 fold to: an update whose key changed moves the row, unchanged-TOAST columns take the
 value of the row the update replaced, a truncate empties the table. A moved row whose
 TOAST columns were unchanged needs the value of *another* key at that moment; such
@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from journal import schema_change
-from journal.catalog import Column, TableSchema
+from journal.catalog import TableSchema, table_schema
 from journal.errors import ValidationError
 from journal.events import (
     CATALOG_PREFIX,
@@ -73,15 +73,6 @@ class Target:
             return True
         return self.time is not None and txn.begin.commit_ts > self.time
 
-    def describe(self) -> str:
-        from journal.events import micros_to_datetime
-        from journal.positions import format_lsn
-
-        if self.lsn is not None:
-            return f"LSN {format_lsn(self.lsn)}"
-        if self.time is not None:
-            return micros_to_datetime(self.time).isoformat()
-        return "latest"
 
 
 # -- external sort ------------------------------------------------------------------------
@@ -358,7 +349,7 @@ def _message(message: LogicalMessage, state: FoldState) -> None:
         ident = state.ids.get(name)
         if ident is None:  # created (or created again after a drop)
             ident = state.ids[name] = _identity(name, entry)
-            state.tables[ident] = _TableChanges(_schema_from_catalog(entry), name)
+            state.tables[ident] = _TableChanges(table_schema(entry), name)
             continue
         state.tables[ident].schema_changed = True
         old = before.get(renamed_from.get(name, name))
@@ -484,17 +475,10 @@ def _final_tables(state: FoldState) -> list[str]:
         if ident is None:
             ident = state.ids[name] = _identity(name, spec)
         if ident not in state.tables:
-            state.tables[ident] = _TableChanges(_schema_from_catalog(spec), name)
+            state.tables[ident] = _TableChanges(table_schema(spec), name)
         final.append(ident)
     return sorted(final)
 
-
-def _schema_from_catalog(spec: dict[str, Any]) -> TableSchema:
-    return TableSchema(spec["schema"], spec["name"],
-                       tuple(Column(c["name"], c["pg_type"], int(c["type_oid"]),
-                                    bool(c["not_null"])) for c in spec["columns"]
-                             if not c.get("generated")),
-                       tuple(spec["primary_key"]))
 
 
 def _merge_all(base: PackageReader, state: FoldState, sorter: ExternalSorter,
@@ -513,7 +497,7 @@ def _merge_all(base: PackageReader, state: FoldState, sorter: ExternalSorter,
         if info.name in catalog_tables and (info.schema_changed
                                             or info.schema.qualified != info.name):
             # rows come out in the table's shape now, whatever their last change's was
-            info.schema = _schema_from_catalog(catalog_tables[info.name])
+            info.schema = table_schema(catalog_tables[info.name])
         if (base_name is not None and base_name == info.name and not info.has_changes
                 and info.truncated_at is None and not info.evolutions
                 and info.schema == base.table_schema(base_name)):

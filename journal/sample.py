@@ -32,7 +32,9 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from producers.catalog import read_catalog, read_rows, table_schemas
+from journal.catalog import table_schemas
+from journal.values import read_rows
+from producers.source_catalog import read_catalog
 
 SCHEMA_DDL = """
 CREATE TYPE document_status AS ENUM ('draft', 'review', 'approved', 'published', 'archived');
@@ -252,14 +254,6 @@ def create_schema(conn: psycopg.Connection[Any]) -> None:
     """Create the sample's tables, in one transaction."""
     with conn.transaction():
         conn.execute(SCHEMA_DDL)
-
-
-def drop_schema(conn: psycopg.Connection[Any]) -> None:
-    with conn.transaction():
-        for table in reversed(TABLES):
-            conn.execute(sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(
-                sql.Identifier(table)))
-        conn.execute("DROP TYPE IF EXISTS document_status")
 
 
 # --- bulk load ---------------------------------------------------------------------------

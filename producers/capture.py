@@ -26,7 +26,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from journal.catalog import Column, TableSchema
+from journal.catalog import Column, TableSchema, table_schema
 from journal.codec import SchemaRegistry, encode
 from journal.config import Config
 from journal.durable import write_atomically
@@ -49,11 +49,11 @@ from journal.events import (
 )
 from journal.positions import Position, format_lsn, parse_lsn
 from journal.transport import JournalWriter, open_writer
+from journal.values import RowLoader
 from producers import ddl_trigger, pgoutput, slot
-from producers.catalog import JOURNAL_TABLE_PREFIX, format_types, read_catalog
+from producers.initial_snapshot import take_snapshot
 from producers.replication import Keepalive, ReplicationConnection, XLogData
-from producers.snapshot import captured_schema, take_snapshot
-from producers.values import RowLoader
+from producers.source_catalog import JOURNAL_TABLE_PREFIX, format_types, read_catalog
 
 log = logging.getLogger(__name__)
 
@@ -552,7 +552,7 @@ class _Session:
         entry = self.catalog["tables"].get(msg.qualified)
         wire = [(c.name, c.type_oid) for c in msg.columns]
         if entry is not None and [(c.name, c.type_oid)
-                                  for c in captured_schema(entry).columns] == wire:
+                                  for c in table_schema(entry).columns] == wire:
             return
         why = ("the DDL event trigger is not installed (run `journal init` as a superuser)"
                if not self.ddl_announced else "no DDL message described it")
@@ -610,7 +610,7 @@ class _Session:
         wire = [(c.name, c.type_oid) for c in msg.columns]
         entry = self.catalog["tables"].get(msg.qualified)
         if entry is not None:
-            table = captured_schema(entry)
+            table = table_schema(entry)
             if [(c.name, c.type_oid) for c in table.columns] == wire:
                 return table
         # The catalog has moved on since this change was written (a later ALTER TABLE):
@@ -708,18 +708,6 @@ class _Session:
                  "source, commit→ack p50=%.3fs p99=%.3fs", m.events, m.transactions,
                  format_lsn(m.last_acked_lsn), m.lag_bytes, p50, p99)
 
-
-def _main() -> None:
-    """``python -m producers.capture [options]`` is ``journal capture [options]``."""
-    import sys
-
-    from journal.cli import main
-
-    main(args=["capture", *sys.argv[1:]], prog_name="journal")
-
-
-if __name__ == "__main__":
-    _main()
 
 
 __all__ = ["CaptureMetrics", "TransportError", "run_capture"]

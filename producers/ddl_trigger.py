@@ -32,14 +32,14 @@ from journal.catalog import Column, TableSchema
 from journal.errors import SourceError
 from journal.events import DDL_PREFIX, PARTITION_TRUNCATE_PREFIX
 from journal.schema_change import encode_value
-from producers.catalog import (
+from journal.values import SESSION_SETTINGS, RowLoader
+from producers.source_catalog import (
     ENUM_TYPES_QUERY,
     TABLE_QUERIES,
     enum_types,
     is_captured_kind,
     table_entry,
 )
-from producers.values import SESSION_SETTINGS, RowLoader
 
 SCHEMA = "edms_journal"
 _END_FUNCTION = "on_ddl_command_end"
@@ -80,7 +80,7 @@ def _aggregate(query: str, parameter: str) -> str:
 def _end_function_body() -> str:
     queries = ", ".join(f"'{kind}', {_aggregate(query, 'rel')}"
                         for kind, query in TABLE_QUERIES.items())
-    # constant texts of this module and producers.catalog, never input
+    # constant texts of this module and producers.source_catalog, never input
     return f"""
 DECLARE
     rels oid[];
@@ -163,7 +163,7 @@ END
 
 
 def _settings() -> sql.Composable:
-    # values printed (an added column's default) in the formats producers.values loads
+    # values printed (an added column's default) in the formats journal.values loads
     return sql.SQL(" ").join(
         sql.SQL("SET {} = {}").format(sql.Identifier(name), sql.Literal(value))
         for name, value in SESSION_SETTINGS.items() if name != "client_encoding")

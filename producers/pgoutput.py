@@ -295,7 +295,7 @@ def row_of(names: tuple[str, ...], loader: Any, values: TupleData
            ) -> tuple[dict[str, Any], tuple[str, ...]]:
     """(row, unchanged column names) of one tuple, values loaded by ``loader``.
 
-    ``loader`` is a ``producers.values.RowLoader`` of the same table version; an unchanged
+    ``loader`` is a ``journal.values.RowLoader`` of the same table version; an unchanged
     TOAST column is loaded as ``None`` and named in the second element, never filled in.
     """
     if len(values) != len(names):

@@ -23,8 +23,8 @@ from psycopg.conninfo import make_conninfo
 
 from journal.errors import SourceError
 from journal.positions import format_lsn, parse_lsn
+from journal.values import SESSION_SETTINGS
 from producers.pgoutput import PG_EPOCH_OFFSET_US
-from producers.values import SESSION_SETTINGS
 
 _XLOGDATA = struct.Struct(">qqq")
 _KEEPALIVE = struct.Struct(">qqB")

@@ -26,7 +26,7 @@ from journal.config import Config, redact
 from journal.durable import write_atomically
 from journal.errors import ConfigError, SourceError
 from journal.positions import format_lsn, parse_lsn
-from producers.catalog import capture_problems
+from producers.source_catalog import capture_problems
 
 log = logging.getLogger(__name__)
 

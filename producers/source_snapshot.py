@@ -24,8 +24,8 @@ from journal.config import Config, redact
 from journal.errors import SourceError
 from journal.events import Record
 from producers import slot
+from producers.initial_snapshot import SnapshotResult, take_snapshot
 from producers.replication import ReplicationConnection
-from producers.snapshot import SnapshotResult, take_snapshot
 
 log = logging.getLogger(__name__)
 

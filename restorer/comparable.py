@@ -1,7 +1,7 @@
 """When two journal values are the same value: the equality ``journal verify`` uses.
 
 The journal's values are Python values (or PostgreSQL's text form, see
-``producers.values``), and Python's equality is not PostgreSQL's identity of a stored value:
+``journal.values``), and Python's equality is not PostgreSQL's identity of a stored value:
 NaN is not equal to itself, a ``real`` read back from its text (``1e-45``) is not the float32
 the Avro ``float`` holds (``1.401298464324817e-45``), lists do not hash. ``comparable`` maps a
 value to a hashable stand-in that is equal exactly when PostgreSQL stores the same value:

@@ -29,12 +29,12 @@ from journal.errors import (
     ValidationError,
 )
 from journal.events import LogicalMessage, Transaction
-from journal.positions import Position
+from journal.positions import ORIGIN
 from journal.schema_change import CatalogChange
 from restorer import ddl, evolve, schema, target_schema
-from restorer.fold import fold
 from restorer.generic_keys import resolve_generic_foreign_keys
 from restorer.graph import TableGraph
+from restorer.journal_state import fold
 from restorer.load import load_empty, load_populated
 from restorer.natural_keys import (
     NaturalKey,
@@ -45,16 +45,16 @@ from restorer.natural_keys import (
     resolve_natural_keys,
 )
 from restorer.plan import Reached, RestorePlan, RestoreTarget, find_xid, make_plan
-from restorer.remap import ON_CONFLICT, KeyMap, RowRemapper, refuse_unsafe
-from restorer.replay import CatalogTracker, end_position, replay
-from restorer.report import RestoreReport, TableCounts
-from restorer.state import (
+from restorer.record import (
     RestoreState,
     read_keymap,
     read_state,
     write_keymap,
     write_state,
 )
+from restorer.remap import ON_CONFLICT, KeyMap, RowRemapper, refuse_unsafe
+from restorer.replay import CatalogTracker, end_position, replay
+from restorer.report import RestoreReport, TableCounts
 from restorer.subset import row_closure
 from restorer.target import TargetWriter
 
@@ -317,7 +317,7 @@ def _run(conn: psycopg.Connection[Any], store: Any, plan: RestorePlan,
 
             tracker = CatalogTracker(copy.deepcopy(catalog), on_change)
             result = replay(_segments(store, plan, stack), writer, plan.cutoff,
-                            plan.start or Position(0, 0), order, catalog=tracker,
+                            plan.start or ORIGIN, order, catalog=tracker,
                             progress=(lambda n: progress("replay", n)) if progress else None)
             report.replay_seconds = time.monotonic() - replay_started
             report.transactions_replayed = result.transactions

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from restorer.fold import JournalState
 from restorer.graph import TableGraph
+from restorer.journal_state import JournalState
 
 
 def row_closure(state: JournalState, graph: TableGraph, requested: Iterable[str]

@@ -36,7 +36,7 @@ _EXACT_EQUALITY = frozenset({16, 20, 21, 23, 25, 1043, 1042, 19, 17, 1082, 1083,
 _TEXT_THROUGH = {700: "real", 701: "double precision", 1700: "numeric", 114: "json",
                  3802: "jsonb", 1021: "real[]", 1022: "double precision[]",
                  1231: "numeric[]", 199: "json[]", 3807: "jsonb[]"}
-# The output formats capture reads values in (producers.values.SESSION_SETTINGS, which
+# The output formats capture reads values in (journal.values.SESSION_SETTINGS, which
 # the restorer may not import): for the rest of the restore transaction.
 _TEXT_FORMATS = (("DateStyle", "ISO, MDY"), ("IntervalStyle", "postgres"), ("TimeZone", "UTC"),
                  ("bytea_output", "hex"), ("extra_float_digits", "1"))

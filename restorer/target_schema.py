@@ -1,5 +1,5 @@
 """The target's schema as it is now, spelled as the CATALOG spells it (read with an empty
-``search_path``, as producers/catalog.py reads the source), for restorer/evolve.py."""
+``search_path``, as producers/source_catalog.py reads the source), for restorer/evolve.py."""
 
 from __future__ import annotations
 

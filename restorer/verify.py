@@ -17,11 +17,11 @@ from typing import Any
 
 import psycopg
 
+from journal.catalog import table_schema
 from journal.config import redact
-from producers.catalog import read_rows, table_schema
+from journal.values import read_rows
 from restorer import schema
 from restorer.comparable import comparable
-from restorer.fold import fold
 from restorer.generic_keys import (
     GenericForeignKey,
     GenericKeys,
@@ -29,6 +29,7 @@ from restorer.generic_keys import (
     resolve_generic_foreign_keys,
 )
 from restorer.graph import TableGraph
+from restorer.journal_state import fold
 from restorer.natural_keys import (
     NaturalKey,
     disabled,

@@ -26,7 +26,7 @@ from journal.events import (
     Record,
     TransactionMarker,
 )
-from journal.state import StreamState
+from journal.stream_state import StreamState
 from journal.transport import decoded, deduplicate, open_reader
 from producers.capture import CaptureMetrics, run_capture
 from tests.conftest import scratch_database

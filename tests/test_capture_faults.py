@@ -124,7 +124,7 @@ def test_slot_state_is_written_atomically_and_round_trips(tmp_path: Path):
 
 def _capture_process(toml: Path, *args: str) -> subprocess.Popen[str]:
     env = {**os.environ, "JOURNAL_CONFIG": str(toml)}
-    return subprocess.Popen([sys.executable, "-m", "producers.capture", *args], cwd=REPO,
+    return subprocess.Popen([sys.executable, "-m", "journal", "capture", *args], cwd=REPO,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
 

@@ -8,12 +8,12 @@ import psycopg
 import pytest
 
 from journal import sample
+from journal.catalog import table_schema
 from journal.errors import SourceError
-from producers.catalog import (
+from journal.values import read_rows
+from producers.source_catalog import (
     detect_natural_key,
     read_catalog,
-    read_rows,
-    table_schema,
     tables_without_primary_key,
 )
 from tests.conftest import scratch_database

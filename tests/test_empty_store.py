@@ -17,9 +17,9 @@ from journal import sample
 from journal.cli import main
 from journal.compactor import CONSUMER, Compactor, fold_latest
 from journal.errors import JournalError
-from journal.file_journal import FileJournal
 from journal.store import open_store
 from journal.transport import open_reader
+from journal.transport.file import FileJournal
 from producers.capture import run_capture
 from tests.test_capture import capture_config, database_of, loaded_sample
 from tests.test_fold import package_rows, same_tables

@@ -15,9 +15,9 @@ import pytest
 from journal.codec import SchemaRegistry, encode
 from journal.errors import ConfigError, TransportError
 from journal.events import TransactionMarker
-from journal.file_journal import FileJournal
 from journal.positions import Position
 from journal.transport import deduplicate, open_reader, open_writer
+from journal.transport.file import FileJournal
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -143,7 +143,7 @@ def test_second_writer_is_refused_with_the_holder_pid(tmp_path: Path) -> None:
 
 def test_second_writer_in_another_process_is_refused(tmp_path: Path) -> None:
     w = journal(tmp_path).writer()
-    code = ("import sys; from pathlib import Path; from journal.file_journal import FileJournal\n"
+    code = ("import sys; from pathlib import Path; from journal.transport.file import FileJournal\n"
             "from journal.errors import TransportError\n"
             "try:\n    FileJournal(Path(sys.argv[1]), 'edms').writer()\n"
             "except TransportError as e:\n    print(e); sys.exit(3)\n")
@@ -343,7 +343,7 @@ def test_a_segment_roll_that_cannot_sync_its_directory_breaks_the_writer_and_los
     # Fault injection: a directory fsync that fails (EIO) cannot be produced for real here.
     import errno
 
-    import journal.file_journal as fj
+    import journal.transport.file as fj
     from journal.errors import StorageError
 
     j = FileJournal.from_url(f"file://{tmp_path}?segment_bytes=2048", "edms")

@@ -26,7 +26,7 @@ from journal.events import (
 from journal.fold import SortedRowSink, Target, fold
 from journal.packages import Manifest, PackageBuilder, PackageReader, open_package
 from journal.positions import Position
-from journal.state import StreamState, transactions
+from journal.stream_state import StreamState, transactions
 
 DOC = TableSchema("public", "doc", (Column("id", "integer", 23, True),
                                     Column("title", "text", 25, False),

@@ -15,7 +15,7 @@ import zstandard
 
 from journal.errors import PackageCorrupt, ValidationError
 from journal.packages import MemberInfo, open_package, read_manifest, verify_package
-from journal.state import StreamState
+from journal.stream_state import StreamState
 from tests.test_fold import DOC, LINK, TAG, StreamBuilder, write_full
 
 

@@ -20,9 +20,9 @@ from journal.catalog import Column, TableSchema
 from journal.codec import SchemaRegistry, encode, split_header
 from journal.errors import TransportError
 from journal.events import ChangeEvent, TransactionMarker
-from journal.kafka_journal import KafkaJournal
 from journal.positions import Position
 from journal.transport import decoded, deduplicate, open_reader, open_writer
+from journal.transport.kafka import KafkaJournal
 from tests import services
 
 pytestmark = pytest.mark.integration

@@ -11,9 +11,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from journal.catalog import Column, TableSchema
+from journal.values import RowLoader
 from producers import pgoutput
 from producers.pgoutput import UNCHANGED, ProtocolError
-from producers.values import RowLoader
 
 PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 

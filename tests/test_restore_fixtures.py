@@ -17,6 +17,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from journal.catalog import table_schemas
 from journal.codec import SchemaRegistry, encode
 from journal.events import (
     MARK_PREFIX,
@@ -29,7 +30,7 @@ from journal.events import (
 from journal.packages import PackageBuilder, sort_key
 from journal.positions import Position
 from journal.store import open_store
-from producers.catalog import read_catalog, table_schemas
+from producers.source_catalog import read_catalog
 from restorer.graph import TableGraph
 
 State = dict[str, dict[tuple[Any, ...], dict[str, Any]]]

@@ -255,7 +255,7 @@ def test_trigger_describes_a_table_exactly_as_read_catalog_does(pg_server: str) 
     """The event trigger runs the catalog's own queries; the entry built from its message
     must be the one read_catalog reads (the oracle), on both server versions."""
     from producers import ddl_trigger
-    from producers.catalog import read_catalog
+    from producers.source_catalog import read_catalog
 
     with scratch_database(pg_server, "evo") as url, psycopg.connect(url, autocommit=True) as conn:
         _run(url, [_SCHEMA])

@@ -19,7 +19,7 @@ from journal.events import (
     TransactionMarker,
 )
 from journal.positions import Position
-from journal.state import StreamState, transactions
+from journal.stream_state import StreamState, transactions
 
 DOC = TableSchema("public", "document", (Column("id", "integer", 23, True),
                                          Column("title", "text", 25),

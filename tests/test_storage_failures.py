@@ -127,7 +127,7 @@ def test_capture_into_a_full_file_journal_fails_in_one_line_and_the_next_run_los
             sample.workload(conn, 20, seed=5)
         again = CliRunner().invoke(main, ["capture", "--once-until-idle", "1"], env=env)
         assert again.exit_code == 0, again.output
-        from journal.state import StreamState
+        from journal.stream_state import StreamState
 
         state = StreamState().apply_all(read_records(cfg, database_of(source_db)))
         expected = sample.snapshot_state(source_db)
@@ -207,7 +207,7 @@ def test_a_file_journal_that_fills_up_while_capture_streams_loses_nothing_once_t
         capture.stop.set()
         capture.join()
 
-        from journal.state import StreamState
+        from journal.stream_state import StreamState
 
         state = StreamState().apply_all(read_records(cfg, database_of(source_db)))
         expected = sample.snapshot_state(source_db)

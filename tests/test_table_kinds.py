@@ -31,11 +31,11 @@ from journal.fold import SortedRowSink, fold
 from journal.packages import PackageBuilder, open_package
 from journal.positions import Position
 from journal.row_identity import row_identity
-from journal.state import StreamState
 from journal.store import open_store
+from journal.stream_state import StreamState
 from producers.capture import run_capture
 from restorer import ddl
-from restorer.fold import JournalState
+from restorer.journal_state import JournalState
 from restorer.restore import RestoreOptions, restore
 from tests.conftest import scratch_database
 from tests.test_capture import capture_config

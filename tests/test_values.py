@@ -11,9 +11,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from psycopg import sql
 
-from journal.catalog import Column, TableSchema
-from producers.catalog import read_catalog, read_rows, table_schema
-from producers.values import RowLoader, load_oid, parse_copy_line, prepare_session
+from journal.catalog import Column, TableSchema, table_schema
+from journal.values import RowLoader, load_oid, parse_copy_line, prepare_session, read_rows
+from producers.source_catalog import read_catalog
 from tests.conftest import scratch_database
 
 

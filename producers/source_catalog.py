@@ -17,9 +17,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row, tuple_row
 
-from journal.catalog import Column, TableSchema
 from journal.errors import SourceError
-from producers.values import RowLoader, copy_rows
 
 # Tables the journal itself writes into a database (restore state and the like): never
 # captured, even when they live in a captured schema.
@@ -49,17 +47,6 @@ def read_catalog(conn: psycopg.Connection[Any], schemas: Sequence[str] = ("publi
             result["tables"][f"{entry['schema']}.{entry['name']}"] = entry
     return result
 
-
-def table_schema(catalog_table: dict[str, Any]) -> TableSchema:
-    """The journal's schema of one CATALOG table."""
-    columns = tuple(Column(c["name"], c["pg_type"], int(c["type_oid"]), bool(c["not_null"]))
-                    for c in catalog_table["columns"])
-    return TableSchema(catalog_table["schema"], catalog_table["name"], columns,
-                       tuple(catalog_table["primary_key"]))
-
-
-def table_schemas(catalog: dict[str, Any]) -> dict[str, TableSchema]:
-    return {name: table_schema(t) for name, t in catalog["tables"].items()}
 
 
 def tables_without_primary_key(catalog: dict[str, Any]) -> list[str]:
@@ -170,22 +157,6 @@ def detect_natural_key(table_catalog: dict[str, Any]) -> list[str] | None:
         candidates.append(((not single_uuid, not all_text, len(names), unique["name"]), names))
     return list(min(candidates)[1]) if candidates else None
 
-
-def read_rows(conn: psycopg.Connection[Any], table: TableSchema) -> Iterator[dict[str, Any]]:
-    """Every row of ``table`` in primary-key order, values as the journal represents them.
-
-    Streams through ``COPY ... TO STDOUT``: memory stays flat whatever the table size.
-    """
-    loader = RowLoader(table, conn)
-    query = sql.SQL("SELECT {} FROM {}").format(
-        sql.SQL(", ").join(sql.Identifier(c) for c in table.column_names),
-        sql.Identifier(table.schema, table.name))
-    if table.primary_key:
-        query = sql.SQL("{} ORDER BY {}").format(
-            query, sql.SQL(", ").join(sql.Identifier(c) for c in table.primary_key))
-    names = table.column_names
-    for values in copy_rows(conn, query, loader):
-        yield dict(zip(names, values, strict=True))
 
 
 def format_types(conn: psycopg.Connection[Any],

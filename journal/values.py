@@ -294,3 +294,18 @@ def copy_rows(conn: psycopg.Connection[Any], query: sql.Composable,
             except psycopg.DataError as exc:  # a value no loader takes: say which table
                 raise UnencodableValue(loader.table.qualified, "?", None, str(exc)) from exc
 
+def read_rows(conn: psycopg.Connection[Any], table: TableSchema) -> Iterator[dict[str, Any]]:
+    """Every row of ``table`` in primary-key order, values as the journal represents them.
+
+    Streams through ``COPY ... TO STDOUT``: memory stays flat whatever the table size.
+    """
+    loader = RowLoader(table, conn)
+    query = sql.SQL("SELECT {} FROM {}").format(
+        sql.SQL(", ").join(sql.Identifier(c) for c in table.column_names),
+        sql.Identifier(table.schema, table.name))
+    if table.primary_key:
+        query = sql.SQL("{} ORDER BY {}").format(
+            query, sql.SQL(", ").join(sql.Identifier(c) for c in table.primary_key))
+    names = table.column_names
+    for values in copy_rows(conn, query, loader):
+        yield dict(zip(names, values, strict=True))

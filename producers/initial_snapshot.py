@@ -21,11 +21,11 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from journal.catalog import Column, TableSchema
+from journal.catalog import TableSchema, table_schema
 from journal.events import SNAPSHOT_PREFIX, ChangeEvent, LogicalMessage, Record, TransactionMarker
 from journal.positions import Position
-from producers.catalog import read_catalog, read_rows
-from producers.values import prepare_session
+from journal.values import prepare_session, read_rows
+from producers.source_catalog import read_catalog
 
 log = logging.getLogger(__name__)
 
@@ -39,14 +39,6 @@ class SnapshotResult:
     signatures: dict[str, list[list[Any]]]  # relation wire signatures at the snapshot
     rows: int
 
-
-def captured_schema(catalog_table: dict[str, Any]) -> TableSchema:
-    """The table version capture emits: the CATALOG's columns minus generated ones,
-    which pgoutput does not send (and the restore computes again)."""
-    columns = tuple(Column(c["name"], c["pg_type"], int(c["type_oid"]), bool(c["not_null"]))
-                    for c in catalog_table["columns"] if not c.get("generated"))
-    return TableSchema(catalog_table["schema"], catalog_table["name"], columns,
-                       tuple(catalog_table["primary_key"]))
 
 
 def read_signatures(conn: psycopg.Connection[Any], tables: list[str]
@@ -80,7 +72,7 @@ def take_snapshot(conn: psycopg.Connection[Any], snapshot_name: str, consistent_
         conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot_name)))
         prepare_session(conn)
         catalog = read_catalog(conn, schemas, tables)
-        table_map = {name: captured_schema(t) for name, t in catalog["tables"].items()}
+        table_map = {name: table_schema(t) for name, t in catalog["tables"].items()}
         signatures = read_signatures(conn, list(table_map))
         emit(TransactionMarker("BEGIN", database, Position(commit_lsn, 0), 0, commit_ts))
         content = json.dumps({"generation": generation, "slot": slot,

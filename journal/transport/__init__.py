@@ -107,11 +107,11 @@ def open_reader(url: str, database: str) -> JournalReader:
 def _journal(url: str, database: str) -> Any:
     scheme = urlsplit(url).scheme
     if scheme == "file":
-        from journal.file_journal import FileJournal
+        from journal.transport.file import FileJournal
 
         return FileJournal.from_url(url, database)
     if scheme == "kafka":
-        from journal.kafka_journal import KafkaJournal
+        from journal.transport.kafka import KafkaJournal
 
         return KafkaJournal.from_url(url, database)
     raise ConfigError(f"unsupported journal URL {redact(url)!r}: "

@@ -14,7 +14,7 @@ from journal import schema_change
 from journal.errors import RestoreError
 from journal.events import CATALOG_PREFIX, ChangeEvent, LogicalMessage, Transaction
 from journal.fold import evolution
-from journal.positions import Position
+from journal.positions import ORIGIN, Position
 from journal.row_identity import KeylessRows
 from restorer.plan import Cutoff
 from restorer.replay import ReplayResult, end_position, included
@@ -146,7 +146,7 @@ def fold(catalog: dict[str, Any], rows_of: Callable[[str], Iterable[dict[str, An
     if rows_of is not None:
         for t in sorted(wanted):
             state.load(t, rows_of(t))
-    result = ReplayResult(start or Position(0, 0))
+    result = ReplayResult(start or ORIGIN)
     for manifest, transactions in segments:
         for tx in included(transactions, cutoff, start, result):
             for record in tx.records:

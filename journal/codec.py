@@ -167,7 +167,7 @@ def _text_fallback(table: TableSchema) -> tuple[bool, ...]:
     return tuple(has_text_fallback(c.type_oid) for c in table.columns)
 
 
-def _to_avro_row(table: TableSchema, row: dict[str, Any] | None) -> dict[str, Any] | None:
+def to_avro_row(table: TableSchema, row: dict[str, Any] | None) -> dict[str, Any] | None:
     if row is None:
         return None
     return {f: avro_field_value(row.get(c.name), text)
@@ -193,7 +193,7 @@ def avro_value(value: Any) -> Any:
     return value
 
 
-def _from_avro_row(table: TableSchema, row: dict[str, Any] | None) -> dict[str, Any] | None:
+def from_avro_row(table: TableSchema, row: dict[str, Any] | None) -> dict[str, Any] | None:
     """A decoded Avro row (field names) as a journal row (column names)."""
     if row is None:
         return None
@@ -279,8 +279,8 @@ def encode_generic(record: Record, registry: SchemaRegistry) -> tuple[bytes | No
         fp, parsed, key_schema = registry.for_table(t)
         pos = record.position
         datum = {
-            "before": _to_avro_row(t, record.before),
-            "after": _to_avro_row(t, record.after),
+            "before": to_avro_row(t, record.before),
+            "after": to_avro_row(t, record.after),
             "op": record.op,
             "source": {"database": record.database, "schema": t.schema, "table": t.name,
                        "commit_lsn": pos.commit_lsn, "seq": pos.seq, "xid": record.xid,
@@ -668,8 +668,8 @@ def _record(datum: dict[str, Any], table: TableSchema | None) -> Record:
             op=datum["op"], database=src["database"], table=table,
             position=Position(src["commit_lsn"], src["seq"]), xid=src["xid"],
             commit_ts=_micros(src["commit_ts"]),
-            before=_from_avro_row(table, datum["before"]),
-            after=_from_avro_row(table, datum["after"]),
+            before=from_avro_row(table, datum["before"]),
+            after=from_avro_row(table, datum["after"]),
             unchanged_toast=tuple(datum["unchanged_toast"]), snapshot=src["snapshot"],
             ts_ms=datum["ts_ms"])
     if "status" in datum:

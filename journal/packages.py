@@ -47,13 +47,12 @@ from journal import __version__
 from journal.catalog import TableSchema, has_text_fallback
 from journal.codec import (
     SchemaRegistry,
-    _from_avro_row,
-    _to_avro_row,
     avro_field_value,
     avro_long,
     decode,
     envelope_schema,
     fingerprint,
+    from_avro_row,
     record_reader,
     split_header,
 )
@@ -662,18 +661,6 @@ class _OcfWriter:
             self._fh.close()
         except OSError:
             pass  # buffered bytes that cannot be written any more: the file is discarded
-
-
-# -- rows in Avro form -------------------------------------------------------------------
-
-def to_avro_row(table: TableSchema, row: dict[str, Any]) -> dict[str, Any]:
-    return _to_avro_row(table, row)  # type: ignore[return-value]
-
-
-def from_avro_row(table: TableSchema, row: dict[str, Any]) -> dict[str, Any]:
-    """A decoded row (Avro field names) keyed by column name: the codec's own conversion
-    (the same dict when every column name is its field name)."""
-    return _from_avro_row(table, row)  # type: ignore[return-value]
 
 
 # -- writing ------------------------------------------------------------------------------

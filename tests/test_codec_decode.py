@@ -37,10 +37,11 @@ from journal.codec import (
     encode,
     envelope_schema,
     record_reader,
+    to_avro_row,
 )
 from journal.errors import ValidationError
 from journal.events import ChangeEvent, LogicalMessage, TransactionMarker
-from journal.packages import STREAM_RECORD_SCHEMA, to_avro_row
+from journal.packages import STREAM_RECORD_SCHEMA
 from journal.positions import Position
 
 SETTINGS = fast.SETTINGS

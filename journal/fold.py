@@ -34,7 +34,6 @@ from journal.events import (
     SNAPSHOT_PREFIX,
     ChangeEvent,
     LogicalMessage,
-    Transaction,
 )
 from journal.packages import (
     Manifest,
@@ -46,6 +45,7 @@ from journal.packages import (
 )
 from journal.positions import Position
 from journal.row_identity import is_keyless, row_identity
+from journal.targets import Cutoff
 
 log = logging.getLogger(__name__)
 
@@ -54,24 +54,6 @@ DEFAULT_SPILL_BYTES = 64 * 1024 * 1024
 _PUT, _DEL = 0, 1
 _ADD, _REMOVE = 2, 3  # one row more, one row less, of a table without a primary key
 _UNRESOLVED = object()  # a captured row that an earlier pass could not know yet
-
-
-@dataclass(frozen=True)
-class Target:
-    """Where a fold (or an export) stops; both None means everything.
-
-    ``lsn``: transactions with commit_lsn <= lsn (inclusive, like recovery_target_lsn).
-    ``time``: stop before the first transaction that committed after it (µs UTC; the
-    rule of PostgreSQL's recovery_target_time).
-    """
-
-    lsn: int | None = None
-    time: int | None = None
-
-    def stops_before(self, txn: Transaction) -> bool:
-        if self.lsn is not None and txn.commit_lsn > self.lsn:
-            return True
-        return self.time is not None and txn.begin.commit_ts > self.time
 
 
 
@@ -265,7 +247,7 @@ class FoldState:
 
 
 def fold(base: PackageReader, segments: Sequence[PackageReader], workdir: Path, *,
-         target: Target | None = None, parent_id: str | None = None,
+         target: Cutoff | None = None, parent_id: str | None = None,
          spill_bytes: int = DEFAULT_SPILL_BYTES) -> tuple[Path, Manifest]:
     """Fold ``segments`` (the chain after ``base``) into ``base``, up to ``target``.
 
@@ -276,7 +258,7 @@ def fold(base: PackageReader, segments: Sequence[PackageReader], workdir: Path, 
     if base.manifest.kind != "full":
         raise ValidationError(f"fold needs a full snapshot as base, not {base.manifest.kind} "
                               f"{base.manifest.package_id}")
-    target = target or Target()
+    target = target or Cutoff()
     sorter = ExternalSorter(Path(workdir), spill_bytes)
     builder = PackageBuilder("full", Path(workdir))
     try:
@@ -298,7 +280,7 @@ def fold(base: PackageReader, segments: Sequence[PackageReader], workdir: Path, 
     return tmp, manifest
 
 
-def _collect(base: PackageReader, segments: Sequence[PackageReader], target: Target,
+def _collect(base: PackageReader, segments: Sequence[PackageReader], target: Cutoff,
              sorter: ExternalSorter) -> FoldState:
     m = base.manifest
     state = FoldState(m.to_position, m.last_commit_ts, m.catalog)

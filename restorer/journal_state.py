@@ -16,7 +16,7 @@ from journal.events import CATALOG_PREFIX, ChangeEvent, LogicalMessage, Transact
 from journal.fold import evolution
 from journal.positions import ORIGIN, Position
 from journal.row_identity import KeylessRows
-from restorer.plan import Cutoff
+from journal.targets import Cutoff
 from restorer.replay import ReplayResult, end_position, included
 
 Key = tuple[Any, ...]

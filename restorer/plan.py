@@ -12,55 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from journal.errors import RestoreError, RestoreRefused
-from journal.events import datetime_to_micros, micros_to_datetime
+from journal.events import micros_to_datetime
 from journal.positions import Position, format_lsn
-
-KINDS = ("latest", "time", "lsn", "xid", "mark")
-
-
-@dataclass(frozen=True)
-class RestoreTarget:
-    """Where a restore stops. ``value``: µs UTC (time), int LSN (lsn), xid, mark name."""
-
-    kind: str = "latest"
-    value: int | str | None = None
-
-    def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ValueError(f"unknown restore target kind {self.kind!r}")
-
-    @classmethod
-    def at_time(cls, when: datetime | int) -> RestoreTarget:
-        return cls("time", when if isinstance(when, int) else datetime_to_micros(when))
-
-    def __str__(self) -> str:
-        if self.kind == "latest":
-            return "latest"
-        if self.kind == "time":
-            assert isinstance(self.value, int)
-            return f"time {micros_to_datetime(self.value).isoformat()}"
-        if self.kind == "lsn":
-            assert isinstance(self.value, int)
-            return f"lsn {format_lsn(self.value)}"
-        return f"{self.kind} {self.value}"
-
-
-@dataclass(frozen=True)
-class Cutoff:
-    """Which source transactions a replay applies: those with ``commit_lsn <= max_lsn``
-    and ``commit_ts <= max_commit_ts``; the first one that fails stops the replay."""
-
-    max_lsn: int | None = None
-    max_commit_ts: int | None = None
-
-    def includes(self, commit_lsn: int, commit_ts: int) -> bool:
-        if self.max_lsn is not None and commit_lsn > self.max_lsn:
-            return False
-        return self.max_commit_ts is None or commit_ts <= self.max_commit_ts
+from journal.targets import Cutoff, RestoreTarget
 
 
 @dataclass(frozen=True)

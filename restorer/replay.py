@@ -18,8 +18,8 @@ from journal.errors import RestoreError
 from journal.events import CATALOG_PREFIX, SNAPSHOT_PREFIX, ChangeEvent, LogicalMessage, Transaction
 from journal.positions import Position
 from journal.schema_change import CatalogChange
+from journal.targets import Cutoff
 from restorer.graph import LoadOrder
-from restorer.plan import Cutoff
 from restorer.target import TargetWriter
 
 

@@ -21,7 +21,6 @@ from psycopg import sql
 
 from journal.config import check_postgres_url, redact
 from journal.errors import (
-    ConfigError,
     JournalError,
     PackageCorrupt,
     RestoreError,
@@ -31,6 +30,7 @@ from journal.errors import (
 from journal.events import LogicalMessage, Transaction
 from journal.positions import ORIGIN
 from journal.schema_change import CatalogChange
+from journal.targets import RestoreTarget
 from restorer import ddl, evolve, schema, target_schema
 from restorer.generic_keys import resolve_generic_foreign_keys
 from restorer.graph import TableGraph
@@ -44,7 +44,7 @@ from restorer.natural_keys import (
     qualify,
     resolve_natural_keys,
 )
-from restorer.plan import Reached, RestorePlan, RestoreTarget, find_xid, make_plan
+from restorer.plan import Reached, RestorePlan, find_xid, make_plan
 from restorer.record import (
     RestoreState,
     read_keymap,
@@ -84,19 +84,8 @@ class RestoreOptions:
     before_replay: Callable[[psycopg.Connection[Any]], None] | None = None
 
     def restore_target(self) -> RestoreTarget:
-        given = [k for k, v in (("time", self.to_time), ("lsn", self.to_lsn),
-                                ("xid", self.to_xid), ("mark", self.to_mark)) if v is not None]
-        if len(given) > 1:
-            raise ConfigError(f"choose one restore target, not {' and '.join(given)}")
-        if self.to_time is not None:
-            return RestoreTarget.at_time(self.to_time)
-        if self.to_lsn is not None:
-            return RestoreTarget("lsn", self.to_lsn)
-        if self.to_xid is not None:
-            return RestoreTarget("xid", self.to_xid)
-        if self.to_mark is not None:
-            return RestoreTarget("mark", self.to_mark)
-        return RestoreTarget()
+        return RestoreTarget.from_options(time=self.to_time, lsn=self.to_lsn, xid=self.to_xid,
+                                          mark=self.to_mark)
 
 
 class _DryRun(Exception):

@@ -19,6 +19,7 @@ import psycopg
 
 from journal.catalog import table_schema
 from journal.config import redact
+from journal.targets import RestoreTarget
 from journal.values import read_rows
 from restorer import schema
 from restorer.comparable import comparable
@@ -38,7 +39,7 @@ from restorer.natural_keys import (
     is_surrogate_key,
     resolve_natural_keys,
 )
-from restorer.plan import RestoreTarget, find_xid, make_plan
+from restorer.plan import find_xid, make_plan
 
 Rows = Mapping[str, Mapping[tuple[Any, ...], Mapping[str, Any]]]
 SAMPLE = 3  # differing rows shown per table

@@ -15,12 +15,12 @@ import pytest
 from journal.codec import SchemaRegistry, encode
 from journal.compactor import CONSUMER, Compactor, Policy, fold_latest
 from journal.events import ChangeEvent, LogicalMessage, Record
-from journal.export import export_snapshot
 from journal.packages import open_package, verify_chain, verify_package
 from journal.store import open_store
 from journal.stream_state import StreamState
+from journal.targets import RestoreTarget
 from journal.transport import open_reader, open_writer
-from restorer.plan import RestoreTarget
+from restorer.export import export_snapshot
 from tests.test_fold import DOC, LINK, TAG, StreamBuilder, package_rows, same_tables, state_rows
 
 

@@ -38,7 +38,7 @@ from psycopg import sql
 
 from journal.errors import RestoreError
 from journal.store import open_store
-from restorer.plan import RestoreTarget
+from journal.targets import RestoreTarget
 from restorer.restore import RestoreOptions, restore
 from restorer.verify import verify
 from tests.conftest import database_url, drop_database, scratch_database

@@ -23,10 +23,11 @@ from journal.events import (
     Record,
     TransactionMarker,
 )
-from journal.fold import SortedRowSink, Target, fold
+from journal.fold import SortedRowSink, fold
 from journal.packages import Manifest, PackageBuilder, PackageReader, open_package
 from journal.positions import Position
 from journal.stream_state import StreamState, transactions
+from journal.targets import Cutoff
 
 DOC = TableSchema("public", "doc", (Column("id", "integer", 23, True),
                                     Column("title", "text", 25, False),
@@ -285,9 +286,9 @@ def test_fold_cut_at_a_target_equals_replaying_up_to_it(work, cuts, stop, by_tim
                                            + [r for g in groups[:keep] for r in g])
         last = groups[keep - 1][-1] if keep else records[snapshot_len - 1]
         if by_time:  # a time between two commits: stop before the first later one
-            target = Target(time=last.commit_ts + 500_000)
+            target = Cutoff(max_commit_ts=last.commit_ts + 500_000)
         else:
-            target = Target(lsn=last.position.commit_lsn)
+            target = Cutoff(max_lsn=last.position.commit_lsn)
         tmp, manifest = fold(base, segments, workdir, target=target)
         assert same_tables(package_rows(open_package(tmp)), state_rows(expected))
         assert manifest.to_position == expected.position

@@ -8,7 +8,8 @@ import pytest
 
 from journal.errors import RestoreError, RestoreRefused
 from journal.positions import Position
-from restorer.plan import Cutoff, Reached, RestoreTarget, make_plan
+from journal.targets import Cutoff, RestoreTarget
+from restorer.plan import Reached, make_plan
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,9 @@ from journal.compactor import Compactor, Policy, fold_latest
 from journal.errors import RestoreError
 from journal.events import MARK_PREFIX
 from journal.store import open_store
+from journal.targets import RestoreTarget
 from journal.transport import open_reader
 from producers.ddl_trigger import SchemaChangeRefused
-from restorer.plan import RestoreTarget
 from restorer.restore import RestoreOptions, restore
 from restorer.verify import verify
 from tests.conftest import scratch_database

@@ -10,11 +10,11 @@ from journal.commands._common import config as load
 from journal.commands._common import echo_json, parse_time
 from journal.compactor import fold_latest
 from journal.errors import ConfigError
-from journal.export import export_snapshot
 from journal.jobs.recorder import current
 from journal.positions import parse_lsn
 from journal.store import open_store
-from restorer.plan import RestoreTarget
+from journal.targets import RestoreTarget
+from restorer.export import export_snapshot
 
 
 def register(group: click.Group) -> None:
@@ -34,18 +34,12 @@ def register(group: click.Group) -> None:
     def export(ctx: click.Context, at: str | None, to_lsn: str | None, to_mark: str | None,
                output: str, as_json: bool) -> None:
         """Write a standalone full snapshot package (restorable on its own)."""
-        if sum(x is not None for x in (at, to_lsn, to_mark)) > 1:
-            raise ConfigError("give one of --at, --to-lsn and --to-mark")
-        target = RestoreTarget()
-        if at:
-            target = RestoreTarget.at_time(parse_time(at, "--at"))
-        elif to_lsn:
-            try:
-                target = RestoreTarget("lsn", parse_lsn(to_lsn))
-            except ValueError as exc:
-                raise ConfigError(f"--to-lsn: {exc}") from None
-        elif to_mark:
-            target = RestoreTarget("mark", to_mark)
+        try:
+            lsn = parse_lsn(to_lsn) if to_lsn else None
+        except ValueError as exc:
+            raise ConfigError(f"--to-lsn: {exc}") from None
+        target = RestoreTarget.from_options(
+            time=parse_time(at, "--at") if at else None, lsn=lsn, mark=to_mark or None)
         cfg = load(ctx)
         manifest = export_snapshot(open_store(cfg.packages_url), Path(output), target)
         current().add_manifests([manifest])

@@ -61,7 +61,7 @@ def _with_database(url: str, name: str) -> str:
 def run_drill(config: Config, scratch_url: str) -> DrillResult:
     """Restore latest into a new database on the scratch server, verify it at the position
     the restore reached, drop it. Figures go to the current job, if one is recorded."""
-    from restorer.plan import RestoreTarget
+    from journal.targets import RestoreTarget
     from restorer.restore import RestoreOptions, restore
     from restorer.verify import verify
 

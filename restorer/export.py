@@ -12,10 +12,11 @@ from pathlib import Path
 
 from journal.durable import publish, storage
 from journal.errors import ValidationError
-from journal.fold import Target, fold
+from journal.fold import fold
 from journal.packages import Manifest, verify_package
 from journal.store import PackageStore
-from restorer.plan import RestoreTarget, make_plan
+from journal.targets import RestoreTarget
+from restorer.plan import make_plan
 
 
 def export_snapshot(store: PackageStore, output: Path, target: RestoreTarget | None = None,
@@ -30,14 +31,13 @@ def export_snapshot(store: PackageStore, output: Path, target: RestoreTarget | N
         raise ValidationError(f"directory {output.parent} does not exist; create it or "
                               "choose another file (nothing was written)")
     chosen = make_plan(store.list(), target or RestoreTarget())
-    cut = Target(lsn=chosen.cutoff.max_lsn, time=chosen.cutoff.max_commit_ts)
     ids = list(chosen.package_ids)
     # built next to the output, so that the final rename is atomic
     workdir = output.parent
     with store.lease(ids, f"export to {output}"):
         readers = [store.open(i, verify=True) for i in ids]
         with storage(workdir):  # the fold's own spill files too: name the directory
-            tmp, manifest = fold(readers[0], readers[1:], workdir, target=cut,
+            tmp, manifest = fold(readers[0], readers[1:], workdir, target=chosen.cutoff,
                                  spill_bytes=spill_bytes)
     try:
         verify_package(tmp)

@@ -36,7 +36,7 @@ from journal.catalog import table_schema
 from journal.codec import SchemaRegistry, decode, split_header
 from journal.config import Config
 from journal.durable import storage
-from journal.errors import JournalError, ValidationError
+from journal.errors import JournalError, StorageError, ValidationError
 from journal.events import (
     CATALOG_PREFIX,
     SNAPSHOT_PREFIX,
@@ -68,11 +68,13 @@ class Policy:
     snapshot_every_segments: int = 24
     snapshot_every_bytes: int | None = None
     snapshot_every_hours: float | None = None
+    journal_retention_s: float = 7 * 24 * 3600.0  # packaged records kept in the journal
 
     @classmethod
     def from_config(cls, config: Config) -> Policy:
         return cls(config.segment_max_events, config.segment_max_bytes,
-                   config.segment_max_age_s, config.snapshot_every_segments)
+                   config.segment_max_age_s, config.snapshot_every_segments,
+                   journal_retention_s=config.journal_retention_s)
 
 
 @dataclass
@@ -419,7 +421,19 @@ class Compactor:
         self.stats.packages.append(manifest.package_id)
         if last.next_offset is not None:
             self.reader.commit_offset(CONSUMER, last.next_offset)
+            self._release(last.next_offset)
         log.info("packaged %s", manifest.package_id)
+
+    def _release(self, offset: int) -> None:
+        """Let the journal drop what is packaged and old enough; a failure to delete
+        loses nothing (the records are in packages), so it is a warning, not a stop."""
+        try:
+            removed = self.reader.release(offset, min_age_s=self.policy.journal_retention_s)
+        except StorageError as exc:
+            log.warning("journal retention: %s; packaging goes on", exc)
+            return
+        if removed:
+            log.info("journal retention: %d packaged segment(s) deleted", removed)
 
     # -- snapshots ------------------------------------------------------------------------
 

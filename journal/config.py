@@ -31,6 +31,9 @@ class Config:
     schemas: tuple[str, ...] = ("public",)
     journal_url: str = "file://./journal-data/journal"
     topic_prefix: str = "edms_journal"
+    # how long the file journal keeps what is already packaged (Kafka: the topic's own
+    # retention.ms); the default is Kafka's, seven days
+    journal_retention_s: float = 7 * 24 * 3600.0
     packages_url: str = "file://./journal-data/packages"
     segment_max_events: int = 100_000
     segment_max_bytes: int = 64 * 1024 * 1024
@@ -106,6 +109,7 @@ _TOML = {
     ("source", "heartbeat_interval_s"): "heartbeat_interval_s",
     ("journal", "url"): "journal_url",
     ("journal", "topic_prefix"): "topic_prefix",
+    ("journal", "retention_s"): "journal_retention_s",
     ("packages", "url"): "packages_url",
     ("packages", "segment_max_events"): "segment_max_events",
     ("packages", "segment_max_bytes"): "segment_max_bytes",

@@ -75,6 +75,12 @@ class JournalReader(ABC):
     def commit_offset(self, consumer: str, offset: int) -> None:
         """Durably record that ``consumer`` processed everything before ``offset``."""
 
+    def release(self, offset: int, *, min_age_s: float = 0.0) -> int:
+        """Everything before ``offset`` is durably packaged: the transport may delete it
+        once it is ``min_age_s`` old. The file journal deletes whole segments; Kafka leaves
+        it to the topic's own retention. Returns the number of segments deleted."""
+        return 0
+
     @abstractmethod
     def close(self) -> None: ...
 

@@ -38,7 +38,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from journal.codec import SchemaRegistry
-from journal.durable import fsync_dir, write_atomically
+from journal.durable import fsync_dir, storage, write_atomically
 from journal.errors import ConfigError, StorageError, TransportError
 from journal.positions import Position
 from journal.transport import JournalReader, JournalWriter, RawRecord
@@ -224,24 +224,29 @@ class FileJournal:
                 result[name[:-5]] = _read_consumer(self.consumers_dir / name)
         return result
 
-    def truncate_before(self, offset: int) -> list[Path]:
+    def truncate_before(self, offset: int, *, min_age_s: float = 0.0) -> list[Path]:
         """Delete whole segments that end at or before ``offset`` and before every
-        consumer's committed offset; the newest segment is always kept.
+        consumer's committed offset, and were last written ``min_age_s`` ago or earlier;
+        the newest segment is always kept.
 
         Retention is the consumers' business (the compactor has copied the records into
         packages when it commits), so a consumer that never commits holds everything.
         Returns the deleted files.
         """
         limit = min([offset, *self.consumer_offsets().values()])
+        newest_kept = time.time() - min_age_s
         segments = self.segments()
         removed = []
         for (_, path), (next_base, _) in zip(segments, segments[1:], strict=False):
             if next_base > limit:
                 break
-            try:
-                path.unlink()
-            except FileNotFoundError:
-                continue
+            with storage(path, "delete"):
+                try:
+                    if path.stat().st_mtime > newest_kept:
+                        break  # younger segments follow: keep them all
+                    path.unlink()
+                except FileNotFoundError:
+                    continue
             removed.append(path)
         if removed:
             fsync_dir(self.segments_dir)
@@ -534,6 +539,9 @@ class FileJournalReader(JournalReader):
     def committed_offset(self, consumer: str) -> int:
         _check_consumer(consumer)
         return _read_consumer(self.journal.consumers_dir / f"{consumer}.json")
+
+    def release(self, offset: int, *, min_age_s: float = 0.0) -> int:
+        return len(self.journal.truncate_before(offset, min_age_s=min_age_s))
 
     def commit_offset(self, consumer: str, offset: int) -> None:
         _check_consumer(consumer)

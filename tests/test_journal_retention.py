@@ -1,0 +1,113 @@
+"""The file journal's retention: what is packaged and old enough goes, nothing else.
+
+The unit part needs no server. The integration part captures from the real PostgreSQL 18
+into a file journal, compacts with a retention of zero seconds, and holds the packages to
+the source's own rows (``sample.snapshot_state``), read independently of the journal.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from journal import sample
+from journal.compactor import CONSUMER, Compactor, Policy, fold_latest
+from journal.positions import Position
+from journal.store import open_store
+from journal.transport import open_reader
+from journal.transport.file import FileJournal
+from producers.capture import run_capture
+from tests.test_capture import capture_config, loaded_sample
+from tests.test_fold import package_rows, same_tables
+
+
+def _journal(tmp_path: Path) -> FileJournal:
+    return FileJournal(tmp_path / "j", "db", segment_bytes=1024)
+
+
+def _fill(journal: FileJournal, count: int) -> None:
+    w = journal.writer()
+    for i in range(1, count + 1):
+        w.append(Position(i, 0), b"k", bytes([i % 256]) * 80)
+    w.flush()
+    w.close()
+
+
+def _age(path: Path, seconds: float) -> None:
+    then = time.time() - seconds
+    os.utime(path, (then, then))
+
+
+def test_release_deletes_only_packaged_segments_older_than_the_retention(tmp_path: Path) -> None:
+    j = _journal(tmp_path)
+    _fill(j, 60)
+    segments = j.segments()
+    assert len(segments) >= 5
+    records = list(j.reader().read())
+    reader = j.reader()
+    packaged = next(r for r in records if r.offset >= segments[3][0]).offset  # start of the 4th
+    reader.commit_offset(CONSUMER, packaged)
+    for _, path in segments[:2]:
+        _age(path, 3600)  # the first two are old; the third is packaged but young
+    assert reader.release(packaged, min_age_s=600) == 2
+    kept = j.segments()
+    assert kept == segments[2:]
+    # a reader from the start begins at the oldest segment kept, and misses nothing after it
+    again = list(j.reader().read(0))
+    assert again[0].offset == segments[2][0]
+    assert [r.position for r in again] == [r.position for r in records
+                                          if r.offset >= segments[2][0]]
+
+
+def test_release_never_passes_a_consumer_or_deletes_the_newest_segment(tmp_path: Path) -> None:
+    j = _journal(tmp_path)
+    _fill(j, 60)
+    segments = j.segments()
+    for _, path in segments:
+        _age(path, 3600)
+    reader = j.reader()
+    records = list(reader.read())
+    reader.commit_offset("slow", records[0].next_offset)
+    reader.commit_offset(CONSUMER, records[-1].next_offset)
+    assert reader.release(records[-1].next_offset) == 0  # "slow" has not passed the first
+    reader.commit_offset("slow", records[-1].next_offset)
+    assert reader.release(records[-1].next_offset) == len(segments) - 1
+    assert j.segments() == segments[-1:]
+
+
+@pytest.mark.integration
+def test_compaction_trims_the_file_journal_and_the_packages_still_hold_the_source(
+        source_db: str, tmp_path: Path) -> None:
+
+    loaded_sample(source_db, scale=10)
+    cfg = capture_config(source_db, tmp_path,
+                         journal_url=f"file://{tmp_path}/journal?segment_bytes=8192",
+                         packages_url=f"file://{tmp_path}/packages")
+    run_capture(cfg, once_until_idle=1.0)
+    sample.workload(source_db, 60, seed=5)
+    run_capture(cfg, once_until_idle=1.0)
+    journal = FileJournal.from_url(cfg.journal_location(), cfg.database())
+    before = journal.segments()
+    assert len(before) > 2
+
+    reader = open_reader(cfg.journal_location(), cfg.database())
+    try:
+        Compactor(reader, open_store(cfg.packages_url),
+                  Policy(journal_retention_s=0)).run(once=True)
+        committed = reader.committed_offset(CONSUMER)
+    finally:
+        reader.close()
+    after = journal.segments()
+    assert len(after) < len(before)
+    assert all(base <= committed for base, _ in after[:-1])
+    assert after[0][0] <= committed  # nothing unpackaged went: the oldest kept reaches it
+
+    store = open_store(cfg.packages_url)
+    folded = fold_latest(store)
+    assert folded is not None
+    with store.open(folded.package_id) as package:
+        got = package_rows(package)
+    assert same_tables(got, sample.snapshot_state(cfg.source_url))

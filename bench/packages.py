@@ -59,8 +59,9 @@ def _rss_mb() -> float:
 # -- one table size (child process) ----------------------------------------------------------
 
 def run_size(rows: int, workdir: Path) -> dict[str, Any]:
-    from journal.fold import SortedRowSink, fold
+    from journal.fold import fold
     from journal.packages import PackageBuilder, open_package, verify_package
+    from journal.sorting import SortedRowSink
 
     started = time.perf_counter()
     builder = PackageBuilder("full", workdir)

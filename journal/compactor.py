@@ -46,9 +46,10 @@ from journal.events import (
     Transaction,
     TransactionMarker,
 )
-from journal.fold import SortedRowSink, fold
+from journal.fold import fold
 from journal.packages import EventWriter, Manifest, PackageBuilder, verify_chain
 from journal.positions import Position
+from journal.sorting import SortedRowSink
 from journal.store import PackageStore
 from journal.stream_state import TransactionGrouper
 from journal.transport import JournalReader, RawRecord, deduplicate

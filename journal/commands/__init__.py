@@ -1,0 +1,1 @@
+"""One module per CLI command: each parses its options and calls the library."""

@@ -190,55 +190,63 @@ class StreamState:
             self.marks.append((message.content.decode(errors="replace"), message.position))
 
     def _change(self, event: ChangeEvent) -> None:
-        table = event.table
-        if not table.primary_key:
-            self._keyless_change(event)
-            return
-        rows = self._tables.setdefault(event.table.qualified, {})
-        if event.op == "t":
-            rows.clear()
-        elif event.op in ("r", "c"):
-            row = _require(event, event.after, "after")
-            rows[table.key_of(row)] = dict(row)
-        elif event.op == "u":
-            after = _require(event, event.after, "after")
-            new_key = table.key_of(after)
-            # the before image is there when the key changed (or REPLICA IDENTITY FULL)
-            old_key = table.key_of(event.before) if event.before is not None else new_key
-            previous = rows.pop(old_key, None)
-            row = dict(after)
-            for column in event.unchanged_toast:
-                if previous is None:
-                    raise ValidationError(
-                        f"update of {table.qualified} key {old_key!r} at {event.position} "
-                        f"leaves column {column!r} unchanged, but no earlier row is known")
-                row[column] = previous[column]
-            rows[new_key] = row
-        elif event.op == "d":
-            before = _require(event, event.before, "before")
-            rows.pop(table.key_of(before), None)
+        apply_change(self._tables, event)
 
 
-    def _keyless_change(self, event: ChangeEvent) -> None:
-        """A table without a primary key (REPLICA IDENTITY FULL) is a multiset: an update
-        or delete takes away one row equal to the whole old image."""
-        rows = self._tables.get(event.table.qualified)
-        if not isinstance(rows, KeylessRows):
-            rows = self._tables[event.table.qualified] = KeylessRows()  # type: ignore[assignment]
-        if event.op == "t":
-            rows.clear()
-            return
-        if event.op in ("u", "d"):
-            before = _require(event, event.before, "before")
-            if not rows.remove(before):
-                raise ValidationError(f"{event.op!r} event on {event.table.qualified} at "
-                                      f"{event.position} changes a row the table does not "
-                                      "hold")
-        if event.op in ("r", "c", "u"):
-            row = dict(_require(event, event.after, "after"))
-            for column in event.unchanged_toast if event.op == "u" else ():
-                row[column] = before[column]
-            rows.add(row)
+def apply_change(tables: dict[str, dict[Key, Row]], event: ChangeEvent) -> None:
+    """Apply one row change to tables held in memory: the one meaning of a change (the
+    compactor's fold, verify's state and the restore are held to it). An update leaving a
+    TOAST column unchanged whose earlier row is unknown, or a change to a row a table
+    without a primary key does not hold, is an error: never a guess."""
+    table = event.table
+    if not table.primary_key:
+        _keyless_change(tables, event)
+        return
+    rows = tables.setdefault(event.table.qualified, {})
+    if event.op == "t":
+        rows.clear()
+    elif event.op in ("r", "c"):
+        row = _require(event, event.after, "after")
+        rows[table.key_of(row)] = dict(row)
+    elif event.op == "u":
+        after = _require(event, event.after, "after")
+        new_key = table.key_of(after)
+        # the before image is there when the key changed (or REPLICA IDENTITY FULL)
+        old_key = table.key_of(event.before) if event.before is not None else new_key
+        previous = rows.pop(old_key, None)
+        row = dict(after)
+        for column in event.unchanged_toast:
+            if previous is None:
+                raise ValidationError(
+                    f"update of {table.qualified} key {old_key!r} at {event.position} "
+                    f"leaves column {column!r} unchanged, but no earlier row is known")
+            row[column] = previous[column]
+        rows[new_key] = row
+    elif event.op == "d":
+        before = _require(event, event.before, "before")
+        rows.pop(table.key_of(before), None)
+
+
+def _keyless_change(tables: dict[str, Any], event: ChangeEvent) -> None:
+    """A table without a primary key (REPLICA IDENTITY FULL) is a multiset: an update
+    or delete takes away one row equal to the whole old image."""
+    rows = tables.get(event.table.qualified)
+    if not isinstance(rows, KeylessRows):
+        rows = tables[event.table.qualified] = KeylessRows()
+    if event.op == "t":
+        rows.clear()
+        return
+    if event.op in ("u", "d"):
+        before = _require(event, event.before, "before")
+        if not rows.remove(before):
+            raise ValidationError(f"{event.op!r} event on {event.table.qualified} at "
+                                  f"{event.position} changes a row the table does not "
+                                  "hold")
+    if event.op in ("r", "c", "u"):
+        row = dict(_require(event, event.after, "after"))
+        for column in event.unchanged_toast if event.op == "u" else ():
+            row[column] = before[column]
+        rows.add(row)
 
 
 def _require(event: ChangeEvent, row: Row | None, which: str) -> Row:

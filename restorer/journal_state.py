@@ -16,6 +16,7 @@ from journal.events import CATALOG_PREFIX, ChangeEvent, LogicalMessage, Transact
 from journal.fold import evolution
 from journal.positions import ORIGIN, Position
 from journal.row_identity import KeylessRows
+from journal.stream_state import apply_change
 from journal.targets import Cutoff
 from restorer.replay import ReplayResult, end_position, included
 
@@ -46,47 +47,8 @@ class JournalState:
         self.tables[table] = {tuple(r[c] for c in pk): r for r in rows}
 
     def apply(self, event: ChangeEvent) -> None:
-        table = event.table.qualified
-        pk = event.table.primary_key
-        self.primary_keys.setdefault(table, pk)
-        if not pk:
-            self._apply_keyless(table, event)
-            return
-        rows = self.tables.setdefault(table, {})
-        if event.op == "t":
-            rows.clear()
-        elif event.op in ("c", "r"):
-            assert event.after is not None
-            rows[tuple(event.after[c] for c in pk)] = dict(event.after)
-        elif event.op == "u":
-            assert event.after is not None
-            source = event.before if event.before and all(c in event.before for c in pk) \
-                else event.after
-            old = rows.pop(tuple(source[c] for c in pk), {})
-            new = dict(event.after)
-            for c in event.unchanged_toast:
-                new[c] = old.get(c)
-            rows[tuple(new[c] for c in pk)] = new
-        elif event.op == "d":
-            assert event.before is not None
-            rows.pop(tuple(event.before[c] for c in pk), None)
-
-    def _apply_keyless(self, table: str, event: ChangeEvent) -> None:
-        rows = self.tables.get(table)
-        if not isinstance(rows, KeylessRows):
-            rows = self.tables[table] = KeylessRows()  # type: ignore[assignment]
-        if event.op == "t":
-            rows.clear()
-            return
-        if event.op in ("u", "d"):
-            assert event.before is not None
-            rows.remove(event.before)  # none to take away: verify shows the difference
-        if event.op in ("c", "r", "u"):
-            assert event.after is not None
-            after = dict(event.after)
-            for c in event.unchanged_toast if event.op == "u" else ():
-                after[c] = (event.before or {}).get(c)
-            rows.add(after)
+        self.primary_keys.setdefault(event.table.qualified, event.table.primary_key)
+        apply_change(self.tables, event)
 
 
 def _follow(state: JournalState, message: LogicalMessage, wanted: set[str],

@@ -690,10 +690,6 @@ def _micros(value: Any) -> int:
     return datetime_to_micros(value)
 
 
-def decimal_fits(value: Decimal, scale: int) -> bool:
-    return value.is_finite() and -value.as_tuple().exponent <= scale
-
-
 # -- compiled decoders -------------------------------------------------------------------
 #
 # fastavro's schemaless_reader parses the writer schema again on every call and walks it
@@ -890,17 +886,6 @@ def _compile_reader(avro_type: Any) -> _Read | None:
     if logical == "bytes-decimal":
         return _read_decimal(avro_type)
     return _LOGICAL_READERS.get(logical)  # another logical type: fastavro's business
-
-
-def _read_field(avro_type: Any) -> tuple[bool, _Read] | None:
-    """(nullable, reader of the value) of a record field's type."""
-    if isinstance(avro_type, list):
-        if len(avro_type) != 2 or avro_type[0] != "null":
-            return None
-        read = _compile_reader(avro_type[1])
-        return None if read is None else (True, read)
-    read = _compile_reader(avro_type)
-    return None if read is None else (False, read)
 
 
 # Row readers are generated as straight-line code per table version: a call and a tuple

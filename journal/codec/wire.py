@@ -20,7 +20,8 @@ from fastavro.schema import to_parsing_canonical_form
 from journal.catalog import TableSchema
 from journal.errors import ValidationError
 
-MAGIC = b"\xc3\x01"
+MAGIC = b"\xc3\x01"  # the single-object encoding's marker, before the fingerprint
+
 
 @cache
 def packaged_schema(name: str) -> dict[str, Any]:
@@ -34,6 +35,7 @@ def fingerprint(schema: dict[str, Any]) -> bytes:
 
 
 def envelope_schema(table: TableSchema) -> dict[str, Any]:
+    """The schema of one table version's change events: row images, op and source."""
     row = table.avro_row_schema()
     ns = table.avro_namespace()
     return {

@@ -6,6 +6,11 @@ generated as straight-line code).
 reference path for any bytes it leaves to fastavro (which reads them or raises
 ValidationError exactly as it would alone). ``record_reader`` is what a package reader
 reads its row and event members with.
+
+It is kept because it pays for itself: ``bench/codec.py`` measures it at about 1.4-1.5x
+the reference path on table rows, change events and package rows, and 1.4x on
+transaction markers. Should that fall under 1.2x, routing ``decode`` to the reference
+path and deleting this module is the simpler house.
 """
 
 from __future__ import annotations

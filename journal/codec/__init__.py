@@ -1,0 +1,46 @@
+"""The codec: stream records as Avro single-object encoded values, schemas by fingerprint.
+
+Capture encodes every record it journals with ``encode``; every reader of the stream
+(transports, compaction, packages, restore) decodes with ``decode``. The room has four
+parts, each in its own module:
+
+- ``wire``: the framing (``C3 01`` + fingerprint + body), the schemas and fingerprints;
+- ``registry``: ``SchemaRegistry``, the schemas by fingerprint a transport publishes and a
+  package copies, with the compiled encoder and decoder built once per schema;
+- ``reference``: fastavro's generic writer and reader with our row conversions, what
+  every compiled path must equal and what handles whatever a compiled path leaves to it;
+- ``encoder`` and ``decoder``: the compiled paths (``bench/codec.py`` measures what they
+  buy over the reference and over fastavro alone).
+"""
+
+from journal.codec.decoder import decode, decode_compiled, record_reader
+from journal.codec.encoder import avro_long, encode, encode_compiled
+from journal.codec.reference import (
+    avro_field_value,
+    decode_generic,
+    encode_generic,
+    from_avro_row,
+    to_avro_row,
+)
+from journal.codec.registry import SchemaRegistry
+from journal.codec.wire import MAGIC, envelope_schema, fingerprint, packaged_schema, split_header
+
+__all__ = [
+    "MAGIC",
+    "SchemaRegistry",
+    "avro_field_value",
+    "avro_long",
+    "decode",
+    "decode_compiled",
+    "decode_generic",
+    "encode",
+    "encode_compiled",
+    "encode_generic",
+    "envelope_schema",
+    "fingerprint",
+    "from_avro_row",
+    "packaged_schema",
+    "record_reader",
+    "split_header",
+    "to_avro_row",
+]

@@ -1,0 +1,321 @@
+"""The compiled encoder: stream records written as fastavro writes them, without its
+generic walk, from encoders built once per table version.
+
+``encode`` is what capture calls: the compiled encoder first, the reference path for any
+value it leaves to fastavro, and an UnencodableValue naming the table, the column and the
+value that no branch of its column's type holds.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from datetime import date, datetime, time
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+from fastavro._logical_writers import LOGICAL_WRITERS
+
+from journal.catalog import TableSchema
+from journal.codec.reference import encode_generic, unencodable
+from journal.codec.wire import MAGIC, Unhandled, packaged_fingerprint
+from journal.events import ChangeEvent, LogicalMessage, Record, TransactionMarker
+
+if TYPE_CHECKING:
+    from journal.codec.registry import SchemaRegistry
+
+
+def encode(record: Record, registry: SchemaRegistry) -> tuple[bytes | None, bytes]:
+    """Encode a record to ``(key, value)``; the key is the row's primary key (Avro).
+
+    A change whose value no branch of its column's type holds raises UnencodableValue
+    naming the table, the column and the value."""
+    try:
+        return encode_compiled(record, registry)
+    except Exception:  # fastavro writes it, or raises what it raises for such a value
+        try:
+            return encode_generic(record, registry)
+        except Exception as exc:
+            if isinstance(record, ChangeEvent):
+                raise unencodable(record, exc) from exc
+            raise
+
+
+def encode_compiled(record: Record, registry: SchemaRegistry) -> tuple[bytes | None, bytes]:
+    """``encode`` with the encoders compiled per schema (see below); raises for any value
+    they leave to fastavro's generic writer."""
+    kind = type(record)
+    if kind is ChangeEvent:
+        return registry.encoder(record.table).encode(record)  # type: ignore[union-attr,arg-type]
+    if kind is TransactionMarker:
+        return _encode_marker(record)  # type: ignore[arg-type]
+    if kind is LogicalMessage:
+        return _encode_message(record)  # type: ignore[arg-type]
+    raise Unhandled(f"no compiled encoder for {kind.__name__}")
+
+
+# fastavro's generic writer validates every union branch of every record it writes, which
+# made encoding the most expensive step of capture. These encoders are built once per
+# table version from the same Avro types, write the same bytes (tests/test_codec_fast.py
+# proves it against fastavro), and hand any value they do not recognise to fastavro by
+# raising: a record is always either encoded exactly as fastavro would, or by fastavro.
+
+_LONG_MIN, _LONG_MAX = -(1 << 63), (1 << 63) - 1
+_INT_MIN, _INT_MAX = -(1 << 31), (1 << 31) - 1
+_BYTE = tuple(bytes((i,)) for i in range(128))
+_NULL = b"\x00"  # union branch 0 ("null")
+_SOME = b"\x02"  # union branch 1
+_TRUE, _FALSE = b"\x01", b"\x00"
+_EMPTY_ARRAY = b"\x00"
+_pack_float = struct.Struct("<f").pack
+_pack_double = struct.Struct("<d").pack
+_timestamp_micros = LOGICAL_WRITERS["long-timestamp-micros"]
+_Encode = Callable[[Any], bytes]
+
+
+def _long(n: int) -> bytes:
+    """Avro long: zigzag, then a little-endian base-128 varint."""
+    if type(n) is not int or not _LONG_MIN <= n <= _LONG_MAX:
+        raise Unhandled
+    n = (n << 1) ^ (n >> 63)
+    if n < 0x80:
+        return _BYTE[n]
+    if n < 0x4000:
+        return bytes((n & 0x7F | 0x80, n >> 7))
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def avro_long(n: int) -> bytes:
+    """Avro's zigzag varint for a long: also what container-file block headers use."""
+    return _long(n)
+
+
+def _int(n: Any) -> bytes:
+    if type(n) is not int or not _INT_MIN <= n <= _INT_MAX:
+        raise Unhandled
+    return _long(n)
+
+
+def _boolean(v: Any) -> bytes:
+    if v is True:
+        return _TRUE
+    if v is False:
+        return _FALSE
+    raise Unhandled
+
+
+def _float(v: Any) -> bytes:
+    if type(v) is not float:
+        raise Unhandled
+    return _pack_float(v)
+
+
+def _double(v: Any) -> bytes:
+    if type(v) is not float:
+        raise Unhandled
+    return _pack_double(v)
+
+
+def _string(v: Any) -> bytes:
+    if type(v) is not str:
+        raise Unhandled
+    data = v.encode()
+    return _long(len(data)) + data
+
+
+def _bytes(v: Any) -> bytes:
+    if type(v) is memoryview:
+        v = bytes(v)
+    elif type(v) is not bytes:
+        raise Unhandled
+    return _long(len(v)) + v
+
+
+def _logical(kind: type, prepare: Callable[[Any, Any], Any], schema: dict[str, Any],
+             base: _Encode) -> _Encode:
+    # fastavro's own conversion (the function its writer calls), then the base type
+    def write(v: Any) -> bytes:
+        if type(v) is not kind:
+            raise Unhandled
+        return base(prepare(v, schema))
+    return write
+
+
+def _uuid(v: Any) -> bytes:
+    if type(v) is UUID:
+        v = str(v)
+    return _string(v)
+
+
+def _array(items: _Encode) -> _Encode:
+    def write(v: Any) -> bytes:
+        if type(v) is not list:
+            raise Unhandled
+        if not v:
+            return _EMPTY_ARRAY
+        parts = [_long(len(v))]
+        for item in v:
+            parts.append(_NULL if item is None else _SOME + items(item))
+        parts.append(_EMPTY_ARRAY)
+        return b"".join(parts)
+    return write
+
+
+_PRIMITIVES: dict[str, _Encode] = {
+    "boolean": _boolean, "int": _int, "long": _long, "float": _float, "double": _double,
+    "string": _string, "bytes": _bytes,
+}
+_LOGICAL_KINDS: dict[str, type] = {
+    "long-timestamp-micros": datetime, "long-local-timestamp-micros": datetime,
+    "int-date": date, "long-time-micros": time, "bytes-decimal": Decimal,
+}
+
+
+def _compile(avro_type: Any) -> _Encode:
+    """The encoder of one non-union Avro type as ``catalog._avro_base`` spells it."""
+    if isinstance(avro_type, str):
+        return _PRIMITIVES[avro_type]
+    if avro_type["type"] == "array":
+        items = avro_type["items"]
+        if not (isinstance(items, list) and len(items) == 2 and items[0] == "null"):
+            raise ValueError(f"unexpected array items {items!r}")
+        return _array(_compile(items[1]))
+    base = _PRIMITIVES[avro_type["type"]]
+    logical = f"{avro_type['type']}-{avro_type.get('logicalType')}"
+    if logical == "string-uuid":
+        return _uuid
+    if logical in _LOGICAL_KINDS:
+        return _logical(_LOGICAL_KINDS[logical], LOGICAL_WRITERS[logical], avro_type, base)
+    if "logicalType" in avro_type:
+        raise ValueError(f"unexpected logical type {avro_type!r}")
+    return base
+
+
+def _typed_branch(field_type: Any) -> Any:
+    """The typed branch of a row field's union, as ``catalog.avro_value_type`` spells it."""
+    if (isinstance(field_type, list) and field_type[0] == "null"
+            and (len(field_type) == 2 or (len(field_type) == 3 and field_type[2] == "string"))):
+        return field_type[1]
+    raise ValueError(f"unexpected row field type {field_type!r}")
+
+
+class ChangeEncoder:
+    """The envelope (and key) of one table version's change events."""
+
+    def __init__(self, table: TableSchema, fp: bytes, parsed: Any, key_schema: Any) -> None:
+        self.table = table
+        self.header = MAGIC + fp
+        row_schema = parsed["fields"][0]["type"][1]
+        # A field is ["null", typed] or ["null", typed, "string"] (catalog.avro_value_type):
+        # only the typed branch is compiled; a value in the text branch (a str where the
+        # typed encoder wants a date, a list…) raises Unhandled, and fastavro writes it.
+        self.columns: tuple[tuple[str, _Encode], ...] = tuple(
+            (c.name, _compile(_typed_branch(f["type"])))
+            for c, f in zip(table.columns, row_schema["fields"], strict=True))
+        names = table.column_names
+        self.key_indexes = tuple(names.index(n) for n in table.primary_key)
+        # a key field with a text branch is the union [typed, "string"]: branch 0 first
+        self.key_prefixes = tuple(_NULL if isinstance(f["type"], list) else b""
+                                  for f in key_schema["fields"])
+        self.ops: dict[str, bytes] = {}
+        self.sources: dict[str, bytes] = {}  # database -> its encoded source strings
+        # the longs every record of a transaction repeats (commit LSN, xid, timestamps)
+        self.longs: dict[int, bytes] = {}
+
+    def _txn_long(self, n: int) -> bytes:
+        if type(n) is int:  # not a bool or float that compares equal to a cached int
+            hit = self.longs.get(n)
+            if hit is not None:
+                return hit
+        if len(self.longs) >= 1024:
+            self.longs.clear()
+        hit = self.longs[n] = _long(n)
+        return hit
+
+    def _bases(self, row: dict[str, Any]) -> list[bytes | None]:
+        get = row.get
+        return [None if (v := get(name)) is None else write(v) for name, write in self.columns]
+
+    def encode(self, record: ChangeEvent) -> tuple[bytes | None, bytes]:
+        parts = [self.header]
+        add = parts.append
+        before_bases = after_bases = None
+        if record.before is None:
+            add(_NULL)
+        else:
+            before_bases = self._bases(record.before)
+            add(_SOME)
+            parts.extend([_NULL if b is None else _SOME + b for b in before_bases])
+        if record.after is None:
+            add(_NULL)
+        else:
+            after_bases = self._bases(record.after)
+            add(_SOME)
+            parts.extend([_NULL if b is None else _SOME + b for b in after_bases])
+        op = self.ops.get(record.op)
+        if op is None:
+            op = self.ops[record.op] = _string(record.op)
+        add(op)
+        source = self.sources.get(record.database)
+        if source is None:
+            table = self.table
+            source = self.sources[record.database] = (
+                _string(record.database) + _string(table.schema) + _string(table.name))
+        add(source)
+        pos = record.position
+        txn_long = self._txn_long
+        add(txn_long(pos.commit_lsn))
+        add(_long(pos.seq))
+        add(txn_long(record.xid))
+        commit_ts = record.commit_ts
+        add(txn_long(commit_ts if type(commit_ts) is int else _timestamp_micros(commit_ts, None)))
+        add(_boolean(record.snapshot))
+        add(txn_long(record.ts_ms))
+        toast = record.unchanged_toast
+        if toast:
+            add(_long(len(toast)))
+            parts.extend([_string(name) for name in toast])
+        add(_EMPTY_ARRAY)
+        return self._key(record, before_bases, after_bases), b"".join(parts)
+
+    def _key(self, record: ChangeEvent, before: list[bytes | None] | None,
+             after: list[bytes | None] | None) -> bytes | None:
+        # the key record's fields are the primary key columns' row fields without the union
+        # branch: the same bytes the row encoding just produced
+        bases = after if record.after is not None else before
+        if bases is None or not self.key_indexes:
+            return None
+        parts = [bases[i] for i in self.key_indexes]
+        if None in parts:
+            raise Unhandled  # a missing or null key column: fastavro reports it
+        if any(self.key_prefixes):
+            parts = [p + b for p, b in zip(self.key_prefixes, parts, strict=True)]  # type: ignore[operator]
+        return b"".join(parts)  # type: ignore[arg-type]
+
+
+_MARKER_STATUS = {"BEGIN": b"\x00", "END": b"\x02"}  # enum index as an Avro int
+
+
+def _encode_marker(record: TransactionMarker) -> tuple[bytes | None, bytes]:
+    pos = record.position
+    return str(record.xid).encode(), b"".join((
+        MAGIC, packaged_fingerprint("transaction"), _MARKER_STATUS[record.status],
+        _string(record.database), _long(pos.commit_lsn), _long(pos.seq), _long(record.xid),
+        _long(_timestamp_micros(record.commit_ts, None)), _long(record.event_count)))
+
+
+def _encode_message(record: LogicalMessage) -> tuple[bytes | None, bytes]:
+    if type(record.content) is not bytes:
+        raise Unhandled
+    pos = record.position
+    return record.prefix.encode(), b"".join((
+        MAGIC, packaged_fingerprint("message"), _string(record.database),
+        _string(record.prefix), _bytes(record.content), _boolean(record.transactional),
+        _long(pos.commit_lsn), _long(pos.seq), _long(record.xid),
+        _long(_timestamp_micros(record.commit_ts, None))))

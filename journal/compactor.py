@@ -425,7 +425,7 @@ class Compactor:
         self.tip.parent_id = manifest.package_id
         self.stats.packages.append(manifest.package_id)
         if last.next_offset is not None:
-            self.reader.commit_offset(CONSUMER, last.next_offset)
+            self.reader.commit_offset(CONSUMER, last.next_offset, position=manifest.to_position)
             self._release(last.next_offset)
         log.info("packaged %s", manifest.package_id)
 

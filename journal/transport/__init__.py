@@ -39,6 +39,16 @@ class RawRecord:
     next_offset: int | None = None  # None only for records built outside a transport
 
 
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """What a consumer committed: the offset it resumes at and, when it said so, the
+    stream position everything before that offset reaches (for the compactor: the end of
+    the package that covers it, which is where a restore may continue in the journal)."""
+
+    offset: int
+    position: Position | None = None
+
+
 class JournalWriter(ABC):
     @abstractmethod
     def publish_schemas(self, registry: SchemaRegistry) -> None:
@@ -68,12 +78,18 @@ class JournalReader(ABC):
         what is durable now; with it, it stops after ``idle_timeout`` seconds without data."""
 
     @abstractmethod
+    def committed(self, consumer: str) -> Committed:
+        """The offset after the last record ``consumer`` committed (0 if none), and the
+        position it was committed with."""
+
     def committed_offset(self, consumer: str) -> int:
-        """The offset after the last record ``consumer`` committed (0 if none)."""
+        return self.committed(consumer).offset
 
     @abstractmethod
-    def commit_offset(self, consumer: str, offset: int) -> None:
-        """Durably record that ``consumer`` processed everything before ``offset``."""
+    def commit_offset(self, consumer: str, offset: int, *,
+                      position: Position | None = None) -> None:
+        """Durably record that ``consumer`` processed everything before ``offset``
+        (which reaches stream position ``position``, when given)."""
 
     def release(self, offset: int, *, min_age_s: float = 0.0) -> int:
         """Everything before ``offset`` is durably packaged: the transport may delete it

@@ -38,13 +38,14 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from journal.codec import SchemaRegistry
 from journal.durable import fsync_dir, storage, write_atomically
 from journal.errors import ConfigError, StorageError, TransportError
 from journal.positions import Position
-from journal.transport import JournalReader, JournalWriter, RawRecord
+from journal.transport import Committed, JournalReader, JournalWriter, RawRecord
 
 SEGMENT_BYTES = 64 * 1024 * 1024
 POLL_INTERVAL = 0.05  # seconds between looks for new data when following
@@ -224,7 +225,7 @@ class FileJournal:
             return {}
         for name in names:
             if name.endswith(".json") and _CONSUMER_NAME.match(name[:-5]):
-                result[name[:-5]] = _read_consumer(self.consumers_dir / name)
+                result[name[:-5]] = _read_consumer(self.consumers_dir / name).offset
         return result
 
     def truncate_before(self, offset: int, *, min_age_s: float = 0.0) -> list[Path]:
@@ -261,23 +262,27 @@ def _check_consumer(name: str) -> None:
         raise ConfigError(f"consumer name {name!r} must be letters, digits, '.', '_' or '-'")
 
 
-def _read_consumer(path: Path) -> int:
+def _read_consumer(path: Path) -> Committed:
     try:
         data = json.loads(path.read_text())
         offset = data["offset"]
+        position = Position.parse(data["position"]) if data.get("position") else None
     except FileNotFoundError:
-        return 0
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return Committed(0)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise TransportError(f"consumer offset file {path} is unreadable: {exc}") from exc
     if not isinstance(offset, int) or offset < 0:
         raise TransportError(f"consumer offset file {path} holds no valid offset")
-    return offset
+    return Committed(offset, position)
 
 
-def _write_consumer(journal: FileJournal, name: str, offset: int) -> None:
+def _write_consumer(journal: FileJournal, name: str, committed: Committed) -> None:
     _make_dirs(journal.consumers_dir)
     path = journal.consumers_dir / f"{name}.json"
-    write_atomically(path, json.dumps({"consumer": name, "offset": offset}).encode())
+    data: dict[str, Any] = {"consumer": name, "offset": committed.offset}
+    if committed.position is not None:
+        data["position"] = str(committed.position)
+    write_atomically(path, json.dumps(data).encode())
 
 
 class FileJournalWriter(JournalWriter):
@@ -370,8 +375,9 @@ class FileJournalWriter(JournalWriter):
         # acknowledged and capture sends them again, at the same positions, from here.
         end = self.end_offset
         for name, offset in self.journal.consumer_offsets().items():
-            if offset > end:
-                _write_consumer(self.journal, name, end)
+            if offset > end:  # the position it reached stays true: it is in packages
+                committed = _read_consumer(self.journal.consumers_dir / f"{name}.json")
+                _write_consumer(self.journal, name, Committed(end, committed.position))
 
     def _create(self, path: Path) -> int:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o644)
@@ -539,19 +545,20 @@ class FileJournalReader(JournalReader):
                 return
             time.sleep(POLL_INTERVAL)
 
-    def committed_offset(self, consumer: str) -> int:
+    def committed(self, consumer: str) -> Committed:
         _check_consumer(consumer)
         return _read_consumer(self.journal.consumers_dir / f"{consumer}.json")
 
     def release(self, offset: int, *, min_age_s: float = 0.0) -> int:
         return len(self.journal.truncate_before(offset, min_age_s=min_age_s))
 
-    def commit_offset(self, consumer: str, offset: int) -> None:
+    def commit_offset(self, consumer: str, offset: int, *,
+                      position: Position | None = None) -> None:
         _check_consumer(consumer)
         if offset < 0:
             raise ValueError(f"offset {offset} is negative")
         try:
-            _write_consumer(self.journal, consumer, offset)
+            _write_consumer(self.journal, consumer, Committed(offset, position))
         except (OSError, StorageError) as exc:
             raise TransportError(f"cannot record offset of consumer {consumer!r} in "
                                  f"{self.journal.consumers_dir}: {exc}") from exc

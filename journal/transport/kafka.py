@@ -47,7 +47,7 @@ from urllib.parse import parse_qs, urlsplit
 from journal.codec import SchemaRegistry
 from journal.errors import ConfigError, TransportError
 from journal.positions import Position
-from journal.transport import JournalReader, JournalWriter, RawRecord
+from journal.transport import Committed, JournalReader, JournalWriter, RawRecord
 from journal.transport.kafka_internals import direct_partition
 
 log = logging.getLogger(__name__)
@@ -562,25 +562,30 @@ class KafkaJournalReader(JournalReader):
         return {tp: (from_offset >> PARTITION_BITS if tp.partition == partition else None)
                 for tp in tps}
 
-    def committed_offset(self, consumer: str) -> int:
+    def committed(self, consumer: str) -> Committed:
         group = self._group(consumer)
         tps = self.partitions()
         committed = {}
+        positions = set()
         for tp in tps:
-            offset = self.journal._call(lambda tp=tp: group.committed(tp),
-                                        f"reading the committed offset of {consumer}")
-            if offset is not None:
-                committed[tp.partition] = offset
+            found = self.journal._call(lambda tp=tp: group.committed(tp, metadata=True),
+                                       f"reading the committed offset of {consumer}")
+            if found is not None:
+                committed[tp.partition] = found.offset
+                positions.add(found.metadata or "")
         if not committed:
-            return 0
+            return Committed(0)
+        # every partition is committed with the same position; anything else says nothing
+        position = _parse_position(positions.pop()) if len(positions) == 1 else None
         if len(tps) == 1:
-            return committed[tps[0].partition]
+            return Committed(committed[tps[0].partition], position)
         partition, offset = max(committed.items(), key=lambda kv: (kv[1], kv[0]))
         token = offset << PARTITION_BITS | partition
         self._resume[token] = committed
-        return token
+        return Committed(token, position)
 
-    def commit_offset(self, consumer: str, offset: int) -> None:
+    def commit_offset(self, consumer: str, offset: int, *,
+                      position: Position | None = None) -> None:
         from kafka.structs import OffsetAndMetadata
 
         tps = self.partitions()
@@ -593,7 +598,8 @@ class KafkaJournalReader(JournalReader):
             offsets = {tp: offset >> PARTITION_BITS for tp in tps if tp.partition == partition}
         group = self._group(consumer)
         self.journal._call(
-            lambda: group.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()}),
+            lambda: group.commit({tp: OffsetAndMetadata(o, str(position or ""), -1)
+                                  for tp, o in offsets.items()}),
             f"committing the offset of {consumer}")
 
     def close(self) -> None:
@@ -622,3 +628,11 @@ def _position(message: Any, journal: KafkaJournal) -> Position:
     raise TransportError(f"record at offset {message.offset} of {message.topic} "
                          f"partition {message.partition} has no position header: not "
                          "written by this journal")
+
+
+def _parse_position(text: str) -> Position | None:
+    """The position a commit's metadata names (commits of older versions carry none)."""
+    try:
+        return Position.parse(text) if text else None
+    except ValueError:
+        return None

@@ -1,6 +1,9 @@
-"""The file journal's retention: what is packaged and old enough goes, nothing else.
+"""What a consumer commits, and what the journal may delete once it is packaged.
 
-The unit part needs no server. The integration part captures from the real PostgreSQL 18
+A commit carries the stream position its offset reaches (the compactor: the end of the
+package that covers it), in the file journal and in Kafka alike. The file journal's
+retention deletes what is packaged and old enough, nothing else. The unit part needs no
+server. The integration part captures from the real PostgreSQL 18
 into a file journal, compacts with a retention of zero seconds, and holds the packages to
 the source's own rows (``sample.snapshot_state``), read independently of the journal.
 """
@@ -9,19 +12,63 @@ from __future__ import annotations
 
 import os
 import time
+import uuid
 from pathlib import Path
 
 import pytest
 
 from journal import sample
 from journal.compactor import CONSUMER, Compactor, Policy, fold_latest
+from journal.errors import TransportError
 from journal.positions import Position
 from journal.store import open_store
-from journal.transport import open_reader
+from journal.transport import Committed, open_reader, open_writer
 from journal.transport.file import FileJournal
 from producers.capture import run_capture
 from tests.test_capture import capture_config, loaded_sample
 from tests.test_fold import package_rows, same_tables
+
+
+def test_a_commit_keeps_the_position_it_reaches_and_an_old_commit_has_none(
+        tmp_path: Path) -> None:
+    j = _journal(tmp_path)
+    _fill(j, 3)
+    reader = j.reader()
+    reader.commit_offset(CONSUMER, 100, position=Position(0x16B374D848, 4))
+    assert reader.committed(CONSUMER) == Committed(100, Position(0x16B374D848, 4))
+    assert j.reader().committed_offset(CONSUMER) == 100
+    reader.commit_offset("other", 50)
+    assert reader.committed("other") == Committed(50, None)
+    assert reader.committed("never") == Committed(0, None)
+    (j.consumers_dir / "old.json").write_text('{"consumer": "old", "offset": 7}')
+    assert reader.committed("old") == Committed(7, None)
+    (j.consumers_dir / "bad.json").write_text('{"consumer": "bad", "offset": 7, "position": "x"}')
+    with pytest.raises(TransportError, match="bad.json is unreadable"):
+        reader.committed("bad")
+
+
+@pytest.mark.integration
+def test_kafka_commits_keep_the_position_they_reach(kafka_bootstrap: str) -> None:
+    url = f"kafka://{kafka_bootstrap}?topic_prefix=test_{uuid.uuid4().hex[:10]}"
+    writer = open_writer(url, "edms")
+    try:
+        writer.append(Position(10, 0), b"k", b"v")
+        writer.flush()
+    finally:
+        writer.close()
+    reader = open_reader(url, "edms")
+    try:
+        assert reader.committed(CONSUMER) == Committed(0, None)
+        reader.commit_offset(CONSUMER, 1, position=Position(10, 3))
+        reader.commit_offset("plain", 1)
+    finally:
+        reader.close()
+    reader = open_reader(url, "edms")  # read back by a new consumer, from the broker
+    try:
+        assert reader.committed(CONSUMER) == Committed(1, Position(10, 3))
+        assert reader.committed("plain") == Committed(1, None)
+    finally:
+        reader.close()
 
 
 def _journal(tmp_path: Path) -> FileJournal:
@@ -98,6 +145,7 @@ def test_compaction_trims_the_file_journal_and_the_packages_still_hold_the_sourc
         Compactor(reader, open_store(cfg.packages_url),
                   Policy(journal_retention_s=0)).run(once=True)
         committed = reader.committed_offset(CONSUMER)
+        reaches = reader.committed(CONSUMER).position
     finally:
         reader.close()
     after = journal.segments()
@@ -106,6 +154,7 @@ def test_compaction_trims_the_file_journal_and_the_packages_still_hold_the_sourc
     assert after[0][0] <= committed  # nothing unpackaged went: the oldest kept reaches it
 
     store = open_store(cfg.packages_url)
+    assert reaches == store.list()[-1].to_position  # where a restore may go on in the journal
     folded = fold_latest(store)
     assert folded is not None
     with store.open(folded.package_id) as package:

@@ -14,7 +14,7 @@ from journal.durable import publish, storage
 from journal.errors import ValidationError
 from journal.fold import Target, fold
 from journal.packages import Manifest, verify_package
-from journal.store import PackageStore
+from journal.packages.store import PackageStore
 from restorer.plan import RestoreTarget, make_plan
 
 

@@ -79,7 +79,7 @@ class RestoreOptions:
     generic_foreign_keys: dict[str, Any] = field(default_factory=dict)
     strict: bool = False  # refuse generic references to nothing in the restore
     progress: Progress | None = None
-    store: Any = None  # a journal.store.PackageStore; default: open_store(packages_url)
+    store: Any = None  # a journal.packages.store.PackageStore; default: open_store(packages_url)
     # called between loading and replay (tests inject failures here)
     before_replay: Callable[[psycopg.Connection[Any]], None] | None = None
 
@@ -106,7 +106,7 @@ class _DryRun(Exception):
 def open_packages(options: RestoreOptions) -> Any:
     if options.store is not None:
         return options.store
-    from journal.store import open_store
+    from journal.packages.store import open_store
 
     return open_store(options.packages_url)
 

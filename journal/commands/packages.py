@@ -15,8 +15,8 @@ from journal.errors import ValidationError
 from journal.events import micros_to_datetime
 from journal.jobs.recorder import current
 from journal.packages import Manifest, verify_chain, verify_package
+from journal.packages.store import FileStore, open_store
 from journal.retention import decide, parse_policy
-from journal.store import FileStore, open_store
 
 
 def _when(micros: int | None) -> str:

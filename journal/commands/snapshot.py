@@ -12,8 +12,8 @@ from journal.compactor import fold_latest
 from journal.errors import ConfigError
 from journal.export import export_snapshot
 from journal.jobs.recorder import current
+from journal.packages.store import open_store
 from journal.positions import parse_lsn
-from journal.store import open_store
 from restorer.plan import RestoreTarget
 
 

@@ -13,7 +13,7 @@ from journal.api.security import require_role
 from journal.api.state import AppState, app_state
 from journal.errors import ValidationError
 from journal.jobs.tokens import Caller
-from journal.store import open_store
+from journal.packages.store import open_store
 
 router = APIRouter(prefix="/packages", tags=["packages"])
 # only a whole package id: no prefixes, no paths, nothing the store would resolve elsewhere

@@ -28,14 +28,9 @@ from urllib.parse import unquote, urlsplit
 
 from journal.durable import fsync_dir, publish, storage, write_atomically
 from journal.errors import ConfigError, PackageCorrupt, StorageError, ValidationError
-from journal.packages import (
-    Manifest,
-    PackageReader,
-    open_package,
-    positions_sort_key,
-    read_manifest,
-    verify_package,
-)
+from journal.packages.manifest import Manifest, positions_sort_key
+from journal.packages.reader import PackageReader, open_package, read_manifest
+from journal.packages.verify import verify_package
 from journal.processes import pid_alive
 
 log = logging.getLogger(__name__)

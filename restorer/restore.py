@@ -211,15 +211,11 @@ def _verify_packages(store: Any, plan: RestorePlan) -> None:
     that changes after this check is refused the same way. ``journal packages verify``
     still decodes everything.
     """
-    from journal.packages import verify_chain, verify_package
+    from journal.packages import verify_chain
 
     for m in plan.manifests:
         try:
-            found = verify_package(store.path(m.package_id), decode=False)
-            if found.package_id != m.package_id:
-                raise PackageCorrupt(m.package_id, "manifest.json",
-                                     f"package id {m.package_id}",
-                                     f"package id {found.package_id}")
+            store.verify(m.package_id, decode=False)
         except ValidationError as exc:
             raise ValidationError(f"package {m.package_id} failed verification, nothing was "
                                   f"restored: {exc}") from exc

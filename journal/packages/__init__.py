@@ -12,7 +12,7 @@ bottom up:
 - ``ocf``: the Avro container files, read with bounds taken from the manifest;
 - ``builder``: ``PackageBuilder`` and its row and event writers;
 - ``reader``: ``open_package`` and ``PackageReader`` (rows, records, transactions);
-- ``verify``: a package through every stage, a chain of packages;
+- ``verify``: a package through every stage, a chain of packages, a whole store;
 - ``store``: the ``PackageStore`` interface, the file store, leases.
 
 Callers import from here; the modules' other public names are for the room itself.
@@ -39,7 +39,7 @@ from journal.packages.reader import (
     sort_key,
 )
 from journal.packages.store import FileStore, Lease, PackageStore, open_store
-from journal.packages.verify import verify_chain, verify_package
+from journal.packages.verify import Check, verify_chain, verify_package, verify_store
 
 __all__ = [
     "EVENTS",
@@ -47,6 +47,7 @@ __all__ = [
     "KINDS",
     "MANIFEST",
     "STREAM_RECORD_SCHEMA",
+    "Check",
     "EventWriter",
     "FileStore",
     "Lease",
@@ -66,4 +67,5 @@ __all__ = [
     "sort_key",
     "verify_chain",
     "verify_package",
+    "verify_store",
 ]

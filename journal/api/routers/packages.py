@@ -34,7 +34,7 @@ def _manifest(state: AppState, package_id: str) -> Any:
     from journal.api.problems import Problem
 
     store = open_store(state.config.packages_url)
-    if not store.path(package_id).exists():
+    if not store.exists(package_id):
         raise Problem(404, f"no package {package_id} in {state.config.packages_url}")
     try:
         return store.get(package_id)

@@ -15,7 +15,8 @@ bottom up:
 - ``verify``: a package through every stage, a chain of packages, a whole store;
 - ``store``: the ``PackageStore`` interface, the file store, leases.
 
-Callers import from here; the modules' other public names are for the room itself.
+Callers use the names re-exported here (the store's also as ``journal.packages.store``);
+the modules' other public names serve the room itself.
 """
 
 from journal.packages.builder import EventWriter, PackageBuilder, RowWriter

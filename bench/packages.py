@@ -123,7 +123,7 @@ def run_size(rows: int, workdir: Path) -> dict[str, Any]:
 
 def run_compaction(transactions: int, workdir: Path) -> dict[str, Any]:
     from journal.compactor import Compactor, Policy
-    from journal.store import open_store
+    from journal.packages.store import open_store
     from journal.transport import open_reader, open_writer
 
     url = f"file://{workdir}/journal"

@@ -34,8 +34,8 @@ from journal.catalog import table_schemas
 from journal.codec import SchemaRegistry, encode
 from journal.events import ChangeEvent, Transaction, TransactionMarker, datetime_to_micros
 from journal.packages import PackageBuilder
+from journal.packages.store import open_store
 from journal.positions import Position
-from journal.store import open_store
 from journal.values import read_rows
 from producers.source_catalog import read_catalog
 

@@ -52,9 +52,9 @@ from journal.events import (
 )
 from journal.fold import fold
 from journal.packages import EventWriter, Manifest, PackageBuilder, verify_chain
+from journal.packages.store import PackageStore
 from journal.positions import Position
 from journal.sorting import SortedRowSink
-from journal.store import PackageStore
 from journal.stream_state import TransactionGrouper
 from journal.transport import JournalReader, RawRecord, deduplicate
 

@@ -24,7 +24,7 @@ from journal.compactor import Compactor, Policy
 from journal.config import Config
 from journal.embedded import LocalCluster, default_bindir
 from journal.errors import JournalError
-from journal.store import open_store
+from journal.packages.store import open_store
 from journal.transport import open_reader
 from producers import slot
 from producers.capture import CaptureMetrics, run_capture

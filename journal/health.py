@@ -114,7 +114,7 @@ def _check_journal(config: Config) -> list[CheckResult]:
 
 def _check_packages(config: Config, max_age_s: float) -> list[CheckResult]:
     from journal.packages import verify_chain
-    from journal.store import open_store
+    from journal.packages.store import open_store
 
     manifests = open_store(config.packages_url).list()
     fulls = [m for m in manifests if m.kind == "full"]

@@ -14,7 +14,7 @@ from journal.durable import publish, storage
 from journal.errors import ValidationError
 from journal.fold import fold
 from journal.packages import Manifest, verify_package
-from journal.store import PackageStore
+from journal.packages.store import PackageStore
 from journal.targets import RestoreTarget
 from restorer.plan import make_plan
 

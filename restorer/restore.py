@@ -79,7 +79,7 @@ class RestoreOptions:
     generic_foreign_keys: dict[str, Any] = field(default_factory=dict)
     strict: bool = False  # refuse generic references to nothing in the restore
     progress: Progress | None = None
-    store: Any = None  # a journal.store.PackageStore; default: open_store(packages_url)
+    store: Any = None  # a journal.packages.store.PackageStore; default: open_store(packages_url)
     # called between loading and replay (tests inject failures here)
     before_replay: Callable[[psycopg.Connection[Any]], None] | None = None
 
@@ -95,7 +95,7 @@ class _DryRun(Exception):
 def open_packages(options: RestoreOptions) -> Any:
     if options.store is not None:
         return options.store
-    from journal.store import open_store
+    from journal.packages.store import open_store
 
     return open_store(options.packages_url)
 
@@ -200,15 +200,11 @@ def _verify_packages(store: Any, plan: RestorePlan) -> None:
     that changes after this check is refused the same way. ``journal packages verify``
     still decodes everything.
     """
-    from journal.packages import verify_chain, verify_package
+    from journal.packages import verify_chain
 
     for m in plan.manifests:
         try:
-            found = verify_package(store.path(m.package_id), decode=False)
-            if found.package_id != m.package_id:
-                raise PackageCorrupt(m.package_id, "manifest.json",
-                                     f"package id {m.package_id}",
-                                     f"package id {found.package_id}")
+            store.verify(m.package_id, decode=False)
         except ValidationError as exc:
             raise ValidationError(f"package {m.package_id} failed verification, nothing was "
                                   f"restored: {exc}") from exc

@@ -213,7 +213,7 @@ def verify(target_url: str, packages_url: str = "", at: datetime | RestoreTarget
            tables: list[str] | None = None) -> VerifyReport:
     """Compare the database at ``target_url`` with the journal's state at ``at``."""
     if store is None:
-        from journal.store import open_store
+        from journal.packages.store import open_store
 
         store = open_store(packages_url)
     target = at if isinstance(at, RestoreTarget) else (

@@ -20,7 +20,7 @@ from journal.config import Config
 from journal.embedded import free_port
 from journal.jobs import repository
 from journal.jobs.database import JobDatabase, default_url
-from journal.store import open_store
+from journal.packages.store import open_store
 from journal.transport import open_reader
 from producers.capture import run_capture
 from tests.conftest import scratch_database

@@ -18,7 +18,7 @@ import pytest
 from psycopg import sql
 
 from journal.packages import verify_package
-from journal.store import open_store
+from journal.packages.store import open_store
 from tests.conftest import scratch_database
 from tests.served import Served, served
 

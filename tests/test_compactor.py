@@ -16,7 +16,7 @@ from journal.codec import SchemaRegistry, encode
 from journal.compactor import CONSUMER, Compactor, Policy, fold_latest
 from journal.events import ChangeEvent, LogicalMessage, Record
 from journal.packages import open_package, verify_chain, verify_package
-from journal.store import open_store
+from journal.packages.store import open_store
 from journal.stream_state import StreamState
 from journal.targets import RestoreTarget
 from journal.transport import open_reader, open_writer

@@ -30,7 +30,7 @@ from journal import __version__, sample
 from journal.config import Config
 from journal.embedded import free_port
 from journal.events import ChangeEvent, LogicalMessage, TransactionMarker
-from journal.store import open_store
+from journal.packages.store import open_store
 from producers import slot
 from tests.conftest import scratch_database
 from tests.test_capture import (

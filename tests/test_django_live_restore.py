@@ -37,7 +37,7 @@ import pytest
 from psycopg import sql
 
 from journal.errors import RestoreError
-from journal.store import open_store
+from journal.packages.store import open_store
 from journal.targets import RestoreTarget
 from restorer.restore import RestoreOptions, restore
 from restorer.verify import verify

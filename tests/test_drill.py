@@ -21,7 +21,7 @@ from journal.jobs.database import JobDatabase, open_database
 from journal.jobs.drill import drill_checks
 from journal.jobs.models import BackupConfiguration, RestoreJob, ScheduledRun
 from journal.jobs.scheduler import CommandExecutor, Scheduler
-from journal.store import open_store
+from journal.packages.store import open_store
 from journal.transport import open_reader
 from producers.capture import run_capture
 from tests.test_capture import capture_config, loaded_sample

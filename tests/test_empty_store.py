@@ -17,7 +17,7 @@ from journal import sample
 from journal.cli import main
 from journal.compactor import CONSUMER, Compactor, fold_latest
 from journal.errors import JournalError
-from journal.store import open_store
+from journal.packages.store import open_store
 from journal.transport import open_reader
 from journal.transport.file import FileJournal
 from producers.capture import run_capture

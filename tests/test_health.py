@@ -13,7 +13,7 @@ from prometheus_client import generate_latest
 from journal.cli import main
 from journal.compactor import Compactor
 from journal.metrics import CaptureCollector, registry_for
-from journal.store import open_store
+from journal.packages.store import open_store
 from journal.transport import open_reader
 from producers.capture import CaptureMetrics, run_capture
 from tests.test_capture import capture_config, loaded_sample

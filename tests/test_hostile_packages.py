@@ -199,10 +199,10 @@ def test_member_that_decompresses_far_beyond_its_declared_size_is_refused(good, 
 
 def _find_header_end(ocf: bytes) -> int:
     """Offset just past an OCF header (magic, metadata map, sync marker)."""
-    from journal.packages import _Span
+    from journal.packages.tar import Span
 
     fh = io.BytesIO(ocf)
-    span = _Span(fh, 0, len(ocf), "x", "y")
+    span = Span(fh, 0, len(ocf), "x", "y")
     span.read(4, "magic")
     while (count := span.read_long("map")) != 0:
         for _ in range(abs(count)):

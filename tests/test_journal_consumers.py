@@ -16,12 +16,12 @@ import uuid
 from pathlib import Path
 
 import pytest
+from journal.packages.store import open_store
 
 from journal import sample
 from journal.compactor import CONSUMER, Compactor, Policy, fold_latest
 from journal.errors import TransportError
 from journal.positions import Position
-from journal.store import open_store
 from journal.transport import Committed, open_reader, open_writer
 from journal.transport.file import FileJournal
 from producers.capture import run_capture

@@ -47,7 +47,7 @@ def layer(module: str) -> str:
         return "core"
     if _room(module, {"journal.transport"}):
         return "transport"
-    if _room(module, {"journal.packages", "journal.store"}):
+    if _room(module, {"journal.packages"}):
         return "packages"
     if _room(module, COMPACTION):
         return "compaction"

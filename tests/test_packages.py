@@ -14,7 +14,7 @@ import pytest
 from journal.codec import SchemaRegistry, decode
 from journal.errors import ChainBroken, PackageCorrupt, ValidationError
 from journal.packages import Manifest, open_package, read_manifest, verify_chain, verify_package
-from journal.store import open_store
+from journal.packages.store import open_store
 from journal.stream_state import StreamState
 from tests.test_fold import DOC, LINK, TAG, StreamBuilder, write_full, write_segment
 

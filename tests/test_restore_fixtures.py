@@ -28,8 +28,8 @@ from journal.events import (
     datetime_to_micros,
 )
 from journal.packages import PackageBuilder, sort_key
+from journal.packages.store import open_store
 from journal.positions import Position
-from journal.store import open_store
 from producers.source_catalog import read_catalog
 from restorer.graph import TableGraph
 

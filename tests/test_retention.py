@@ -123,7 +123,7 @@ def test_redundancy_drops_what_is_older_than_the_oldest_kept_full():
 
 def test_prune_dry_run_changes_nothing_and_prune_deletes_obsolete(tmp_path):
     from journal.codec import SchemaRegistry
-    from journal.store import open_store
+    from journal.packages.store import open_store
     from journal.stream_state import StreamState
     from tests.test_fold import (
         DOC,

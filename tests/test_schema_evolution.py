@@ -15,7 +15,7 @@ import pytest
 from journal.compactor import Compactor, Policy, fold_latest
 from journal.errors import RestoreError
 from journal.events import MARK_PREFIX
-from journal.store import open_store
+from journal.packages.store import open_store
 from journal.targets import RestoreTarget
 from journal.transport import open_reader
 from producers.ddl_trigger import SchemaChangeRefused

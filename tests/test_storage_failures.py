@@ -17,7 +17,7 @@ from journal import sample
 from journal.cli import main
 from journal.compactor import fold_latest
 from journal.packages import verify_chain, verify_package
-from journal.store import open_store
+from journal.packages.store import open_store
 from producers.capture import run_capture
 from tests.mounts import leftovers, remount, tmpfs
 from tests.test_capture import capture_config, database_of, loaded_sample, read_records

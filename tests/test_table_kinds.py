@@ -29,10 +29,10 @@ from journal.errors import RestoreError, SourceError, ValidationError
 from journal.events import TransactionMarker
 from journal.fold import fold
 from journal.packages import PackageBuilder, open_package
+from journal.packages.store import open_store
 from journal.positions import Position
 from journal.row_identity import row_identity
 from journal.sorting import SortedRowSink
-from journal.store import open_store
 from journal.stream_state import StreamState
 from producers.capture import run_capture
 from restorer import ddl

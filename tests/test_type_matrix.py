@@ -14,7 +14,7 @@ import pytest
 from psycopg import sql
 
 from journal.compactor import Compactor, Policy
-from journal.store import open_store
+from journal.packages.store import open_store
 from journal.transport import open_reader
 from restorer.restore import RestoreOptions, restore
 from restorer.verify import verify

@@ -146,7 +146,7 @@ class CaptureSampler:
                 self._offset = raw.next_offset
         if last is None:
             if self._last_commit_ts is None:  # all of it packaged: the newest package says
-                from journal.store import open_store
+                from journal.packages.store import open_store
 
                 newest = max((m.last_commit_ts or 0 for m in
                               open_store(self.config.packages_url).list()), default=0)

@@ -14,7 +14,7 @@ from journal.commands._common import echo_json
 from journal.compactor import Compactor, Policy
 from journal.events import Record
 from journal.jobs.recorder import current
-from journal.store import open_store
+from journal.packages.store import open_store
 from journal.transport import open_reader
 
 log = logging.getLogger(__name__)

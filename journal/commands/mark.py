@@ -18,7 +18,7 @@ from journal.compactor import CONSUMER
 from journal.errors import ValidationError
 from journal.events import MARK_PREFIX
 from journal.marks import check_mark_name, find_mark, marks_in_journal, marks_in_packages
-from journal.store import open_store
+from journal.packages.store import open_store
 from journal.transport import open_reader
 from producers import slot
 

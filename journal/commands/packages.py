@@ -14,9 +14,9 @@ from journal.commands._common import echo_json
 from journal.errors import ValidationError
 from journal.events import micros_to_datetime
 from journal.jobs.recorder import current
-from journal.packages import Manifest, verify_chain, verify_package
+from journal.packages import Manifest, verify_package, verify_store
+from journal.packages.store import open_store
 from journal.retention import decide, parse_policy
-from journal.store import FileStore, open_store
 
 
 def _when(micros: int | None) -> str:
@@ -87,23 +87,14 @@ def register(group: click.Group) -> None:
             return
         failed = 0
         good: list[Manifest] = []
-        paths = store.files() if isinstance(store, FileStore) else []
-        for path in paths:
-            try:
-                m = verify_package(path)
-                if path.name != f"{m.package_id}.tar":
-                    raise ValidationError(f"file {path.name} holds package {m.package_id}")
-                good.append(m)
-                click.echo(f"OK      {m.package_id}")
-            except ValidationError as exc:
+        for check in verify_store(store):
+            if check.ok:
+                click.echo(f"OK      {check.subject}")
+            else:
                 failed += 1
-                click.echo(f"FAILED  {path.name}: {exc}")
-        try:
-            verify_chain(good)
-            click.echo(f"OK      chain of {len(good)} packages")
-        except ValidationError as exc:
-            failed += 1
-            click.echo(f"FAILED  chain: {exc}")
+                click.echo(f"FAILED  {check.subject}: {check.problem}")
+            if check.manifest is not None:
+                good.append(check.manifest)
         current().add_manifests(good)
         if failed:
             current().update(progress=f"{failed} check(s) failed")
@@ -142,5 +133,4 @@ def register(group: click.Group) -> None:
             click.echo(f"{verb}  {package_id}  ({decision.reasons[package_id]})")
         for line in refused:
             click.echo(f"kept    {line}")
-        click.echo(f"{str(rule)}: {len(decision.keep)} kept, "
-                   f"{len(decision.obsolete)} {'obsolete' if dry_run else 'obsolete'}")
+        click.echo(f"{str(rule)}: {len(decision.keep)} kept, {len(decision.obsolete)} obsolete")

@@ -11,8 +11,8 @@ from journal.commands._common import echo_json, parse_time
 from journal.compactor import fold_latest
 from journal.errors import ConfigError
 from journal.jobs.recorder import current
+from journal.packages.store import open_store
 from journal.positions import parse_lsn
-from journal.store import open_store
 from journal.targets import RestoreTarget
 from restorer.export import export_snapshot
 

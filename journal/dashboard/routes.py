@@ -27,7 +27,7 @@ from journal.errors import JournalError
 from journal.jobs import repository, tokens
 from journal.jobs.repository import JobRef
 from journal.jobs.tokens import Caller
-from journal.store import open_store
+from journal.packages.store import open_store
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))

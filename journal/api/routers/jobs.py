@@ -79,7 +79,7 @@ def start_restore(state: AppState, caller: Caller, body: schemas.RestoreRequest)
 
 
 def _packaged_tables(state: AppState) -> set[str]:
-    from journal.store import open_store
+    from journal.packages.store import open_store
 
     return {t for m in open_store(state.config.packages_url).list() for t in m.tables()}
 

@@ -13,7 +13,7 @@ from journal.api.security import require_role
 from journal.api.state import AppState, app_state
 from journal.errors import ValidationError
 from journal.jobs.tokens import Caller
-from journal.store import open_store
+from journal.packages.store import open_store
 
 router = APIRouter(prefix="/packages", tags=["packages"])
 # only a whole package id: no prefixes, no paths, nothing the store would resolve elsewhere
@@ -34,7 +34,7 @@ def _manifest(state: AppState, package_id: str) -> Any:
     from journal.api.problems import Problem
 
     store = open_store(state.config.packages_url)
-    if not store.path(package_id).exists():
+    if not store.exists(package_id):
         raise Problem(404, f"no package {package_id} in {state.config.packages_url}")
     try:
         return store.get(package_id)

@@ -1,5 +1,9 @@
 """The package store: where packages live, behind one small interface.
 
+Callers list manifests, open readers and verify packages through ``PackageStore``; no
+caller sees how or where a store keeps the bytes. An implementation lists its package
+ids, hands readers a ``PackageSource`` for one package, publishes, deletes and leases.
+
 ``file:///dir`` keeps each package as ``<dir>/<package_id>.tar``. A package becomes
 visible only by a rename of a complete, fsynced temporary file (then the directory is
 fsynced), so a reader never sees half a package. Temporary files and build directories
@@ -28,14 +32,9 @@ from urllib.parse import unquote, urlsplit
 
 from journal.durable import fsync_dir, publish, storage, write_atomically
 from journal.errors import ConfigError, PackageCorrupt, StorageError, ValidationError
-from journal.packages import (
-    Manifest,
-    PackageReader,
-    open_package,
-    positions_sort_key,
-    read_manifest,
-    verify_package,
-)
+from journal.packages.manifest import Manifest, positions_sort_key
+from journal.packages.reader import PackageReader, PackageSource, open_package, read_manifest
+from journal.packages.verify import verify_package
 from journal.processes import pid_alive
 
 log = logging.getLogger(__name__)
@@ -60,11 +59,17 @@ class PackageStore(ABC):
         snapshot folded at its end)."""
 
     @abstractmethod
+    def ids(self) -> list[str]:
+        """Every package id the store holds, sorted, without reading any package: one
+        whose manifest is damaged is listed too, so that verification reports it."""
+
+    @abstractmethod
     def get(self, package_id: str) -> Manifest: ...
 
     @abstractmethod
-    def path(self, package_id: str) -> Path:
-        """A local file holding the package (for a remote store, a cached copy)."""
+    def source(self, package_id: str) -> PackageSource:
+        """The package's bytes, for this store's readers (callers use ``open`` and
+        ``verify``); a remote store may stream them or read a cached copy."""
 
     @abstractmethod
     def put(self, tmp_file: Path) -> Manifest:
@@ -86,11 +91,17 @@ class PackageStore(ABC):
     def workdir(self) -> Path:
         """Where package builders put temporary files (same file system as the store)."""
 
-    def open(self, package_id: str, verify: bool = True) -> PackageReader:
-        return open_package(self.path(package_id), verify=verify)
+    def exists(self, package_id: str) -> bool:
+        """Whether the store holds a package of exactly this id."""
+        return package_id in self.ids()
 
-    def verify(self, package_id: str) -> Manifest:
-        manifest = verify_package(self.path(package_id))
+    def open(self, package_id: str, verify: bool = True) -> PackageReader:
+        return open_package(self.source(package_id), verify=verify)
+
+    def verify(self, package_id: str, *, decode: bool = True) -> Manifest:
+        """``verify_package`` on the stored package (``decode`` as there), which must hold
+        the package it is stored as."""
+        manifest = verify_package(self.source(package_id), decode=decode)
         if manifest.package_id != package_id:
             raise PackageCorrupt(package_id, "manifest.json", f"package id {package_id}",
                                  f"package id {manifest.package_id}")
@@ -158,10 +169,20 @@ class FileStore(PackageStore):
     def list(self) -> list[Manifest]:
         return sorted((self._manifest_of(p) for p in self.files()), key=positions_sort_key)
 
+    def ids(self) -> list[str]:
+        return [p.stem for p in self.files()]
+
     def path(self, package_id: str) -> Path:
+        """The file a package is (or would be) published as."""
         if "/" in package_id or package_id.startswith("."):
             raise ValidationError(f"not a package id: {package_id!r}")
         return self.directory / f"{package_id}.tar"
+
+    def source(self, package_id: str) -> PackageSource:
+        return self.path(package_id)
+
+    def exists(self, package_id: str) -> bool:
+        return self.path(package_id).exists()
 
     def get(self, package_id: str) -> Manifest:
         path = self.path(package_id)

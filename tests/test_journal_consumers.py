@@ -16,11 +16,11 @@ import uuid
 from pathlib import Path
 
 import pytest
-from journal.packages.store import open_store
 
 from journal import sample
 from journal.compactor import CONSUMER, Compactor, Policy, fold_latest
 from journal.errors import TransportError
+from journal.packages.store import open_store
 from journal.positions import Position
 from journal.transport import Committed, open_reader, open_writer
 from journal.transport.file import FileJournal

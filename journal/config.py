@@ -12,7 +12,7 @@ import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -200,3 +200,16 @@ def _parse(url: str) -> URL:
     except (ArgumentError, ValueError):
         raise ConfigError("cannot parse the URL (check its form: scheme://user@host:port/db)"
                           ) from None
+
+
+def file_url_path(url: str) -> Path | None:
+    """The directory a ``file:///dir`` URL names (``file://./dir``: relative to the current
+    directory), or None when the URL names no local directory."""
+    parts = urlsplit(url)
+    if parts.scheme != "file" or not parts.path:
+        return None
+    if parts.netloc in ("", "localhost"):
+        return Path(unquote(parts.path))
+    if parts.netloc == ".":
+        return Path("." + unquote(parts.path))
+    return None

@@ -223,6 +223,10 @@ def find_xid(store: Any, manifests: list[Any], xid: int) -> int | None:
     one planning step that needs the packages' contents)."""
     for m in sorted((m for m in manifests if m.kind == "segment"),
                     key=lambda m: m.to_position, reverse=True):
+        if isinstance(getattr(m, "xids", None), dict):  # the journal's tail: already scanned
+            if xid in m.xids:
+                return int(m.xids[xid])
+            continue
         with store.open(m.package_id, verify=False) as reader:
             found = [tx.commit_lsn for tx in reader.transactions() if tx.begin.xid == xid]
         if found:

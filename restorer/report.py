@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from restorer.tail import TAIL_ID
+
 
 @dataclass
 class TableCounts:
@@ -40,6 +42,7 @@ class RestoreReport:
     content_matched: list[str] = field(default_factory=list)
     seconds: float = 0.0
     replay_seconds: float = 0.0  # reading, decoding and applying the segments
+    journal_tail: str = ""  # what came from the journal after the newest package
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -49,8 +52,10 @@ class RestoreReport:
         verb = "would restore" if self.dry_run else "restored"
         lines = [f"{verb} {self.restore_target} into {self.target} ({self.mode}): "
                  f"position {self.start_position} -> {self.reached_position}, "
-                 f"{len(self.package_ids)} package(s), {self.transactions_replayed} "
-                 f"transaction(s) replayed, {self.seconds:.1f}s"]
+                 f"{len([i for i in self.package_ids if i != TAIL_ID])} package(s), "
+                 f"{self.transactions_replayed} transaction(s) replayed, {self.seconds:.1f}s"]
+        if self.journal_tail:
+            lines.append(f"journal tail: {self.journal_tail}")
         if self.tables:
             lines.append(f"{'table':40} {'before':>9} {'after':>9} {'insert':>8} {'update':>8} "
                          f"{'delete':>8} {'skip':>6} {'remap':>7} {'refuse':>6}")

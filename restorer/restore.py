@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -27,10 +27,11 @@ from journal.errors import (
     RestoreRefused,
     ValidationError,
 )
-from journal.events import LogicalMessage, Transaction
+from journal.events import LogicalMessage
 from journal.positions import ORIGIN
 from journal.schema_change import CatalogChange
 from journal.targets import RestoreTarget
+from journal.transport import JournalReader
 from restorer import ddl, evolve, schema, target_schema
 from restorer.generic_keys import resolve_generic_foreign_keys
 from restorer.graph import TableGraph
@@ -56,6 +57,7 @@ from restorer.remap import ON_CONFLICT, KeyMap, RowRemapper, refuse_unsafe
 from restorer.replay import CatalogTracker, end_position, replay
 from restorer.report import RestoreReport, TableCounts
 from restorer.subset import row_closure
+from restorer.tail import TAIL_ID, JournalTail, scan_after_packages, segments, transactions_of
 from restorer.target import TargetWriter
 
 log = logging.getLogger(__name__)
@@ -82,6 +84,9 @@ class RestoreOptions:
     store: Any = None  # a journal.packages.store.PackageStore; default: open_store(packages_url)
     # called between loading and replay (tests inject failures here)
     before_replay: Callable[[psycopg.Connection[Any]], None] | None = None
+    # the journal (config's journal_location()): its transactions after the newest
+    # package are restored too; empty: the packages alone (--packages-only)
+    journal_url: str = ""
 
     def restore_target(self) -> RestoreTarget:
         return RestoreTarget.from_options(time=self.to_time, lsn=self.to_lsn, xid=self.to_xid,
@@ -114,23 +119,27 @@ def restore(options: RestoreOptions) -> RestoreReport:
     except psycopg.OperationalError as exc:
         raise RestoreError(f"cannot connect to the target {redact(options.target_url)}: "
                            f"{_first_line(exc)}") from None
-    with conn:
+    with conn, ExitStack() as closing:
         state = read_state(conn)
         conn.rollback()
-        plan = _plan(store, manifests, target, state, options)
+        journal, tail, tail_text = scan_after_packages(  # before any write
+            options.journal_url, manifests, target, state.reached if state else None, closing)
+        plan = _plan(store, manifests + ([tail] if tail else []), target, state, options)
         report = RestoreReport(redact(options.target_url), "noop", options.dry_run,
                                str(target), list(plan.package_ids),
                                str(plan.start) if plan.start else None,
                                str(plan.start) if plan.start else None)
+        report.journal_tail = tail_text
         if plan.is_noop:
             report.seconds = time.monotonic() - started
             return report
+        packaged = [i for i in plan.package_ids if i != TAIL_ID]
         # leased before verification: prune must not remove what is verified, then read
-        with store.lease(plan.package_ids, "restore"):
+        with store.lease(packaged, "restore"):
             _verify_packages(store, plan)  # before the target is touched
             try:
                 with conn.transaction():
-                    _run(conn, store, plan, state, options, report)
+                    _run(conn, store, plan, state, options, report, journal)
                     if options.dry_run:
                         raise _DryRun
             except _DryRun:
@@ -202,30 +211,25 @@ def _verify_packages(store: Any, plan: RestorePlan) -> None:
     """
     from journal.packages import verify_chain
 
-    for m in plan.manifests:
+    packaged = [m for m in plan.manifests if not isinstance(m, JournalTail)]
+    for m in packaged:  # the journal's tail was decoded and checked by scan_tail
         try:
             store.verify(m.package_id, decode=False)
         except ValidationError as exc:
             raise ValidationError(f"package {m.package_id} failed verification, nothing was "
                                   f"restored: {exc}") from exc
     if plan.full is not None:  # an incremental plan's chain was checked from its start
-        verify_chain(list(plan.manifests))
-
-
-def _segments(store: Any, plan: RestorePlan, stack: ExitStack
-              ) -> Iterator[tuple[Any, Iterator[Transaction]]]:
-    for m in plan.segments:
-        reader = stack.enter_context(store.open(m.package_id, verify=False))
-        yield m, reader.transactions()
+        verify_chain(packaged)
 
 
 def _run(conn: psycopg.Connection[Any], store: Any, plan: RestorePlan,
-         state: RestoreState | None, options: RestoreOptions, report: RestoreReport) -> None:
+         state: RestoreState | None, options: RestoreOptions, report: RestoreReport,
+         journal: JournalReader | None) -> None:
     conn.execute("SELECT pg_advisory_xact_lock(hashtext('edms_journal.restore'))")
     conn.execute("SET CONSTRAINTS ALL DEFERRED")
     # the catalog at the plan's start; the stream's schema changes move it on (in place)
     catalog = copy.deepcopy(plan.full.catalog if plan.full is not None
-                            else _catalog_at_start(store, plan))
+                            else _catalog_at_start(store, plan, journal))
     tables = sorted(catalog["tables"])
     requested: set[str] = set()
     if options.tables:
@@ -260,7 +264,7 @@ def _run(conn: psycopg.Connection[Any], store: Any, plan: RestorePlan,
         if options.tables:
             # a subset comes from the journal's state at the target, closed over its FKs
             assert full is not None
-            folded = fold(catalog, full.rows, _segments(store, plan, stack), plan.cutoff,
+            folded = fold(catalog, full.rows, segments(store, plan, stack, journal), plan.cutoff,
                           plan.start, graph.closure(requested))
             subset = row_closure(folded, graph, requested)
             rows_of: Callable[[str], Any] | None = subset.__getitem__
@@ -301,7 +305,7 @@ def _run(conn: psycopg.Connection[Any], store: Any, plan: RestorePlan,
                         after, options.generic_foreign_keys))
 
             tracker = CatalogTracker(copy.deepcopy(catalog), on_change)
-            result = replay(_segments(store, plan, stack), writer, plan.cutoff,
+            result = replay(segments(store, plan, stack, journal), writer, plan.cutoff,
                             plan.start or ORIGIN, order, catalog=tracker,
                             progress=(lambda n: progress("replay", n)) if progress else None)
             report.replay_seconds = time.monotonic() - replay_started
@@ -412,7 +416,8 @@ def _check_columns(conn: psycopg.Connection[Any], catalog: dict[str, Any],
                                "packages carry: migrate the target's schema first")
 
 
-def _catalog_at_start(store: Any, plan: RestorePlan) -> dict[str, Any]:
+def _catalog_at_start(store: Any, plan: RestorePlan, journal: JournalReader | None
+                      ) -> dict[str, Any]:
     """An incremental plan's catalog where the target stands: the one of the package
     before its first segment, moved on by the schema changes of that segment up to the
     plan's start."""
@@ -422,8 +427,8 @@ def _catalog_at_start(store: Any, plan: RestorePlan) -> dict[str, Any]:
         raise RestoreError(f"package {parent}, before segment {plan.segments[0].package_id}, "
                            "is not in the store: cannot know the schema the target stands at")
     tracker = CatalogTracker(copy.deepcopy(catalog))
-    with store.open(plan.segments[0].package_id, verify=False) as reader:
-        for tx in reader.transactions():
+    with ExitStack() as stack:
+        for tx in transactions_of(store, plan.segments[0], journal, stack):
             if plan.start is None or end_position(tx) > plan.start:
                 break
             for record in tx.records:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,11 +37,17 @@ from journal.events import (
 )
 from journal.positions import Position
 from journal.stream_state import TransactionGrouper
-from journal.transport import JournalReader, RawRecord, deduplicate
+from journal.targets import RestoreTarget
+from journal.transport import JournalReader, RawRecord, deduplicate, open_reader
 
 log = logging.getLogger(__name__)
 
 TAIL_ID = "journal"  # how the tail appears among package ids in plans and reports
+
+
+class TailUnavailable(Exception):
+    """The journal cannot say where the packages end in it: the restore stops at the
+    newest package, and its report says why."""
 
 
 @dataclass
@@ -61,6 +68,7 @@ class JournalTail:
     marks: list[tuple[str, Position, int]] = field(default_factory=list)
     xids: dict[int, int] = field(default_factory=dict)  # xid -> commit LSN (newest)
     stopped: str = ""  # why the tail ends before the journal does, if it does
+    parent_id: str = ""  # the newest package, which the tail continues
     kind: str = "segment"
     package_id: str = TAIL_ID
 
@@ -76,11 +84,14 @@ def scan_tail(reader: JournalReader, newest: Any, url: str, *,
               wanted_xid: int | None = None) -> JournalTail:
     """Read and check the journal after ``newest`` (the store's newest package manifest)."""
     committed = reader.committed(CONSUMER)
+    if committed.offset == 0 and committed.position is None:
+        raise TailUnavailable(f"not read: no compactor ever committed in the journal "
+                              f"({redact(url)}), so the packages come from elsewhere")
     if committed.position is None:
-        raise RestoreError(
-            f"the journal ({redact(url)}) does not say where the packages end in it (the "
-            "compactor has not committed with this version yet): run journal compact once, "
-            "or restore with --packages-only")
+        raise TailUnavailable(
+            f"not read: the journal ({redact(url)}) does not say where the packages end in "
+            "it (its compactor last committed with an older version; the next package it "
+            "writes records it)")
     if committed.position > newest.to_position:
         raise RestoreError(
             f"the journal's compactor has packaged up to {committed.position}, past this "
@@ -89,7 +100,7 @@ def scan_tail(reader: JournalReader, newest: Any, url: str, *,
             "restore from that store, or with --packages-only")
     tail = JournalTail(redact(url), newest.system_identifier, newest.database,
                        newest.generation, newest.to_position, committed.offset,
-                       to_position=newest.to_position)
+                       to_position=newest.to_position, parent_id=newest.package_id)
     for txn, raw in _transactions(reader, tail.start_offset, tail.from_position, None, url):
         if txn is None:  # a heartbeat after complete transactions: progress
             tail.to_position = raw.position
@@ -157,3 +168,55 @@ def _transactions(reader: JournalReader, start: int, after: Position, end: Posit
         raise TransportError(f"reading the journal's newest records ({redact(url)}): {exc}; "
                              "nothing was restored (restore with --packages-only to stop at "
                              "the newest package)") from exc
+
+
+def scan_after_packages(url: str, manifests: list[Any], target: RestoreTarget,
+                        reached: Any | None, stack: ExitStack
+                        ) -> tuple[JournalReader | None, JournalTail | None, str]:
+    """The journal's transactions after the newest package of the source and generation a
+    restore or verify would use (the newest full snapshot's, or that of ``reached``, the
+    target's restore state), checked before anything is written: the open reader (closed
+    with ``stack``), the tail (None when there is nothing newer) and what to report."""
+    if not url:
+        return None, None, "not read (packages only)"
+    fulls = [m for m in manifests if m.kind == "full"]
+    head = (max(fulls, key=lambda m: m.to_position) if reached is None and fulls
+            else next((m for m in manifests if reached is not None and (
+                m.system_identifier, m.database, m.generation) == (
+                reached.system_identifier, reached.database, reached.generation)), None))
+    if head is None:
+        return None, None, "not read: no package to continue"
+    same = [m for m in manifests if (m.system_identifier, m.database, m.generation)
+            == (head.system_identifier, head.database, head.generation)]
+    newest = max(same, key=lambda m: m.to_position)
+    xid = int(target.value) if target.kind == "xid" else None  # type: ignore[arg-type]
+    try:
+        reader = open_reader(url, newest.database)  # the journal is named by the source
+    except TransportError as exc:
+        raise TransportError(f"{exc}; nothing was restored (restore with --packages-only "
+                             "to stop at the newest package)") from exc
+    stack.callback(reader.close)
+    try:
+        tail = scan_tail(reader, newest, url, wanted_xid=xid)
+    except TailUnavailable as exc:
+        log.warning("journal tail %s", exc)
+        return reader, None, str(exc)
+    if tail.to_position <= newest.to_position:
+        return reader, None, tail.describe()
+    return reader, tail, tail.describe()
+
+
+def transactions_of(store: Any, m: Any, journal: JournalReader | None, stack: ExitStack
+                    ) -> Iterator[Transaction]:
+    """The transactions of one planned segment: a package's, or the journal tail's."""
+    if isinstance(m, JournalTail):
+        assert journal is not None
+        return tail_transactions(journal, m)
+    return stack.enter_context(store.open(m.package_id, verify=False)).transactions()
+
+
+def segments(store: Any, plan: Any, stack: ExitStack, journal: JournalReader | None
+             ) -> Iterator[tuple[Any, Iterator[Transaction]]]:
+    """Each segment of a restore plan with its transactions, packages and tail alike."""
+    for m in plan.segments:
+        yield m, transactions_of(store, m, journal, stack)

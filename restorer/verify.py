@@ -40,6 +40,7 @@ from restorer.natural_keys import (
     resolve_natural_keys,
 )
 from restorer.plan import find_xid, make_plan
+from restorer.tail import scan_after_packages, segments
 
 Rows = Mapping[str, Mapping[tuple[Any, ...], Mapping[str, Any]]]
 SAMPLE = 3  # differing rows shown per table
@@ -210,25 +211,26 @@ def read_database(url: str, catalog: Mapping[str, Any], tables: list[str]) -> di
 def verify(target_url: str, packages_url: str = "", at: datetime | RestoreTarget | None = None,
            *, store: Any = None, natural_keys: Mapping[str, tuple[str, ...]] | None = None,
            generic: Mapping[str, Any] | None = None, allow_extra: bool = False,
-           tables: list[str] | None = None) -> VerifyReport:
-    """Compare the database at ``target_url`` with the journal's state at ``at``."""
+           tables: list[str] | None = None, journal_url: str = "") -> VerifyReport:
+    """Compare the database at ``target_url`` with the journal's state at ``at`` (with
+    ``journal_url``, the journal's records after the newest package count too)."""
     if store is None:
         from journal.packages.store import open_store
 
         store = open_store(packages_url)
     target = at if isinstance(at, RestoreTarget) else (
         RestoreTarget.at_time(at) if at is not None else RestoreTarget())
-    manifests = store.list()
-    xid_lsn = find_xid(store, manifests, int(target.value)) if target.kind == "xid" else None  # type: ignore[arg-type]
-    plan = make_plan(manifests, target, xid_lsn=xid_lsn)
-    catalog = plan.full.catalog
-    wanted = tables or sorted(catalog["tables"])
     with ExitStack() as stack:
+        manifests = store.list()
+        journal, tail, _ = scan_after_packages(journal_url, manifests, target, None, stack)
+        manifests += [tail] if tail else []
+        xid_lsn = find_xid(store, manifests, int(target.value)) if target.kind == "xid" else None  # type: ignore[arg-type]
+        plan = make_plan(manifests, target, xid_lsn=xid_lsn)
+        catalog = plan.full.catalog
+        wanted = tables or sorted(catalog["tables"])
         full = stack.enter_context(store.open(plan.full.package_id))
-        segments = ((m, stack.enter_context(store.open(m.package_id)).transactions())
-                    for m in plan.segments)
-        state = fold(catalog, full.rows, segments, plan.cutoff, plan.start, wanted,
-                     follow_schema=not tables)
+        state = fold(catalog, full.rows, segments(store, plan, stack, journal), plan.cutoff,
+                     plan.start, wanted, follow_schema=not tables)
     if not tables:  # the tables as the stream's schema changes left them
         catalog, wanted = state.catalog, sorted(state.catalog["tables"])
     actual = read_database(target_url, catalog, wanted)

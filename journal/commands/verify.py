@@ -22,11 +22,13 @@ from restorer.verify import verify
 @click.option("--at-mark", help="... at the named mark (journal mark NAME)")
 @click.option("--allow-extra", is_flag=True,
               help="rows only the database has are fine (a restore into a populated one)")
+@click.option("--packages-only", is_flag=True,
+              help="the state at the newest package; do not read the journal's newer records")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable report")
 @click.pass_context
 def verify_command(ctx: click.Context, target_url: str, at: str | None, at_lsn: str | None,
                    at_xid: int | None, at_mark: str | None, allow_extra: bool,
-                   as_json: bool) -> None:
+                   packages_only: bool, as_json: bool) -> None:
     """Compare TARGET row by row with the journal; exit 1 when they differ."""
     cfg = config(ctx)
     try:
@@ -38,7 +40,8 @@ def verify_command(ctx: click.Context, target_url: str, at: str | None, at_lsn: 
                             to_lsn=lsn, to_xid=at_xid, to_mark=at_mark).restore_target()
     report = verify(target_url, cfg.packages_url, target,
                     natural_keys=dict(cfg.natural_keys),
-                    generic=dict(cfg.generic_foreign_keys), allow_extra=allow_extra)
+                    generic=dict(cfg.generic_foreign_keys), allow_extra=allow_extra,
+                    journal_url="" if packages_only else cfg.journal_location())
     current().update(to_position=report.position,
                      progress=report.summary().splitlines()[0][:500])
     if as_json:

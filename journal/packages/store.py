@@ -28,8 +28,8 @@ from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
 
+from journal.config import file_url_path
 from journal.durable import fsync_dir, publish, storage, write_atomically
 from journal.errors import ConfigError, PackageCorrupt, StorageError, ValidationError
 from journal.packages.manifest import Manifest, positions_sort_key
@@ -118,12 +118,9 @@ class PackageStore(ABC):
 def open_store(url: str) -> PackageStore:
     """The store at ``file:///dir`` (``file://./dir`` for a path relative to the current
     directory)."""
-    parts = urlsplit(url)
-    if parts.scheme == "file" and parts.path:
-        if parts.netloc in ("", "localhost"):
-            return FileStore(Path(unquote(parts.path)))
-        if parts.netloc == ".":
-            return FileStore(Path("." + unquote(parts.path)))
+    path = file_url_path(url)
+    if path is not None:
+        return FileStore(path)
     raise ConfigError(f"unsupported package store URL {url!r}: use file:///dir")
 
 

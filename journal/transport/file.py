@@ -39,9 +39,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from journal.codec import SchemaRegistry
+from journal.config import file_url_path
 from journal.durable import fsync_dir, storage, write_atomically
 from journal.errors import ConfigError, StorageError, TransportError
 from journal.positions import Position
@@ -169,9 +170,10 @@ class FileJournal:
     @classmethod
     def from_url(cls, url: str, database: str, *, segment_bytes: int | None = None
                  ) -> FileJournal:
-        """``file:///dir`` (optionally ``?segment_bytes=N``)."""
+        """``file:///dir`` or ``file://./dir`` (optionally ``?segment_bytes=N``)."""
         parts = urlsplit(url)
-        if parts.scheme != "file" or parts.netloc not in ("", "localhost") or not parts.path:
+        path = file_url_path(url)
+        if path is None:
             raise ConfigError(f"not a file journal URL: {url!r} (expected file:///dir)")
         if segment_bytes is None:
             query = parse_qs(parts.query)
@@ -179,7 +181,7 @@ class FileJournal:
                 segment_bytes = int(query.get("segment_bytes", [SEGMENT_BYTES])[0])
             except ValueError:
                 raise ConfigError(f"segment_bytes in {url!r} is not an integer") from None
-        return cls(Path(unquote(parts.path)), database, segment_bytes)
+        return cls(path, database, segment_bytes)
 
     @property
     def directory(self) -> Path:

@@ -16,6 +16,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from journal.catalog import TableEntry, oid_of
 from journal.errors import ConfigError
 from restorer.natural_keys import qualify
 
@@ -23,6 +24,8 @@ DEFAULT_CONTENT_TYPE_TABLE = "public.django_content_type"
 DEFAULT_TABLE_FORMAT = "{app_label}_{model}"
 _CONTENT_TYPE_COLUMN = re.compile(r"^(?P<prefix>(?:.+_)?)content_type(?:_id)?$")
 _OBJECT_ID_COLUMN = re.compile(r"^(?P<prefix>(?:.+_)?)object_(?:id|pk)$")
+_UUID_OID = oid_of("uuid")
+_TEXT_OIDS = (oid_of("text"), oid_of("varchar"))
 _SPEC_KEYS = {"content_type", "object_id", "content_type_table", "table_format", "schema",
               "models"}
 
@@ -197,21 +200,21 @@ def _entry(content_type: str, object_id: str) -> str:
     return f'{{ content_type = "{content_type}", object_id = "{object_id}" }}'
 
 
-def object_key(value: Any, table: Mapping[str, Any]) -> Any:
+def object_key(value: Any, table: TableEntry) -> Any:
     """An object id as stored in a generic foreign key (often text), in the type of the
     referenced table's single-column primary key."""
-    pk = table["primary_key"][0]
-    col = next(c for c in table["columns"] if c["name"] == pk)
-    if isinstance(value, str) and col["pg_type"] in ("integer", "bigint", "smallint"):
+    col = table.column(table.primary_key[0])
+    assert col is not None  # a parsed catalog's primary key names its columns
+    if isinstance(value, str) and col.pg_type in ("integer", "bigint", "smallint"):
         try:
             return int(value)
         except ValueError:
             return value
-    if isinstance(value, str) and col["type_oid"] == 2950:
+    if isinstance(value, str) and col.type_oid == _UUID_OID:
         try:
             return uuid.UUID(value)
         except ValueError:
             return value
-    if isinstance(value, int) and col["type_oid"] in (25, 1043):
+    if isinstance(value, int) and col.type_oid in _TEXT_OIDS:
         return str(value)
     return value

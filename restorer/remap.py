@@ -129,7 +129,7 @@ class RowRemapper:
         # (an incremental restore sees only the content types its segments change)
         self._target_content_types: dict[str, dict[Any, tuple[str, str]]] = {}
         self._ct_tables = {g.content_type_table for gs in self.generic.values() for g in gs}
-        self._pk_of = {t: tuple(d.get("primary_key") or ()) for t, d in graph.tables.items()}
+        self._pk_of = {t: d.primary_key for t, d in graph.tables.items()}
         # (table, content type) -> object table, until content types change
         self._generic_targets: dict[tuple[str, Any], str | None] = {}
         # generic references to objects not (yet) in the target:
@@ -146,7 +146,7 @@ class RowRemapper:
         self.graph = graph
         self.generic = dict(generic)
         self._ct_tables = {g.content_type_table for gs in self.generic.values() for g in gs}
-        self._pk_of = {t: tuple(d.get("primary_key") or ()) for t, d in graph.tables.items()}
+        self._pk_of = {t: d.primary_key for t, d in graph.tables.items()}
         self._generic_targets.clear()
 
     # -- content types ---------------------------------------------------------------------
@@ -165,11 +165,11 @@ class RowRemapper:
         for table in self._ct_tables:
             spec = self.graph.tables.get(table)
             if spec is None or conn.execute("SELECT to_regclass(%s)", (sql.Identifier(
-                    spec["schema"], spec["name"]).as_string(conn),)).fetchone()[0] is None:
+                    spec.schema, spec.name).as_string(conn),)).fetchone()[0] is None:
                 continue
             pk = self._pk_of[table][0]
             rows = conn.execute(sql.SQL("SELECT {}, app_label, model FROM {}").format(
-                sql.Identifier(pk), sql.Identifier(spec["schema"], spec["name"]))).fetchall()
+                sql.Identifier(pk), sql.Identifier(spec.schema, spec.name))).fetchall()
             self._target_content_types[table] = {r[0]: (r[1], r[2]) for r in rows}
         self._generic_targets.clear()
 

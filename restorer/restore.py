@@ -19,6 +19,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from journal.catalog import Catalog
 from journal.config import check_postgres_url, redact
 from journal.errors import (
     ConfigError,
@@ -248,7 +249,7 @@ def _run(conn: psycopg.Connection[Any], store: Any, plan: RestorePlan,
         unknown = requested - set(tables)
         if unknown:
             raise RestoreError(f"--tables: no table(s) {sorted(unknown)} in the packages")
-    graph = TableGraph(catalog)
+    graph = TableGraph(Catalog.parse(catalog))
     wanted = sorted(graph.closure(requested)) if options.tables else tables
     existing = schema.existing_tables(conn, wanted)
     if state is not None:
@@ -312,8 +313,9 @@ def _run(conn: psycopg.Connection[Any], store: Any, plan: RestorePlan,
                 if mode == "remap":  # a table created in the stream is remapped too
                     for t, key in resolve_natural_keys(after, options.natural_keys).items():
                         keys.setdefault(t, key)
-                    remapper.schema_changed(TableGraph(after), resolve_generic_foreign_keys(
-                        after, options.generic_foreign_keys))
+                    remapper.schema_changed(
+                        TableGraph(Catalog.parse(after)),
+                        resolve_generic_foreign_keys(after, options.generic_foreign_keys))
 
             tracker = CatalogTracker(copy.deepcopy(catalog), on_change)
             result = replay(_segments(store, plan, stack), writer, plan.cutoff,

@@ -17,7 +17,7 @@ from typing import Any
 
 import psycopg
 
-from journal.catalog import table_schema
+from journal.catalog import Catalog, table_schema
 from journal.config import redact
 from journal.values import read_rows
 from restorer import schema
@@ -89,7 +89,7 @@ class Canonical:
         self.rows = rows
         self.keys = keys
         self.generic = generic
-        self.graph = TableGraph(catalog)
+        self.graph = TableGraph(Catalog.parse(catalog))
         self._identity: dict[tuple[str, tuple[Any, ...]], Any] = {}
         self._column_kinds: dict[str, dict[str, int | None]] = {}
 
@@ -152,7 +152,8 @@ class Canonical:
         spec = self.catalog["tables"].get(target)
         if spec is None or len(spec["primary_key"]) != 1:
             return object_id
-        return self.identity(target, (object_key(object_id, spec),), depth + 1)
+        return self.identity(target, (object_key(object_id, self.graph.tables[target]),),
+                             depth + 1)
 
     def table(self, table: str) -> Counter[Any]:
         spec = self.catalog["tables"][table]

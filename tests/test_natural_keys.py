@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from journal.catalog import Catalog
 from journal.errors import ConfigError, RestoreRefused
 from restorer.generic_keys import (
     detect_generic_foreign_keys,
@@ -135,7 +136,7 @@ def test_keymap_stores_only_differences_and_maps_the_rest_to_itself():
 
 
 def test_foreign_keys_and_generic_foreign_keys_are_remapped():
-    graph = TableGraph(CATALOG)
+    graph = TableGraph(Catalog.parse(CATALOG))
     km = KeyMap(tracked={"public.auth_user"})
     km.set("public.django_content_type", (7,), (3,))
     km.set("public.auth_user", (1,), (42,))
@@ -149,7 +150,8 @@ def test_foreign_keys_and_generic_foreign_keys_are_remapped():
 
 def test_generic_reference_to_an_object_not_restored_yet_is_pending_not_kept():
     km = KeyMap(tracked={"public.auth_user"})
-    remapper = RowRemapper(TableGraph(CATALOG), km, resolve_generic_foreign_keys(CATALOG))
+    remapper = RowRemapper(TableGraph(Catalog.parse(CATALOG)), km,
+                           resolve_generic_foreign_keys(CATALOG))
     remapper.observe("public.django_content_type", {"id": 7, "app_label": "auth", "model": "user"})
     row = {"id": 5, "content_type_id": 7, "user_id": 1, "object_id": "9"}
     remapper.remap("public.django_admin_log", row)
@@ -161,7 +163,8 @@ def test_generic_reference_to_an_object_not_restored_yet_is_pending_not_kept():
 
 
 def test_generic_reference_into_a_table_outside_the_restore_is_counted():
-    remapper = RowRemapper(TableGraph(CATALOG), KeyMap(), resolve_generic_foreign_keys(CATALOG))
+    remapper = RowRemapper(TableGraph(Catalog.parse(CATALOG)), KeyMap(),
+                           resolve_generic_foreign_keys(CATALOG))
     remapper.observe("public.django_content_type", {"id": 8, "app_label": "x", "model": "gone"})
     remapper.remap("public.django_admin_log",
                    {"id": 1, "content_type_id": 8, "user_id": 1, "object_id": "3"})
@@ -169,7 +172,7 @@ def test_generic_reference_into_a_table_outside_the_restore_is_counted():
 
 
 def test_deferred_foreign_key_loads_as_null():
-    remapper = RowRemapper(TableGraph(CATALOG), KeyMap())
+    remapper = RowRemapper(TableGraph(Catalog.parse(CATALOG)), KeyMap())
     out = remapper.remap("public.auth_permission", {"id": 1, "content_type_id": 2,
                                                     "codename": "x"}, frozenset({"p_ct"}))
     assert out["content_type_id"] is None
@@ -229,7 +232,7 @@ def test_unpaired_object_column_is_refused_with_an_entry_that_works_when_pasted(
     generic = resolve_generic_foreign_keys(cat)
     assert "public.django_admin_log" not in generic
     with pytest.raises(RestoreRefused) as err:
-        refuse_unsafe(TableGraph(cat), resolve_natural_keys(cat), generic, cat,
+        refuse_unsafe(TableGraph(Catalog.parse(cat)), resolve_natural_keys(cat), generic, cat,
                       {"public.django_admin_log"})
     assert err.value.exit_code == 3
     text = str(err.value)
@@ -272,7 +275,7 @@ def test_empty_configured_natural_key_means_none():
 
 
 def test_surrogate_table_without_natural_key_is_safe():
-    graph = TableGraph(CATALOG)
+    graph = TableGraph(Catalog.parse(CATALOG))
     refuse_unsafe(graph, resolve_natural_keys(CATALOG), {}, CATALOG, {"public.auth_user"})
 
 

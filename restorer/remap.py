@@ -19,6 +19,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from journal.catalog import Catalog, TableEntry, oid_of
 from journal.errors import RestoreRefused
 from restorer.generic_keys import (
     GenericForeignKey,
@@ -70,8 +71,8 @@ class KeyMap:
         self.tracked: set[str] = set(tracked)
 
     @classmethod
-    def in_target(cls, conn: psycopg.Connection[Any], catalog: Mapping[str, Any]) -> KeyMap:
-        oids = {name: _pk_oids(spec) for name, spec in catalog.get("tables", {}).items()}
+    def in_target(cls, conn: psycopg.Connection[Any], catalog: Catalog) -> KeyMap:
+        oids = {name: _pk_oids(spec) for name, spec in catalog.tables.items()}
         return cls(KeyStore(conn, WORK_TABLE,
                             lambda table, value: typed_key(value, oids.get(table, []))))
 
@@ -103,15 +104,18 @@ class KeyMap:
 WORK_TABLE = "journal_restore_keymap_work"
 
 
-def _pk_oids(spec: Mapping[str, Any]) -> list[int]:
-    types = {c["name"]: c["type_oid"] for c in spec.get("columns", [])}
-    return [types.get(c, 0) for c in spec.get("primary_key") or ()]
+def _pk_oids(spec: TableEntry) -> list[int]:
+    types = {c.name: c.type_oid for c in spec.columns}
+    return [types[c] for c in spec.primary_key]
+
+
+_UUID_OID = oid_of("uuid")
 
 
 def typed_key(values: Sequence[Any], oids: Sequence[int]) -> tuple[Any, ...]:
     """A key read back from JSON: JSON keeps ints and strings; a uuid comes back as its
     text."""
-    return tuple(uuid.UUID(v) if oid == 2950 and isinstance(v, str) else v
+    return tuple(uuid.UUID(v) if oid == _UUID_OID and isinstance(v, str) else v
                  for v, oid in zip(values, oids, strict=False))
 
 
@@ -301,7 +305,7 @@ class RowRemapper:
 
 
 def refuse_unsafe(graph: TableGraph, keys: Mapping[str, Any], generic: GenericKeys,
-                  catalog: Mapping[str, Any], tables: set[str]) -> None:
+                  catalog: Catalog, tables: set[str]) -> None:
     """Fail before writing when a populated target cannot be mapped safely."""
     problems = unpaired_object_columns(catalog, generic, tables)
     for table, gs in generic.items():

@@ -242,14 +242,15 @@ def _run(conn: psycopg.Connection[Any], store: Any, plan: RestorePlan,
     # the catalog at the plan's start; the stream's schema changes move it on (in place)
     catalog = copy.deepcopy(plan.full.catalog if plan.full is not None
                             else _catalog_at_start(store, plan))
-    tables = sorted(catalog["tables"])
+    typed = Catalog.parse(catalog)
+    tables = sorted(typed.tables)
     requested: set[str] = set()
     if options.tables:
         requested = {qualify(t) for t in options.tables}
         unknown = requested - set(tables)
         if unknown:
             raise RestoreError(f"--tables: no table(s) {sorted(unknown)} in the packages")
-    graph = TableGraph(Catalog.parse(catalog))
+    graph = TableGraph(typed)
     wanted = sorted(graph.closure(requested)) if options.tables else tables
     existing = schema.existing_tables(conn, wanted)
     if state is not None:
@@ -259,12 +260,12 @@ def _run(conn: psycopg.Connection[Any], store: Any, plan: RestorePlan,
     report.mode = mode
     counts = report.tables
     for t in wanted:
-        spec = catalog["tables"][t]
+        spec = typed.tables[t]
         counts[t] = TableCounts(before=schema.row_count(conn, spec) if t in existing else 0)
-    keys = resolve_natural_keys(catalog, options.natural_keys)
-    generic = resolve_generic_foreign_keys(catalog, options.generic_foreign_keys)
+    keys = resolve_natural_keys(typed, options.natural_keys)
+    generic = resolve_generic_foreign_keys(typed, options.generic_foreign_keys)
     # in remap mode the key map and the rows seen live in the target's transaction
-    keymap = KeyMap.in_target(conn, catalog) if mode == "remap" else KeyMap()
+    keymap = KeyMap.in_target(conn, typed) if mode == "remap" else KeyMap()
     remapper = RowRemapper(graph, keymap, generic)
     progress = options.progress
     decided: dict[str, Any] = {}
@@ -287,19 +288,19 @@ def _run(conn: psycopg.Connection[Any], store: Any, plan: RestorePlan,
             decided = _decide_keys(conn, catalog, wanted, keys, remapper, rows_of, state,
                                    options)
             content_matched = frozenset(decided["content"])
-            refuse_unsafe(graph, keys, generic, catalog, set(wanted))
+            refuse_unsafe(graph, keys, generic, typed, set(wanted))
         objects = {t: sorted(remapper.object_tables()) for t in generic}
         order = graph.load_order(wanted, soft=objects)
-        writer = TargetWriter(conn, catalog, remapper, keys, counts, remap=mode == "remap",
+        writer = TargetWriter(conn, typed, remapper, keys, counts, remap=mode == "remap",
                               on_conflict=options.on_conflict, dry_run=options.dry_run,
                               content_matched=content_matched, strict=options.strict)
         if options.tables:
             assert folded is not None and rows_of is not None
-            _load(conn, mode, catalog, order, rows_of, writer, existing, progress)
+            _load(conn, mode, typed, order, rows_of, writer, existing, progress)
             reached = folded.reached or plan.start
         else:
             if rows_of is not None:
-                _load(conn, mode, catalog, order, rows_of, writer, existing, progress)
+                _load(conn, mode, typed, order, rows_of, writer, existing, progress)
             if options.before_replay is not None:
                 options.before_replay(conn)
             if mode == "empty":
@@ -309,13 +310,15 @@ def _run(conn: psycopg.Connection[Any], store: Any, plan: RestorePlan,
             replay_started = time.monotonic()
             def on_change(before: dict[str, Any], after: dict[str, Any],
                           change: CatalogChange) -> None:
-                _on_catalog(conn, before, after, change, mode, writer)
+                _on_catalog(conn, before, after, change, mode)
+                typed_after = Catalog.parse(after)
+                writer.schema_changed(typed_after)
                 if mode == "remap":  # a table created in the stream is remapped too
-                    for t, key in resolve_natural_keys(after, options.natural_keys).items():
+                    for t, key in resolve_natural_keys(typed_after, options.natural_keys).items():
                         keys.setdefault(t, key)
                     remapper.schema_changed(
-                        TableGraph(Catalog.parse(after)),
-                        resolve_generic_foreign_keys(after, options.generic_foreign_keys))
+                        TableGraph(typed_after),
+                        resolve_generic_foreign_keys(typed_after, options.generic_foreign_keys))
 
             tracker = CatalogTracker(copy.deepcopy(catalog), on_change)
             result = replay(_segments(store, plan, stack), writer, plan.cutoff,
@@ -328,14 +331,15 @@ def _run(conn: psycopg.Connection[Any], store: Any, plan: RestorePlan,
             if tracker.catalog != catalog:  # the tables as the last schema change left them
                 catalog.clear()
                 catalog.update(tracker.catalog)
-                wanted = sorted(catalog["tables"])
+                typed = Catalog.parse(catalog)
+                wanted = sorted(typed.tables)
                 for t in wanted:
                     counts.setdefault(t, TableCounts())
                 for t in set(counts) - set(wanted):
                     del counts[t]
         if mode == "remap":
             writer.apply_generic_fixups(final=True)
-    schema.set_sequences(conn, catalog, wanted, empty=mode == "empty")
+    schema.set_sequences(conn, typed, wanted, empty=mode == "empty")
     report.reached_position = str(reached)
     report.dangling_generic_keys = dict(sorted(writer.dangling.items()))
     report.unresolved_generic_keys = sum(writer.dangling.values())
@@ -346,7 +350,7 @@ def _run(conn: psycopg.Connection[Any], store: Any, plan: RestorePlan,
         t: f"{', '.join(k.columns)} ({k.origin})" for t in wanted if (k := keys.get(t))}
     report.content_matched = sorted(content_matched)
     for t in wanted:
-        counts[t].after = schema.row_count(conn, catalog["tables"][t])
+        counts[t].after = schema.row_count(conn, typed.tables[t])
     head = plan.full or plan.segments[0]
     previous = state.package_ids if state is not None else ()
     write_state(conn, RestoreState(
@@ -373,8 +377,8 @@ def _decide_keys(conn: psycopg.Connection[Any], catalog: dict[str, Any], wanted:
             continue
         if state is not None:
             cols = (earlier.get("inferred") or {}).get(t)
-        elif rows_of is not None and inference_candidates(catalog["tables"][t]):
-            column = infer_natural_key(catalog["tables"][t], rows_of(t))
+        elif rows_of is not None and inference_candidates(remapper.graph.tables[t]):
+            column = infer_natural_key(remapper.graph.tables[t], rows_of(t))
             cols = [column] if column else None
         else:
             cols = None
@@ -396,7 +400,7 @@ def _decide_keys(conn: psycopg.Connection[Any], catalog: dict[str, Any], wanted:
     return {"inferred": inferred, "content": content}
 
 
-def _load(conn: psycopg.Connection[Any], mode: str, catalog: dict[str, Any], order: Any,
+def _load(conn: psycopg.Connection[Any], mode: str, catalog: Catalog, order: Any,
           rows_of: Callable[[str], Any], writer: TargetWriter, existing: set[str],
           progress: Progress | None) -> None:
     if mode == "empty":
@@ -414,16 +418,16 @@ def _load(conn: psycopg.Connection[Any], mode: str, catalog: dict[str, Any], ord
         schema.add_foreign_keys(conn, catalog, missing)
 
 
-def _check_columns(conn: psycopg.Connection[Any], catalog: dict[str, Any],
+def _check_columns(conn: psycopg.Connection[Any], catalog: Catalog,
                    tables: list[str]) -> None:
     """Every column the packages carry must exist in the populated target."""
     for t in tables:
-        spec = catalog["tables"][t]
+        spec = catalog.tables[t]
         have = {r[0] for r in conn.execute(
             "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 "
             "AND NOT attisdropped",
-            (sql.Identifier(spec["schema"], spec["name"]).as_string(conn),))}
-        missing = [c["name"] for c in spec["columns"] if c["name"] not in have]
+            (sql.Identifier(spec.schema, spec.name).as_string(conn),))}
+        missing = [c for c in spec.column_names if c not in have]
         if missing:
             raise RestoreError(f"{t} in the target lacks column(s) {missing} that the "
                                "packages carry: migrate the target's schema first")
@@ -450,7 +454,7 @@ def _catalog_at_start(store: Any, plan: RestorePlan) -> dict[str, Any]:
 
 
 def _on_catalog(conn: psycopg.Connection[Any], before: dict[str, Any], after: dict[str, Any],
-                change: CatalogChange, mode: str, writer: TargetWriter) -> None:
+                change: CatalogChange, mode: str) -> None:
     """A schema change in the stream, applied at its position (see restorer/evolve.py)."""
     old_tables, new_tables = before.get("tables", {}), after.get("tables", {})
     created = [t for t in change.tables if t not in old_tables
@@ -482,7 +486,6 @@ def _on_catalog(conn: psycopg.Connection[Any], before: dict[str, Any], after: di
         entry = new_tables[t]
         live = target_schema.live_keys(conn, entry["schema"], entry["name"])
         _run_statements(conn, evolve.key_statements(entry, live))
-    writer.schema_changed(after)
     if created or altered or change.dropped:
         log.info("schema change applied (%s mode): created %s, changed %s, dropped %s",
                  mode, created, altered, list(change.dropped))

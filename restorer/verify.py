@@ -17,7 +17,7 @@ from typing import Any
 
 import psycopg
 
-from journal.catalog import Catalog, table_schema
+from journal.catalog import Catalog
 from journal.config import redact
 from journal.values import read_rows
 from restorer import schema
@@ -82,14 +82,14 @@ class VerifyReport:
 class Canonical:
     """Rows of one database state rewritten so that ids no longer matter."""
 
-    def __init__(self, catalog: Mapping[str, Any], rows: Rows,
+    def __init__(self, catalog: Catalog, rows: Rows,
                  keys: Mapping[str, NaturalKey | None],
                  generic: GenericKeys) -> None:
         self.catalog = catalog
         self.rows = rows
         self.keys = keys
         self.generic = generic
-        self.graph = TableGraph(Catalog.parse(catalog))
+        self.graph = TableGraph(catalog)
         self._identity: dict[tuple[str, tuple[Any, ...]], Any] = {}
         self._column_kinds: dict[str, dict[str, int | None]] = {}
 
@@ -106,12 +106,10 @@ class Canonical:
         if depth > 8:  # a long chain of tables without natural keys: stop descending
             return ("deep", table)
         nk = self.keys.get(table)
-        spec = self.catalog["tables"][table]
         if nk is not None:
             ident = (table, self._values(table, row, nk.columns, depth))
         else:
-            cols = [c["name"] for c in spec["columns"]
-                    if not (is_surrogate_key(spec) and c["name"] in spec["primary_key"])]
+            cols = self._compared_columns(table)
             ident = (table, self._values(table, row, cols, depth))
         self._identity[cache_key] = ident
         return ident
@@ -120,8 +118,8 @@ class Canonical:
                 ) -> tuple[Any, ...]:
         by_column: dict[str, Any] = {}
         for fk in self.graph.foreign_keys.get(table, ()):
-            ref = self.catalog["tables"].get(fk.ref_table)
-            if ref is None or tuple(ref["primary_key"]) != fk.ref_columns:
+            ref = self.catalog.tables.get(fk.ref_table)
+            if ref is None or ref.primary_key != fk.ref_columns:
                 continue
             value = fk.value_of(row)
             ident = None if value is None else self.identity(fk.ref_table, value, depth + 1)
@@ -139,8 +137,8 @@ class Canonical:
         kinds = self._column_kinds.get(table)
         if kinds is None:
             kinds = self._column_kinds[table] = {
-                c["name"]: None if c.get("generated") else int(c["type_oid"])
-                for c in self.catalog["tables"][table]["columns"]}
+                c.name: None if c.generated else c.type_oid
+                for c in self.catalog.tables[table].columns}
         return kinds
 
     def _generic(self, g: GenericForeignKey, row: Mapping[str, Any], depth: int) -> Any:
@@ -148,30 +146,32 @@ class Canonical:
         ct_row = self.rows.get(g.content_type_table, {}).get((ct,))
         if object_id is None or ct_row is None:
             return object_id
-        target = g.target_table(ct_row["app_label"], ct_row["model"], self.catalog["tables"])
-        spec = self.catalog["tables"].get(target)
-        if spec is None or len(spec["primary_key"]) != 1:
+        target = g.target_table(ct_row["app_label"], ct_row["model"], self.catalog.tables)
+        spec = self.catalog.tables.get(target)
+        if spec is None or len(spec.primary_key) != 1:
             return object_id
-        return self.identity(target, (object_key(object_id, self.graph.tables[target]),),
-                             depth + 1)
+        return self.identity(target, (object_key(object_id, spec),), depth + 1)
 
     def table(self, table: str) -> Counter[Any]:
-        spec = self.catalog["tables"][table]
-        surrogate = is_surrogate_key(spec)
-        cols = [c["name"] for c in spec["columns"]
-                if not (surrogate and c["name"] in spec["primary_key"])]
+        cols = self._compared_columns(table)
         return Counter(self._values(table, row, cols, 0)
                        for row in self.rows.get(table, {}).values())
 
+    def _compared_columns(self, table: str) -> list[str]:
+        """Every column but a surrogate primary key, whose ids differ between databases."""
+        spec = self.catalog.tables[table]
+        surrogate = is_surrogate_key(spec)
+        return [c for c in spec.column_names if not (surrogate and c in spec.primary_key)]
 
-def compare(catalog: Mapping[str, Any], expected: Rows, actual: Rows,
+
+def compare(catalog: Catalog, expected: Rows, actual: Rows,
             keys: Mapping[str, NaturalKey | None], generic: GenericKeys,
             tables: list[str] | None = None) -> dict[str, TableDiff]:
     """Per table: how the ``actual`` rows differ from the ``expected`` ones, ids aside."""
     want, have = Canonical(catalog, expected, keys, generic), Canonical(catalog, actual, keys,
                                                                         generic)
     out = {}
-    for t in tables or sorted(catalog["tables"]):
+    for t in tables or sorted(catalog.tables):
         a, b = want.table(t), have.table(t)
         missing, extra = a - b, b - a
         examples = [f"missing: {_short(r)}" for r in list(missing)[:SAMPLE]]
@@ -190,7 +190,7 @@ def _short(row: Any) -> str:
     return text if len(text) < 200 else text[:197] + "..."
 
 
-def read_database(url: str, catalog: Mapping[str, Any], tables: list[str]) -> dict[str, Any]:
+def read_database(url: str, catalog: Catalog, tables: list[str]) -> dict[str, Any]:
     """The rows of ``tables`` in a database, in the journal's value representation."""
     out: dict[str, Any] = {}
     with psycopg.connect(url) as conn:
@@ -199,7 +199,7 @@ def read_database(url: str, catalog: Mapping[str, Any], tables: list[str]) -> di
             if t not in present:
                 out[t] = {}
                 continue
-            ts = table_schema(catalog["tables"][t])
+            ts = catalog.tables[t].table_schema()
             if ts.primary_key:
                 out[t] = {ts.key_of(r): r for r in read_rows(conn, ts)}
             else:  # no primary key: every row counts, equal ones too (a multiset)
@@ -231,14 +231,15 @@ def verify(target_url: str, packages_url: str = "", at: datetime | RestoreTarget
                      follow_schema=not tables)
     if not tables:  # the tables as the stream's schema changes left them
         catalog, wanted = state.catalog, sorted(state.catalog["tables"])
-    actual = read_database(target_url, catalog, wanted)
-    keys = resolve_natural_keys(catalog, natural_keys)
+    typed = Catalog.parse(catalog)
+    actual = read_database(target_url, typed, wanted)
+    keys = resolve_natural_keys(typed, natural_keys)
     off = disabled(natural_keys)
     for t in wanted:  # the keys a remapping restore infers, from the same source rows
-        if keys.get(t) is None and t not in off and inference_candidates(catalog["tables"][t]):
-            column = infer_natural_key(catalog["tables"][t], state.rows(t))
+        if keys.get(t) is None and t not in off and inference_candidates(typed.tables[t]):
+            column = infer_natural_key(typed.tables[t], state.rows(t))
             if column:
                 keys[t] = NaturalKey(t, (column,), "inferred from data")
-    diffs = compare(catalog, state.tables, actual, keys,
-                    resolve_generic_foreign_keys(catalog, generic), wanted)
+    diffs = compare(typed, state.tables, actual, keys,
+                    resolve_generic_foreign_keys(typed, generic), wanted)
     return VerifyReport(redact(target_url), str(state.reached), diffs, allow_extra)

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from journal import schema_change
-from journal.catalog import table_schema
+from journal.catalog import Catalog, table_schema
 from journal.codec import SchemaRegistry, decode, split_header
 from journal.config import Config
 from journal.durable import storage
@@ -370,8 +370,9 @@ class Compactor:
                     seg.marks.append((record.content.decode("utf-8", "replace"),
                                       record.position, record.commit_ts))
                 elif record.prefix == CATALOG_PREFIX:
-                    self.tip.catalog = schema_change.apply(self.tip.catalog, record.content,
-                                                           record.position)[0]
+                    self.tip.catalog = schema_change.apply(
+                        Catalog.parse(self.tip.catalog), record.content,
+                        record.position)[0].to_json()
         assert txn.end is not None
         seg.first_ts = txn.begin.commit_ts if seg.first_ts is None else seg.first_ts
         seg.last_ts = txn.begin.commit_ts

@@ -28,7 +28,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from journal.catalog import Column, TableSchema
+from journal.catalog import Column, TableSchema, oid_of
 from journal.errors import SourceError
 from journal.events import DDL_PREFIX, PARTITION_TRUNCATE_PREFIX
 from journal.schema_change import encode_value
@@ -295,8 +295,8 @@ def _values(entry: dict[str, Any], texts: dict[str, str | None]) -> dict[str, An
 # Type changes that keep every existing value as it is (so the restore's cast gives the
 # source's values): widening integers, text and varchar of any length, numeric of the
 # same scale.
-_INTEGERS = {21: 0, 23: 1, 20: 2}
-_TEXTS = {25, 1043}
+_INTEGERS = {oid_of("int2"): 0, oid_of("int4"): 1, oid_of("int8"): 2}
+_TEXTS = {oid_of("text"), oid_of("varchar")}
 _NUMERIC_SCALE = re.compile(r"^numeric(?:\(\d+,(\d+)\))?$")
 
 

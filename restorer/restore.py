@@ -7,7 +7,6 @@ populated one gets every foreign key remapped through natural keys.
 
 from __future__ import annotations
 
-import copy
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -19,7 +18,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from journal.catalog import Catalog
+from journal.catalog import Catalog, TypeEntry
 from journal.config import check_postgres_url, redact
 from journal.errors import (
     ConfigError,
@@ -239,10 +238,9 @@ def _run(conn: psycopg.Connection[Any], store: Any, plan: RestorePlan,
          state: RestoreState | None, options: RestoreOptions, report: RestoreReport) -> None:
     conn.execute("SELECT pg_advisory_xact_lock(hashtext('edms_journal.restore'))")
     conn.execute("SET CONSTRAINTS ALL DEFERRED")
-    # the catalog at the plan's start; the stream's schema changes move it on (in place)
-    catalog = copy.deepcopy(plan.full.catalog if plan.full is not None
-                            else _catalog_at_start(store, plan))
-    typed = Catalog.parse(catalog)
+    # the catalog at the plan's start; the stream's schema changes move it on
+    typed = (Catalog.parse(plan.full.catalog) if plan.full is not None
+             else _catalog_at_start(store, plan))
     tables = sorted(typed.tables)
     requested: set[str] = set()
     if options.tables:
@@ -277,7 +275,7 @@ def _run(conn: psycopg.Connection[Any], store: Any, plan: RestorePlan,
         if options.tables:
             # a subset comes from the journal's state at the target, closed over its FKs
             assert full is not None
-            folded = fold(catalog, full.rows, _segments(store, plan, stack), plan.cutoff,
+            folded = fold(typed, full.rows, _segments(store, plan, stack), plan.cutoff,
                           plan.start, graph.closure(requested))
             subset = row_closure(folded, graph, requested)
             rows_of: Callable[[str], Any] | None = subset.__getitem__
@@ -285,7 +283,7 @@ def _run(conn: psycopg.Connection[Any], store: Any, plan: RestorePlan,
             rows_of = full.rows if full is not None else None
         content_matched: frozenset[str] = frozenset()
         if mode == "remap":
-            decided = _decide_keys(conn, catalog, wanted, keys, remapper, rows_of, state,
+            decided = _decide_keys(conn, typed, wanted, keys, remapper, rows_of, state,
                                    options)
             content_matched = frozenset(decided["content"])
             refuse_unsafe(graph, keys, generic, typed, set(wanted))
@@ -308,19 +306,17 @@ def _run(conn: psycopg.Connection[Any], store: Any, plan: RestorePlan,
                 # trip per event
                 writer.pipeline = stack.enter_context(conn.pipeline())
             replay_started = time.monotonic()
-            def on_change(before: dict[str, Any], after: dict[str, Any],
-                          change: CatalogChange) -> None:
+            def on_change(before: Catalog, after: Catalog, change: CatalogChange) -> None:
                 _on_catalog(conn, before, after, change, mode)
-                typed_after = Catalog.parse(after)
-                writer.schema_changed(typed_after)
+                writer.schema_changed(after)
                 if mode == "remap":  # a table created in the stream is remapped too
-                    for t, key in resolve_natural_keys(typed_after, options.natural_keys).items():
+                    for t, key in resolve_natural_keys(after, options.natural_keys).items():
                         keys.setdefault(t, key)
                     remapper.schema_changed(
-                        TableGraph(typed_after),
-                        resolve_generic_foreign_keys(typed_after, options.generic_foreign_keys))
+                        TableGraph(after),
+                        resolve_generic_foreign_keys(after, options.generic_foreign_keys))
 
-            tracker = CatalogTracker(copy.deepcopy(catalog), on_change)
+            tracker = CatalogTracker(typed, on_change)
             result = replay(_segments(store, plan, stack), writer, plan.cutoff,
                             plan.start or ORIGIN, order, catalog=tracker,
                             progress=(lambda n: progress("replay", n)) if progress else None)
@@ -328,10 +324,8 @@ def _run(conn: psycopg.Connection[Any], store: Any, plan: RestorePlan,
             report.transactions_replayed = result.transactions
             report.events_replayed = result.events
             reached = result.reached
-            if tracker.catalog != catalog:  # the tables as the last schema change left them
-                catalog.clear()
-                catalog.update(tracker.catalog)
-                typed = Catalog.parse(catalog)
+            if tracker.catalog != typed:  # the tables as the last schema change left them
+                typed = tracker.catalog
                 wanted = sorted(typed.tables)
                 for t in wanted:
                     counts.setdefault(t, TableCounts())
@@ -362,7 +356,7 @@ def _run(conn: psycopg.Connection[Any], store: Any, plan: RestorePlan,
         write_keymap(conn, keymap)
 
 
-def _decide_keys(conn: psycopg.Connection[Any], catalog: dict[str, Any], wanted: list[str],
+def _decide_keys(conn: psycopg.Connection[Any], catalog: Catalog, wanted: list[str],
                  keys: dict[str, NaturalKey | None], remapper: RowRemapper,
                  rows_of: Callable[[str], Any] | None, state: RestoreState | None,
                  options: RestoreOptions) -> dict[str, Any]:
@@ -377,8 +371,8 @@ def _decide_keys(conn: psycopg.Connection[Any], catalog: dict[str, Any], wanted:
             continue
         if state is not None:
             cols = (earlier.get("inferred") or {}).get(t)
-        elif rows_of is not None and inference_candidates(remapper.graph.tables[t]):
-            column = infer_natural_key(remapper.graph.tables[t], rows_of(t))
+        elif rows_of is not None and inference_candidates(catalog.tables[t]):
+            column = infer_natural_key(catalog.tables[t], rows_of(t))
             cols = [column] if column else None
         else:
             cols = None
@@ -433,7 +427,7 @@ def _check_columns(conn: psycopg.Connection[Any], catalog: Catalog,
                                "packages carry: migrate the target's schema first")
 
 
-def _catalog_at_start(store: Any, plan: RestorePlan) -> dict[str, Any]:
+def _catalog_at_start(store: Any, plan: RestorePlan) -> Catalog:
     """An incremental plan's catalog where the target stands: the one of the package
     before its first segment, moved on by the schema changes of that segment up to the
     plan's start."""
@@ -442,7 +436,7 @@ def _catalog_at_start(store: Any, plan: RestorePlan) -> dict[str, Any]:
     if catalog is None:
         raise RestoreError(f"package {parent}, before segment {plan.segments[0].package_id}, "
                            "is not in the store: cannot know the schema the target stands at")
-    tracker = CatalogTracker(copy.deepcopy(catalog))
+    tracker = CatalogTracker(Catalog.parse(catalog))
     with store.open(plan.segments[0].package_id, verify=False) as reader:
         for tx in reader.transactions():
             if plan.start is None or end_position(tx) > plan.start:
@@ -453,10 +447,10 @@ def _catalog_at_start(store: Any, plan: RestorePlan) -> dict[str, Any]:
     return tracker.catalog
 
 
-def _on_catalog(conn: psycopg.Connection[Any], before: dict[str, Any], after: dict[str, Any],
+def _on_catalog(conn: psycopg.Connection[Any], before: Catalog, after: Catalog,
                 change: CatalogChange, mode: str) -> None:
     """A schema change in the stream, applied at its position (see restorer/evolve.py)."""
-    old_tables, new_tables = before.get("tables", {}), after.get("tables", {})
+    old_tables, new_tables = before.tables, after.tables
     created = [t for t in change.tables if t not in old_tables
                and t not in change.renamed.values()]
     altered = [t for t in change.tables if t not in created]
@@ -467,8 +461,9 @@ def _on_catalog(conn: psycopg.Connection[Any], before: dict[str, Any], after: di
             "database, or to a point before the change")
     statements: list[evolve.Statement] = []
     if created or change.types:  # enum types the tables need, created or rebuilt
-        for spec in after.get("types", []):
-            statements += _enum_change(conn, spec, after)
+        for spec in after.types:
+            if spec.kind == "enum":  # DDL messages carry enum types only
+                statements += _enum_change(conn, spec, after)
     existing = schema.existing_tables(conn, list(new_tables))
     statements += [s for t in created if t not in existing  # a populated target may have it
                    for s in evolve.create_statements(new_tables[t], existing)]
@@ -484,23 +479,22 @@ def _on_catalog(conn: psycopg.Connection[Any], before: dict[str, Any], after: di
     _run_statements(conn, statements)
     for t in altered:  # constraints and indexes, against the target's own after the columns
         entry = new_tables[t]
-        live = target_schema.live_keys(conn, entry["schema"], entry["name"])
+        live = target_schema.live_keys(conn, entry.schema, entry.name)
         _run_statements(conn, evolve.key_statements(entry, live))
     if created or altered or change.dropped:
         log.info("schema change applied (%s mode): created %s, changed %s, dropped %s",
                  mode, created, altered, list(change.dropped))
 
 
-def _enum_change(conn: psycopg.Connection[Any], spec: dict[str, Any],
-                 catalog: dict[str, Any]) -> list[evolve.Statement]:
-    labels = target_schema.enum_labels(conn, spec["schema"], spec["name"])
-    if labels == spec["labels"]:
+def _enum_change(conn: psycopg.Connection[Any], spec: TypeEntry,
+                 catalog: Catalog) -> list[evolve.Statement]:
+    labels = target_schema.enum_labels(conn, spec.schema, spec.name)
+    if labels is not None and tuple(labels) == spec.labels:
         return []
-    columns = target_schema.enum_columns(conn, spec["schema"], spec["name"])
-    defaults = {(t["schema"], t["name"], c["name"]): c.get("default")
-                for t in catalog.get("tables", {}).values() for c in t["columns"]}
-    old = None if labels is None else {"labels": labels}
-    return evolve.enum_statements(old, spec, columns, defaults)
+    columns = target_schema.enum_columns(conn, spec.schema, spec.name)
+    defaults = {(t.schema, t.name, c.name): c.default
+                for t in catalog.tables.values() for c in t.columns}
+    return evolve.enum_statements(labels, spec, columns, defaults)
 
 
 def _run_statements(conn: psycopg.Connection[Any], statements: list[evolve.Statement]) -> None:

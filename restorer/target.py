@@ -18,9 +18,9 @@ from datetime import date, datetime, time
 from typing import Any
 
 import psycopg
-from psycopg import sql
+from psycopg import postgres, sql
 
-from journal.catalog import Catalog, TableEntry
+from journal.catalog import Catalog, TableEntry, oid_of
 from journal.errors import RestoreError, RestoreRefused
 from restorer.keystore import encode
 from restorer.natural_keys import NaturalKey, config_line, is_surrogate_key
@@ -31,12 +31,14 @@ from restorer.report import TableCounts
 # means "the same value" are compared with it; for these, equality merges different
 # values (-0 and 0, 1.0 and 1.00, json with other spacing) or does not exist (json), so
 # they are compared as text, the parameter read through the column's (builtin) type.
-_EXACT_EQUALITY = frozenset({16, 20, 21, 23, 25, 1043, 1042, 19, 17, 1082, 1083, 1114, 1184,
-                             2950, 1000, 1016, 1005, 1007, 1009, 1015, 1014, 1001, 1182, 1183,
-                             1115, 1185, 2951})
-_TEXT_THROUGH = {700: "real", 701: "double precision", 1700: "numeric", 114: "json",
-                 3802: "jsonb", 1021: "real[]", 1022: "double precision[]",
-                 1231: "numeric[]", 199: "json[]", 3807: "jsonb[]"}
+_EXACT_SCALARS = ("bool", "int8", "int2", "int4", "text", "varchar", "bpchar", "bytea", "date",
+                  "time", "timestamp", "timestamptz", "uuid")
+_EXACT_EQUALITY = frozenset({oid_of(n) for n in (*_EXACT_SCALARS, "name")}
+                            | {postgres.types[n].array_oid for n in _EXACT_SCALARS})
+_TEXT_THROUGH_TYPES = {"float4": "real", "float8": "double precision", "numeric": "numeric",
+                       "json": "json", "jsonb": "jsonb"}
+_TEXT_THROUGH = {oid_of(n): t for n, t in _TEXT_THROUGH_TYPES.items()} | {
+    postgres.types[n].array_oid: f"{t}[]" for n, t in _TEXT_THROUGH_TYPES.items()}
 # The output formats capture reads values in (journal.values.SESSION_SETTINGS, which
 # the restorer may not import): for the rest of the restore transaction.
 _TEXT_FORMATS = (("DateStyle", "ISO, MDY"), ("IntervalStyle", "postgres"), ("TimeZone", "UTC"),

@@ -221,8 +221,8 @@ def verify(target_url: str, packages_url: str = "", at: datetime | RestoreTarget
     manifests = store.list()
     xid_lsn = find_xid(store, manifests, int(target.value)) if target.kind == "xid" else None  # type: ignore[arg-type]
     plan = make_plan(manifests, target, xid_lsn=xid_lsn)
-    catalog = plan.full.catalog
-    wanted = tables or sorted(catalog["tables"])
+    catalog = Catalog.parse(plan.full.catalog)
+    wanted = tables or sorted(catalog.tables)
     with ExitStack() as stack:
         full = stack.enter_context(store.open(plan.full.package_id))
         segments = ((m, stack.enter_context(store.open(m.package_id)).transactions())
@@ -230,16 +230,15 @@ def verify(target_url: str, packages_url: str = "", at: datetime | RestoreTarget
         state = fold(catalog, full.rows, segments, plan.cutoff, plan.start, wanted,
                      follow_schema=not tables)
     if not tables:  # the tables as the stream's schema changes left them
-        catalog, wanted = state.catalog, sorted(state.catalog["tables"])
-    typed = Catalog.parse(catalog)
-    actual = read_database(target_url, typed, wanted)
-    keys = resolve_natural_keys(typed, natural_keys)
+        catalog, wanted = state.catalog, sorted(state.catalog.tables)
+    actual = read_database(target_url, catalog, wanted)
+    keys = resolve_natural_keys(catalog, natural_keys)
     off = disabled(natural_keys)
     for t in wanted:  # the keys a remapping restore infers, from the same source rows
-        if keys.get(t) is None and t not in off and inference_candidates(typed.tables[t]):
-            column = infer_natural_key(typed.tables[t], state.rows(t))
+        if keys.get(t) is None and t not in off and inference_candidates(catalog.tables[t]):
+            column = infer_natural_key(catalog.tables[t], state.rows(t))
             if column:
                 keys[t] = NaturalKey(t, (column,), "inferred from data")
-    diffs = compare(typed, state.tables, actual, keys,
-                    resolve_generic_foreign_keys(typed, generic), wanted)
+    diffs = compare(catalog, state.tables, actual, keys,
+                    resolve_generic_foreign_keys(catalog, generic), wanted)
     return VerifyReport(redact(target_url), str(state.reached), diffs, allow_extra)

@@ -239,16 +239,16 @@ def _run(conn: psycopg.Connection[Any], store: Any, plan: RestorePlan,
     conn.execute("SELECT pg_advisory_xact_lock(hashtext('edms_journal.restore'))")
     conn.execute("SET CONSTRAINTS ALL DEFERRED")
     # the catalog at the plan's start; the stream's schema changes move it on
-    typed = (Catalog.parse(plan.full.catalog) if plan.full is not None
+    catalog = (Catalog.parse(plan.full.catalog) if plan.full is not None
              else _catalog_at_start(store, plan))
-    tables = sorted(typed.tables)
+    tables = sorted(catalog.tables)
     requested: set[str] = set()
     if options.tables:
         requested = {qualify(t) for t in options.tables}
         unknown = requested - set(tables)
         if unknown:
             raise RestoreError(f"--tables: no table(s) {sorted(unknown)} in the packages")
-    graph = TableGraph(typed)
+    graph = TableGraph(catalog)
     wanted = sorted(graph.closure(requested)) if options.tables else tables
     existing = schema.existing_tables(conn, wanted)
     if state is not None:
@@ -258,12 +258,12 @@ def _run(conn: psycopg.Connection[Any], store: Any, plan: RestorePlan,
     report.mode = mode
     counts = report.tables
     for t in wanted:
-        spec = typed.tables[t]
+        spec = catalog.tables[t]
         counts[t] = TableCounts(before=schema.row_count(conn, spec) if t in existing else 0)
-    keys = resolve_natural_keys(typed, options.natural_keys)
-    generic = resolve_generic_foreign_keys(typed, options.generic_foreign_keys)
+    keys = resolve_natural_keys(catalog, options.natural_keys)
+    generic = resolve_generic_foreign_keys(catalog, options.generic_foreign_keys)
     # in remap mode the key map and the rows seen live in the target's transaction
-    keymap = KeyMap.in_target(conn, typed) if mode == "remap" else KeyMap()
+    keymap = KeyMap.in_target(conn, catalog) if mode == "remap" else KeyMap()
     remapper = RowRemapper(graph, keymap, generic)
     progress = options.progress
     decided: dict[str, Any] = {}
@@ -275,7 +275,7 @@ def _run(conn: psycopg.Connection[Any], store: Any, plan: RestorePlan,
         if options.tables:
             # a subset comes from the journal's state at the target, closed over its FKs
             assert full is not None
-            folded = fold(typed, full.rows, _segments(store, plan, stack), plan.cutoff,
+            folded = fold(catalog, full.rows, _segments(store, plan, stack), plan.cutoff,
                           plan.start, graph.closure(requested))
             subset = row_closure(folded, graph, requested)
             rows_of: Callable[[str], Any] | None = subset.__getitem__
@@ -283,22 +283,22 @@ def _run(conn: psycopg.Connection[Any], store: Any, plan: RestorePlan,
             rows_of = full.rows if full is not None else None
         content_matched: frozenset[str] = frozenset()
         if mode == "remap":
-            decided = _decide_keys(conn, typed, wanted, keys, remapper, rows_of, state,
+            decided = _decide_keys(conn, catalog, wanted, keys, remapper, rows_of, state,
                                    options)
             content_matched = frozenset(decided["content"])
-            refuse_unsafe(graph, keys, generic, typed, set(wanted))
+            refuse_unsafe(graph, keys, generic, catalog, set(wanted))
         objects = {t: sorted(remapper.object_tables()) for t in generic}
         order = graph.load_order(wanted, soft=objects)
-        writer = TargetWriter(conn, typed, remapper, keys, counts, remap=mode == "remap",
+        writer = TargetWriter(conn, catalog, remapper, keys, counts, remap=mode == "remap",
                               on_conflict=options.on_conflict, dry_run=options.dry_run,
                               content_matched=content_matched, strict=options.strict)
         if options.tables:
             assert folded is not None and rows_of is not None
-            _load(conn, mode, typed, order, rows_of, writer, existing, progress)
+            _load(conn, mode, catalog, order, rows_of, writer, existing, progress)
             reached = folded.reached or plan.start
         else:
             if rows_of is not None:
-                _load(conn, mode, typed, order, rows_of, writer, existing, progress)
+                _load(conn, mode, catalog, order, rows_of, writer, existing, progress)
             if options.before_replay is not None:
                 options.before_replay(conn)
             if mode == "empty":
@@ -316,7 +316,7 @@ def _run(conn: psycopg.Connection[Any], store: Any, plan: RestorePlan,
                         TableGraph(after),
                         resolve_generic_foreign_keys(after, options.generic_foreign_keys))
 
-            tracker = CatalogTracker(typed, on_change)
+            tracker = CatalogTracker(catalog, on_change)
             result = replay(_segments(store, plan, stack), writer, plan.cutoff,
                             plan.start or ORIGIN, order, catalog=tracker,
                             progress=(lambda n: progress("replay", n)) if progress else None)
@@ -324,16 +324,16 @@ def _run(conn: psycopg.Connection[Any], store: Any, plan: RestorePlan,
             report.transactions_replayed = result.transactions
             report.events_replayed = result.events
             reached = result.reached
-            if tracker.catalog != typed:  # the tables as the last schema change left them
-                typed = tracker.catalog
-                wanted = sorted(typed.tables)
+            if tracker.catalog != catalog:  # the tables as the last schema change left them
+                catalog = tracker.catalog
+                wanted = sorted(catalog.tables)
                 for t in wanted:
                     counts.setdefault(t, TableCounts())
                 for t in set(counts) - set(wanted):
                     del counts[t]
         if mode == "remap":
             writer.apply_generic_fixups(final=True)
-    schema.set_sequences(conn, typed, wanted, empty=mode == "empty")
+    schema.set_sequences(conn, catalog, wanted, empty=mode == "empty")
     report.reached_position = str(reached)
     report.dangling_generic_keys = dict(sorted(writer.dangling.items()))
     report.unresolved_generic_keys = sum(writer.dangling.values())
@@ -344,7 +344,7 @@ def _run(conn: psycopg.Connection[Any], store: Any, plan: RestorePlan,
         t: f"{', '.join(k.columns)} ({k.origin})" for t in wanted if (k := keys.get(t))}
     report.content_matched = sorted(content_matched)
     for t in wanted:
-        counts[t].after = schema.row_count(conn, typed.tables[t])
+        counts[t].after = schema.row_count(conn, catalog.tables[t])
     head = plan.full or plan.segments[0]
     previous = state.package_ids if state is not None else ()
     write_state(conn, RestoreState(

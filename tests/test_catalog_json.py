@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from journal import sample
+from journal import sample, schema_change
 from journal.catalog import Catalog, TableEntry, table_schema
 from journal.errors import ValidationError
 from producers.source_catalog import read_catalog
@@ -234,3 +234,19 @@ def test_unknown_fields_and_misfiled_tables_are_refused() -> None:
         Catalog.parse([])
     with pytest.raises(ValidationError, match="tables"):
         Catalog.parse({"tables": []})
+
+
+def test_a_catalog_message_with_a_malformed_catalog_is_refused_naming_where() -> None:
+    catalog = _good()
+    del catalog["tables"]["public.doc"]["columns"][0]["pg_type"]
+    content = json.dumps({"catalog": catalog, "change": {"tables": ["public.doc"]}}).encode()
+    with pytest.raises(ValidationError) as caught:
+        schema_change.apply(Catalog(), content, "0/16B3748#2")
+    assert "0/16B3748#2" in str(caught.value) and "public.doc" in str(caught.value)
+    assert "pg_type" in str(caught.value)
+
+
+def test_a_catalog_message_changing_a_table_it_does_not_describe_is_refused() -> None:
+    content = json.dumps({"catalog": _good(), "change": {"tables": ["public.gone"]}}).encode()
+    with pytest.raises(ValidationError, match="public.gone"):
+        schema_change.apply(Catalog(), content, "here")

@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from journal import schema_change
-from journal.catalog import Catalog, TableEntry, TypeEntry
+from journal.catalog import Catalog, ColumnEntry, TableEntry, TypeEntry
 from journal.errors import RestoreError, ValidationError
 from producers.ddl_trigger import SchemaChangeRefused, refuse_inexact, value_preserving
 from restorer import ddl
@@ -188,28 +188,30 @@ def test_ddl_check_refuses_an_alter_naming_another_table() -> None:
     ("integer", "text", False), ("timestamp(6) without time zone", "date", False)])
 def test_type_changes_that_keep_every_value(old: str, new: str, kept: bool) -> None:
     oids = {"integer": 23, "bigint": 20, "smallint": 21, "text": 25, "date": 1082}
-    def column(t: str) -> dict[str, Any]:
+    def column(t: str) -> ColumnEntry:
         oid = oids.get(t, 1043 if t.startswith("character varying") else
                        1700 if t.startswith("numeric") else 1114)
-        return {"pg_type": t, "type_oid": oid}
+        return ColumnEntry("c", t, oid)
     assert value_preserving(column(old), column(new)) is kept
 
 
 def test_column_added_with_a_volatile_default_to_a_table_with_rows_is_refused() -> None:
     new = copy.deepcopy(DOC)
     new["columns"].append(_col(4, "r", "double precision", 701, default="random()"))
+    old, added = _entry(DOC), _entry(new)
     with pytest.raises(SchemaChangeRefused, match="volatile default"):
-        refuse_inexact("public.doc", DOC, new, True, {}, "ALTER TABLE doc ADD r ...")
-    refuse_inexact("public.doc", DOC, new, False, {}, "")  # no rows: nothing rewritten
-    refuse_inexact("public.doc", DOC, new, True, {"r": "0.5"}, "")  # a fast default
+        refuse_inexact("public.doc", old, added, True, {}, "ALTER TABLE doc ADD r ...")
+    refuse_inexact("public.doc", old, added, False, {}, "")  # no rows: nothing rewritten
+    refuse_inexact("public.doc", old, added, True, {"r": "0.5"}, "")  # a fast default
 
 
 def test_type_change_with_using_is_refused_even_when_widening() -> None:
     new = copy.deepcopy(DOC)
     new["columns"][2].update(pg_type="bigint", type_oid=20)
-    refuse_inexact("public.doc", DOC, new, True, {}, "ALTER TABLE doc ALTER n TYPE bigint")
+    old, retyped = _entry(DOC), _entry(new)
+    refuse_inexact("public.doc", old, retyped, True, {}, "ALTER TABLE doc ALTER n TYPE bigint")
     with pytest.raises(SchemaChangeRefused, match="changed type from integer to bigint"):
-        refuse_inexact("public.doc", DOC, new, True, {},
+        refuse_inexact("public.doc", old, retyped, True, {},
                        "ALTER TABLE doc ALTER n TYPE bigint USING n * 2")
 
 

@@ -1,217 +1,465 @@
-"""Table schemas as the journal sees them, and their Avro form.
+"""The source's CATALOG, typed: the captured tables (columns with their PostgreSQL types,
+keys, foreign keys, natural keys, the DDL that re-creates them), the user types they use
+and the extensions that own the others.
 
-A ``TableSchema`` is one *version* of a source table: a relation change (ALTER TABLE)
-makes a new one, with a new Avro schema and fingerprint.
+The CATALOG travels as JSON (SNAPSHOT and CATALOG messages, every package's manifest):
+``Catalog.parse`` reads it once, where it enters, refusing a malformed one with the place
+it is wrong; ``to_json`` gives back exactly the JSON it came from (the same keys in the
+same order; a key an older journal did not write stays absent), so messages, manifests
+and fingerprints written from a parsed catalog are byte-identical to the original. A
+table's journal form is ``TableEntry.table_schema()`` (journal/table_schema.py).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import re
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-NAMESPACE = "edms_journal"
+from journal.errors import ValidationError
 
-# Builtin type OIDs whose values get a proper Avro type. Anything else (enums, json,
-# interval, inet, ranges, multiranges, domains, composites, extension types…) travels as
-# PostgreSQL's own text form, which the restore hands back to PostgreSQL unchanged:
-# lossless, if less typed.
-_SCALARS: dict[int, Any] = {
-    16: "boolean",
-    21: "int",
-    23: "int",
-    20: "long",
-    700: "float",
-    701: "double",
-    25: "string",
-    1043: "string",
-    1042: "string",
-    19: "string",
-    17: "bytes",
-    1082: {"type": "int", "logicalType": "date"},
-    1083: {"type": "long", "logicalType": "time-micros"},
-    1114: {"type": "long", "logicalType": "local-timestamp-micros"},
-    1184: {"type": "long", "logicalType": "timestamp-micros"},
-    2950: {"type": "string", "logicalType": "uuid"},
-    114: "string",  # json: kept as text (key order and spacing are part of the value)
-    3802: "string",  # jsonb
-}
-# array OID -> element OID
-ARRAY_ELEMENTS: dict[int, int] = {
-    1000: 16, 1005: 21, 1007: 23, 1016: 20, 1021: 700, 1022: 701, 1009: 25, 1015: 1043,
-    1014: 1042, 1001: 17, 1182: 1082, 1183: 1083, 1115: 1114, 1185: 1184, 2951: 2950,
-    1231: 1700, 199: 114, 3807: 3802,
-}
-NUMERIC_OID = 1700
-_NUMERIC_TYPMOD = re.compile(r"^numeric\((\d+),(\d+)\)$")
+# The table-version names, importable from here as before the two were split.
+from journal.table_schema import (  # noqa: F401
+    ARRAY_ELEMENTS,
+    NAMESPACE,
+    NUMERIC_OID,
+    Column,
+    TableSchema,
+    avro_value_type,
+    has_text_fallback,
+    oid_of,
+    typed_oids,
+)
 
-# Types some of whose values the typed Avro branch cannot hold: dates and timestamps of
-# ±infinity, BC or after year 9999, time 24:00:00, a numeric(p,s) NaN, and arrays that are
-# multi-dimensional, have other lower bounds than 1 or hold such an element. Their column
-# type is the union [typed, "string"]: a value the typed branch cannot hold exactly travels
-# in the string branch as PostgreSQL's own text form (its output under the session
-# settings of journal.values), which the restore hands back to PostgreSQL unchanged. Any
-# Avro reader decodes it; none sees a typed value that is not the source's.
-_TEXT_FALLBACK_SCALARS = frozenset({1082, 1083, 1114, 1184, NUMERIC_OID})
+_REQUIRED: Any = object()
 
 
-def typed_oids() -> frozenset[int]:
-    """OIDs loaded into Python values (the rest stay PostgreSQL text)."""
-    return frozenset(_SCALARS) | {NUMERIC_OID} | frozenset(ARRAY_ELEMENTS)
+class _Fields:
+    """One JSON object of a catalog being read, naming its place in every error."""
+
+    def __init__(self, data: Any, where: str, keys: Sequence[str]) -> None:
+        if not isinstance(data, Mapping):
+            raise ValidationError(f"catalog {where}: expected a JSON object, "
+                                  f"not {type(data).__name__}")
+        unknown = sorted(set(data) - set(keys))
+        if unknown:
+            raise ValidationError(f"catalog {where}: unknown field(s) {unknown}")
+        self.data, self.where = data, where
+        self.absent: set[str] = set()
+
+    def get(self, key: str, check: Callable[[Any, str], Any], default: Any = _REQUIRED) -> Any:
+        if key not in self.data:
+            if default is _REQUIRED:
+                raise ValidationError(f"catalog {self.where}: missing field {key!r}")
+            self.absent.add(key)
+            return default
+        return check(self.data[key], f"{self.where}: field {key!r}")
+
+
+def _fail(where: str, what: str, value: Any) -> ValidationError:
+    return ValidationError(f"catalog {where} must be {what}, not {value!r}"[:300])
+
+
+def _str(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise _fail(where, "a string", value)
+    return value
+
+
+def _opt_str(value: Any, where: str) -> str | None:
+    return None if value is None else _str(value, where)
+
+
+def _int(value: Any, where: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise _fail(where, "an integer", value)
+    return value
+
+
+def _bool(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise _fail(where, "true or false", value)
+    return value
+
+
+def _strs(value: Any, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise _fail(where, "a list of strings", value)
+    return tuple(_str(v, f"{where}[{i}]") for i, v in enumerate(value))
+
+
+def _opt_strs(value: Any, where: str) -> tuple[str, ...] | None:
+    return None if value is None else _strs(value, where)
+
+
+def _list(parse: Callable[[Any, str], Any]) -> Callable[[Any, str], tuple[Any, ...]]:
+    def check(value: Any, where: str) -> tuple[Any, ...]:
+        if not isinstance(value, list):
+            raise _fail(where, "a list", value)
+        return tuple(parse(v, f"{where}[{i}]") for i, v in enumerate(value))
+    return check
+
+
+def _emit(pairs: Sequence[tuple[str, Any]], absent: frozenset[str]) -> dict[str, Any]:
+    return {k: v for k, v in pairs if k not in absent}
 
 
 @dataclass(frozen=True, slots=True)
-class Column:
+class ColumnEntry:
+    """A column as the CATALOG describes it."""
+
     name: str
-    pg_type: str  # format_type() text, e.g. "numeric(12,2)", "text[]", "document_status"
+    pg_type: str  # format_type() text, user types schema-qualified
     type_oid: int
     not_null: bool = False
+    default: str | None = None  # the default expression; a generated column's expression
+    identity: str = ""  # pg_attribute.attidentity: "a" always, "d" by default, "" none
+    generated: str = ""  # pg_attribute.attgenerated: "s" stored, "v" virtual, "" none
+    attnum: int | None = None  # which column across renames (journals since oids)
+    absent: frozenset[str] = field(default=frozenset(), repr=False)
 
-    def avro_type(self) -> Any:
-        return avro_value_type(self.type_oid, self.pg_type, nullable=not self.not_null)
+    _KEYS = ("name", "pg_type", "type_oid", "not_null", "default", "identity", "generated",
+             "attnum")
 
+    @classmethod
+    def parse(cls, data: Any, where: str) -> ColumnEntry:
+        f = _Fields(data, where, cls._KEYS)
+        name = f.get("name", _str)
+        f.where = f"{where} ({name})"
+        return cls(name, f.get("pg_type", _str), f.get("type_oid", _int),
+                   f.get("not_null", _bool, False), f.get("default", _opt_str, None),
+                   f.get("identity", _str, ""), f.get("generated", _str, ""),
+                   f.get("attnum", _int, None), frozenset(f.absent))
 
+    def to_json(self) -> dict[str, Any]:
+        return _emit([("name", self.name), ("pg_type", self.pg_type),
+                      ("type_oid", self.type_oid), ("not_null", self.not_null),
+                      ("default", self.default), ("identity", self.identity),
+                      ("generated", self.generated), ("attnum", self.attnum)], self.absent)
 
-def has_text_fallback(oid: int) -> bool:
-    """Whether values of this type may travel as PostgreSQL text (see above)."""
-    return oid in _TEXT_FALLBACK_SCALARS or oid in ARRAY_ELEMENTS
-
-
-def avro_value_type(oid: int, pg_type: str, nullable: bool = True) -> Any:
-    """The Avro type of a column's values: its typed form, the text fallback where the
-    typed form cannot hold every value, and null first where the value may be missing."""
-    base = _avro_base(oid, pg_type)
-    branches = ["null"] if nullable else []
-    branches.append(base)
-    if has_text_fallback(oid) and base != "string":  # an unconstrained numeric is text
-        branches.append("string")
-    return branches[0] if len(branches) == 1 else branches
-
-
-def _avro_base(oid: int, pg_type: str) -> Any:
-    if oid in ARRAY_ELEMENTS:
-        element_type = pg_type[:-2] if pg_type.endswith("[]") else pg_type
-        return {"type": "array", "items": ["null", _avro_base(ARRAY_ELEMENTS[oid], element_type)]}
-    if oid == NUMERIC_OID:
-        m = _NUMERIC_TYPMOD.match(pg_type)
-        if m:
-            precision, scale = int(m.group(1)), int(m.group(2))
-            return {"type": "bytes", "logicalType": "decimal", "precision": precision,
-                    "scale": scale}
-        return "string"  # unconstrained numeric: arbitrary precision, NaN, infinities
-    return _SCALARS.get(oid, "string")
+    @property
+    def uses_sequence(self) -> bool:
+        """Filled by an identity or a ``nextval(…)`` default."""
+        return bool(self.identity) or "nextval(" in (self.default or "")
 
 
 @dataclass(frozen=True, slots=True)
-class TableSchema:
+class UniqueKey:
+    name: str
+    columns: tuple[str, ...]
+
+    @classmethod
+    def parse(cls, data: Any, where: str) -> UniqueKey:
+        f = _Fields(data, where, ("name", "columns"))
+        return cls(f.get("name", _str), f.get("columns", _strs))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "columns": list(self.columns)}
+
+
+@dataclass(frozen=True, slots=True)
+class ForeignKeyEntry:
+    name: str
+    columns: tuple[str, ...]
+    ref_table: str  # schema.table
+    ref_columns: tuple[str, ...]
+    deferrable: bool = False
+    ddl: str | None = None  # ALTER TABLE … ADD CONSTRAINT …
+    absent: frozenset[str] = field(default=frozenset(), repr=False)
+
+    @classmethod
+    def parse(cls, data: Any, where: str) -> ForeignKeyEntry:
+        f = _Fields(data, where, ("name", "columns", "ref_table", "ref_columns", "deferrable",
+                                  "ddl"))
+        return cls(f.get("name", _str), f.get("columns", _strs), f.get("ref_table", _str),
+                   f.get("ref_columns", _strs), f.get("deferrable", _bool, False),
+                   f.get("ddl", _opt_str, None), frozenset(f.absent))
+
+    def to_json(self) -> dict[str, Any]:
+        return _emit([("name", self.name), ("columns", list(self.columns)),
+                      ("ref_table", self.ref_table), ("ref_columns", list(self.ref_columns)),
+                      ("deferrable", self.deferrable), ("ddl", self.ddl)], self.absent)
+
+
+@dataclass(frozen=True, slots=True)
+class SequenceEntry:
+    """A sequence owned by a column (serial or identity), the DDL that brings it back, and
+    where the source's stood when read (absent when the sequence was gone by then)."""
+
+    name: str  # schema.sequence
+    column: str
+    ddl: str
+    last_value: int | None = None
+    is_called: bool | None = None
+    absent: frozenset[str] = field(default=frozenset(), repr=False)
+
+    @classmethod
+    def parse(cls, data: Any, where: str) -> SequenceEntry:
+        f = _Fields(data, where, ("name", "column", "ddl", "last_value", "is_called"))
+        return cls(f.get("name", _str), f.get("column", _str), f.get("ddl", _str),
+                   f.get("last_value", _int, None), f.get("is_called", _bool, None),
+                   frozenset(f.absent))
+
+    def to_json(self) -> dict[str, Any]:
+        return _emit([("name", self.name), ("column", self.column), ("ddl", self.ddl),
+                      ("last_value", self.last_value), ("is_called", self.is_called)],
+                     self.absent)
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaIdentity:
+    kind: str  # default, full, nothing, index
+    index: str | None = None
+    ddl: str | None = None  # None for the default (the primary key)
+
+    @classmethod
+    def parse(cls, data: Any, where: str) -> ReplicaIdentity:
+        f = _Fields(data, where, ("kind", "index", "ddl"))
+        return cls(f.get("kind", _str), f.get("index", _opt_str), f.get("ddl", _opt_str))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "index": self.index, "ddl": self.ddl}
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionEntry:
+    """A partition under a partitioned table, parents before their own partitions."""
+
     schema: str
     name: str
-    columns: tuple[Column, ...]
-    primary_key: tuple[str, ...]
+    parent: str  # schema.table, quoted as PostgreSQL quotes it
+    ddl: str  # CREATE TABLE … PARTITION OF … FOR VALUES …
+    constraints: tuple[str, ...]
+    indexes: tuple[str, ...]
+    replica_identity: ReplicaIdentity
+
+    @classmethod
+    def parse(cls, data: Any, where: str) -> PartitionEntry:
+        f = _Fields(data, where, ("schema", "name", "parent", "ddl", "constraints", "indexes",
+                                  "replica_identity"))
+        return cls(f.get("schema", _str), f.get("name", _str), f.get("parent", _str),
+                   f.get("ddl", _str), f.get("constraints", _strs), f.get("indexes", _strs),
+                   f.get("replica_identity", ReplicaIdentity.parse))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"schema": self.schema, "name": self.name, "parent": self.parent,
+                "ddl": self.ddl, "constraints": list(self.constraints),
+                "indexes": list(self.indexes),
+                "replica_identity": self.replica_identity.to_json()}
+
+
+def _attributes(value: Any, where: str) -> tuple[tuple[str, str], ...]:
+    pairs = _list(_strs)(value, where)
+    if any(len(p) != 2 for p in pairs):
+        raise _fail(where, "a list of [name, type] pairs", value)
+    return pairs
+
+
+@dataclass(frozen=True, slots=True)
+class TypeEntry:
+    """A user-defined type the tables use: enum (``labels``), domain (``base_type``),
+    composite (``attributes``) or range (``subtype``), with the DDL that creates it."""
+
+    schema: str
+    name: str
+    kind: str
+    ddl: str
+    labels: tuple[str, ...] | None = None
+    base_type: str | None = None
+    attributes: tuple[tuple[str, str], ...] | None = None
+    subtype: str | None = None
+    absent: frozenset[str] = field(default=frozenset(), repr=False)
+
+    @classmethod
+    def parse(cls, data: Any, where: str) -> TypeEntry:
+        f = _Fields(data, where, ("schema", "name", "kind", "labels", "base_type",
+                                  "attributes", "subtype", "ddl"))
+        return cls(f.get("schema", _str), f.get("name", _str), f.get("kind", _str),
+                   f.get("ddl", _str), f.get("labels", _strs, None),
+                   f.get("base_type", _str, None), f.get("attributes", _attributes, None),
+                   f.get("subtype", _str, None), frozenset(f.absent))
 
     @property
     def qualified(self) -> str:
         return f"{self.schema}.{self.name}"
 
-    def column(self, name: str) -> Column:
-        for c in self.columns:
-            if c.name == name:
-                return c
-        raise KeyError(f"{self.qualified} has no column {name!r}")
+    def to_json(self) -> dict[str, Any]:
+        return _emit([("schema", self.schema), ("name", self.name), ("kind", self.kind),
+                      ("labels", None if self.labels is None else list(self.labels)),
+                      ("base_type", self.base_type),
+                      ("attributes", None if self.attributes is None
+                       else [list(a) for a in self.attributes]),
+                      ("subtype", self.subtype), ("ddl", self.ddl)], self.absent)
+
+
+@dataclass(frozen=True, slots=True)
+class ExtensionEntry:
+    """An extension that owns types the tables use (citext, hstore…)."""
+
+    name: str
+    schema: str
+    version: str
+
+    @classmethod
+    def parse(cls, data: Any, where: str) -> ExtensionEntry:
+        f = _Fields(data, where, ("name", "schema", "version"))
+        return cls(f.get("name", _str), f.get("schema", _str), f.get("version", _str))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "schema": self.schema, "version": self.version}
+
+
+_TABLE_KEYS = ("oid", "schema", "name", "columns", "primary_key", "unique", "foreign_keys",
+               "create_table", "constraints", "indexes", "sequences", "replica_identity",
+               "partition_key", "partitions", "natural_key")
+
+
+@dataclass(frozen=True, slots=True)
+class TableEntry:
+    """One captured table: its columns, its keys, and the DDL that re-creates it.
+
+    ``natural_key`` is the key read_catalog detected (None: the table has none); a
+    catalog written before detection has no such field (``natural_key_detected``)."""
+
+    schema: str
+    name: str
+    columns: tuple[ColumnEntry, ...]
+    primary_key: tuple[str, ...] = ()
+    unique: tuple[UniqueKey, ...] = ()
+    foreign_keys: tuple[ForeignKeyEntry, ...] = ()
+    create_table: str | None = None
+    constraints: tuple[str, ...] = ()
+    indexes: tuple[str, ...] = ()
+    sequences: tuple[SequenceEntry, ...] = ()
+    replica_identity: ReplicaIdentity | None = None
+    partition_key: str | None = None
+    partitions: tuple[PartitionEntry, ...] = ()
+    natural_key: tuple[str, ...] | None = None
+    oid: int | None = None  # which relation across renames (journals since oids)
+    absent: frozenset[str] = field(default=frozenset(), repr=False)
+
+    @classmethod
+    def parse(cls, data: Any, where: str = "table") -> TableEntry:
+        f = _Fields(data, where, _TABLE_KEYS)
+        schema, name = f.get("schema", _str), f.get("name", _str)
+        f.where = where = f"table {schema}.{name}"
+        entry = cls(
+            schema, name, f.get("columns", _list(ColumnEntry.parse)),
+            f.get("primary_key", _strs, ()), f.get("unique", _list(UniqueKey.parse), ()),
+            f.get("foreign_keys", _list(ForeignKeyEntry.parse), ()),
+            f.get("create_table", _str, None), f.get("constraints", _strs, ()),
+            f.get("indexes", _strs, ()), f.get("sequences", _list(SequenceEntry.parse), ()),
+            f.get("replica_identity", ReplicaIdentity.parse, None),
+            f.get("partition_key", _str, None),
+            f.get("partitions", _list(PartitionEntry.parse), ()),
+            f.get("natural_key", _opt_strs, None), f.get("oid", _int, None),
+            frozenset(f.absent))
+        entry._check_columns(where)
+        return entry
+
+    def _check_columns(self, where: str) -> None:
+        known = set(self.column_names)
+        if len(known) != len(self.columns):
+            raise ValidationError(f"catalog {where}: a column is described twice")
+        named = [("primary key", self.primary_key), ("natural key", self.natural_key or ())]
+        named += [(f"unique key {u.name!r}", u.columns) for u in self.unique]
+        named += [(f"foreign key {k.name!r}", k.columns) for k in self.foreign_keys]
+        for what, columns in named:
+            missing = [c for c in columns if c not in known]
+            if missing:
+                raise ValidationError(f"catalog {where}: its {what} names column(s) {missing} "
+                                      "the table does not have")
+
+    def to_json(self) -> dict[str, Any]:
+        return _emit([
+            ("oid", self.oid), ("schema", self.schema), ("name", self.name),
+            ("columns", [c.to_json() for c in self.columns]),
+            ("primary_key", list(self.primary_key)),
+            ("unique", [u.to_json() for u in self.unique]),
+            ("foreign_keys", [k.to_json() for k in self.foreign_keys]),
+            ("create_table", self.create_table), ("constraints", list(self.constraints)),
+            ("indexes", list(self.indexes)),
+            ("sequences", [s.to_json() for s in self.sequences]),
+            ("replica_identity", None if self.replica_identity is None
+             else self.replica_identity.to_json()),
+            ("partition_key", self.partition_key),
+            ("partitions", [p.to_json() for p in self.partitions]),
+            ("natural_key", None if self.natural_key is None else list(self.natural_key)),
+        ], self.absent)
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.schema}.{self.name}"
 
     @property
     def column_names(self) -> tuple[str, ...]:
         return tuple(c.name for c in self.columns)
 
-    def key_of(self, row: dict[str, Any]) -> tuple[Any, ...]:
-        return tuple(row[c] for c in self.primary_key)
+    @property
+    def natural_key_detected(self) -> bool:
+        return "natural_key" not in self.absent
 
-    def digest(self) -> str:
-        """Content digest of this version; part of the Avro names so that two versions
-        differing only in PostgreSQL type detail never share a fingerprint."""
-        text = json.dumps(
-            [self.schema, self.name, [[c.name, c.pg_type, c.type_oid, c.not_null]
-                                      for c in self.columns], list(self.primary_key)]
-        )
-        return hashlib.sha256(text.encode()).hexdigest()[:12]
+    def column(self, name: str) -> ColumnEntry | None:
+        return next((c for c in self.columns if c.name == name), None)
 
-    def avro_namespace(self) -> str:
-        return f"{NAMESPACE}.{_avro_name(self.schema)}.{_avro_name(self.name)}.v{self.digest()}"
+    def table_schema(self) -> TableSchema:
+        """The table version the journal carries: its columns minus generated ones, which
+        pgoutput does not send (and the restore computes again)."""
+        return TableSchema(self.schema, self.name,
+                           tuple(Column(c.name, c.pg_type, c.type_oid, c.not_null)
+                                 for c in self.columns if not c.generated),
+                           self.primary_key)
 
-    def avro_row_schema(self) -> dict[str, Any]:
-        fields = []
-        for i, c in enumerate(self.columns):
-            # Every row field is nullable, NOT NULL columns too: a delete's key-only before
-            # image and an unchanged TOAST value leave columns without a value.
-            fields.append({"name": _field_name(c.name, i),
-                           "type": avro_value_type(c.type_oid, c.pg_type),
-                           "pg_name": c.name, "pg_type": c.pg_type, "pg_type_oid": c.type_oid,
-                           "pg_not_null": c.not_null})
-        return {"type": "record", "name": "Row", "namespace": self.avro_namespace(),
-                "fields": fields}
 
-    def avro_key_schema(self) -> dict[str, Any]:
-        fields = []
-        for name in self.primary_key:
-            i = self.column_names.index(name)
-            c = self.columns[i]
-            fields.append({"name": _field_name(c.name, i),
-                           "type": avro_value_type(c.type_oid, c.pg_type, nullable=False),
-                           "pg_name": c.name})
-        return {"type": "record", "name": "Key", "namespace": self.avro_namespace(),
-                "fields": fields}
+@dataclass(frozen=True, slots=True)
+class Catalog:
+    """The source's CATALOG: the captured tables by "schema.table", the user types they
+    use (each before its users) and the extensions that own the others."""
 
-    def avro_field_names(self) -> tuple[str, ...]:
-        return tuple(_field_name(c.name, i) for i, c in enumerate(self.columns))
+    tables: Mapping[str, TableEntry] = field(default_factory=dict)
+    types: tuple[TypeEntry, ...] = ()
+    extensions: tuple[ExtensionEntry, ...] = ()
+    absent: frozenset[str] = field(default=frozenset(), repr=False)
 
     @classmethod
-    def from_avro_envelope(cls, envelope: dict[str, Any]) -> TableSchema:
-        row = next(f for f in envelope["fields"] if f["name"] == "before")["type"][1]
-        columns = []
-        for f in row["fields"]:
-            not_null = f.get("pg_not_null",
-                             not (isinstance(f["type"], list) and f["type"][0] == "null"))
-            columns.append(Column(f["pg_name"], f["pg_type"], int(f["pg_type_oid"]), not_null))
-        return cls(envelope["pg_schema"], envelope["pg_table"], tuple(columns),
-                   tuple(envelope["pg_primary_key"]))
+    def parse(cls, data: Any) -> Catalog:
+        """The catalog of its JSON form; ValidationError naming the table and field where
+        it is malformed."""
+        f = _Fields(data, "", ("types", "extensions", "tables"))
+        f.where = "catalog"
+
+        def tables(value: Any, where: str) -> dict[str, TableEntry]:
+            if not isinstance(value, Mapping):
+                raise _fail(where, "an object of tables by name", value)
+            result = {}
+            for key, entry in value.items():
+                table = TableEntry.parse(entry, f"table {key}")
+                if key != table.qualified:
+                    raise ValidationError(f"catalog table {key}: its entry describes "
+                                          f"{table.qualified}")
+                result[key] = table
+            return result
+
+        return cls(f.get("tables", tables, {}), f.get("types", _list(TypeEntry.parse), ()),
+                   f.get("extensions", _list(ExtensionEntry.parse), ()), frozenset(f.absent))
 
     def to_json(self) -> dict[str, Any]:
-        return {"schema": self.schema, "name": self.name,
-                "columns": [[c.name, c.pg_type, c.type_oid, c.not_null] for c in self.columns],
-                "primary_key": list(self.primary_key)}
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> TableSchema:
-        return cls(data["schema"], data["name"],
-                   tuple(Column(n, t, int(o), bool(nn)) for n, t, o, nn in data["columns"]),
-                   tuple(data["primary_key"]))
+        return _emit([("types", [t.to_json() for t in self.types]),
+                      ("extensions", [e.to_json() for e in self.extensions]),
+                      ("tables", {n: t.to_json() for n, t in self.tables.items()})],
+                     self.absent)
 
 
-_NAME_OK = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+def table_schema(entry: TableEntry | Mapping[str, Any]) -> TableSchema:
+    """``TableEntry.table_schema`` of a CATALOG table entry, typed or still in its JSON
+    form (readers that have not moved to the typed catalog yet)."""
+    if not isinstance(entry, TableEntry):
+        entry = TableEntry.parse(entry)
+    return entry.table_schema()
 
 
-def table_schema(entry: dict[str, Any]) -> TableSchema:
-    """The table version the journal carries for one CATALOG table entry: its columns
-    minus generated ones, which pgoutput does not send (and the restore computes again)."""
-    columns = tuple(Column(c["name"], c["pg_type"], int(c["type_oid"]), bool(c["not_null"]))
-                    for c in entry["columns"] if not c.get("generated"))
-    return TableSchema(entry["schema"], entry["name"], columns, tuple(entry["primary_key"]))
-
-
-def table_schemas(catalog: dict[str, Any]) -> dict[str, TableSchema]:
+def table_schemas(catalog: Catalog | Mapping[str, Any]) -> dict[str, TableSchema]:
     """``table_schema`` of every table of a CATALOG."""
-    return {name: table_schema(t) for name, t in catalog["tables"].items()}
-
-
-def _avro_name(name: str) -> str:
-    if _NAME_OK.match(name):
-        return name
-    return "x" + hashlib.sha256(name.encode()).hexdigest()[:16]
-
-
-def _field_name(name: str, index: int) -> str:
-    # Avro field names are identifiers; a column called "order id" keeps its real name in
-    # pg_name and gets a positional Avro name.
-    return name if _NAME_OK.match(name) else f"c{index}_{_avro_name(name)}"
+    if not isinstance(catalog, Catalog):
+        catalog = Catalog.parse(catalog)
+    return {name: t.table_schema() for name, t in catalog.tables.items()}

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from journal import schema_change
-from journal.catalog import table_schema
+from journal.catalog import Catalog
 from journal.codec import SchemaRegistry, decode, split_header
 from journal.config import Config
 from journal.durable import storage
@@ -169,16 +169,16 @@ class _OpenSnapshot:
                                   f"event_count {end.event_count} but {self.rows} rows arrived")
         for sink in self.sinks.values():
             sink.close()
-        catalog = self.content.get("catalog") or {}
-        for name, spec in sorted((catalog.get("tables") or {}).items()):
+        catalog = Catalog.parse(self.content.get("catalog") or {})
+        for name, spec in sorted(catalog.tables.items()):
             if name not in self.sinks:  # an empty table is still part of the snapshot
-                self.builder.table(table_schema(spec))
+                self.builder.table(spec.table_schema())
         return self.builder.finish(
             system_identifier=str(self.content.get("system_identifier", "")),
             database=str(self.content.get("database", end.database)),
             generation=str(self.content.get("generation", "")),
             to_position=end.position, first_commit_ts=end.commit_ts,
-            last_commit_ts=end.commit_ts, parent_id=None, catalog=catalog)
+            last_commit_ts=end.commit_ts, parent_id=None, catalog=catalog.to_json())
 
     def discard(self) -> None:
         self.builder.discard()
@@ -377,8 +377,9 @@ class Compactor:
                     seg.marks.append((record.content.decode("utf-8", "replace"),
                                       record.position, record.commit_ts))
                 elif record.prefix == CATALOG_PREFIX:
-                    self.tip.catalog = schema_change.apply(self.tip.catalog, record.content,
-                                                           record.position)[0]
+                    self.tip.catalog = schema_change.apply(
+                        Catalog.parse(self.tip.catalog), record.content,
+                        record.position)[0].to_json()
         assert txn.end is not None
         seg.first_ts = txn.begin.commit_ts if seg.first_ts is None else seg.first_ts
         seg.last_ts = txn.begin.commit_ts

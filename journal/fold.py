@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from journal import schema_change
-from journal.catalog import TableSchema, table_schema
+from journal.catalog import Catalog, TableEntry, TableSchema
 from journal.errors import ValidationError
 from journal.events import (
     CATALOG_PREFIX,
@@ -102,10 +102,10 @@ class _TableChanges:
         return any(e.rekeyed for e in self.evolutions)
 
 
-def _identity(name: str, entry: dict[str, Any] | None) -> str:
+def _identity(name: str, entry: TableEntry | None) -> str:
     """A table's identity across renames: its source oid (a name for older catalogs)."""
-    if entry is not None and entry.get("oid") is not None:
-        return f"o{int(entry['oid']):012d}"
+    if entry is not None and entry.oid is not None:
+        return f"o{entry.oid:012d}"
     return f"n{name}"
 
 
@@ -115,7 +115,7 @@ class FoldState:
 
     position: Position
     commit_ts: int | None
-    catalog: dict[str, Any]
+    catalog: Catalog
     tables: dict[str, _TableChanges] = field(default_factory=dict)  # by identity
     ids: dict[str, str] = field(default_factory=dict)  # name now -> identity
     base_names: dict[str, str] = field(default_factory=dict)  # identity -> name in base
@@ -146,7 +146,7 @@ def fold(base: PackageReader, segments: Sequence[PackageReader], workdir: Path, 
             system_identifier=m.system_identifier, database=m.database,
             generation=m.generation, to_position=state.position,
             first_commit_ts=state.commit_ts, last_commit_ts=state.commit_ts,
-            parent_id=parent_id, catalog=state.catalog)
+            parent_id=parent_id, catalog=state.catalog.to_json())
     except BaseException:
         builder.discard()
         raise
@@ -160,9 +160,9 @@ def fold(base: PackageReader, segments: Sequence[PackageReader], workdir: Path, 
 def _collect(base: PackageReader, segments: Sequence[PackageReader], target: Cutoff,
              sorter: ExternalSorter) -> FoldState:
     m = base.manifest
-    state = FoldState(m.to_position, m.last_commit_ts, m.catalog)
+    state = FoldState(m.to_position, m.last_commit_ts, Catalog.parse(m.catalog))
     for name in base.tables():
-        ident = _identity(name, (m.catalog.get("tables") or {}).get(name))
+        ident = _identity(name, state.catalog.tables.get(name))
         state.tables[ident] = _TableChanges(base.table_schema(name), name)
         state.ids[name] = ident
         state.base_names[ident] = name
@@ -190,10 +190,10 @@ def _message(message: LogicalMessage, state: FoldState) -> None:
                               "never crosses generations (the compactor ends segments there)")
     if message.prefix != CATALOG_PREFIX:
         return
-    before = state.catalog.get("tables") or {}
+    before = state.catalog.tables
     state.catalog, change = schema_change.apply(state.catalog, message.content,
                                                 message.position)
-    after = state.catalog.get("tables") or {}
+    after = state.catalog.tables
     pos = (message.position.commit_lsn, message.position.seq)
     for old_name, new_name in change.renamed.items():
         ident = state.ids.pop(old_name, None)
@@ -208,7 +208,7 @@ def _message(message: LogicalMessage, state: FoldState) -> None:
         ident = state.ids.get(name)
         if ident is None:  # created (or created again after a drop)
             ident = state.ids[name] = _identity(name, entry)
-            state.tables[ident] = _TableChanges(table_schema(entry), name)
+            state.tables[ident] = _TableChanges(entry.table_schema(), name)
             continue
         state.tables[ident].schema_changed = True
         old = before.get(renamed_from.get(name, name))
@@ -218,30 +218,28 @@ def _message(message: LogicalMessage, state: FoldState) -> None:
                 state.tables[ident].evolutions.append(step)
 
 
-def evolution(name: str, old: dict[str, Any], new: dict[str, Any], pos: tuple[int, int],
+def evolution(name: str, old: TableEntry, new: TableEntry, pos: tuple[int, int],
               values: dict[str, Any]) -> Evolution | None:
     """How rows written before the change of ``old`` into ``new`` look after it."""
-    if any(c.get("attnum") is None for c in [*old["columns"], *new["columns"]]):
-        names_old = [c["name"] for c in old["columns"]]
-        names_new = [c["name"] for c in new["columns"]]
-        if names_old == names_new and old["primary_key"] == new["primary_key"]:
+    if any(c.attnum is None for c in [*old.columns, *new.columns]):
+        if old.column_names == new.column_names and old.primary_key == new.primary_key:
             return None
         raise ValidationError(f"{name} changed its columns in a catalog without attnums "
                               "(written by an older capture): the fold cannot follow it")
-    before = {c["attnum"]: c for c in old["columns"]}
-    after = {c["attnum"]: c for c in new["columns"]}
-    renames = {before[n]["name"]: c["name"] for n, c in after.items()
-               if n in before and before[n]["name"] != c["name"]}
-    dropped = frozenset(before[n]["name"] for n in set(before) - set(after))
-    added = {after[n]["name"]: values.get(after[n]["name"])
-             for n in sorted(set(after) - set(before)) if not after[n].get("generated")}
-    attnum_old = {c["name"]: c["attnum"] for c in old["columns"]}
-    attnum_new = {c["name"]: c["attnum"] for c in new["columns"]}
-    rekeyed = ([attnum_old[c] for c in old["primary_key"]]
-               != [attnum_new[c] for c in new["primary_key"]])
+    before = {c.attnum: c for c in old.columns}
+    after = {c.attnum: c for c in new.columns}
+    renames = {before[n].name: c.name for n, c in after.items()
+               if n in before and before[n].name != c.name}
+    dropped = frozenset(before[n].name for n in set(before) - set(after))
+    added = {after[n].name: values.get(after[n].name)
+             for n in sorted(set(after) - set(before)) if not after[n].generated}
+    attnum_old = {c.name: c.attnum for c in old.columns}
+    attnum_new = {c.name: c.attnum for c in new.columns}
+    rekeyed = ([attnum_old[c] for c in old.primary_key]
+               != [attnum_new[c] for c in new.primary_key])
     if not (renames or dropped or added or rekeyed):
         return None
-    return Evolution(pos, renames, dropped, added, rekeyed, tuple(new["primary_key"]))
+    return Evolution(pos, renames, dropped, added, rekeyed, new.primary_key)
 
 
 def _change(event: ChangeEvent, state: FoldState, sorter: ExternalSorter,
@@ -250,8 +248,7 @@ def _change(event: ChangeEvent, state: FoldState, sorter: ExternalSorter,
     name = table.qualified
     ident = state.ids.get(name)
     if ident is None:
-        entry = (state.catalog.get("tables") or {}).get(name)
-        ident = state.ids[name] = _identity(name, entry)
+        ident = state.ids[name] = _identity(name, state.catalog.tables.get(name))
     info = state.tables.get(ident)
     if info is None:
         info = state.tables[ident] = _TableChanges(table, name)
@@ -323,18 +320,17 @@ def _require(event: ChangeEvent, row: dict[str, Any] | None, which: str) -> dict
 def _final_tables(state: FoldState) -> list[str]:
     """The identities of the tables the folded snapshot holds, in identity order (the
     order of the sorted changes)."""
-    catalog_tables = state.catalog.get("tables") if isinstance(state.catalog, dict) else None
-    if not catalog_tables:
+    if not state.catalog.tables:
         return sorted(state.tables)
     final = []
-    for name, spec in catalog_tables.items():
-        if spec.get("primary_key") is None:
+    for name, spec in state.catalog.tables.items():
+        if "primary_key" in spec.absent:
             continue
         ident = state.ids.get(name)
         if ident is None:
             ident = state.ids[name] = _identity(name, spec)
         if ident not in state.tables:
-            state.tables[ident] = _TableChanges(table_schema(spec), name)
+            state.tables[ident] = _TableChanges(spec.table_schema(), name)
         final.append(ident)
     return sorted(final)
 
@@ -344,7 +340,7 @@ def _merge_all(base: PackageReader, state: FoldState, sorter: ExternalSorter,
                builder: PackageBuilder, workdir: Path, spill_bytes: int) -> None:
     changes = _by_table(sorter.items())
     pending = next(changes, None)
-    catalog_tables = state.catalog.get("tables") or {}
+    catalog_tables = state.catalog.tables
     for ident in _final_tables(state):
         info = state.tables[ident]
         while pending is not None and pending[0] < ident:
@@ -356,7 +352,7 @@ def _merge_all(base: PackageReader, state: FoldState, sorter: ExternalSorter,
         if info.name in catalog_tables and (info.schema_changed
                                             or info.schema.qualified != info.name):
             # rows come out in the table's shape now, whatever their last change's was
-            info.schema = table_schema(catalog_tables[info.name])
+            info.schema = catalog_tables[info.name].table_schema()
         if (base_name is not None and base_name == info.name and not info.has_changes
                 and info.truncated_at is None and not info.evolutions
                 and info.schema == base.table_schema(base_name)):

@@ -10,15 +10,15 @@ schema changes were tracked) replaces the catalog as a whole.
 from __future__ import annotations
 
 import base64
-import copy
 import json
 import math
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time
 from decimal import Decimal
 from typing import Any
 
+from journal.catalog import Catalog
 from journal.errors import ValidationError
 
 
@@ -37,49 +37,54 @@ class CatalogChange:
         return name in self.tables or name in self.dropped or name in self.renamed
 
 
-def parse(content: bytes, where: object) -> tuple[dict[str, Any], CatalogChange | None]:
+def parse(content: bytes, where: object) -> tuple[Catalog, CatalogChange | None]:
     """The message's catalog and change record (None for a whole-catalog message)."""
     try:
         data = json.loads(content)
-        catalog = data["catalog"]
+        raw_catalog = data["catalog"]
         raw = data.get("change")
-        if raw is None:
-            return catalog, None
-        values = {table: {c: decode_value(v) for c, v in columns.items()}
-                  for table, columns in raw.get("missing_values", {}).items()}
-        return catalog, CatalogChange(tuple(raw.get("tables", ())), dict(raw.get("renamed", {})),
-                                      tuple(raw.get("dropped", ())), tuple(raw.get("types", ())),
-                                      dict(raw.get("missing", {})), values)
+        change = None
+        if raw is not None:
+            values = {table: {c: decode_value(v) for c, v in columns.items()}
+                      for table, columns in raw.get("missing_values", {}).items()}
+            change = CatalogChange(tuple(raw.get("tables", ())), dict(raw.get("renamed", {})),
+                                   tuple(raw.get("dropped", ())), tuple(raw.get("types", ())),
+                                   dict(raw.get("missing", {})), values)
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ValidationError(f"catalog message at {where} is not "
                               f"{{\"catalog\": ..., \"change\": ...}}: {exc}") from None
+    try:
+        return Catalog.parse(raw_catalog), change
+    except ValidationError as exc:
+        raise ValidationError(f"catalog message at {where}: {exc}") from None
 
 
-def apply(previous: dict[str, Any], content: bytes, where: object
-          ) -> tuple[dict[str, Any], CatalogChange]:
+def apply(previous: Catalog, content: bytes, where: object) -> tuple[Catalog, CatalogChange]:
     """The catalog after the CATALOG message ``content``, and what it changed."""
     catalog, change = parse(content, where)
     if change is None:
-        old, new = previous.get("tables", {}), catalog.get("tables", {})
+        old, new = previous.tables, catalog.tables
         change = CatalogChange(
             tuple(sorted(n for n in new if old.get(n) != new[n])), {},
             tuple(sorted(set(old) - set(new))),
-            tuple(sorted(f"{t['schema']}.{t['name']}" for t in catalog.get("types", [])
-                         if t not in previous.get("types", []))))
+            tuple(sorted(t.qualified for t in catalog.types if t not in previous.types)))
         return catalog, change
-    result = copy.deepcopy(previous)
-    tables = result.setdefault("tables", {})
+    tables = dict(previous.tables)
     for name in change.dropped:
         tables.pop(name, None)
     for old_name in change.renamed:
         tables.pop(old_name, None)
     for name in change.tables:
-        tables[name] = catalog["tables"][name]
-    by_name = {(t["schema"], t["name"]): t for t in result.get("types", [])}
-    for t in catalog.get("types", []):
-        by_name[(t["schema"], t["name"])] = t
-    result["types"] = [by_name[k] for k in sorted(by_name)]
-    return result, change
+        if name not in catalog.tables:
+            raise ValidationError(f"catalog message at {where} changes table {name} but does "
+                                  "not describe it")
+        tables[name] = catalog.tables[name]
+    by_name = {(t.schema, t.name): t for t in previous.types}
+    for t in catalog.types:
+        by_name[(t.schema, t.name)] = t
+    types = tuple(by_name[k] for k in sorted(by_name))
+    return replace(previous, tables=tables, types=types,
+                   absent=previous.absent - {"tables", "types"}), change
 
 
 # -- journal values in JSON ----------------------------------------------------------------

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from journal import schema_change
+from journal.catalog import Catalog
 from journal.errors import ValidationError
 from journal.events import (
     CATALOG_PREFIX,
@@ -184,8 +185,8 @@ class StreamState:
             self.generation = content.get("generation")
             self.catalog = content.get("catalog")
         elif message.prefix == CATALOG_PREFIX:
-            self.catalog = schema_change.apply(self.catalog or {}, message.content,
-                                               message.position)[0]
+            self.catalog = schema_change.apply(Catalog.parse(self.catalog or {}),
+                                               message.content, message.position)[0].to_json()
         elif message.prefix == MARK_PREFIX:
             self.marks.append((message.content.decode(errors="replace"), message.position))
 

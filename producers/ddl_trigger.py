@@ -19,16 +19,25 @@ followed it in the same transaction. A failure of the function fails the DDL ins
 
 from __future__ import annotations
 
-import copy
 import json
 import re
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
-from journal.catalog import Column, TableSchema
+from journal.catalog import (
+    NUMERIC_OID,
+    Catalog,
+    Column,
+    ColumnEntry,
+    TableEntry,
+    TableSchema,
+    TypeEntry,
+    oid_of,
+)
 from journal.errors import SourceError
 from journal.events import DDL_PREFIX, PARTITION_TRUNCATE_PREFIX
 from journal.schema_change import encode_value
@@ -215,13 +224,20 @@ def catalog_change(previous: dict[str, Any], content: bytes, conn: psycopg.Conne
                    ) -> tuple[dict[str, Any], dict[str, Any]] | None:
     """The catalog after the DDL message ``content`` and the change record of the CATALOG
     message, or None when no captured table is concerned. Raises SchemaChangeRefused for
-    a change the stream cannot carry exactly."""
-    message = json.loads(content)
-    by_oid = {t.get("oid"): name for name, t in previous["tables"].items()}
-    catalog = copy.deepcopy(previous)
+    a change the stream cannot carry exactly. The catalogs are in their JSON form, as
+    capture keeps them."""
+    result = _catalog_change(Catalog.parse(previous), json.loads(content), conn, captured)
+    return None if result is None else (result[0].to_json(), result[1])
+
+
+def _catalog_change(previous: Catalog, message: dict[str, Any], conn: psycopg.Connection[Any],
+                    captured: Callable[[str, str], bool]
+                    ) -> tuple[Catalog, dict[str, Any]] | None:
+    by_oid = {t.oid: name for name, t in previous.tables.items()}
+    tables = dict(previous.tables)
     change: dict[str, Any] = {"tables": [], "renamed": {}, "dropped": [], "types": []}
-    partition_of = {f"{p['schema']}.{p['name']}": root
-                    for root, t in previous["tables"].items() for p in t.get("partitions") or ()}
+    partition_of = {f"{p.schema}.{p.name}": root
+                    for root, t in previous.tables.items() for p in t.partitions}
     for dropped in message.get("dropped") or []:
         name = by_oid.get(int(dropped["oid"])) or f"{dropped['schema']}.{dropped['name']}"
         if name in partition_of and partition_of[name] not in {
@@ -231,36 +247,37 @@ def catalog_change(previous: dict[str, Any], content: bytes, conn: psycopg.Conne
                 "table without a change in the stream. Delete them through the partitioned "
                 "table first, or take a new full snapshot (drop the slot and restart "
                 "`journal capture`)")
-        if name in catalog["tables"]:
-            del catalog["tables"][name]
+        if name in tables:
+            del tables[name]
             change["dropped"].append(name)
     for oid_text, raw in (message.get("tables") or {}).items():
         oid = int(oid_text)
         if not is_captured_kind(raw["names"][0]):
             continue
-        entry = table_entry(conn, oid, {k: raw[k] for k in TABLE_QUERIES})
-        name = f"{entry['schema']}.{entry['name']}"
+        entry = TableEntry.parse(table_entry(conn, oid, {k: raw[k] for k in TABLE_QUERIES}),
+                                 f"table with oid {oid}")
+        name = entry.qualified
         old_name = by_oid.get(oid)
-        if not captured(entry["schema"], entry["name"]):
+        if not captured(entry.schema, entry.name):
             if old_name is not None:
                 raise SchemaChangeRefused(
                     f"table {old_name} was renamed or moved to {name}, which is not captured: "
                     "capture cannot follow it. Add it to [source] schemas/tables, then take "
                     "a new full snapshot (drop the slot and restart `journal capture`)")
             continue
-        old = catalog["tables"].get(old_name) if old_name else None
-        if old is not None and old["schema"] != entry["schema"]:
+        old = tables.get(old_name) if old_name else None
+        if old is not None and old.schema != entry.schema:
             raise SchemaChangeRefused(
-                f"table {old_name} was moved to schema {entry['schema']}: the journal does "
+                f"table {old_name} was moved to schema {entry.schema}: the journal does "
                 "not follow a table across schemas. Take a new full snapshot (drop the slot "
                 "and restart `journal capture`)")
         refuse_inexact(name, old, entry, bool(raw.get("has_rows")), raw.get("missing") or {},
                        str(message.get("query") or ""))
         refuse_partition_change(name, old, entry, str(message.get("query") or ""))
         if old_name is not None and old_name != name:
-            del catalog["tables"][old_name]
+            del tables[old_name]
             change["renamed"][old_name] = name
-        catalog["tables"][name] = entry
+        tables[name] = entry
         change["tables"].append(name)
         if raw.get("missing"):
             # what existing rows hold in a column added with a (non-volatile) default
@@ -270,24 +287,25 @@ def catalog_change(previous: dict[str, Any], content: bytes, conn: psycopg.Conne
         return None
     # the catalog's order is the order types are created in (a domain after its base):
     # a changed enum keeps its place, a new one comes last
-    types = {(t["schema"], t["name"]): t for t in catalog.get("types", [])}
-    for t in enum_types(message.get("types") or []):
-        if types.get((t["schema"], t["name"])) != t:
-            change["types"].append(f"{t['schema']}.{t['name']}")
-        types[(t["schema"], t["name"])] = t
-    catalog["types"] = list(types.values())
-    return catalog, change
+    types = {(t.schema, t.name): t for t in previous.types}
+    for raw_type in enum_types(message.get("types") or []):
+        t = TypeEntry.parse(raw_type, f"type {raw_type['schema']}.{raw_type['name']}")
+        if types.get((t.schema, t.name)) != t:
+            change["types"].append(t.qualified)
+        types[(t.schema, t.name)] = t
+    return replace(previous, tables=tables, types=tuple(types.values()),
+                   absent=previous.absent - {"tables", "types"}), change
 
 
-def _values(entry: dict[str, Any], texts: dict[str, str | None]) -> dict[str, Any]:
+def _values(entry: TableEntry, texts: dict[str, str | None]) -> dict[str, Any]:
     """The journal's values of PostgreSQL texts of ``entry``'s columns."""
     out = {}
-    for c in entry["columns"]:
-        if c["name"] in texts:
-            column = Column(c["name"], c["pg_type"], int(c["type_oid"]), bool(c["not_null"]))
-            loader = RowLoader(TableSchema(entry["schema"], entry["name"], (column,), ()))
-            text = texts[c["name"]]
-            out[c["name"]] = encode_value(
+    for c in entry.columns:
+        if c.name in texts:
+            column = Column(c.name, c.pg_type, c.type_oid, c.not_null)
+            loader = RowLoader(TableSchema(entry.schema, entry.name, (column,), ()))
+            text = texts[c.name]
+            out[c.name] = encode_value(
                 None if text is None else loader.load_text(0, text.encode()))
     return out
 
@@ -295,36 +313,36 @@ def _values(entry: dict[str, Any], texts: dict[str, str | None]) -> dict[str, An
 # Type changes that keep every existing value as it is (so the restore's cast gives the
 # source's values): widening integers, text and varchar of any length, numeric of the
 # same scale.
-_INTEGERS = {21: 0, 23: 1, 20: 2}
-_TEXTS = {25, 1043}
+_INTEGERS = {oid_of("int2"): 0, oid_of("int4"): 1, oid_of("int8"): 2}
+_TEXTS = {oid_of("text"), oid_of("varchar")}
 _NUMERIC_SCALE = re.compile(r"^numeric(?:\(\d+,(\d+)\))?$")
 
 
-def value_preserving(old: dict[str, Any], new: dict[str, Any]) -> bool:
+def value_preserving(old: ColumnEntry, new: ColumnEntry) -> bool:
     """True when changing a column's type from ``old`` to ``new`` leaves every value as
     it was (what a restore that casts the same way reproduces exactly)."""
-    a, b = int(old["type_oid"]), int(new["type_oid"])
-    if old["pg_type"] == new["pg_type"]:
+    a, b = old.type_oid, new.type_oid
+    if old.pg_type == new.pg_type:
         return True
     if a in _INTEGERS and b in _INTEGERS:
         return _INTEGERS[a] <= _INTEGERS[b]
     if a in _TEXTS and b in _TEXTS:
         return True
-    if a == b == 1700:
-        sa, sb = _NUMERIC_SCALE.match(old["pg_type"]), _NUMERIC_SCALE.match(new["pg_type"])
+    if a == b == NUMERIC_OID:
+        sa, sb = _NUMERIC_SCALE.match(old.pg_type), _NUMERIC_SCALE.match(new.pg_type)
         return bool(sa and sb and sa.group(1) == sb.group(1))
     return False
 
 
-def refuse_partition_change(name: str, old: dict[str, Any] | None, new: dict[str, Any],
+def refuse_partition_change(name: str, old: TableEntry | None, new: TableEntry,
                             query: str) -> None:
     """Raise SchemaChangeRefused when partitions of ``name`` left it (DETACH: their rows
     vanish from the table) or joined it with rows of their own (ATTACH: rows the stream
     never carried). A partition created empty (CREATE TABLE … PARTITION OF) is followed."""
     if old is None:
         return
-    before = {f"{p['schema']}.{p['name']}" for p in old.get("partitions") or ()}
-    after = {f"{p['schema']}.{p['name']}" for p in new.get("partitions") or ()}
+    before = {f"{p.schema}.{p.name}" for p in old.partitions}
+    after = {f"{p.schema}.{p.name}" for p in new.partitions}
     what = "take a new full snapshot (drop the slot and restart `journal capture`)"
     if before - after:
         raise SchemaChangeRefused(
@@ -338,31 +356,31 @@ def refuse_partition_change(name: str, old: dict[str, Any] | None, new: dict[str
             f"empty (CREATE TABLE … PARTITION OF) and insert through {name}, or {what}")
 
 
-def refuse_inexact(name: str, old: dict[str, Any] | None, new: dict[str, Any],
+def refuse_inexact(name: str, old: TableEntry | None, new: TableEntry,
                    has_rows: bool, missing: dict[str, Any], query: str) -> None:
     """Raise SchemaChangeRefused when existing rows of ``name`` got values that the stream
     will not carry (a table rewrite): a column added with a volatile default or as an
     identity, a type change that converts values."""
     if old is None or not has_rows:
         return  # a new table, or no rows that a rewrite could have changed
-    before = {c.get("attnum"): c for c in old["columns"]}
+    before = {c.attnum: c for c in old.columns}
     what = "take a new full snapshot (drop the slot and restart `journal capture`)"
-    for column in new["columns"]:
-        previous = before.get(column["attnum"])
-        where = f"column {column['name']!r} of {name}"
+    for column in new.columns:
+        previous = before.get(column.attnum)
+        where = f"column {column.name!r} of {name}"
         if previous is None:
-            computed = column["default"] is not None or column["identity"]
-            if computed and not column["generated"] and column["name"] not in missing:
+            computed = column.default is not None or column.identity
+            if computed and not column.generated and column.name not in missing:
                 raise SchemaChangeRefused(
                     f"{where} was added with a volatile default or as an identity "
-                    f"({column['default'] or 'identity'}): PostgreSQL rewrote the existing "
+                    f"({column.default or 'identity'}): PostgreSQL rewrote the existing "
                     f"rows with values the stream never carries. Add the column without the "
                     f"default and fill it with UPDATE, or {what}")
             continue
-        if previous["pg_type"] != column["pg_type"]:
+        if previous.pg_type != column.pg_type:
             converted = re.search(r"\bTYPE\b[^;]*\bUSING\b", query, re.I)
             if converted or not value_preserving(previous, column):
                 raise SchemaChangeRefused(
-                    f"{where} changed type from {previous['pg_type']} to {column['pg_type']}: "
+                    f"{where} changed type from {previous.pg_type} to {column.pg_type}: "
                     "PostgreSQL converted the existing values in place, and the stream does "
                     f"not carry the results. Convert with UPDATE into a new column, or {what}")

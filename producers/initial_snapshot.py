@@ -21,7 +21,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from journal.catalog import TableSchema, table_schema
+from journal.catalog import Catalog, TableSchema
 from journal.events import SNAPSHOT_PREFIX, ChangeEvent, LogicalMessage, Record, TransactionMarker
 from journal.positions import Position
 from journal.values import prepare_session, read_rows
@@ -72,7 +72,8 @@ def take_snapshot(conn: psycopg.Connection[Any], snapshot_name: str, consistent_
         conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot_name)))
         prepare_session(conn)
         catalog = read_catalog(conn, schemas, tables)
-        table_map = {name: table_schema(t) for name, t in catalog["tables"].items()}
+        table_map = {name: t.table_schema()
+                     for name, t in Catalog.parse(catalog).tables.items()}
         signatures = read_signatures(conn, list(table_map))
         emit(TransactionMarker("BEGIN", database, Position(commit_lsn, 0), 0, commit_ts))
         content = json.dumps({"generation": generation, "slot": slot,

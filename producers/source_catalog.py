@@ -17,14 +17,15 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row, tuple_row
 
+from journal.catalog import oid_of
 from journal.errors import SourceError
 
 # Tables the journal itself writes into a database (restore state and the like): never
 # captured, even when they live in a captured schema.
 JOURNAL_TABLE_PREFIX = "journal_"
 
-_UUID_OID = 2950
-_TEXT_OIDS = frozenset({25, 1043})  # text, varchar
+_UUID_OID = oid_of("uuid")
+_TEXT_OIDS = frozenset({oid_of("text"), oid_of("varchar")})
 
 
 def read_catalog(conn: psycopg.Connection[Any], schemas: Sequence[str] = ("public",),

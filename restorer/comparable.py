@@ -14,9 +14,9 @@ from __future__ import annotations
 import struct
 from typing import Any
 
-from journal.catalog import ARRAY_ELEMENTS
+from journal.catalog import ARRAY_ELEMENTS, oid_of
 
-FLOAT4_OID = 700
+FLOAT4_OID = oid_of("float4")
 _float32 = struct.Struct("<f")
 
 

@@ -11,11 +11,12 @@ restore runs in one transaction, so the target is then left as it was.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from psycopg import sql
 
+from journal.catalog import ColumnEntry, ForeignKeyEntry, TableEntry, TypeEntry
 from journal.errors import RestoreError
 from restorer import ddl
 
@@ -60,58 +61,68 @@ def _alter(schema: str, name: str, action: sql.Composable) -> Statement:
         sql.Identifier(schema, name), action)), schema, name)
 
 
-def _is_sequence_default(column: dict[str, Any]) -> bool:
-    return bool(column.get("identity")) or (
-        not column.get("generated") and (column.get("default") or "").startswith("nextval("))
+def _is_sequence_default(column: ColumnEntry) -> bool:
+    return bool(column.identity) or (
+        not column.generated and (column.default or "").startswith("nextval("))
 
 
-def create_statements(entry: dict[str, Any], existing: set[str]) -> list[Statement]:
+def create_statements(entry: TableEntry, existing: set[str]) -> list[Statement]:
     """A table that appeared in the stream: created as in an empty target, with the
     foreign keys whose referenced table exists."""
-    schema, name = entry["schema"], entry["name"]
-    out = [Statement("table", entry["create_table"], schema, name)]
-    out += [Statement("constraint", s, schema, name) for s in entry.get("constraints", [])]
-    out += [Statement("index", s, schema, name) for s in entry.get("indexes", [])]
-    for seq in entry.get("sequences", []):
-        out += [Statement("sequence", s, schema, name) for s in ddl.split_sequence_ddl(seq["ddl"])]
-    here = f"{schema}.{name}"
-    out += [Statement("foreign key", fk["ddl"], schema, name)
-            for fk in entry.get("foreign_keys", [])
-            if fk["ref_table"] in existing or fk["ref_table"] == here]
+    schema, name = entry.schema, entry.name
+    if entry.create_table is None:
+        raise RestoreError(f"{entry.qualified} appeared in the stream without the DDL that "
+                           "creates it: restore from a full snapshot taken after it")
+    out = [Statement("table", entry.create_table, schema, name)]
+    out += [Statement("constraint", s, schema, name) for s in entry.constraints]
+    out += [Statement("index", s, schema, name) for s in entry.indexes]
+    for seq in entry.sequences:
+        out += [Statement("sequence", s, schema, name) for s in ddl.split_sequence_ddl(seq.ddl)]
+    here = entry.qualified
+    out += [Statement("foreign key", _fk_ddl(entry, fk), schema, name)
+            for fk in entry.foreign_keys
+            if fk.ref_table in existing or fk.ref_table == here]
     return out
 
 
-def drop_statement(qualified: str, entry: dict[str, Any] | None) -> Statement:
+def _fk_ddl(entry: TableEntry, fk: ForeignKeyEntry) -> str:
+    if fk.ddl is None:
+        raise RestoreError(f"{entry.qualified}: the catalog has no DDL for its foreign key "
+                           f"{fk.name}: restore from a full snapshot taken after it")
+    return fk.ddl
+
+
+def drop_statement(qualified: str, entry: TableEntry | None) -> Statement:
     schema, _, name = qualified.partition(".")
     if entry is not None:
-        schema, name = entry["schema"], entry["name"]
+        schema, name = entry.schema, entry.name
     # CASCADE drops the foreign keys that referenced it, as the source's own drop must have
     return Statement("drop table", _text(sql.SQL("DROP TABLE {} CASCADE").format(
         sql.Identifier(schema, name))), schema, name)
 
 
-def table_statements(old: dict[str, Any], new: dict[str, Any],
+def table_statements(old: TableEntry, new: TableEntry,
                      missing: dict[str, str | None]) -> list[Statement]:
     """Columns of one table from ``old`` to ``new`` (dropped first, then renamed,
     retyped, added, and defaults and NOT NULL set)."""
-    schema, name = old["schema"], old["name"]
-    where = f"{new['schema']}.{new['name']}"
-    if new["schema"] != schema:
-        raise RestoreError(f"table {schema}.{name} moved to schema {new['schema']}: not "
+    schema, name = old.schema, old.name
+    where = new.qualified
+    if new.schema != schema:
+        raise RestoreError(f"table {schema}.{name} moved to schema {new.schema}: not "
                            "replayed; restore to a point before it, or from a newer snapshot")
     out: list[Statement] = []
-    if new["name"] != name:
+    if new.name != name:
         out.append(_alter(schema, name, sql.SQL("RENAME TO {}").format(
-            sql.Identifier(new["name"]))))
-        name = new["name"]
+            sql.Identifier(new.name))))
+        name = new.name
     old_cols = _by_attnum(old, where)
     new_cols = _by_attnum(new, where)
-    renames = {n: (old_cols[n]["name"], c["name"]) for n, c in new_cols.items()
-               if n in old_cols and old_cols[n]["name"] != c["name"]}
+    renames = {n: (old_cols[n].name, c.name) for n, c in new_cols.items()
+               if n in old_cols and old_cols[n].name != c.name}
     for n in sorted(set(old_cols) - set(new_cols)):
         out.append(_alter(schema, name, sql.SQL("DROP COLUMN {}").format(
-            sql.Identifier(old_cols[n]["name"]))))
-    taken = {c["name"] for n, c in old_cols.items() if n in new_cols and n not in renames}
+            sql.Identifier(old_cols[n].name))))
+    taken = {c.name for n, c in old_cols.items() if n in new_cols and n not in renames}
     pending = dict(renames)
     while pending:  # a rename onto a name still in use waits for that one to move
         ready = [n for n, (_, to) in pending.items()
@@ -136,78 +147,81 @@ def table_statements(old: dict[str, Any], new: dict[str, Any],
     return out
 
 
-def _by_attnum(entry: dict[str, Any], where: str) -> dict[int, dict[str, Any]]:
-    columns = entry["columns"]
-    if any(c.get("attnum") is None for c in columns):
+def _by_attnum(entry: TableEntry, where: str) -> dict[int, ColumnEntry]:
+    by_attnum = {c.attnum: c for c in entry.columns if c.attnum is not None}
+    if len(by_attnum) != len(entry.columns):
         raise RestoreError(f"{where}: the packages describe its columns without attnums "
                            "(written by an older capture): a schema change is not replayed; "
                            "restore from a full snapshot taken after it")
-    return {int(c["attnum"]): c for c in columns}
+    return by_attnum
 
 
-def _column_changes(schema: str, name: str, before: dict[str, Any],
-                    after: dict[str, Any]) -> list[Statement]:
+def _column_changes(schema: str, name: str, before: ColumnEntry,
+                    after: ColumnEntry) -> list[Statement]:
     out: list[Statement] = []
-    column = sql.Identifier(after["name"])
-    if before.get("generated") != after.get("generated"):
-        raise RestoreError(f"{schema}.{name}.{after['name']}: a change of its generation "
+    column = sql.Identifier(after.name)
+    if before.generated != after.generated:
+        raise RestoreError(f"{schema}.{name}.{after.name}: a change of its generation "
                            "expression is not replayed")
-    if before["pg_type"] != after["pg_type"]:
+    if before.pg_type != after.pg_type:
         out.append(_alter(schema, name, sql.SQL("ALTER COLUMN {} TYPE {}").format(
-            column, sql.SQL(after["pg_type"]))))
-    if (not after.get("generated") and before.get("default") != after.get("default")
+            column, sql.SQL(after.pg_type))))
+    if (not after.generated and before.default != after.default
             and not _is_sequence_default(before) and not _is_sequence_default(after)):
-        if after.get("default") is None:
+        if after.default is None:
             out.append(_alter(schema, name, sql.SQL("ALTER COLUMN {} DROP DEFAULT").format(
                 column)))
         else:
             out.append(_alter(schema, name, sql.SQL("ALTER COLUMN {} SET DEFAULT {}").format(
-                column, sql.SQL(after["default"]))))
-    if bool(before["not_null"]) != bool(after["not_null"]):
-        verb = "SET NOT NULL" if after["not_null"] else "DROP NOT NULL"
+                column, sql.SQL(after.default))))
+    if before.not_null != after.not_null:
+        verb = "SET NOT NULL" if after.not_null else "DROP NOT NULL"
         out.append(_alter(schema, name, sql.SQL("ALTER COLUMN {} " + verb).format(column)))
     return out
 
 
-def _add_column(schema: str, name: str, column: dict[str, Any],
-                missing: dict[str, str | None], entry: dict[str, Any]) -> list[Statement]:
-    ident = sql.Identifier(column["name"])
-    pg_type = sql.SQL(column["pg_type"])
-    if column.get("generated"):
-        kind = "STORED" if column["generated"] == "s" else "VIRTUAL"
+def _add_column(schema: str, name: str, column: ColumnEntry,
+                missing: dict[str, str | None], entry: TableEntry) -> list[Statement]:
+    ident = sql.Identifier(column.name)
+    pg_type = sql.SQL(column.pg_type)
+    if column.generated:
+        if column.default is None:
+            raise RestoreError(f"{schema}.{name}.{column.name}: a generated column without "
+                               "its expression in the catalog is not replayed")
+        kind = "STORED" if column.generated == "s" else "VIRTUAL"
         return [_alter(schema, name, sql.SQL("ADD COLUMN {} {} GENERATED ALWAYS AS ({}) "
                                              + kind).format(ident, pg_type,
-                                                            sql.SQL(column["default"])))]
-    if column["name"] in missing and missing[column["name"]] is not None:
+                                                            sql.SQL(column.default)))]
+    if column.name in missing and missing[column.name] is not None:
         # existing rows hold the value the default had when the column was added
         add = sql.SQL("ADD COLUMN {} {} DEFAULT {}::{}").format(
-            ident, pg_type, sql.Literal(missing[column["name"]]), pg_type)
+            ident, pg_type, sql.Literal(missing[column.name]), pg_type)
     else:
         add = sql.SQL("ADD COLUMN {} {}").format(ident, pg_type)
-    if column["not_null"]:
+    if column.not_null:
         add = sql.SQL("{} NOT NULL").format(add)
     out = [_alter(schema, name, add)]
-    default = column.get("default")
+    default = column.default
     if _is_sequence_default(column):
-        for seq in entry.get("sequences", []):
-            if seq["column"] == column["name"]:
+        for seq in entry.sequences:
+            if seq.column == column.name:
                 out += [Statement("sequence", s, schema, name)
-                        for s in ddl.split_sequence_ddl(seq["ddl"])]
+                        for s in ddl.split_sequence_ddl(seq.ddl)]
     elif default is not None:
         out.append(_alter(schema, name, sql.SQL("ALTER COLUMN {} SET DEFAULT {}").format(
             ident, sql.SQL(default))))
-    elif column["name"] in missing:
+    elif column.name in missing:
         out.append(_alter(schema, name, sql.SQL("ALTER COLUMN {} DROP DEFAULT").format(ident)))
     return out
 
 
-def key_statements(entry: dict[str, Any], live: LiveKeys) -> list[Statement]:
+def key_statements(entry: TableEntry, live: LiveKeys) -> list[Statement]:
     """Constraints, foreign keys and indexes of the target table to those of ``entry``:
     the ones the entry no longer has are dropped, the new ones created."""
-    schema, name = entry["schema"], entry["name"]
-    wanted_constraints = list(entry.get("constraints", []))
-    wanted_fks = [fk["ddl"] for fk in entry.get("foreign_keys", [])]
-    wanted_indexes = list(entry.get("indexes", []))
+    schema, name = entry.schema, entry.name
+    wanted_constraints = list(entry.constraints)
+    wanted_fks = [_fk_ddl(entry, fk) for fk in entry.foreign_keys]
+    wanted_indexes = list(entry.indexes)
     out: list[Statement] = []
     for statement, constraint in sorted(live.foreign_keys.items()):
         if statement not in wanted_fks:
@@ -231,24 +245,26 @@ def key_statements(entry: dict[str, Any], live: LiveKeys) -> list[Statement]:
     return out
 
 
-def enum_statements(old: dict[str, Any] | None, new: dict[str, Any],
+def enum_statements(old_labels: Sequence[str] | None, new: TypeEntry,
                     columns: list[EnumColumn], defaults: dict[tuple[str, str, str], str | None]
                     ) -> list[Statement]:
-    """An enum type from ``old`` labels to ``new``. A value added inside the restore's one
-    transaction could not be used in it (PostgreSQL's rule for ALTER TYPE … ADD VALUE),
-    so the type is rebuilt: renamed aside, created anew, columns converted through text."""
-    schema, name = new["schema"], new["name"]
-    if old is None:
-        return [Statement("type", new["ddl"], schema, name)]
-    if old["labels"] == new["labels"]:
+    """An enum type from the target's labels (None: it has no such type) to ``new``. A
+    value added inside the restore's one transaction could not be used in it (PostgreSQL's
+    rule for ALTER TYPE … ADD VALUE), so the type is rebuilt: renamed aside, created anew,
+    columns converted through text."""
+    schema, name = new.schema, new.name
+    if old_labels is None:
+        return [Statement("type", new.ddl, schema, name)]
+    new_labels = tuple(new.labels or ())
+    if tuple(old_labels) == new_labels:
         return []
-    if not set(old["labels"]) <= set(new["labels"]):
+    if not set(old_labels) <= set(new_labels):
         raise RestoreError(f"enum type {schema}.{name} lost values "
-                           f"{sorted(set(old['labels']) - set(new['labels']))}: not replayed")
+                           f"{sorted(set(old_labels) - set(new_labels))}: not replayed")
     aside = f"{name}_journal_old"
     out = [Statement("alter type", _text(sql.SQL("ALTER TYPE {} RENAME TO {}").format(
         sql.Identifier(schema, name), sql.Identifier(aside))), schema, None),
-        Statement("type", new["ddl"], schema, name)]
+        Statement("type", new.ddl, schema, name)]
     enum = sql.Identifier(schema, name)
     for c in columns:
         col = sql.Identifier(c.column)
@@ -269,20 +285,18 @@ def enum_statements(old: dict[str, Any] | None, new: dict[str, Any],
     return out
 
 
-def partition_statements(old: dict[str, Any], new: dict[str, Any]) -> list[Statement]:
+def partition_statements(old: TableEntry, new: TableEntry) -> list[Statement]:
     """Partitions ``new`` has and ``old`` had not (created empty at the source: capture
     refuses the other ways a partition joins or leaves), parents first, with what each
     has beyond its parent's."""
-    known = {(p["schema"], p["name"]) for p in old.get("partitions") or ()}
+    known = {(p.schema, p.name) for p in old.partitions}
     out: list[Statement] = []
-    for p in new.get("partitions") or ():
-        if (p["schema"], p["name"]) in known:
+    for p in new.partitions:
+        if (p.schema, p.name) in known:
             continue
-        out.append(Statement("partition", p["ddl"], p["schema"], p["name"]))
-        out += [Statement("constraint", c, p["schema"], p["name"])
-                for c in p.get("constraints") or ()]
-        out += [Statement("index", i, p["schema"], p["name"]) for i in p.get("indexes") or ()]
-        identity = (p.get("replica_identity") or {}).get("ddl")
-        if identity:
-            out.append(Statement("replica identity", identity, p["schema"], p["name"]))
+        out.append(Statement("partition", p.ddl, p.schema, p.name))
+        out += [Statement("constraint", c, p.schema, p.name) for c in p.constraints]
+        out += [Statement("index", i, p.schema, p.name) for i in p.indexes]
+        if p.replica_identity.ddl:
+            out.append(Statement("replica identity", p.replica_identity.ddl, p.schema, p.name))
     return out

@@ -16,6 +16,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from journal.catalog import Catalog, ForeignKeyEntry, TableEntry, oid_of
 from journal.errors import ConfigError
 from restorer.natural_keys import qualify
 
@@ -23,6 +24,8 @@ DEFAULT_CONTENT_TYPE_TABLE = "public.django_content_type"
 DEFAULT_TABLE_FORMAT = "{app_label}_{model}"
 _CONTENT_TYPE_COLUMN = re.compile(r"^(?P<prefix>(?:.+_)?)content_type(?:_id)?$")
 _OBJECT_ID_COLUMN = re.compile(r"^(?P<prefix>(?:.+_)?)object_(?:id|pk)$")
+_UUID_OID = oid_of("uuid")
+_TEXT_OIDS = (oid_of("text"), oid_of("varchar"))
 _SPEC_KEYS = {"content_type", "object_id", "content_type_table", "table_format", "schema",
               "models"}
 
@@ -93,57 +96,56 @@ def parse_generic_foreign_keys(configured: Mapping[str, Any]) -> dict[str, tuple
     return out
 
 
-def content_type_tables(catalog: Mapping[str, Any]) -> set[str]:
+def content_type_tables(catalog: Catalog) -> set[str]:
     """Tables shaped like Django's content types: ``app_label`` and ``model`` columns and a
     single-column primary key."""
-    found = set()
-    for name, spec in catalog.get("tables", {}).items():
-        columns = {c["name"] for c in spec["columns"]}
-        if {"app_label", "model"} <= columns and len(spec.get("primary_key") or ()) == 1:
-            found.add(name)
-    return found
+    return {name for name, spec in catalog.tables.items()
+            if {"app_label", "model"} <= set(spec.column_names) and len(spec.primary_key) == 1}
 
 
-def detect_generic_foreign_keys(catalog: Mapping[str, Any], table: str
+def _content_type_keys(catalog: Catalog, spec: TableEntry) -> list[ForeignKeyEntry]:
+    """The single-column foreign keys of ``spec`` into a content-type table."""
+    ct_tables = content_type_tables(catalog)
+    return [fk for fk in spec.foreign_keys if fk.ref_table in ct_tables and len(fk.columns) == 1]
+
+
+def detect_generic_foreign_keys(catalog: Catalog, table: str
                                 ) -> tuple[tuple[GenericForeignKey, ...], list[str]]:
     """The pairs of ``table`` that follow Django's convention, and the object-id-like
     columns left without a pair (which a remapping restore cannot map by itself)."""
-    spec = catalog["tables"][table]
-    ct_tables = content_type_tables(catalog)
-    fk_columns = {c for fk in spec.get("foreign_keys", []) for c in fk["columns"]}
+    spec = catalog.tables[table]
+    fk_columns = {c for fk in spec.foreign_keys for c in fk.columns}
     ct_columns: dict[str, tuple[str, str]] = {}  # prefix -> (column, content type table)
-    has_content_type = False
-    for fk in spec.get("foreign_keys", []):
-        if fk["ref_table"] in ct_tables and len(fk["columns"]) == 1:
-            has_content_type = True
-            m = _CONTENT_TYPE_COLUMN.match(fk["columns"][0])
-            if m:
-                ct_columns[m.group("prefix")] = (fk["columns"][0], fk["ref_table"])
+    content_type_keys = _content_type_keys(catalog, spec)
+    for fk in content_type_keys:
+        m = _CONTENT_TYPE_COLUMN.match(fk.columns[0])
+        if m:
+            ct_columns[m.group("prefix")] = (fk.columns[0], fk.ref_table)
     pairs, unpaired = [], []
-    for c in spec["columns"]:
-        m = _OBJECT_ID_COLUMN.match(c["name"])
-        if not m or c["name"] in fk_columns:
+    for name in spec.column_names:
+        m = _OBJECT_ID_COLUMN.match(name)
+        if not m or name in fk_columns:
             continue
         found = ct_columns.get(m.group("prefix"))
         if found is None:
-            if has_content_type:
-                unpaired.append(c["name"])
+            if content_type_keys:
+                unpaired.append(name)
             continue
-        pairs.append(GenericForeignKey(table, found[0], c["name"], found[1],
+        pairs.append(GenericForeignKey(table, found[0], name, found[1],
                                        schema=table.split(".", 1)[0], origin="detected"))
     return tuple(pairs), unpaired
 
 
-def resolve_generic_foreign_keys(catalog: Mapping[str, Any],
+def resolve_generic_foreign_keys(catalog: Catalog,
                                  configured: Mapping[str, Any] | None = None
                                  ) -> dict[str, tuple[GenericForeignKey, ...]]:
     """Every table's generic foreign keys: configured ones, else the detected ones."""
     config = parse_generic_foreign_keys(configured or {})
-    tables = catalog.get("tables", {})
+    tables = catalog.tables
     for name, pairs in config.items():
         if name not in tables:
             continue  # configuration may name tables this source does not have
-        known = {c["name"] for c in tables[name]["columns"]}
+        known = set(tables[name].column_names)
         for g in pairs:
             missing = [c for c in (g.content_type, g.object_id) if c not in known]
             if missing:
@@ -158,7 +160,7 @@ def resolve_generic_foreign_keys(catalog: Mapping[str, Any],
     return out
 
 
-def unpaired_object_columns(catalog: Mapping[str, Any], generic: GenericKeys,
+def unpaired_object_columns(catalog: Catalog, generic: GenericKeys,
                             tables: Collection[str]) -> list[str]:
     """Problems a remapping restore must refuse: object-id columns beside a content-type
     foreign key that neither the convention nor the configuration pairs. Each problem
@@ -166,17 +168,15 @@ def unpaired_object_columns(catalog: Mapping[str, Any], generic: GenericKeys,
     (one content-type column, one object column), so that what it offers works pasted."""
     problems = []
     for name in sorted(tables):
-        if name not in catalog.get("tables", {}):
+        if name not in catalog.tables:
             continue
         unpaired = detect_generic_foreign_keys(catalog, name)[1]
         declared = {g.object_id for g in generic.get(name, ())}
         left = [c for c in unpaired if c not in declared]
         if not left:
             continue
-        spec = catalog["tables"][name]
-        ct_tables = content_type_tables(catalog)
-        ct_cols = [fk["columns"][0] for fk in spec.get("foreign_keys", [])
-                   if fk["ref_table"] in ct_tables and len(fk["columns"]) == 1]
+        ct_cols = [fk.columns[0]
+                   for fk in _content_type_keys(catalog, catalog.tables[name])]
         free_ct = [c for c in ct_cols if c not in {g.content_type for g in generic.get(
             name, ())}]
         text = (f"{name}: column(s) {left} look like generic foreign key object ids but "
@@ -197,21 +197,21 @@ def _entry(content_type: str, object_id: str) -> str:
     return f'{{ content_type = "{content_type}", object_id = "{object_id}" }}'
 
 
-def object_key(value: Any, table: Mapping[str, Any]) -> Any:
+def object_key(value: Any, table: TableEntry) -> Any:
     """An object id as stored in a generic foreign key (often text), in the type of the
     referenced table's single-column primary key."""
-    pk = table["primary_key"][0]
-    col = next(c for c in table["columns"] if c["name"] == pk)
-    if isinstance(value, str) and col["pg_type"] in ("integer", "bigint", "smallint"):
+    col = table.column(table.primary_key[0])
+    assert col is not None  # a parsed catalog's primary key names its columns
+    if isinstance(value, str) and col.pg_type in ("integer", "bigint", "smallint"):
         try:
             return int(value)
         except ValueError:
             return value
-    if isinstance(value, str) and col["type_oid"] == 2950:
+    if isinstance(value, str) and col.type_oid == _UUID_OID:
         try:
             return uuid.UUID(value)
         except ValueError:
             return value
-    if isinstance(value, int) and col["type_oid"] in (25, 1043):
+    if isinstance(value, int) and col.type_oid in _TEXT_OIDS:
         return str(value)
     return value

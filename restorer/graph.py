@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from journal.catalog import Catalog, TableEntry
 from journal.errors import RestoreError
 
 
@@ -42,18 +43,17 @@ class LoadOrder:
 
 
 class TableGraph:
-    """Tables and foreign keys of one CATALOG (``catalog["tables"]``)."""
+    """Tables and foreign keys of one CATALOG."""
 
-    def __init__(self, catalog: Mapping[str, Any]) -> None:
-        self.tables: dict[str, Mapping[str, Any]] = dict(catalog.get("tables", {}))
+    def __init__(self, catalog: Catalog) -> None:
+        self.tables: dict[str, TableEntry] = dict(catalog.tables)
         self.foreign_keys: dict[str, list[ForeignKey]] = {t: [] for t in self.tables}
         for name, table in self.tables.items():
-            not_null = {c["name"] for c in table["columns"] if c.get("not_null")}
-            for fk in table.get("foreign_keys", []):
-                cols = tuple(fk["columns"])
+            not_null = {c.name for c in table.columns if c.not_null}
+            for fk in table.foreign_keys:
                 self.foreign_keys[name].append(ForeignKey(
-                    name, fk["name"], cols, fk["ref_table"], tuple(fk["ref_columns"]),
-                    bool(fk.get("deferrable")), not (set(cols) & not_null)))
+                    name, fk.name, fk.columns, fk.ref_table, fk.ref_columns, fk.deferrable,
+                    not (set(fk.columns) & not_null)))
 
     def parents(self, table: str) -> set[str]:
         return {fk.ref_table for fk in self.foreign_keys.get(table, ())

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from journal import schema_change
+from journal.catalog import Catalog
 from journal.errors import RestoreError
 from journal.events import CATALOG_PREFIX, ChangeEvent, LogicalMessage, Transaction
 from journal.fold import evolution
@@ -31,7 +32,7 @@ class JournalState:
     primary_keys: dict[str, tuple[str, ...]]
     tables: dict[str, dict[Key, dict[str, Any]]] = field(default_factory=dict)
     reached: Position | None = None
-    catalog: dict[str, Any] = field(default_factory=dict)  # as of ``reached``
+    catalog: Catalog = field(default_factory=Catalog)  # as of ``reached``
 
     def rows(self, table: str) -> list[dict[str, Any]]:
         return list(self.tables.get(table, {}).values())
@@ -55,7 +56,7 @@ def _follow(state: JournalState, message: LogicalMessage, wanted: set[str],
             subset: bool) -> None:
     """A schema change on the way: rows move to the table's new shape (and name). A
     subset is refused instead: it is loaded with the schema it starts from."""
-    before = state.catalog.get("tables", {})
+    before = state.catalog.tables
     after, change = schema_change.apply(state.catalog, message.content, message.position)
     touched = sorted(t for t in wanted if change.touches(t))
     if subset and touched:
@@ -74,36 +75,36 @@ def _follow(state: JournalState, message: LogicalMessage, wanted: set[str],
         state.tables.pop(name, None)
     renamed_from = {new: old for old, new in change.renamed.items()}
     for name in change.tables:
-        entry = after["tables"][name]
+        entry = after.tables[name]
         old = before.get(renamed_from.get(name, name))
         if old is None:  # created on the way
             if not subset:
                 wanted.add(name)
                 state.tables[name] = {}
-                state.primary_keys[name] = tuple(entry["primary_key"])
+                state.primary_keys[name] = entry.primary_key
             continue
         if name not in wanted:
             continue
         step = evolution(name, old, entry, pos, change.missing_values.get(name, {}))
         if step is None:
             continue
-        key = tuple(entry["primary_key"]) or state.primary_keys[name]
+        key = entry.primary_key or state.primary_keys[name]
         rows = (step.row(r) for r in state.tables.get(name, {}).values())
         state.tables[name] = {tuple(r[c] for c in key): r for r in rows}
         state.primary_keys[name] = key
     state.catalog = after
 
 
-def fold(catalog: dict[str, Any], rows_of: Callable[[str], Iterable[dict[str, Any]]] | None,
+def fold(catalog: Catalog, rows_of: Callable[[str], Iterable[dict[str, Any]]] | None,
          segments: Iterable[tuple[Any, Iterable[Transaction]]], cutoff: Cutoff,
          start: Position | None, tables: Iterable[str] | None = None, *,
          follow_schema: bool = False) -> JournalState:
     """Snapshot rows (``rows_of`` per table) plus the transactions up to the cutoff; with
     ``follow_schema``, through the stream's schema changes (``state.catalog`` then says
     what the tables are at the end), otherwise a schema change of a table is refused."""
-    wanted = set(catalog["tables"] if tables is None else tables)
+    wanted = set(catalog.tables if tables is None else tables)
     subset = not follow_schema
-    state = JournalState({t: tuple(catalog["tables"][t]["primary_key"]) for t in wanted},
+    state = JournalState({t: catalog.tables[t].primary_key for t in wanted},
                          reached=start, catalog=catalog)
     if rows_of is not None:
         for t in sorted(wanted):

@@ -10,6 +10,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from journal.catalog import Catalog, TableEntry
 from restorer import schema
 from restorer.graph import LoadOrder
 from restorer.report import TableCounts
@@ -25,13 +26,13 @@ def batches(rows: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str
         yield batch
 
 
-def copy_rows(conn: psycopg.Connection[Any], table: Mapping[str, Any],
+def copy_rows(conn: psycopg.Connection[Any], table: TableEntry,
               rows: Iterable[Mapping[str, Any]]) -> int:
     """COPY ``rows`` into ``table``; journal values go as they are (text-form ones included,
     which PostgreSQL parses as it would its own output)."""
-    cols = [c["name"] for c in table["columns"] if not c.get("generated")]
+    cols = [c.name for c in table.columns if not c.generated]
     query = sql.SQL("COPY {} ({}) FROM STDIN").format(
-        sql.Identifier(table["schema"], table["name"]),
+        sql.Identifier(table.schema, table.name),
         sql.SQL(", ").join(sql.Identifier(c) for c in cols))
     n = 0
     with conn.cursor() as cur, cur.copy(query) as copy:
@@ -41,7 +42,7 @@ def copy_rows(conn: psycopg.Connection[Any], table: Mapping[str, Any],
     return n
 
 
-def load_empty(conn: psycopg.Connection[Any], catalog: Mapping[str, Any], order: LoadOrder,
+def load_empty(conn: psycopg.Connection[Any], catalog: Catalog, order: LoadOrder,
                rows_of: RowSource, counts: dict[str, TableCounts],
                progress: Callable[[str, int], None] | None = None) -> None:
     """pg_restore's order: types and tables, data, constraints and indexes, foreign keys,
@@ -49,7 +50,7 @@ def load_empty(conn: psycopg.Connection[Any], catalog: Mapping[str, Any], order:
     schema.create_types(conn, catalog)
     schema.create_tables(conn, catalog, order.tables)
     for name in order.tables:
-        n = copy_rows(conn, catalog["tables"][name], rows_of(name))
+        n = copy_rows(conn, catalog.tables[name], rows_of(name))
         counts.setdefault(name, TableCounts()).inserted += n
         if progress is not None:
             progress(name, n)

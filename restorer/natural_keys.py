@@ -18,15 +18,16 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from journal.catalog import Catalog, TableEntry, oid_of
 from journal.errors import ConfigError
 
 _INTEGER_TYPES = ("integer", "bigint", "smallint")
-_PREFERRED_OIDS = {2950, 25, 1043, 1042}  # uuid, text, varchar, char
-_UUID_OID = 2950
+_UUID_OID = oid_of("uuid")
+_PREFERRED_OIDS = {oid_of(n) for n in ("uuid", "text", "varchar", "bpchar")}
 # columns whose name says "identifier" (in this order of preference), when typed as text,
 # uuid or an integer: never a time, a float or free text
 INFERRED_NAMES = ("uuid", "slug", "code", "username", "codename", "internal_name")
-_IDENTIFIER_OIDS = {2950, 25, 1043, 1042, 21, 23, 20}
+_IDENTIFIER_OIDS = _PREFERRED_OIDS | {oid_of(n) for n in ("int2", "int4", "int8")}
 
 
 @dataclass(frozen=True)
@@ -41,51 +42,47 @@ def qualify(name: str) -> str:
     return name if "." in name else f"public.{name}"
 
 
-def is_surrogate_key(table: Mapping[str, Any]) -> bool:
+def is_surrogate_key(table: TableEntry) -> bool:
     """A single integer primary key filled by a sequence or an identity."""
-    pk = table.get("primary_key") or []
+    pk = table.primary_key
     if len(pk) != 1:
         return False
-    col = next((c for c in table["columns"] if c["name"] == pk[0]), None)
-    if col is None or col["pg_type"] not in _INTEGER_TYPES:
+    col = table.column(pk[0])
+    if col is None or col.pg_type not in _INTEGER_TYPES:
         return False
-    if col.get("identity") or "nextval(" in (col.get("default") or ""):
-        return True
-    return any(s.get("column") == pk[0] for s in table.get("sequences", []))
+    return col.uses_sequence or any(s.column == pk[0] for s in table.sequences)
 
 
-def _single_integer_key(table: Mapping[str, Any]) -> bool:
-    pk = table.get("primary_key") or []
-    types = {c["name"]: c["pg_type"] for c in table["columns"]}
-    return len(pk) == 1 and types.get(pk[0]) in _INTEGER_TYPES
+def _single_integer_key(table: TableEntry) -> bool:
+    col = table.column(table.primary_key[0]) if len(table.primary_key) == 1 else None
+    return col is not None and col.pg_type in _INTEGER_TYPES
 
 
-def detect_natural_key(table: Mapping[str, Any]) -> tuple[str, ...] | None:
+def detect_natural_key(table: TableEntry) -> tuple[str, ...] | None:
     """The best unique, all-NOT-NULL column set that is not the surrogate primary key."""
-    columns = {c["name"]: c for c in table["columns"]}
-    pk = tuple(table.get("primary_key") or ())
+    columns = {c.name: c for c in table.columns}
     candidates = []
-    for unique in table.get("unique", []):
-        cols = tuple(unique["columns"])
-        if cols == pk or not all(columns.get(c, {}).get("not_null") for c in cols):
+    for unique in table.unique:
+        cols = unique.columns
+        if cols == table.primary_key or not all(columns[c].not_null for c in cols):
             continue
-        preferred = sum(columns[c]["type_oid"] in _PREFERRED_OIDS for c in cols)
+        preferred = sum(columns[c].type_oid in _PREFERRED_OIDS for c in cols)
         candidates.append((-preferred, len(cols), cols))
     if candidates:
         return min(candidates)[2]
     return None
 
 
-def resolve_natural_keys(catalog: Mapping[str, Any],
+def resolve_natural_keys(catalog: Catalog,
                          configured: Mapping[str, tuple[str, ...]] | None = None
                          ) -> dict[str, NaturalKey | None]:
     """The natural key of every table of ``catalog`` (None: the table has none)."""
-    tables = catalog.get("tables", {})
+    tables = catalog.tables
     config = {qualify(k): tuple(v) for k, v in (configured or {}).items()}
     for name, cols in config.items():
         if name not in tables:
             continue  # configuration may name tables this source does not have
-        known = {c["name"] for c in tables[name]["columns"]}
+        known = set(tables[name].column_names)
         missing = [c for c in cols if c not in known]
         if missing:
             raise ConfigError(f"[natural_keys] {name}: no column(s) {missing} in that table "
@@ -94,12 +91,12 @@ def resolve_natural_keys(catalog: Mapping[str, Any],
     for name, table in tables.items():
         if name in config:
             keys[name] = NaturalKey(name, config[name], "config") if config[name] else None
-        elif table.get("natural_key"):
-            keys[name] = NaturalKey(name, tuple(table["natural_key"]), "catalog")
-        elif "natural_key" not in table and (cols := detect_natural_key(table)):
+        elif table.natural_key:
+            keys[name] = NaturalKey(name, table.natural_key, "catalog")
+        elif not table.natural_key_detected and (cols := detect_natural_key(table)):
             keys[name] = NaturalKey(name, cols, "catalog")
-        elif table.get("primary_key") and not _single_integer_key(table):
-            keys[name] = NaturalKey(name, tuple(table["primary_key"]), "primary key")
+        elif table.primary_key and not _single_integer_key(table):
+            keys[name] = NaturalKey(name, table.primary_key, "primary key")
         elif (cols := _convention(name, table)) is not None:
             keys[name] = NaturalKey(name, cols, "convention")
         else:
@@ -114,10 +111,9 @@ _CONVENTIONS = {
 }
 
 
-def _convention(name: str, table: Mapping[str, Any]) -> tuple[str, ...] | None:
+def _convention(name: str, table: TableEntry) -> tuple[str, ...] | None:
     cols = _CONVENTIONS.get(name.split(".", 1)[-1])
-    known = {c["name"] for c in table["columns"]}
-    return cols if cols is not None and set(cols) <= known else None
+    return cols if cols is not None and set(cols) <= set(table.column_names) else None
 
 
 def disabled(configured: Mapping[str, tuple[str, ...]] | None) -> set[str]:
@@ -126,18 +122,17 @@ def disabled(configured: Mapping[str, tuple[str, ...]] | None) -> set[str]:
     return {qualify(k) for k, v in (configured or {}).items() if not tuple(v)}
 
 
-def inference_candidates(table: Mapping[str, Any]) -> list[str]:
+def inference_candidates(table: TableEntry) -> list[str]:
     """Columns that may serve as an inferred natural key, best first: uuid-typed columns,
     then identifier-named ones; never the surrogate primary key."""
-    pk = set(table.get("primary_key") or ())
-    columns = [c for c in table["columns"] if c["name"] not in pk and not c.get("generated")]
-    by_type = [c["name"] for c in columns if c["type_oid"] == _UUID_OID]
-    by_name = [c["name"] for n in INFERRED_NAMES for c in columns
-               if c["name"] == n and c["type_oid"] in _IDENTIFIER_OIDS]
+    columns = [c for c in table.columns if c.name not in table.primary_key and not c.generated]
+    by_type = [c.name for c in columns if c.type_oid == _UUID_OID]
+    by_name = [c.name for n in INFERRED_NAMES for c in columns
+               if c.name == n and c.type_oid in _IDENTIFIER_OIDS]
     return list(dict.fromkeys(by_type + by_name))
 
 
-def infer_natural_key(table: Mapping[str, Any], rows: Iterable[Mapping[str, Any]]
+def infer_natural_key(table: TableEntry, rows: Iterable[Mapping[str, Any]]
                       ) -> str | None:
     """The first candidate column whose values in ``rows`` are all present and distinct
     (None when no candidate qualifies, or there are no rows to judge by)."""
@@ -161,10 +156,10 @@ def infer_natural_key(table: Mapping[str, Any], rows: Iterable[Mapping[str, Any]
     return next((c for c in candidates if c in alive), None) if n else None
 
 
-def config_line(table: str, catalog: Mapping[str, Any]) -> str | None:
+def config_line(table: str, catalog: Catalog) -> str | None:
     """A journal.toml entry that would give ``table`` a natural key, when one of its
     columns can be one (see ``inference_candidates``); None rather than a guess."""
-    t = catalog.get("tables", {}).get(table)
+    t = catalog.tables.get(table)
     if t is None:
         return None
     candidates = inference_candidates(t)

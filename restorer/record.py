@@ -17,6 +17,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from journal.catalog import Catalog
 from journal.positions import Position
 from restorer.plan import Reached
 from restorer.remap import KeyMap, typed_key
@@ -94,7 +95,7 @@ def write_keymap(conn: psycopg.Connection[Any], keymap: KeyMap) -> None:
                             json.dumps(target, default=str)))
 
 
-def read_keymap(conn: psycopg.Connection[Any], catalog: Mapping[str, Any],
+def read_keymap(conn: psycopg.Connection[Any], catalog: Catalog,
                 keymap: KeyMap | None = None) -> KeyMap:
     """The key map an earlier restore left (entries of the catalog's tables), into
     ``keymap`` (default: a new one in memory)."""
@@ -109,15 +110,15 @@ def read_keymap(conn: psycopg.Connection[Any], catalog: Mapping[str, Any],
             " WHERE table_name = ANY(%s) AND (source_key <> target_key OR table_name = ANY(%s))"
             " RETURNING table_name)"
             " SELECT DISTINCT table_name FROM copied").format(keymap.store.table),
-            (sorted(catalog["tables"]), sorted(keymap.tracked)))]
+            (sorted(catalog.tables), sorted(keymap.tracked)))]
         keymap.store.note_tables(tables)
         return keymap
     for table, source, target in conn.execute(
             "SELECT table_name, source_key, target_key FROM public.journal_restore_keymap"):
-        spec = catalog["tables"].get(table)
+        spec = catalog.tables.get(table)
         if spec is None:
             continue
-        types = {c["name"]: c["type_oid"] for c in spec["columns"]}
-        oids = [types[c] for c in spec["primary_key"]]
+        types = {c.name: c.type_oid for c in spec.columns}
+        oids = [types[c] for c in spec.primary_key]
         keymap.set(table, typed_key(source, oids), typed_key(target, oids))
     return keymap

@@ -19,6 +19,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from journal.catalog import Catalog, TableEntry, oid_of
 from journal.errors import RestoreRefused
 from restorer.generic_keys import (
     GenericForeignKey,
@@ -70,8 +71,8 @@ class KeyMap:
         self.tracked: set[str] = set(tracked)
 
     @classmethod
-    def in_target(cls, conn: psycopg.Connection[Any], catalog: Mapping[str, Any]) -> KeyMap:
-        oids = {name: _pk_oids(spec) for name, spec in catalog.get("tables", {}).items()}
+    def in_target(cls, conn: psycopg.Connection[Any], catalog: Catalog) -> KeyMap:
+        oids = {name: _pk_oids(spec) for name, spec in catalog.tables.items()}
         return cls(KeyStore(conn, WORK_TABLE,
                             lambda table, value: typed_key(value, oids.get(table, []))))
 
@@ -103,15 +104,18 @@ class KeyMap:
 WORK_TABLE = "journal_restore_keymap_work"
 
 
-def _pk_oids(spec: Mapping[str, Any]) -> list[int]:
-    types = {c["name"]: c["type_oid"] for c in spec.get("columns", [])}
-    return [types.get(c, 0) for c in spec.get("primary_key") or ()]
+def _pk_oids(spec: TableEntry) -> list[int]:
+    types = {c.name: c.type_oid for c in spec.columns}
+    return [types[c] for c in spec.primary_key]
+
+
+_UUID_OID = oid_of("uuid")
 
 
 def typed_key(values: Sequence[Any], oids: Sequence[int]) -> tuple[Any, ...]:
     """A key read back from JSON: JSON keeps ints and strings; a uuid comes back as its
     text."""
-    return tuple(uuid.UUID(v) if oid == 2950 and isinstance(v, str) else v
+    return tuple(uuid.UUID(v) if oid == _UUID_OID and isinstance(v, str) else v
                  for v, oid in zip(values, oids, strict=False))
 
 
@@ -129,7 +133,7 @@ class RowRemapper:
         # (an incremental restore sees only the content types its segments change)
         self._target_content_types: dict[str, dict[Any, tuple[str, str]]] = {}
         self._ct_tables = {g.content_type_table for gs in self.generic.values() for g in gs}
-        self._pk_of = {t: tuple(d.get("primary_key") or ()) for t, d in graph.tables.items()}
+        self._pk_of = {t: d.primary_key for t, d in graph.tables.items()}
         # (table, content type) -> object table, until content types change
         self._generic_targets: dict[tuple[str, Any], str | None] = {}
         # generic references to objects not (yet) in the target:
@@ -146,7 +150,7 @@ class RowRemapper:
         self.graph = graph
         self.generic = dict(generic)
         self._ct_tables = {g.content_type_table for gs in self.generic.values() for g in gs}
-        self._pk_of = {t: tuple(d.get("primary_key") or ()) for t, d in graph.tables.items()}
+        self._pk_of = {t: d.primary_key for t, d in graph.tables.items()}
         self._generic_targets.clear()
 
     # -- content types ---------------------------------------------------------------------
@@ -165,11 +169,11 @@ class RowRemapper:
         for table in self._ct_tables:
             spec = self.graph.tables.get(table)
             if spec is None or conn.execute("SELECT to_regclass(%s)", (sql.Identifier(
-                    spec["schema"], spec["name"]).as_string(conn),)).fetchone()[0] is None:
+                    spec.schema, spec.name).as_string(conn),)).fetchone()[0] is None:
                 continue
             pk = self._pk_of[table][0]
             rows = conn.execute(sql.SQL("SELECT {}, app_label, model FROM {}").format(
-                sql.Identifier(pk), sql.Identifier(spec["schema"], spec["name"]))).fetchall()
+                sql.Identifier(pk), sql.Identifier(spec.schema, spec.name))).fetchall()
             self._target_content_types[table] = {r[0]: (r[1], r[2]) for r in rows}
         self._generic_targets.clear()
 
@@ -301,7 +305,7 @@ class RowRemapper:
 
 
 def refuse_unsafe(graph: TableGraph, keys: Mapping[str, Any], generic: GenericKeys,
-                  catalog: Mapping[str, Any], tables: set[str]) -> None:
+                  catalog: Catalog, tables: set[str]) -> None:
     """Fail before writing when a populated target cannot be mapped safely."""
     problems = unpaired_object_columns(catalog, generic, tables)
     for table, gs in generic.items():

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from journal import schema_change
+from journal.catalog import Catalog
 from journal.errors import RestoreError
 from journal.events import CATALOG_PREFIX, SNAPSHOT_PREFIX, ChangeEvent, LogicalMessage, Transaction
 from journal.positions import Position
@@ -37,13 +38,13 @@ def end_position(tx: Transaction) -> Position:
     return tx.records[-1].position if tx.records else tx.begin.position
 
 
-OnCatalog = Callable[[dict[str, Any], dict[str, Any], CatalogChange], None]
+OnCatalog = Callable[[Catalog, Catalog, CatalogChange], None]
 
 
 class CatalogTracker:
     """The catalog as of the last applied (or skipped) schema change of the stream."""
 
-    def __init__(self, catalog: dict[str, Any], on_change: OnCatalog | None = None) -> None:
+    def __init__(self, catalog: Catalog, on_change: OnCatalog | None = None) -> None:
         self.catalog = catalog
         self.on_change = on_change
 

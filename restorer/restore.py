@@ -7,7 +7,6 @@ populated one gets every foreign key remapped through natural keys.
 
 from __future__ import annotations
 
-import copy
 import logging
 import time
 from collections.abc import Callable
@@ -19,6 +18,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from journal.catalog import Catalog, TypeEntry
 from journal.config import check_postgres_url, redact
 from journal.errors import (
     JournalError,
@@ -227,10 +227,10 @@ def _run(conn: psycopg.Connection[Any], store: Any, plan: RestorePlan,
          journal: JournalReader | None) -> None:
     conn.execute("SELECT pg_advisory_xact_lock(hashtext('edms_journal.restore'))")
     conn.execute("SET CONSTRAINTS ALL DEFERRED")
-    # the catalog at the plan's start; the stream's schema changes move it on (in place)
-    catalog = copy.deepcopy(plan.full.catalog if plan.full is not None
-                            else _catalog_at_start(store, plan, journal))
-    tables = sorted(catalog["tables"])
+    # the catalog at the plan's start; the stream's schema changes move it on
+    catalog = (Catalog.parse(plan.full.catalog) if plan.full is not None
+               else _catalog_at_start(store, plan, journal))
+    tables = sorted(catalog.tables)
     requested: set[str] = set()
     if options.tables:
         requested = {qualify(t) for t in options.tables}
@@ -247,7 +247,7 @@ def _run(conn: psycopg.Connection[Any], store: Any, plan: RestorePlan,
     report.mode = mode
     counts = report.tables
     for t in wanted:
-        spec = catalog["tables"][t]
+        spec = catalog.tables[t]
         counts[t] = TableCounts(before=schema.row_count(conn, spec) if t in existing else 0)
     keys = resolve_natural_keys(catalog, options.natural_keys)
     generic = resolve_generic_foreign_keys(catalog, options.generic_foreign_keys)
@@ -295,16 +295,17 @@ def _run(conn: psycopg.Connection[Any], store: Any, plan: RestorePlan,
                 # trip per event
                 writer.pipeline = stack.enter_context(conn.pipeline())
             replay_started = time.monotonic()
-            def on_change(before: dict[str, Any], after: dict[str, Any],
-                          change: CatalogChange) -> None:
-                _on_catalog(conn, before, after, change, mode, writer)
+            def on_change(before: Catalog, after: Catalog, change: CatalogChange) -> None:
+                _on_catalog(conn, before, after, change, mode)
+                writer.schema_changed(after)
                 if mode == "remap":  # a table created in the stream is remapped too
                     for t, key in resolve_natural_keys(after, options.natural_keys).items():
                         keys.setdefault(t, key)
-                    remapper.schema_changed(TableGraph(after), resolve_generic_foreign_keys(
-                        after, options.generic_foreign_keys))
+                    remapper.schema_changed(
+                        TableGraph(after),
+                        resolve_generic_foreign_keys(after, options.generic_foreign_keys))
 
-            tracker = CatalogTracker(copy.deepcopy(catalog), on_change)
+            tracker = CatalogTracker(catalog, on_change)
             result = replay(segments(store, plan, stack, journal), writer, plan.cutoff,
                             plan.start or ORIGIN, order, catalog=tracker,
                             progress=(lambda n: progress("replay", n)) if progress else None)
@@ -313,9 +314,8 @@ def _run(conn: psycopg.Connection[Any], store: Any, plan: RestorePlan,
             report.events_replayed = result.events
             reached = result.reached
             if tracker.catalog != catalog:  # the tables as the last schema change left them
-                catalog.clear()
-                catalog.update(tracker.catalog)
-                wanted = sorted(catalog["tables"])
+                catalog = tracker.catalog
+                wanted = sorted(catalog.tables)
                 for t in wanted:
                     counts.setdefault(t, TableCounts())
                 for t in set(counts) - set(wanted):
@@ -333,7 +333,7 @@ def _run(conn: psycopg.Connection[Any], store: Any, plan: RestorePlan,
         t: f"{', '.join(k.columns)} ({k.origin})" for t in wanted if (k := keys.get(t))}
     report.content_matched = sorted(content_matched)
     for t in wanted:
-        counts[t].after = schema.row_count(conn, catalog["tables"][t])
+        counts[t].after = schema.row_count(conn, catalog.tables[t])
     head = plan.full or plan.segments[0]
     previous = state.package_ids if state is not None else ()
     write_state(conn, RestoreState(
@@ -345,7 +345,7 @@ def _run(conn: psycopg.Connection[Any], store: Any, plan: RestorePlan,
         write_keymap(conn, keymap)
 
 
-def _decide_keys(conn: psycopg.Connection[Any], catalog: dict[str, Any], wanted: list[str],
+def _decide_keys(conn: psycopg.Connection[Any], catalog: Catalog, wanted: list[str],
                  keys: dict[str, NaturalKey | None], remapper: RowRemapper,
                  rows_of: Callable[[str], Any] | None, state: RestoreState | None,
                  options: RestoreOptions) -> dict[str, Any]:
@@ -360,8 +360,8 @@ def _decide_keys(conn: psycopg.Connection[Any], catalog: dict[str, Any], wanted:
             continue
         if state is not None:
             cols = (earlier.get("inferred") or {}).get(t)
-        elif rows_of is not None and inference_candidates(catalog["tables"][t]):
-            column = infer_natural_key(catalog["tables"][t], rows_of(t))
+        elif rows_of is not None and inference_candidates(catalog.tables[t]):
+            column = infer_natural_key(catalog.tables[t], rows_of(t))
             cols = [column] if column else None
         else:
             cols = None
@@ -383,7 +383,7 @@ def _decide_keys(conn: psycopg.Connection[Any], catalog: dict[str, Any], wanted:
     return {"inferred": inferred, "content": content}
 
 
-def _load(conn: psycopg.Connection[Any], mode: str, catalog: dict[str, Any], order: Any,
+def _load(conn: psycopg.Connection[Any], mode: str, catalog: Catalog, order: Any,
           rows_of: Callable[[str], Any], writer: TargetWriter, existing: set[str],
           progress: Progress | None) -> None:
     if mode == "empty":
@@ -401,23 +401,23 @@ def _load(conn: psycopg.Connection[Any], mode: str, catalog: dict[str, Any], ord
         schema.add_foreign_keys(conn, catalog, missing)
 
 
-def _check_columns(conn: psycopg.Connection[Any], catalog: dict[str, Any],
+def _check_columns(conn: psycopg.Connection[Any], catalog: Catalog,
                    tables: list[str]) -> None:
     """Every column the packages carry must exist in the populated target."""
     for t in tables:
-        spec = catalog["tables"][t]
+        spec = catalog.tables[t]
         have = {r[0] for r in conn.execute(
             "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 "
             "AND NOT attisdropped",
-            (sql.Identifier(spec["schema"], spec["name"]).as_string(conn),))}
-        missing = [c["name"] for c in spec["columns"] if c["name"] not in have]
+            (sql.Identifier(spec.schema, spec.name).as_string(conn),))}
+        missing = [c for c in spec.column_names if c not in have]
         if missing:
             raise RestoreError(f"{t} in the target lacks column(s) {missing} that the "
                                "packages carry: migrate the target's schema first")
 
 
 def _catalog_at_start(store: Any, plan: RestorePlan, journal: JournalReader | None
-                      ) -> dict[str, Any]:
+                      ) -> Catalog:
     """An incremental plan's catalog where the target stands: the one of the package
     before its first segment, moved on by the schema changes of that segment up to the
     plan's start."""
@@ -426,7 +426,7 @@ def _catalog_at_start(store: Any, plan: RestorePlan, journal: JournalReader | No
     if catalog is None:
         raise RestoreError(f"package {parent}, before segment {plan.segments[0].package_id}, "
                            "is not in the store: cannot know the schema the target stands at")
-    tracker = CatalogTracker(copy.deepcopy(catalog))
+    tracker = CatalogTracker(Catalog.parse(catalog))
     with ExitStack() as stack:
         for tx in transactions_of(store, plan.segments[0], journal, stack):
             if plan.start is None or end_position(tx) > plan.start:
@@ -437,10 +437,10 @@ def _catalog_at_start(store: Any, plan: RestorePlan, journal: JournalReader | No
     return tracker.catalog
 
 
-def _on_catalog(conn: psycopg.Connection[Any], before: dict[str, Any], after: dict[str, Any],
-                change: CatalogChange, mode: str, writer: TargetWriter) -> None:
+def _on_catalog(conn: psycopg.Connection[Any], before: Catalog, after: Catalog,
+                change: CatalogChange, mode: str) -> None:
     """A schema change in the stream, applied at its position (see restorer/evolve.py)."""
-    old_tables, new_tables = before.get("tables", {}), after.get("tables", {})
+    old_tables, new_tables = before.tables, after.tables
     created = [t for t in change.tables if t not in old_tables
                and t not in change.renamed.values()]
     altered = [t for t in change.tables if t not in created]
@@ -451,8 +451,9 @@ def _on_catalog(conn: psycopg.Connection[Any], before: dict[str, Any], after: di
             "database, or to a point before the change")
     statements: list[evolve.Statement] = []
     if created or change.types:  # enum types the tables need, created or rebuilt
-        for spec in after.get("types", []):
-            statements += _enum_change(conn, spec, after)
+        for spec in after.types:
+            if spec.kind == "enum":  # DDL messages carry enum types only
+                statements += _enum_change(conn, spec, after)
     existing = schema.existing_tables(conn, list(new_tables))
     statements += [s for t in created if t not in existing  # a populated target may have it
                    for s in evolve.create_statements(new_tables[t], existing)]
@@ -468,24 +469,22 @@ def _on_catalog(conn: psycopg.Connection[Any], before: dict[str, Any], after: di
     _run_statements(conn, statements)
     for t in altered:  # constraints and indexes, against the target's own after the columns
         entry = new_tables[t]
-        live = target_schema.live_keys(conn, entry["schema"], entry["name"])
+        live = target_schema.live_keys(conn, entry.schema, entry.name)
         _run_statements(conn, evolve.key_statements(entry, live))
-    writer.schema_changed(after)
     if created or altered or change.dropped:
         log.info("schema change applied (%s mode): created %s, changed %s, dropped %s",
                  mode, created, altered, list(change.dropped))
 
 
-def _enum_change(conn: psycopg.Connection[Any], spec: dict[str, Any],
-                 catalog: dict[str, Any]) -> list[evolve.Statement]:
-    labels = target_schema.enum_labels(conn, spec["schema"], spec["name"])
-    if labels == spec["labels"]:
+def _enum_change(conn: psycopg.Connection[Any], spec: TypeEntry,
+                 catalog: Catalog) -> list[evolve.Statement]:
+    labels = target_schema.enum_labels(conn, spec.schema, spec.name)
+    if labels is not None and tuple(labels) == spec.labels:
         return []
-    columns = target_schema.enum_columns(conn, spec["schema"], spec["name"])
-    defaults = {(t["schema"], t["name"], c["name"]): c.get("default")
-                for t in catalog.get("tables", {}).values() for c in t["columns"]}
-    old = None if labels is None else {"labels": labels}
-    return evolve.enum_statements(old, spec, columns, defaults)
+    columns = target_schema.enum_columns(conn, spec.schema, spec.name)
+    defaults = {(t.schema, t.name, c.name): c.default
+                for t in catalog.tables.values() for c in t.columns}
+    return evolve.enum_statements(labels, spec, columns, defaults)
 
 
 def _run_statements(conn: psycopg.Connection[Any], statements: list[evolve.Statement]) -> None:

@@ -18,8 +18,9 @@ from datetime import date, datetime, time
 from typing import Any
 
 import psycopg
-from psycopg import sql
+from psycopg import postgres, sql
 
+from journal.catalog import Catalog, TableEntry, oid_of
 from journal.errors import RestoreError, RestoreRefused
 from restorer.keystore import encode
 from restorer.natural_keys import NaturalKey, config_line, is_surrogate_key
@@ -30,12 +31,14 @@ from restorer.report import TableCounts
 # means "the same value" are compared with it; for these, equality merges different
 # values (-0 and 0, 1.0 and 1.00, json with other spacing) or does not exist (json), so
 # they are compared as text, the parameter read through the column's (builtin) type.
-_EXACT_EQUALITY = frozenset({16, 20, 21, 23, 25, 1043, 1042, 19, 17, 1082, 1083, 1114, 1184,
-                             2950, 1000, 1016, 1005, 1007, 1009, 1015, 1014, 1001, 1182, 1183,
-                             1115, 1185, 2951})
-_TEXT_THROUGH = {700: "real", 701: "double precision", 1700: "numeric", 114: "json",
-                 3802: "jsonb", 1021: "real[]", 1022: "double precision[]",
-                 1231: "numeric[]", 199: "json[]", 3807: "jsonb[]"}
+_EXACT_SCALARS = ("bool", "int8", "int2", "int4", "text", "varchar", "bpchar", "bytea", "date",
+                  "time", "timestamp", "timestamptz", "uuid")
+_EXACT_EQUALITY = frozenset({oid_of(n) for n in (*_EXACT_SCALARS, "name")}
+                            | {postgres.types[n].array_oid for n in _EXACT_SCALARS})
+_TEXT_THROUGH_TYPES = {"float4": "real", "float8": "double precision", "numeric": "numeric",
+                       "json": "json", "jsonb": "jsonb"}
+_TEXT_THROUGH = {oid_of(n): t for n, t in _TEXT_THROUGH_TYPES.items()} | {
+    postgres.types[n].array_oid: f"{t}[]" for n, t in _TEXT_THROUGH_TYPES.items()}
 # The output formats capture reads values in (journal.values.SESSION_SETTINGS, which
 # the restorer may not import): for the rest of the restore transaction.
 _TEXT_FORMATS = (("DateStyle", "ISO, MDY"), ("IntervalStyle", "postgres"), ("TimeZone", "UTC"),
@@ -58,7 +61,7 @@ class Fixup:
 @dataclass
 class TargetWriter:
     conn: psycopg.Connection[Any]
-    catalog: Mapping[str, Any]
+    catalog: Catalog
     remapper: RowRemapper
     keys: Mapping[str, NaturalKey | None]
     counts: dict[str, TableCounts]
@@ -92,14 +95,14 @@ class TargetWriter:
     def keymap(self) -> KeyMap:
         return self.remapper.keymap
 
-    def schema_changed(self, catalog: Mapping[str, Any]) -> None:
+    def schema_changed(self, catalog: Catalog) -> None:
         """A schema change of the stream: write through ``catalog`` from now on, with
         statements composed anew."""
         self.catalog = catalog
         self._queries.clear()
 
-    def _table(self, name: str) -> Mapping[str, Any]:
-        return self.catalog["tables"][name]
+    def _table(self, name: str) -> TableEntry:
+        return self.catalog.tables[name]
 
     def _count(self, name: str) -> TableCounts:
         return self.counts.setdefault(name, TableCounts())
@@ -112,7 +115,7 @@ class TargetWriter:
         if not rows:
             return
         spec = self._table(table)
-        pk = tuple(spec["primary_key"])
+        pk = spec.primary_key
         for row in rows:
             self.remapper.observe(table, row)
         if not self.remap:
@@ -207,10 +210,10 @@ class TargetWriter:
     def _content_query(self, table: str) -> tuple[str, list[str]]:
         """``_match_content``'s statement for ``table``, and the columns it compares."""
         spec = self._table(table)
-        pk = tuple(spec["primary_key"])
-        cols = [c["name"] for c in spec["columns"] if not c.get("generated")
-                and not (is_surrogate_key(spec) and c["name"] in pk)]
-        ident = sql.Identifier(spec["schema"], spec["name"])
+        pk = spec.primary_key
+        cols = [c.name for c in spec.columns if not c.generated
+                and not (is_surrogate_key(spec) and c.name in pk)]
+        ident = sql.Identifier(spec.schema, spec.name)
 
         def row_text(alias: str) -> sql.Composable:
             # one text per row: equal texts, equal rows (and a join the planner can hash)
@@ -240,7 +243,7 @@ class TargetWriter:
         key, foreign keys already remapped), as a multiset: each target row matches at
         most one source row, and rows an earlier restore or batch claimed match none."""
         spec = self._table(table)
-        pk = tuple(spec["primary_key"])
+        pk = spec.primary_key
         if not pk:
             return {}
         self.keymap.store.flush()
@@ -267,7 +270,7 @@ class TargetWriter:
         """Remember the deferred foreign keys of ``rows`` for ``apply_fixups``."""
         if not deferred:
             return
-        pk = tuple(self._table(table)["primary_key"])
+        pk = self._table(table).primary_key
         for fk in self.remapper.graph.foreign_keys.get(table, ()):
             if fk.name in deferred:
                 for row in rows:
@@ -285,7 +288,7 @@ class TargetWriter:
                ) -> dict[tuple[Any, ...], tuple[Any, ...]]:
         """Natural key -> target primary key for the rows that exist in the target."""
         spec = self._table(table)
-        pk = tuple(spec["primary_key"])
+        pk = spec.primary_key
         values = list({_nk_value(nk, r) for r in rows})
         if not values:
             return {}
@@ -318,7 +321,7 @@ class TargetWriter:
         list (exact, but a long query to compose, send and plan).
         """
         spec = self._table(table)
-        ident = sql.Identifier(spec["schema"], spec["name"])
+        ident = sql.Identifier(spec.schema, spec.name)
         sel = sql.SQL(", ").join(sql.Identifier(c) for c in select)
         literals = _array_literals(keys, len(cols))
         if literals is None:
@@ -344,13 +347,13 @@ class TargetWriter:
         """``n`` new ids from the column's sequence, first moved past every id in use (rows
         inserted with their source ids did not advance it)."""
         spec = self._table(table)
-        ident = sql.Identifier(spec["schema"], spec["name"]).as_string(self.conn)
+        ident = sql.Identifier(spec.schema, spec.name).as_string(self.conn)
         self.conn.execute(sql.SQL(
             "SELECT setval(s, greatest(m, (SELECT last_value FROM pg_sequences WHERE "
             "format('%%I.%%I', schemaname, sequencename)::regclass = s::regclass)))"
             " FROM (SELECT pg_get_serial_sequence(%s, %s) AS s, max({col}) AS m FROM {table}) x"
             " WHERE m IS NOT NULL AND s IS NOT NULL").format(
-                col=sql.Identifier(column), table=sql.Identifier(spec["schema"], spec["name"])),
+                col=sql.Identifier(column), table=sql.Identifier(spec.schema, spec.name)),
             (ident, column))
         rows = self.conn.execute(
             "SELECT nextval(pg_get_serial_sequence(%s, %s)) FROM generate_series(1, %s)",
@@ -363,8 +366,8 @@ class TargetWriter:
     def _columns(self, table: str) -> list[str]:
         key = ("columns", table)
         if key not in self._queries:
-            self._queries[key] = [c["name"] for c in self._table(table)["columns"]  # type: ignore[assignment]
-                                  if not c.get("generated")]
+            self._queries[key] = [c.name for c in self._table(table).columns  # type: ignore[assignment]
+                                  if not c.generated]
         return self._queries[key]  # type: ignore[return-value]
 
     def _insert(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -374,9 +377,9 @@ class TargetWriter:
         key = ("insert", table)
         if (query := self._queries.get(key)) is None:
             spec = self._table(table)
-            always = any(c.get("identity") == "a" for c in spec["columns"])
+            always = any(c.identity == "a" for c in spec.columns)
             query = self._queries[key] = sql.SQL("INSERT INTO {} ({}) {}VALUES ({})").format(
-                sql.Identifier(spec["schema"], spec["name"]),
+                sql.Identifier(spec.schema, spec.name),
                 sql.SQL(", ").join(sql.Identifier(c) for c in cols),
                 sql.SQL("OVERRIDING SYSTEM VALUE " if always else ""),
                 sql.SQL(", ").join(sql.Placeholder() * len(cols))).as_string(self.conn)
@@ -388,7 +391,7 @@ class TargetWriter:
             # as OVERRIDING SYSTEM VALUE does), at a fraction of the per-row cost
             spec = self._table(table)
             copy_query = sql.SQL("COPY {} ({}) FROM STDIN").format(
-                sql.Identifier(spec["schema"], spec["name"]),
+                sql.Identifier(spec.schema, spec.name),
                 sql.SQL(", ").join(sql.Identifier(c) for c in cols))
             with self.cursor.copy(copy_query) as copy:
                 for r in rows:
@@ -403,10 +406,10 @@ class TargetWriter:
         if (query := self._queries.get(key)) is None:
             spec = self._table(table)
             query = self._queries[key] = sql.SQL("UPDATE {} SET {} WHERE {}").format(
-                sql.Identifier(spec["schema"], spec["name"]),
+                sql.Identifier(spec.schema, spec.name),
                 sql.SQL(", ").join(sql.SQL("{} = %s").format(sql.Identifier(c)) for c in cols),
                 sql.SQL(" AND ").join(sql.SQL("{} = %s").format(sql.Identifier(c))
-                                      for c in spec["primary_key"])).as_string(self.conn)
+                                      for c in spec.primary_key)).as_string(self.conn)
         return query
 
     def _always_identity(self, table: str) -> set[str]:
@@ -415,8 +418,8 @@ class TargetWriter:
         event."""
         key = ("always identity", table)
         if key not in self._queries:
-            self._queries[key] = {c["name"] for c in self._table(table)["columns"]  # type: ignore[assignment]
-                                  if c.get("identity") == "a"}
+            self._queries[key] = {c.name for c in self._table(table).columns  # type: ignore[assignment]
+                                  if c.identity == "a"}
         return self._queries[key]  # type: ignore[return-value]
 
     def _update(self, table: str, target_key: tuple[Any, ...], values: Mapping[str, Any],
@@ -452,7 +455,7 @@ class TargetWriter:
                    unchanged: Sequence[str] = ()) -> None:
         """Apply a source update: ``after`` minus the columns PostgreSQL did not send."""
         spec = self._table(table)
-        pk = tuple(spec["primary_key"])
+        pk = spec.primary_key
         if not pk:
             self._update_keyless(table, before, after, unchanged)
             return
@@ -472,7 +475,7 @@ class TargetWriter:
 
     def delete_row(self, table: str, before: Mapping[str, Any]) -> None:
         spec = self._table(table)
-        pk = tuple(spec["primary_key"])
+        pk = spec.primary_key
         if not pk:
             self._delete_keyless(table, before)
             return
@@ -481,7 +484,7 @@ class TargetWriter:
         key = ("delete", table)
         if (query := self._queries.get(key)) is None:
             query = self._queries[key] = sql.SQL("DELETE FROM {} WHERE {}").format(
-                sql.Identifier(spec["schema"], spec["name"]),
+                sql.Identifier(spec.schema, spec.name),
                 sql.SQL(" AND ").join(sql.SQL("{} = %s").format(sql.Identifier(c))
                                       for c in pk)).as_string(self.conn)
         self.cursor.execute(query, list(target_key))  # type: ignore[arg-type]
@@ -507,7 +510,7 @@ class TargetWriter:
             query = self._queries[key] = _exactly_one(table, "update", sql.SQL(
                 "UPDATE {table} AS t SET {sets} FROM ({one}) AS x "
                 "WHERE t.tableoid = x.rel AND t.ctid = x.tid RETURNING 1").format(
-                    table=sql.Identifier(spec["schema"], spec["name"]),
+                    table=sql.Identifier(spec.schema, spec.name),
                     sets=sql.SQL(", ").join(sql.SQL("{} = %s").format(sql.Identifier(c))
                                             for c in cols),
                     one=self._one_equal_row(table))).as_string(self.conn)
@@ -524,7 +527,7 @@ class TargetWriter:
             query = self._queries[key] = _exactly_one(table, "delete", sql.SQL(
                 "DELETE FROM {table} AS t USING ({one}) AS x "
                 "WHERE t.tableoid = x.rel AND t.ctid = x.tid RETURNING 1").format(
-                    table=sql.Identifier(spec["schema"], spec["name"]),
+                    table=sql.Identifier(spec.schema, spec.name),
                     one=self._one_equal_row(table))).as_string(self.conn)
         self._execute_one(table, "delete", query, self._match_values(table, old))
         self.remapper.forget(table, before)
@@ -553,11 +556,11 @@ class TargetWriter:
         repeat across partitions: tableoid tells them apart."""
         spec = self._table(table)
         conditions = []
-        for c in spec["columns"]:
-            if c.get("generated"):
+        for c in spec.columns:
+            if c.generated:
                 continue
-            ident = sql.Identifier(c["name"])
-            oid = int(c["type_oid"])
+            ident = sql.Identifier(c.name)
+            oid = c.type_oid
             if oid in _EXACT_EQUALITY:
                 conditions.append(sql.SQL("{} IS NOT DISTINCT FROM %s").format(ident))
             elif oid in _TEXT_THROUGH:
@@ -566,7 +569,7 @@ class TargetWriter:
             else:
                 conditions.append(sql.SQL("{}::text IS NOT DISTINCT FROM %s::text").format(ident))
         return sql.SQL("SELECT tableoid AS rel, ctid AS tid FROM {} WHERE {} LIMIT 1").format(
-            sql.Identifier(spec["schema"], spec["name"]),
+            sql.Identifier(spec.schema, spec.name),
             sql.SQL(" AND ").join(conditions) if conditions else sql.SQL("true"))
 
     def _match_values(self, table: str, row: Mapping[str, Any]) -> list[Any]:
@@ -581,7 +584,7 @@ class TargetWriter:
                                "be replayed into a populated target without losing its own "
                                "rows; restore into an empty database")
         self.conn.execute(sql.SQL("TRUNCATE {}").format(sql.SQL(", ").join(
-            sql.Identifier(self._table(t)["schema"], self._table(t)["name"]) for t in tables)))
+            sql.Identifier(self._table(t).schema, self._table(t).name) for t in tables)))
 
     def end_transaction(self, events: int) -> None:
         """After each replayed source transaction: sync the pipeline now and then, so
@@ -679,8 +682,8 @@ class TargetWriter:
         fixups = sql.Identifier("pg_temp", FIXUPS_TABLE)
         for table, fk_name in sorted(self._spilled):
             spec = self._table(table)
-            ident = sql.Identifier(spec["schema"], spec["name"])
-            pk = list(spec["primary_key"])
+            ident = sql.Identifier(spec.schema, spec.name)
+            pk = list(spec.primary_key)
             fk = next(k for k in graph.foreign_keys[table] if k.name == fk_name)
 
             def fields(cols: Sequence[str], value: str) -> sql.Composable:
@@ -767,12 +770,11 @@ def _key_text(columns: Sequence[str], key: Sequence[Any]) -> str:
     return ", ".join(f"{c}={v!r}" for c, v in zip(columns, key, strict=False)) or "(no key)"
 
 
-def _suggestion(table: str, catalog: Mapping[str, Any],
-                columns: Sequence[str] = ()) -> str:
+def _suggestion(table: str, catalog: Catalog, columns: Sequence[str] = ()) -> str:
     """A journal.toml entry that makes the row match instead of collide, when there is one
     that works: the violated key's own columns, or an identifier-like column."""
-    spec = catalog.get("tables", {}).get(table, {})
-    known = {c["name"] for c in spec.get("columns", [])}
+    spec = catalog.tables.get(table)
+    known = set(spec.column_names) if spec is not None else set()
     if columns and set(columns) <= known:
         cols = ", ".join(f'"{c}"' for c in columns)
         return (f"; to match such rows by these columns instead, add to journal.toml:\n"
@@ -786,7 +788,7 @@ _DETAIL_KEY = re.compile(r"^Key \((?P<cols>.+?)\)=\((?P<values>.*)\)")
 
 def violation_message(table: str, exc: psycopg.Error, pk: Sequence[str],
                       rows: Sequence[Mapping[str, Any]], mapped: Sequence[Mapping[str, Any]],
-                      catalog: Mapping[str, Any]) -> str:
+                      catalog: Catalog) -> str:
     """``table``: what PostgreSQL refused (constraint and DETAIL), the source row that
     caused it, and what avoids it."""
     diag = exc.diag

@@ -17,7 +17,7 @@ from typing import Any
 
 import psycopg
 
-from journal.catalog import table_schema
+from journal.catalog import Catalog
 from journal.config import redact
 from journal.targets import RestoreTarget
 from journal.values import read_rows
@@ -84,7 +84,7 @@ class VerifyReport:
 class Canonical:
     """Rows of one database state rewritten so that ids no longer matter."""
 
-    def __init__(self, catalog: Mapping[str, Any], rows: Rows,
+    def __init__(self, catalog: Catalog, rows: Rows,
                  keys: Mapping[str, NaturalKey | None],
                  generic: GenericKeys) -> None:
         self.catalog = catalog
@@ -108,12 +108,10 @@ class Canonical:
         if depth > 8:  # a long chain of tables without natural keys: stop descending
             return ("deep", table)
         nk = self.keys.get(table)
-        spec = self.catalog["tables"][table]
         if nk is not None:
             ident = (table, self._values(table, row, nk.columns, depth))
         else:
-            cols = [c["name"] for c in spec["columns"]
-                    if not (is_surrogate_key(spec) and c["name"] in spec["primary_key"])]
+            cols = self._compared_columns(table)
             ident = (table, self._values(table, row, cols, depth))
         self._identity[cache_key] = ident
         return ident
@@ -122,8 +120,8 @@ class Canonical:
                 ) -> tuple[Any, ...]:
         by_column: dict[str, Any] = {}
         for fk in self.graph.foreign_keys.get(table, ()):
-            ref = self.catalog["tables"].get(fk.ref_table)
-            if ref is None or tuple(ref["primary_key"]) != fk.ref_columns:
+            ref = self.catalog.tables.get(fk.ref_table)
+            if ref is None or ref.primary_key != fk.ref_columns:
                 continue
             value = fk.value_of(row)
             ident = None if value is None else self.identity(fk.ref_table, value, depth + 1)
@@ -141,8 +139,8 @@ class Canonical:
         kinds = self._column_kinds.get(table)
         if kinds is None:
             kinds = self._column_kinds[table] = {
-                c["name"]: None if c.get("generated") else int(c["type_oid"])
-                for c in self.catalog["tables"][table]["columns"]}
+                c.name: None if c.generated else c.type_oid
+                for c in self.catalog.tables[table].columns}
         return kinds
 
     def _generic(self, g: GenericForeignKey, row: Mapping[str, Any], depth: int) -> Any:
@@ -150,29 +148,32 @@ class Canonical:
         ct_row = self.rows.get(g.content_type_table, {}).get((ct,))
         if object_id is None or ct_row is None:
             return object_id
-        target = g.target_table(ct_row["app_label"], ct_row["model"], self.catalog["tables"])
-        spec = self.catalog["tables"].get(target)
-        if spec is None or len(spec["primary_key"]) != 1:
+        target = g.target_table(ct_row["app_label"], ct_row["model"], self.catalog.tables)
+        spec = self.catalog.tables.get(target)
+        if spec is None or len(spec.primary_key) != 1:
             return object_id
         return self.identity(target, (object_key(object_id, spec),), depth + 1)
 
     def table(self, table: str) -> Counter[Any]:
-        spec = self.catalog["tables"][table]
-        surrogate = is_surrogate_key(spec)
-        cols = [c["name"] for c in spec["columns"]
-                if not (surrogate and c["name"] in spec["primary_key"])]
+        cols = self._compared_columns(table)
         return Counter(self._values(table, row, cols, 0)
                        for row in self.rows.get(table, {}).values())
 
+    def _compared_columns(self, table: str) -> list[str]:
+        """Every column but a surrogate primary key, whose ids differ between databases."""
+        spec = self.catalog.tables[table]
+        surrogate = is_surrogate_key(spec)
+        return [c for c in spec.column_names if not (surrogate and c in spec.primary_key)]
 
-def compare(catalog: Mapping[str, Any], expected: Rows, actual: Rows,
+
+def compare(catalog: Catalog, expected: Rows, actual: Rows,
             keys: Mapping[str, NaturalKey | None], generic: GenericKeys,
             tables: list[str] | None = None) -> dict[str, TableDiff]:
     """Per table: how the ``actual`` rows differ from the ``expected`` ones, ids aside."""
     want, have = Canonical(catalog, expected, keys, generic), Canonical(catalog, actual, keys,
                                                                         generic)
     out = {}
-    for t in tables or sorted(catalog["tables"]):
+    for t in tables or sorted(catalog.tables):
         a, b = want.table(t), have.table(t)
         missing, extra = a - b, b - a
         examples = [f"missing: {_short(r)}" for r in list(missing)[:SAMPLE]]
@@ -191,7 +192,7 @@ def _short(row: Any) -> str:
     return text if len(text) < 200 else text[:197] + "..."
 
 
-def read_database(url: str, catalog: Mapping[str, Any], tables: list[str]) -> dict[str, Any]:
+def read_database(url: str, catalog: Catalog, tables: list[str]) -> dict[str, Any]:
     """The rows of ``tables`` in a database, in the journal's value representation."""
     out: dict[str, Any] = {}
     with psycopg.connect(url) as conn:
@@ -200,7 +201,7 @@ def read_database(url: str, catalog: Mapping[str, Any], tables: list[str]) -> di
             if t not in present:
                 out[t] = {}
                 continue
-            ts = table_schema(catalog["tables"][t])
+            ts = catalog.tables[t].table_schema()
             if ts.primary_key:
                 out[t] = {ts.key_of(r): r for r in read_rows(conn, ts)}
             else:  # no primary key: every row counts, equal ones too (a multiset)
@@ -226,19 +227,19 @@ def verify(target_url: str, packages_url: str = "", at: datetime | RestoreTarget
         manifests += [tail] if tail else []
         xid_lsn = find_xid(store, manifests, int(target.value)) if target.kind == "xid" else None  # type: ignore[arg-type]
         plan = make_plan(manifests, target, xid_lsn=xid_lsn)
-        catalog = plan.full.catalog
-        wanted = tables or sorted(catalog["tables"])
+        catalog = Catalog.parse(plan.full.catalog)
+        wanted = tables or sorted(catalog.tables)
         full = stack.enter_context(store.open(plan.full.package_id))
         state = fold(catalog, full.rows, segments(store, plan, stack, journal), plan.cutoff,
                      plan.start, wanted, follow_schema=not tables)
     if not tables:  # the tables as the stream's schema changes left them
-        catalog, wanted = state.catalog, sorted(state.catalog["tables"])
+        catalog, wanted = state.catalog, sorted(state.catalog.tables)
     actual = read_database(target_url, catalog, wanted)
     keys = resolve_natural_keys(catalog, natural_keys)
     off = disabled(natural_keys)
     for t in wanted:  # the keys a remapping restore infers, from the same source rows
-        if keys.get(t) is None and t not in off and inference_candidates(catalog["tables"][t]):
-            column = infer_natural_key(catalog["tables"][t], state.rows(t))
+        if keys.get(t) is None and t not in off and inference_candidates(catalog.tables[t]):
+            column = infer_natural_key(catalog.tables[t], state.rows(t))
             if column:
                 keys[t] = NaturalKey(t, (column,), "inferred from data")
     diffs = compare(catalog, state.tables, actual, keys,

@@ -8,7 +8,7 @@ import psycopg
 import pytest
 
 from journal import sample
-from journal.catalog import table_schema
+from journal.catalog import Catalog, table_schema
 from journal.errors import SourceError
 from journal.values import read_rows
 from producers.source_catalog import (
@@ -277,8 +277,8 @@ def test_catalog_lists_user_types_before_their_users_and_the_extensions_it_needs
     from restorer.schema import create_tables, create_types
 
     with scratch_database(pg_server, "tyr") as url, psycopg.connect(url) as conn:
-        create_types(conn, catalog)
-        create_tables(conn, catalog, ["public.t"])
+        create_types(conn, Catalog.parse(catalog))
+        create_tables(conn, Catalog.parse(catalog), ["public.t"])
         conn.execute("INSERT INTO public.t VALUES (1, ARRAY[ROW('Ab', '{it''s}')]::c_item[], "
                      "'[2020-01-01,2020-02-01)', '{[2020-01-01,2020-01-05)}')")
         assert conn.execute("SELECT (items[1]).code = 'aB' FROM public.t").fetchone()[0]

@@ -15,6 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from journal import schema_change
+from journal.catalog import Catalog, ColumnEntry, TableEntry, TypeEntry
 from journal.errors import RestoreError, ValidationError
 from producers.ddl_trigger import SchemaChangeRefused, refuse_inexact, value_preserving
 from restorer import ddl
@@ -40,6 +41,14 @@ DOC = _table("doc", _col(1, "id", not_null=True), _col(2, "title", "text", 25),
              _col(3, "n"))
 
 
+def _entry(data: dict[str, Any]) -> TableEntry:
+    return TableEntry.parse(data)
+
+
+def _enum(data: dict[str, Any]) -> TypeEntry:
+    return TypeEntry.parse({"kind": "enum", **data}, "type")
+
+
 def _texts(statements: list[Any]) -> list[str]:
     for s in statements:  # every statement passes the package DDL check
         ddl.check(s.kind, s.text, s.schema, s.name)
@@ -49,7 +58,7 @@ def _texts(statements: list[Any]) -> list[str]:
 def test_renamed_column_is_renamed_not_dropped_and_added() -> None:
     new = copy.deepcopy(DOC)
     new["columns"][1]["name"] = "heading"
-    assert _texts(table_statements(DOC, new, {})) == [
+    assert _texts(table_statements(_entry(DOC), _entry(new), {})) == [
         'ALTER TABLE ONLY "public"."doc" RENAME COLUMN "title" TO "heading"']
 
 
@@ -57,7 +66,7 @@ def test_swapped_column_names_move_one_aside_first() -> None:
     new = copy.deepcopy(DOC)
     new["columns"][1]["name"], new["columns"][2]["name"] = "n", "title"
     new["columns"][1]["pg_type"], new["columns"][2]["pg_type"] = "text", "integer"
-    texts = _texts(table_statements(DOC, new, {}))
+    texts = _texts(table_statements(_entry(DOC), _entry(new), {}))
     assert texts == [
         'ALTER TABLE ONLY "public"."doc" RENAME COLUMN "title" TO "title_journal_2"',
         'ALTER TABLE ONLY "public"."doc" RENAME COLUMN "n" TO "title"',
@@ -66,7 +75,7 @@ def test_swapped_column_names_move_one_aside_first() -> None:
 
 def test_column_dropped_and_another_added_under_its_name_are_two_columns() -> None:
     new = _table("doc", _col(1, "id", not_null=True), _col(3, "n"), _col(4, "title"))
-    assert _texts(table_statements(DOC, new, {})) == [
+    assert _texts(table_statements(_entry(DOC), _entry(new), {})) == [
         'ALTER TABLE ONLY "public"."doc" DROP COLUMN "title"',
         'ALTER TABLE ONLY "public"."doc" ADD COLUMN "title" integer']
 
@@ -76,7 +85,8 @@ def test_added_column_gets_the_value_old_rows_hold_then_its_own_default() -> Non
     new["columns"].append(_col(4, "born", "date", 1082, not_null=True,
                                default="CURRENT_DATE"))
     new["columns"].append(_col(5, "colour", "text", 25))
-    texts = _texts(table_statements(DOC, new, {"born": "2020-01-02", "colour": "red"}))
+    texts = _texts(table_statements(_entry(DOC), _entry(new),
+                                    {"born": "2020-01-02", "colour": "red"}))
     assert texts == [
         "ALTER TABLE ONLY \"public\".\"doc\" ADD COLUMN \"born\" date DEFAULT "
         "'2020-01-02'::date NOT NULL",
@@ -89,7 +99,7 @@ def test_type_default_and_not_null_changes() -> None:
     new = copy.deepcopy(DOC)
     new["columns"][2].update(pg_type="bigint", type_oid=20, not_null=True, default="0")
     new["columns"][1]["default"] = None
-    assert _texts(table_statements(DOC, new, {})) == [
+    assert _texts(table_statements(_entry(DOC), _entry(new), {})) == [
         'ALTER TABLE ONLY "public"."doc" ALTER COLUMN "n" TYPE bigint',
         'ALTER TABLE ONLY "public"."doc" ALTER COLUMN "n" SET DEFAULT 0',
         'ALTER TABLE ONLY "public"."doc" ALTER COLUMN "n" SET NOT NULL']
@@ -99,7 +109,7 @@ def test_renamed_table_is_renamed_before_its_columns_change() -> None:
     new = copy.deepcopy(DOC)
     new["name"] = "document"
     new["columns"][2]["not_null"] = True
-    assert _texts(table_statements(DOC, new, {})) == [
+    assert _texts(table_statements(_entry(DOC), _entry(new), {})) == [
         'ALTER TABLE ONLY "public"."doc" RENAME TO "document"',
         'ALTER TABLE ONLY "public"."document" ALTER COLUMN "n" SET NOT NULL']
 
@@ -109,16 +119,17 @@ def test_catalog_without_attnums_is_refused_rather_than_guessed() -> None:
     for c in old["columns"]:
         del c["attnum"]
     with pytest.raises(RestoreError, match="without attnums"):
-        table_statements(old, DOC, {})
+        table_statements(_entry(old), _entry(DOC), {})
 
 
 def test_replaced_primary_key_drops_the_dependents_first_then_adds() -> None:
     old_pk = 'ALTER TABLE ONLY "public"."doc" ADD CONSTRAINT "doc_pkey" PRIMARY KEY (id)'
     unique = 'ALTER TABLE ONLY "public"."doc" ADD CONSTRAINT "doc_n_key" UNIQUE (n)'
     new_pk = 'ALTER TABLE ONLY public.doc ADD CONSTRAINT doc_pkey PRIMARY KEY (title)'
-    entry = _table("doc", pk=("title",), constraints=[new_pk])
+    entry = _table("doc", _col(1, "id"), _col(2, "title", "text", 25), pk=("title",),
+                   constraints=[new_pk])
     live = LiveKeys({old_pk: "doc_pkey", unique: "doc_n_key"}, {}, {})
-    assert _texts(key_statements(entry, live)) == [
+    assert _texts(key_statements(_entry(entry), live)) == [
         'ALTER TABLE ONLY "public"."doc" DROP CONSTRAINT "doc_n_key"',
         'ALTER TABLE ONLY "public"."doc" DROP CONSTRAINT "doc_pkey"',
         new_pk]
@@ -127,9 +138,10 @@ def test_replaced_primary_key_drops_the_dependents_first_then_adds() -> None:
 def test_unchanged_keys_are_left_alone() -> None:
     pk = 'ALTER TABLE ONLY public.doc ADD CONSTRAINT doc_pkey PRIMARY KEY (id)'
     index = "CREATE INDEX doc_title ON public.doc USING btree (title)"
-    entry = _table("doc", constraints=[pk], indexes=[index])
-    assert key_statements(entry, LiveKeys({pk: "doc_pkey"}, {}, {index: "doc_title"})) == []
-    assert _texts(key_statements(entry, LiveKeys({pk: "doc_pkey"}, {}, {}))) == [index]
+    entry = _table("doc", _col(1, "id"), constraints=[pk], indexes=[index])
+    live = LiveKeys({pk: "doc_pkey"}, {}, {index: "doc_title"})
+    assert key_statements(_entry(entry), live) == []
+    assert _texts(key_statements(_entry(entry), LiveKeys({pk: "doc_pkey"}, {}, {}))) == [index]
 
 
 def test_enum_with_a_new_value_is_rebuilt_and_its_columns_converted() -> None:
@@ -137,7 +149,7 @@ def test_enum_with_a_new_value_is_rebuilt_and_its_columns_converted() -> None:
            "ddl": "CREATE TYPE public.mood AS ENUM ('calm', 'busy', 'angry')"}
     columns = [EnumColumn("public", "doc", "m", False, True),
                EnumColumn("public", "doc", "ms", True, False)]
-    texts = _texts(enum_statements({"labels": ["calm", "busy"]}, new, columns,
+    texts = _texts(enum_statements(["calm", "busy"], _enum(new), columns,
                                    {("public", "doc", "m"): "'calm'::public.mood"}))
     assert texts == [
         'ALTER TYPE "public"."mood" RENAME TO "mood_journal_old"',
@@ -149,13 +161,13 @@ def test_enum_with_a_new_value_is_rebuilt_and_its_columns_converted() -> None:
         'ALTER TABLE ONLY "public"."doc" ALTER COLUMN "ms" TYPE "public"."mood"[] '
         'USING "ms"::text[]::"public"."mood"[]',
         'DROP TYPE "public"."mood_journal_old"']
-    assert enum_statements(new, new, columns, {}) == []
+    assert enum_statements(new["labels"], _enum(new), columns, {}) == []
 
 
 def test_enum_that_lost_a_value_is_refused() -> None:
     new = {"schema": "public", "name": "mood", "labels": ["calm"], "ddl": "x"}
     with pytest.raises(RestoreError, match="lost values"):
-        enum_statements({"labels": ["calm", "busy"]}, new, [], {})
+        enum_statements(["calm", "busy"], _enum(new), [], {})
 
 
 def test_ddl_check_refuses_an_alter_naming_another_table() -> None:
@@ -176,28 +188,30 @@ def test_ddl_check_refuses_an_alter_naming_another_table() -> None:
     ("integer", "text", False), ("timestamp(6) without time zone", "date", False)])
 def test_type_changes_that_keep_every_value(old: str, new: str, kept: bool) -> None:
     oids = {"integer": 23, "bigint": 20, "smallint": 21, "text": 25, "date": 1082}
-    def column(t: str) -> dict[str, Any]:
+    def column(t: str) -> ColumnEntry:
         oid = oids.get(t, 1043 if t.startswith("character varying") else
                        1700 if t.startswith("numeric") else 1114)
-        return {"pg_type": t, "type_oid": oid}
+        return ColumnEntry("c", t, oid)
     assert value_preserving(column(old), column(new)) is kept
 
 
 def test_column_added_with_a_volatile_default_to_a_table_with_rows_is_refused() -> None:
     new = copy.deepcopy(DOC)
     new["columns"].append(_col(4, "r", "double precision", 701, default="random()"))
+    old, added = _entry(DOC), _entry(new)
     with pytest.raises(SchemaChangeRefused, match="volatile default"):
-        refuse_inexact("public.doc", DOC, new, True, {}, "ALTER TABLE doc ADD r ...")
-    refuse_inexact("public.doc", DOC, new, False, {}, "")  # no rows: nothing rewritten
-    refuse_inexact("public.doc", DOC, new, True, {"r": "0.5"}, "")  # a fast default
+        refuse_inexact("public.doc", old, added, True, {}, "ALTER TABLE doc ADD r ...")
+    refuse_inexact("public.doc", old, added, False, {}, "")  # no rows: nothing rewritten
+    refuse_inexact("public.doc", old, added, True, {"r": "0.5"}, "")  # a fast default
 
 
 def test_type_change_with_using_is_refused_even_when_widening() -> None:
     new = copy.deepcopy(DOC)
     new["columns"][2].update(pg_type="bigint", type_oid=20)
-    refuse_inexact("public.doc", DOC, new, True, {}, "ALTER TABLE doc ALTER n TYPE bigint")
+    old, retyped = _entry(DOC), _entry(new)
+    refuse_inexact("public.doc", old, retyped, True, {}, "ALTER TABLE doc ALTER n TYPE bigint")
     with pytest.raises(SchemaChangeRefused, match="changed type from integer to bigint"):
-        refuse_inexact("public.doc", DOC, new, True, {},
+        refuse_inexact("public.doc", old, retyped, True, {},
                        "ALTER TABLE doc ALTER n TYPE bigint USING n * 2")
 
 
@@ -219,8 +233,8 @@ def test_catalog_message_changes_only_the_tables_it_names() -> None:
     renamed["name"] = "label"
     message = _message({"types": [], "tables": {"public.doc": ahead, "public.label": renamed}},
                        {"tables": ["public.label"], "renamed": {"public.tag": "public.label"}})
-    after, change = schema_change.apply(previous, message, "here")
-    assert after["tables"] == {"public.doc": DOC, "public.label": renamed}
+    after, change = schema_change.apply(Catalog.parse(previous), message, "here")
+    assert after.to_json()["tables"] == {"public.doc": DOC, "public.label": renamed}
     assert change.touches("public.tag") and change.touches("public.label")
     assert previous["tables"]["public.tag"] == tag  # the previous catalog is not changed
 
@@ -228,8 +242,8 @@ def test_catalog_message_changes_only_the_tables_it_names() -> None:
 def test_catalog_message_without_a_change_record_replaces_the_catalog() -> None:
     previous = {"types": [], "tables": {"public.doc": DOC}}
     new = {"types": [], "tables": {"public.tag": _table("tag", _col(1, "id"))}}
-    after, change = schema_change.apply(previous, _message(new, None), "here")
-    assert after == new and change.dropped == ("public.doc",)
+    after, change = schema_change.apply(Catalog.parse(previous), _message(new, None), "here")
+    assert after.to_json() == new and change.dropped == ("public.doc",)
     assert change.tables == ("public.tag",)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from journal.catalog import Catalog
 from journal.errors import RestoreError
 from restorer.graph import TableGraph
 
@@ -22,7 +23,7 @@ def table(name, fks=(), not_null=("id",)):
 
 
 def catalog(*tables):
-    return {"tables": {t["schema"] + "." + t["name"]: t for t in tables}}
+    return Catalog.parse({"tables": {t["schema"] + "." + t["name"]: t for t in tables}})
 
 
 EDMS = catalog(

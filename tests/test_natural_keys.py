@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from journal.catalog import Catalog, TableEntry
 from journal.errors import ConfigError, RestoreRefused
 from restorer.generic_keys import (
     detect_generic_foreign_keys,
@@ -80,8 +81,11 @@ CATALOG = {"tables": {
 }}
 
 
+TYPED = Catalog.parse(CATALOG)
+
+
 def test_detected_key_is_a_not_null_unique_constraint_not_the_primary_key():
-    keys = resolve_natural_keys(CATALOG)
+    keys = resolve_natural_keys(TYPED)
     assert keys["public.django_content_type"].columns == ("app_label", "model")
     assert keys["public.auth_permission"].columns == ("content_type_id", "codename")
     # email is unique but nullable: not a natural key
@@ -89,27 +93,29 @@ def test_detected_key_is_a_not_null_unique_constraint_not_the_primary_key():
 
 
 def test_table_without_unique_columns_has_no_natural_key():
-    assert resolve_natural_keys(CATALOG)["public.django_admin_log"] is None
+    assert resolve_natural_keys(TYPED)["public.django_admin_log"] is None
 
 
 def test_text_primary_key_is_its_own_natural_key():
-    assert resolve_natural_keys(CATALOG)["public.django_session"].columns == ("session_key",)
+    assert resolve_natural_keys(TYPED)["public.django_session"].columns == ("session_key",)
 
 
 def test_configuration_overrides_detection():
-    keys = resolve_natural_keys(CATALOG, {"auth_user": ("email",)})
+    keys = resolve_natural_keys(TYPED, {"auth_user": ("email",)})
     assert keys["public.auth_user"].columns == ("email",)
     assert keys["public.auth_user"].origin == "config"
 
 
 def test_configuration_naming_a_missing_column_is_an_error():
     with pytest.raises(ConfigError, match="auth_user"):
-        resolve_natural_keys(CATALOG, {"public.auth_user": ("login",)})
+        resolve_natural_keys(TYPED, {"public.auth_user": ("login",)})
 
 
 def test_text_and_uuid_columns_are_preferred():
-    table = {"columns": [col("id"), col("n"), col("uuid", "uuid", 2950)], "primary_key": ["id"],
-             "unique": [{"name": "a", "columns": ["n"]}, {"name": "b", "columns": ["uuid"]}]}
+    table = TableEntry.parse({
+        "schema": "public", "name": "t", "primary_key": ["id"],
+        "columns": [col("id"), col("n"), col("uuid", "uuid", 2950)],
+        "unique": [{"name": "a", "columns": ["n"]}, {"name": "b", "columns": ["uuid"]}]})
     assert detect_natural_key(table) == ("uuid",)
 
 
@@ -135,11 +141,11 @@ def test_keymap_stores_only_differences_and_maps_the_rest_to_itself():
 
 
 def test_foreign_keys_and_generic_foreign_keys_are_remapped():
-    graph = TableGraph(CATALOG)
+    graph = TableGraph(TYPED)
     km = KeyMap(tracked={"public.auth_user"})
     km.set("public.django_content_type", (7,), (3,))
     km.set("public.auth_user", (1,), (42,))
-    remapper = RowRemapper(graph, km, resolve_generic_foreign_keys(CATALOG))
+    remapper = RowRemapper(graph, km, resolve_generic_foreign_keys(TYPED))
     remapper.observe("public.django_content_type", {"id": 7, "app_label": "auth", "model": "user"})
     row = {"id": 1, "content_type_id": 7, "user_id": 1, "object_id": "1"}
     out = remapper.remap("public.django_admin_log", row)
@@ -149,7 +155,8 @@ def test_foreign_keys_and_generic_foreign_keys_are_remapped():
 
 def test_generic_reference_to_an_object_not_restored_yet_is_pending_not_kept():
     km = KeyMap(tracked={"public.auth_user"})
-    remapper = RowRemapper(TableGraph(CATALOG), km, resolve_generic_foreign_keys(CATALOG))
+    remapper = RowRemapper(TableGraph(TYPED), km,
+                           resolve_generic_foreign_keys(TYPED))
     remapper.observe("public.django_content_type", {"id": 7, "app_label": "auth", "model": "user"})
     row = {"id": 5, "content_type_id": 7, "user_id": 1, "object_id": "9"}
     remapper.remap("public.django_admin_log", row)
@@ -161,7 +168,8 @@ def test_generic_reference_to_an_object_not_restored_yet_is_pending_not_kept():
 
 
 def test_generic_reference_into_a_table_outside_the_restore_is_counted():
-    remapper = RowRemapper(TableGraph(CATALOG), KeyMap(), resolve_generic_foreign_keys(CATALOG))
+    remapper = RowRemapper(TableGraph(TYPED), KeyMap(),
+                           resolve_generic_foreign_keys(TYPED))
     remapper.observe("public.django_content_type", {"id": 8, "app_label": "x", "model": "gone"})
     remapper.remap("public.django_admin_log",
                    {"id": 1, "content_type_id": 8, "user_id": 1, "object_id": "3"})
@@ -169,7 +177,7 @@ def test_generic_reference_into_a_table_outside_the_restore_is_counted():
 
 
 def test_deferred_foreign_key_loads_as_null():
-    remapper = RowRemapper(TableGraph(CATALOG), KeyMap())
+    remapper = RowRemapper(TableGraph(TYPED), KeyMap())
     out = remapper.remap("public.auth_permission", {"id": 1, "content_type_id": 2,
                                                     "codename": "x"}, frozenset({"p_ct"}))
     assert out["content_type_id"] is None
@@ -192,7 +200,8 @@ def _activity_catalog() -> dict:
 
 
 def test_every_generic_foreign_key_of_a_table_is_detected_and_pairs_never_mix():
-    pairs, unpaired = detect_generic_foreign_keys(_activity_catalog(), "public.actstream_action")
+    pairs, unpaired = detect_generic_foreign_keys(Catalog.parse(_activity_catalog()),
+                                                  "public.actstream_action")
     assert [(g.content_type, g.object_id) for g in pairs] == [
         ("actor_content_type_id", "actor_object_id"),
         ("target_content_type_id", "target_object_id"),
@@ -202,7 +211,7 @@ def test_every_generic_foreign_key_of_a_table_is_detected_and_pairs_never_mix():
 
 
 def test_configuration_overrides_or_disables_detection():
-    cat = _activity_catalog()
+    cat = Catalog.parse(_activity_catalog())
     only = resolve_generic_foreign_keys(cat, {"actstream_action": [
         {"content_type": "actor_content_type_id", "object_id": "actor_object_id"}]})
     assert [g.object_id for g in only["public.actstream_action"]] == ["actor_object_id"]
@@ -216,7 +225,7 @@ def test_configuration_overrides_or_disables_detection():
 
 def test_configuration_naming_a_missing_generic_column_is_an_error():
     with pytest.raises(ConfigError, match="actor_obj"):
-        resolve_generic_foreign_keys(_activity_catalog(), {"actstream_action": [
+        resolve_generic_foreign_keys(Catalog.parse(_activity_catalog()), {"actstream_action": [
             {"content_type": "actor_content_type_id", "object_id": "actor_obj"}]})
 
 
@@ -226,26 +235,28 @@ def test_unpaired_object_column_is_refused_with_an_entry_that_works_when_pasted(
     # a content-type column that does not follow the convention
     log["columns"][1]["name"] = "kind_id"
     log["foreign_keys"][0]["columns"] = ["kind_id"]
-    generic = resolve_generic_foreign_keys(cat)
+    generic = resolve_generic_foreign_keys(Catalog.parse(cat))
     assert "public.django_admin_log" not in generic
     with pytest.raises(RestoreRefused) as err:
-        refuse_unsafe(TableGraph(cat), resolve_natural_keys(cat), generic, cat,
+        typed = Catalog.parse(cat)
+        refuse_unsafe(TableGraph(typed), resolve_natural_keys(typed), generic, typed,
                       {"public.django_admin_log"})
     assert err.value.exit_code == 3
     text = str(err.value)
     entry = text[text.index("[generic_foreign_keys]"):]
     pasted = tomllib.loads(entry)["generic_foreign_keys"]
-    fixed = resolve_generic_foreign_keys(cat, pasted)
+    fixed = resolve_generic_foreign_keys(Catalog.parse(cat), pasted)
     assert [(g.content_type, g.object_id) for g in fixed["public.django_admin_log"]] == [
         ("kind_id", "object_id")]
-    assert unpaired_object_columns(cat, fixed, {"public.django_admin_log"}) == []
+    assert unpaired_object_columns(Catalog.parse(cat), fixed, {"public.django_admin_log"}) == []
 
 
 def test_natural_key_is_inferred_from_a_uuid_column_whose_values_are_unique():
-    table = {"columns": [col("id", default=SERIAL), col("uuid", "uuid", 2950),
-                         col("slug", "character varying(50)", 1043),
-                         col("created", "timestamp with time zone", 1184)],
-             "primary_key": ["id"], "unique": []}
+    table = TableEntry.parse({
+        "schema": "public", "name": "t", "primary_key": ["id"], "unique": [],
+        "columns": [col("id", default=SERIAL), col("uuid", "uuid", 2950),
+                    col("slug", "character varying(50)", 1043),
+                    col("created", "timestamp with time zone", 1184)]})
     assert inference_candidates(table) == ["uuid", "slug"]
     rows = [{"id": i, "uuid": f"u{i}", "slug": "same", "created": datetime(2026, 1, 1, tzinfo=UTC)}
             for i in range(3)]
@@ -262,18 +273,19 @@ def test_suggestions_are_never_placeholders_timestamps_or_floats():
     cat["tables"]["public.note"]["columns"] += [
         col("expires_at", "timestamp with time zone", 1184), col("score", "double precision",
                                                                   701)]
-    assert config_line("public.note", cat) is None
+    assert config_line("public.note", Catalog.parse(cat)) is None
     cat["tables"]["public.note"]["columns"].append(col("code", "text", 25))
-    assert config_line("public.note", cat) == '[natural_keys]\n"public.note" = ["code"]'
+    assert (config_line("public.note", Catalog.parse(cat))
+            == '[natural_keys]\n"public.note" = ["code"]')
 
 
 def test_empty_configured_natural_key_means_none():
-    assert resolve_natural_keys(CATALOG, {"auth_user": ()})["public.auth_user"] is None
+    assert resolve_natural_keys(TYPED, {"auth_user": ()})["public.auth_user"] is None
 
 
 def test_surrogate_table_without_natural_key_is_safe():
-    graph = TableGraph(CATALOG)
-    refuse_unsafe(graph, resolve_natural_keys(CATALOG), {}, CATALOG, {"public.auth_user"})
+    graph = TableGraph(TYPED)
+    refuse_unsafe(graph, resolve_natural_keys(TYPED), {}, TYPED, {"public.auth_user"})
 
 
 def test_django_migrations_are_recognised_by_app_and_name():
@@ -284,5 +296,5 @@ def test_django_migrations_are_recognised_by_app_and_name():
                     col("name", "character varying(255)", 1043),
                     col("applied", "timestamp with time zone", 1184)],
         "primary_key": ["id"], "unique": [], "foreign_keys": []}
-    key = resolve_natural_keys(cat)["public.django_migrations"]
+    key = resolve_natural_keys(Catalog.parse(cat))["public.django_migrations"]
     assert (key.columns, key.origin) == (("app", "name"), "convention")

@@ -17,7 +17,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from journal.catalog import table_schemas
+from journal.catalog import Catalog, table_schemas
 from journal.codec import SchemaRegistry, encode
 from journal.events import (
     MARK_PREFIX,
@@ -55,7 +55,7 @@ class Recorder:
             self.database = conn.info.dbname
             self.position = Position(self._lsn(conn), 0)
         self.schemas = table_schemas(self.catalog)
-        self.order = TableGraph(self.catalog).load_order().tables
+        self.order = TableGraph(Catalog.parse(self.catalog)).load_order().tables
         self.generation = str(uuid.uuid4())
         self.state = read_state(source_url)
         self.pending: list[Transaction] = []

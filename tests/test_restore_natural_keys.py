@@ -14,6 +14,7 @@ import pytest
 from psycopg import sql
 
 from journal import sample
+from journal.catalog import Catalog
 from journal.errors import RestoreError, RestoreRefused
 from restorer.generic_keys import resolve_generic_foreign_keys
 from restorer.natural_keys import resolve_natural_keys
@@ -81,10 +82,11 @@ def recorded(edms_source: str, tmp_path) -> Recorder:  # noqa: F811
 
 
 def _canonical_diff(rec: Recorder, target: str) -> dict[str, Any]:
-    keys = resolve_natural_keys(rec.catalog)
-    actual = read_database(target, rec.catalog, sorted(rec.catalog["tables"]))
-    return compare(rec.catalog, rec.state, actual, keys,
-                   resolve_generic_foreign_keys(rec.catalog, GENERIC))
+    catalog = Catalog.parse(rec.catalog)
+    keys = resolve_natural_keys(catalog)
+    actual = read_database(target, catalog, sorted(catalog.tables))
+    return compare(catalog, rec.state, actual, keys,
+                   resolve_generic_foreign_keys(catalog, GENERIC))
 
 
 def test_every_foreign_key_lands_on_the_row_with_the_same_natural_key(recorded, target_db):
@@ -145,23 +147,25 @@ def test_on_conflict_update_takes_the_sources_values(recorded, target_db):
 
 def test_on_conflict_fail_refuses_and_leaves_the_target_unchanged(recorded, target_db):
     populate(target_db, recorded.state)
-    before = read_database(target_db, recorded.catalog, sorted(recorded.catalog["tables"]))
+    before = read_database(target_db, Catalog.parse(recorded.catalog),
+                           sorted(recorded.catalog["tables"]))
     with pytest.raises(RestoreError, match="already exists in the target"):
         restore(RestoreOptions(target_url=target_db, store=recorded.store, on_conflict="fail",
                                generic_foreign_keys=GENERIC))
-    assert read_database(target_db, recorded.catalog,
+    assert read_database(target_db, Catalog.parse(recorded.catalog),
                          sorted(recorded.catalog["tables"])) == before
 
 
 def test_dry_run_reports_refusals_without_writing(recorded, target_db):
     populate(target_db, recorded.state)
-    before = read_database(target_db, recorded.catalog, sorted(recorded.catalog["tables"]))
+    before = read_database(target_db, Catalog.parse(recorded.catalog),
+                           sorted(recorded.catalog["tables"]))
     report = restore(RestoreOptions(target_url=target_db, store=recorded.store,
                                     on_conflict="fail", dry_run=True,
                                     generic_foreign_keys=GENERIC))
     assert report.tables["public.django_content_type"].refused == len(
         recorded.state["public.django_content_type"])
-    assert read_database(target_db, recorded.catalog,
+    assert read_database(target_db, Catalog.parse(recorded.catalog),
                          sorted(recorded.catalog["tables"])) == before
 
 

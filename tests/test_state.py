@@ -137,7 +137,9 @@ def test_truncate_clears_the_table() -> None:
 
 
 def test_marks_catalog_and_heartbeats_are_tracked() -> None:
-    catalog = {"tables": {"public.document": {}}}
+    catalog = {"tables": {"public.document": {
+        "schema": "public", "name": "document", "primary_key": ["id"],
+        "columns": [{"name": "id", "pg_type": "integer", "type_oid": 23}]}}}
     heartbeat = LogicalMessage("db", HEARTBEAT_PREFIX, b"", False, Position(40, 0), 0, TS)
     state = StreamState().apply_all([
         *txn(10, ("msg", MARK_PREFIX, b"before-upgrade")),

@@ -198,6 +198,7 @@ def test_every_type_through_snapshot_and_stream_restores_value_for_value(
 
 
 def test_a_missing_extension_is_refused_naming_it(pg18_server):
+    from journal.catalog import Catalog
     from journal.errors import RestoreError
     from restorer.schema import create_types
 
@@ -205,4 +206,4 @@ def test_a_missing_extension_is_refused_naming_it(pg18_server):
         {"name": "no_such_extension_here", "schema": "public", "version": "1.0"}]}
     with scratch_database(pg18_server, "ext") as url, psycopg.connect(url) as conn:
         with pytest.raises(RestoreError, match="no_such_extension_here"):
-            create_types(conn, catalog)
+            create_types(conn, Catalog.parse(catalog))

@@ -21,7 +21,8 @@ OURS = ("journal", "producers", "restorer")
 
 CORE = {"journal", "journal.positions", "journal.events", "journal.catalog", "journal.codec",
         "journal.errors", "journal.config", "journal.durable", "journal.processes",
-        "journal.row_identity", "journal.schema_change", "journal.values", "journal.targets"}
+        "journal.row_identity", "journal.schema_change", "journal.values", "journal.targets",
+        "journal.table_schema"}
 COMPACTION = {"journal.compactor", "journal.fold", "journal.sorting", "journal.stream_state",
               "journal.retention", "journal.marks"}
 # what each layer may import besides itself

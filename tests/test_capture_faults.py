@@ -22,20 +22,21 @@ from journal.config import Config
 from journal.errors import SourceError
 from journal.events import ChangeEvent, LogicalMessage, TransactionMarker
 from journal.positions import parse_lsn
-from producers import pgoutput, slot
+from producers import slot
 from tests import services
-from tests.conftest import scratch_database
-from tests.test_capture import (
+from tests.support.capture import (
     Background,
     assert_reconstructs,
     capture_config,
     capture_until_idle,
+    committed_transactions,
     database_of,
     loaded_sample,
     raw_positions,
     read_records,
     write_toml,
 )
+from tests.support.databases import scratch_database
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -129,28 +130,6 @@ def _capture_process(toml: Path, *args: str) -> subprocess.Popen[str]:
                             text=True)
 
 
-def _committed_transactions(url: str, reference_slot: str) -> set[int]:
-    """Commit LSNs of every transaction with captured changes since the reference slot."""
-    commits: set[int] = set()
-    with psycopg.connect(url, autocommit=True) as conn:
-        rows = conn.execute(
-            "SELECT data FROM pg_logical_slot_get_binary_changes(%s, NULL, NULL, "
-            "'proto_version', '1', 'publication_names', 'edms_journal')",
-            (reference_slot,)).fetchall()
-        conn.execute("SELECT pg_drop_replication_slot(%s)", (reference_slot,))
-    current = None
-    for (data,) in rows:
-        msg = pgoutput.decode(data)
-        if isinstance(msg, pgoutput.Begin):
-            current, changed = msg.final_lsn, False
-        elif isinstance(msg, pgoutput.Insert | pgoutput.Update | pgoutput.Delete
-                        | pgoutput.Truncate):
-            changed = True
-        elif isinstance(msg, pgoutput.Commit) and changed:
-            commits.add(current)
-    return commits
-
-
 @pytest.mark.parametrize("transport", ["file", "kafka"])
 def test_kill_9_at_random_moments_loses_and_doubles_nothing(
         pg18_server: str, transport: str, tmp_path: Path, request: pytest.FixtureRequest):
@@ -188,7 +167,7 @@ def test_kill_9_at_random_moments_loses_and_doubles_nothing(
         ends = [r.position.commit_lsn for r in records if isinstance(r, TransactionMarker)
                 and r.status == "END" and r.position.commit_lsn != snapshot_lsn]
         assert len(ends) == len(set(ends))  # every transaction once
-        assert set(ends) == _committed_transactions(url, reference)
+        assert set(ends) == committed_transactions(url, reference)
         # the raw transport did see redeliveries (or at least no gaps): dedupe is the rule
         positions = raw_positions(cfg, database_of(url))
         assert len(positions) >= len(records)

@@ -16,7 +16,7 @@ from producers.source_catalog import (
     read_catalog,
     tables_without_primary_key,
 )
-from tests.conftest import scratch_database
+from tests.support.databases import scratch_database
 
 # --- natural keys (pure) -----------------------------------------------------------------
 

@@ -21,7 +21,15 @@ from journal.store import open_store
 from journal.stream_state import StreamState
 from journal.transport import open_reader, open_writer
 from restorer.plan import RestoreTarget
-from tests.test_fold import DOC, LINK, TAG, StreamBuilder, package_rows, same_tables, state_rows
+from tests.support.streams import (
+    DOC,
+    LINK,
+    TAG,
+    StreamBuilder,
+    package_rows,
+    same_tables,
+    state_rows,
+)
 
 
 def _workload(n: int, seed: int = 1) -> StreamBuilder:
@@ -217,8 +225,8 @@ def test_capture_and_compaction_during_a_workload_on_postgresql_and_kafka(
 
     from journal import sample
     from journal.positions import Position
-    from tests.conftest import scratch_database
-    from tests.test_capture import Background, capture_config, database_of, loaded_sample
+    from tests.support.capture import Background, capture_config, database_of, loaded_sample
+    from tests.support.databases import scratch_database
 
     with scratch_database(pg18_server, "pkg") as url:
         loaded_sample(url, scale=30)

@@ -41,7 +41,7 @@ from journal.store import open_store
 from restorer.plan import RestoreTarget
 from restorer.restore import RestoreOptions, restore
 from restorer.verify import verify
-from tests.conftest import database_url, drop_database, scratch_database
+from tests.support.databases import database_url, drop_database, scratch_database
 
 pytestmark = pytest.mark.integration
 

@@ -17,8 +17,8 @@ from journal import sample
 from journal.errors import RestoreError, ValidationError
 from journal.events import micros_to_datetime
 from restorer.restore import RestoreOptions, restore
-from tests.conftest import scratch_database
-from tests.test_restore_fixtures import Recorder, edms_source, read_state  # noqa: F401
+from tests.support.databases import scratch_database
+from tests.support.restore import Recorder, read_state
 
 pytestmark = pytest.mark.integration
 
@@ -28,7 +28,7 @@ def _state(url: str) -> dict[str, Any]:
 
 
 @pytest.fixture
-def recorded(edms_source: str, tmp_path) -> Recorder:  # noqa: F811
+def recorded(edms_source: str, tmp_path) -> Recorder:
     """Full package, then 3 segments of 4 workload steps each (one mark per segment)."""
     rec = Recorder(edms_source, str(tmp_path / "packages"))
     rec.full()
@@ -239,7 +239,7 @@ def _sequences(url: str) -> dict[str, tuple[int, bool]]:
             f"SELECT last_value, is_called FROM {n}").fetchone()) for n in names}  # noqa: S608
 
 
-def test_sequences_end_where_the_sources_stood_not_at_the_highest_id(edms_source,  # noqa: F811
+def test_sequences_end_where_the_sources_stood_not_at_the_highest_id(edms_source,
                                                                      tmp_path, target_db,
                                                                      pg18_server):
     with psycopg.connect(edms_source, autocommit=True) as conn:

@@ -14,7 +14,7 @@ from psycopg import sql
 from journal.catalog import Column, TableSchema, table_schema
 from journal.values import RowLoader, load_oid, parse_copy_line, prepare_session, read_rows
 from producers.source_catalog import read_catalog
-from tests.conftest import scratch_database
+from tests.support.databases import scratch_database
 
 
 def _copy_escape(field: bytes | None) -> bytes:

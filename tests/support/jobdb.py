@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.conftest import scratch_database
+from tests.support.databases import scratch_database
 
 BACKENDS = ["sqlite", "pg18"]
 

@@ -1,4 +1,8 @@
-"""Shared fixtures. Integration tests use the real servers that scripts/services starts."""
+"""Shared fixtures. Integration tests use the real servers that scripts/services starts.
+
+A test that needs a server is marked ``integration`` so that ``pytest -m "not integration"``
+runs with no server at all; the hooks below fail loudly on a test that needs one unmarked.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,29 @@ from producers.capture import run_capture
 from tests import services
 from tests.support.capture import capture_config, loaded_sample
 from tests.support.databases import scratch_database
+
+# the fixtures below that reach a server; item.fixturenames holds every fixture a test
+# uses, directly or through other fixtures
+SERVER_FIXTURES = frozenset({"pg18_server", "pg15_server", "pg_server", "kafka_bootstrap",
+                             "source_db", "target_db"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    unmarked = [item.nodeid for item in items
+                if SERVER_FIXTURES & set(getattr(item, "fixturenames", ()))
+                and item.get_closest_marker("integration") is None]
+    if unmarked:
+        raise pytest.UsageError(
+            "these tests use a server fixture but are not marked integration (add "
+            "`pytestmark = pytest.mark.integration` or `@pytest.mark.integration`):\n  "
+            + "\n  ".join(unmarked))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    # before any fixture: a test that asks tests.services for a server unmarked fails there
+    unmarked = item.get_closest_marker("integration") is None
+    services.unmarked_test = item.nodeid if unmarked else None
 
 
 @pytest.fixture(scope="session")

@@ -130,6 +130,7 @@ def _capture_process(toml: Path, *args: str) -> subprocess.Popen[str]:
                             text=True)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("transport", ["file", "kafka"])
 def test_kill_9_at_random_moments_loses_and_doubles_nothing(
         pg18_server: str, transport: str, tmp_path: Path, request: pytest.FixtureRequest):
@@ -173,6 +174,7 @@ def test_kill_9_at_random_moments_loses_and_doubles_nothing(
         assert len(positions) >= len(records)
 
 
+@pytest.mark.integration
 def test_kill_9_during_the_initial_snapshot_starts_a_fresh_generation(sample_db_large: str,
                                                                      tmp_path: Path):
     cfg = capture_config(sample_db_large, tmp_path)
@@ -214,6 +216,7 @@ def _wait_reconstructed(cfg: Config, url: str, timeout: float = 60) -> None:
             time.sleep(1)
 
 
+@pytest.mark.integration
 def test_kafka_broker_restart_mid_workload_loses_and_doubles_nothing(
         pg18_server: str, kafka_bootstrap: str, tmp_path: Path):
     with scratch_database(pg18_server, "brk") as url:
@@ -253,6 +256,7 @@ def throwaway_cluster(tmp_path_factory: pytest.TempPathFactory):
     cluster.stop()
 
 
+@pytest.mark.integration
 def test_database_restart_mid_stream_is_survived(throwaway_cluster, tmp_path: Path):
     with scratch_database(throwaway_cluster.url(), "rst") as url:
         loaded_sample(url, scale=10)
@@ -272,6 +276,7 @@ def test_database_restart_mid_stream_is_survived(throwaway_cluster, tmp_path: Pa
             capture.join()
 
 
+@pytest.mark.integration
 def test_wal_level_replica_fails_with_the_fix(throwaway_cluster, tmp_path: Path):
     with psycopg.connect(throwaway_cluster.url(), autocommit=True) as conn:
         conn.execute("ALTER SYSTEM SET wal_level = 'replica'")
@@ -311,6 +316,7 @@ def small_db(pg18_server: str):
         yield url
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("command", ["capture", "init"])
 def test_role_without_replication_fails_with_the_fix(small_db: str, tmp_path: Path,
                                                      command: str):
@@ -341,6 +347,7 @@ def test_refused_connection_fails_with_the_fix(tmp_path: Path):
     assert code == 4 and "connection refused" in err and "is PostgreSQL running" in err
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("command", ["capture", "init"])
 def test_missing_table_in_configuration_fails_with_the_fix(small_db: str, tmp_path: Path,
                                                            command: str):
@@ -349,6 +356,7 @@ def test_missing_table_in_configuration_fails_with_the_fix(small_db: str, tmp_pa
     assert code == 4 and "public.nope" in err and "[source] tables" in err
 
 
+@pytest.mark.integration
 def test_table_without_primary_key_fails_with_the_fix(small_db: str, tmp_path: Path):
     with psycopg.connect(small_db, autocommit=True) as conn:
         conn.execute("CREATE TABLE loose (v text)")
@@ -356,6 +364,7 @@ def test_table_without_primary_key_fails_with_the_fix(small_db: str, tmp_path: P
     assert code == 4 and "public.loose" in err and "REPLICA IDENTITY FULL" in err
 
 
+@pytest.mark.integration
 def test_slot_held_by_another_process_fails_with_the_fix(small_db: str, tmp_path: Path):
     cfg = capture_config(small_db, tmp_path)
     holder = Background(cfg)
@@ -370,6 +379,7 @@ def test_slot_held_by_another_process_fails_with_the_fix(small_db: str, tmp_path
         holder.join()
 
 
+@pytest.mark.integration
 def test_sigterm_finishes_the_flush_confirms_and_exits_0(small_db: str, tmp_path: Path):
     cfg = capture_config(small_db, tmp_path)
     toml = write_toml(tmp_path, cfg)

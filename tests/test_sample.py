@@ -10,6 +10,8 @@ from journal import sample
 from journal.cli import main
 from tests.support.databases import scratch_database
 
+pytestmark = pytest.mark.integration
+
 
 def test_load_fills_every_table_and_counts_its_rows(source_db: str) -> None:
     with psycopg.connect(source_db, autocommit=True) as conn:

@@ -7,6 +7,7 @@ from datetime import UTC
 from decimal import Decimal
 
 import psycopg
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from psycopg import sql
@@ -121,6 +122,7 @@ def _same(a: object, b: object) -> bool:
     return a == b and type(a) is type(b)
 
 
+@pytest.mark.integration
 def test_values_round_trip_every_column_type(pg_server: str) -> None:
     """Typed columns load to what psycopg itself returns; the rest to PostgreSQL's text.
 
@@ -178,6 +180,7 @@ def test_values_round_trip_every_column_type(pg_server: str) -> None:
         assert copied[1]["ia"] == [] and copied[2]["ia"] is None
 
 
+@pytest.mark.integration
 def test_prepare_session_leaves_utc_iso_output(source_db: str) -> None:
     with psycopg.connect(source_db, autocommit=True) as conn:
         conn.execute("SET TimeZone = 'Europe/Berlin'; SET DateStyle = 'SQL, DMY'")

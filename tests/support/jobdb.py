@@ -6,9 +6,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
+
 from tests.support.databases import scratch_database
 
-BACKENDS = ["sqlite", "pg18"]
+# the PostgreSQL variant needs the server: only it is an integration test
+BACKENDS = ["sqlite", pytest.param("pg18", marks=pytest.mark.integration)]
 
 
 @contextmanager

@@ -23,3 +23,18 @@ def wait_until(predicate: Callable[[], T], timeout: float, what: str,
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
         time.sleep(interval)
 
+
+def eventually(check: Callable[[], object], timeout: float, what: str,
+               interval: float = 1.0) -> None:
+    """Run ``check`` (which asserts) until it passes; after ``timeout`` seconds its last
+    AssertionError propagates, prefixed by ``what`` was awaited."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            check()
+            return
+        except AssertionError as exc:
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"timed out after {timeout:g} s waiting for {what}: "
+                                     f"{exc}") from exc
+        time.sleep(interval)

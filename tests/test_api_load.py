@@ -22,7 +22,7 @@ import pytest
 from journal import sample
 from tests.support.served import Served, child_env, served
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 CLIENTS = 50
 LOAD_SECONDS = 30.0

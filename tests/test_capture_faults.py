@@ -131,6 +131,7 @@ def _capture_process(toml: Path, *args: str) -> subprocess.Popen[str]:
                             text=True)
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 @pytest.mark.parametrize("transport", ["file", "kafka"])
 def test_kill_9_at_random_moments_loses_and_doubles_nothing(

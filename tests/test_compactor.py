@@ -169,6 +169,7 @@ def _toml(tmp_path: Path, journal: str, packages: str) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_kill_9_during_package_writing_leaves_no_partial_package_and_a_continuous_chain(
         tmp_path):
     sb = _workload(4000, seed=3)

@@ -43,7 +43,7 @@ from tests.support.capture import (
 )
 from tests.support.databases import scratch_database
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parent.parent
 PODMAN_DIR = REPO / "deploy" / "podman"

@@ -43,7 +43,7 @@ from restorer.restore import RestoreOptions, restore
 from restorer.verify import verify
 from tests.support.databases import database_url, drop_database, scratch_database
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parent.parent
 JOURNAL = Path(sys.executable).with_name("journal")

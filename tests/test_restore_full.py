@@ -56,6 +56,7 @@ def test_full_restore_into_empty_database_equals_source(recorded, target_db):
     assert new_id > max(k[0] for k in recorded.state["public.document_type"])
 
 
+@pytest.mark.slow
 def test_point_in_time_targets_equal_the_recorded_source_states(recorded, pg18_server):
     rng = random.Random(4)
     points = recorded.points

@@ -122,6 +122,7 @@ def test_a_restarted_scheduler_does_not_run_a_claimed_run_again(db: JobDatabase)
     assert ran == [at(10)]
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 def test_two_scheduler_processes_never_run_the_same_job_twice(db: JobDatabase,
                                                               tmp_path: Path) -> None:

@@ -406,6 +406,7 @@ class _Model:
         return f'ALTER TABLE {table} RENAME TO "{self.table}"'
 
 
+@pytest.mark.slow
 def test_random_row_and_schema_changes_restore_to_every_mark(tmp_path_factory) -> None:
     """Any sequence of transactions of inserts, updates, deletes, ADD (with and without a
     default), RENAME and DROP COLUMN, SET and DROP NOT NULL, widening type changes and

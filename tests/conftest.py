@@ -1,50 +1,46 @@
-"""Shared fixtures. Integration tests use the real servers that scripts/services starts."""
+"""Shared fixtures. Integration tests use the real servers that scripts/services starts.
+
+A test that needs a server is marked ``integration`` so that ``pytest -m "not integration"``
+runs with no server at all; the hooks below fail loudly on a test that needs one unmarked.
+"""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
-from urllib.parse import urlsplit, urlunsplit
+from pathlib import Path
 
 import psycopg
 import pytest
-from psycopg import sql
 
+from journal import sample
+from journal.config import Config
+from producers.capture import run_capture
 from tests import services
+from tests.support.capture import capture_config, loaded_sample
+from tests.support.databases import scratch_database
+
+# the fixtures below that reach a server; item.fixturenames holds every fixture a test
+# uses, directly or through other fixtures
+SERVER_FIXTURES = frozenset({"pg18_server", "pg15_server", "pg_server", "kafka_bootstrap",
+                             "source_db", "target_db"})
 
 
-def database_url(server_url: str, dbname: str) -> str:
-    parts = urlsplit(server_url)
-    return urlunsplit(parts._replace(path=f"/{dbname}"))
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    unmarked = [item.nodeid for item in items
+                if SERVER_FIXTURES & set(getattr(item, "fixturenames", ()))
+                and item.get_closest_marker("integration") is None]
+    if unmarked:
+        raise pytest.UsageError(
+            "these tests use a server fixture but are not marked integration (add "
+            "`pytestmark = pytest.mark.integration` or `@pytest.mark.integration`):\n  "
+            + "\n  ".join(unmarked))
 
 
-@contextmanager
-def scratch_database(server_url: str, prefix: str = "t") -> Iterator[str]:
-    """A new, empty database on the server; dropped (slots and sessions first) afterwards."""
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield database_url(server_url, name)
-    finally:
-        drop_database(server_url, name)
-
-
-def drop_database(server_url: str, name: str) -> None:
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        for (slot,) in conn.execute(
-            "SELECT slot_name FROM pg_replication_slots WHERE database = %s", (name,)
-        ).fetchall():
-            conn.execute(
-                "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
-                "WHERE slot_name = %s AND active_pid IS NOT NULL", (slot,))
-            conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
-        conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = %s AND pid <> pg_backend_pid()", (name,))
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-            sql.Identifier(name)))
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    # before any fixture: a test that asks tests.services for a server unmarked fails there
+    unmarked = item.get_closest_marker("integration") is None
+    services.unmarked_test = item.nodeid if unmarked else None
 
 
 @pytest.fixture(scope="session")
@@ -78,3 +74,26 @@ def source_db(pg18_server: str) -> Iterator[str]:
 def target_db(pg18_server: str) -> Iterator[str]:
     with scratch_database(pg18_server, "dst") as url:
         yield url
+
+
+@pytest.fixture
+def edms_source(source_db: str) -> str:
+    """A source database holding the small EDMS sample."""
+    with psycopg.connect(source_db, autocommit=True) as conn:
+        sample.create_schema(conn)
+        sample.load(conn, 8, seed=3)
+    return source_db
+
+
+@pytest.fixture
+def captured(source_db: str, tmp_path: Path) -> Config:
+    """A source with a snapshot generation and a workload after it, all in the journal
+    (small journal segments, so retention can drop the snapshot's segments later)."""
+    loaded_sample(source_db, scale=10)
+    cfg = capture_config(source_db, tmp_path,
+                         journal_url=f"file://{tmp_path}/journal?segment_bytes=8192",
+                         packages_url=f"file://{tmp_path}/first")
+    run_capture(cfg, once_until_idle=1.0)
+    sample.workload(source_db, 60, seed=3)
+    run_capture(cfg, once_until_idle=1.0)
+    return cfg

@@ -18,6 +18,9 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "scripts" / "services"
 
+# set by tests/conftest.py to the node id of a running test not marked integration
+unmarked_test: str | None = None
+
 
 def services_dir() -> Path:
     return Path(os.environ.get("JOURNAL_SERVICES_DIR") or REPO / ".services")
@@ -36,6 +39,9 @@ def _from_env_file(name: str) -> str | None:
 
 
 def _get(name: str) -> str:
+    if unmarked_test is not None:
+        pytest.fail(f"{unmarked_test} asks for {name} but is not marked integration: mark it, "
+                    "so that `pytest -m \"not integration\"` needs no server", pytrace=False)
     value = os.environ.get(name) or _from_env_file(name)
     if not value:
         pytest.fail(f"{name} is not set and not in {services_dir() / 'env'}: "

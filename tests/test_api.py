@@ -19,8 +19,8 @@ from psycopg import sql
 
 from journal.packages import verify_package
 from journal.packages.store import open_store
-from tests.conftest import scratch_database
-from tests.served import Served, served
+from tests.support.databases import scratch_database
+from tests.support.served import Served, served
 
 pytestmark = pytest.mark.integration
 

@@ -20,9 +20,9 @@ import psycopg
 import pytest
 
 from journal import sample
-from tests.served import Served, _env, served
+from tests.support.served import Served, child_env, served
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 CLIENTS = 50
 LOAD_SECONDS = 30.0
@@ -94,7 +94,7 @@ async def _poll(server: Served, until: float, timings: list[float], errors: list
 
 def test_fifty_pollers_get_fast_answers_and_leave_capture_lag_alone(server: Served) -> None:
     daemons = [subprocess.Popen([sys.executable, "-m", "journal.cli", "-c", str(server.toml),
-                                 command], env=_env(), stdout=subprocess.DEVNULL,
+                                 command], env=child_env(), stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
                for command in ("capture", "compact")]
     stop = threading.Event()

@@ -14,7 +14,7 @@ from journal.jobs import audit_chain
 from journal.jobs.database import JobDatabase
 from journal.jobs.models import AuditEntry
 from tests import services
-from tests.jobdb import BACKENDS, job_database_url
+from tests.support.jobdb import BACKENDS, job_database_url
 
 
 @pytest.fixture(params=BACKENDS)

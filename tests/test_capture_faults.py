@@ -22,20 +22,22 @@ from journal.config import Config
 from journal.errors import SourceError
 from journal.events import ChangeEvent, LogicalMessage, TransactionMarker
 from journal.positions import parse_lsn
-from producers import pgoutput, slot
+from producers import slot
 from tests import services
-from tests.conftest import scratch_database
-from tests.test_capture import (
+from tests.support.capture import (
     Background,
     assert_reconstructs,
     capture_config,
     capture_until_idle,
+    committed_transactions,
     database_of,
     loaded_sample,
     raw_positions,
     read_records,
     write_toml,
 )
+from tests.support.databases import scratch_database
+from tests.support.waiting import eventually, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -129,28 +131,8 @@ def _capture_process(toml: Path, *args: str) -> subprocess.Popen[str]:
                             text=True)
 
 
-def _committed_transactions(url: str, reference_slot: str) -> set[int]:
-    """Commit LSNs of every transaction with captured changes since the reference slot."""
-    commits: set[int] = set()
-    with psycopg.connect(url, autocommit=True) as conn:
-        rows = conn.execute(
-            "SELECT data FROM pg_logical_slot_get_binary_changes(%s, NULL, NULL, "
-            "'proto_version', '1', 'publication_names', 'edms_journal')",
-            (reference_slot,)).fetchall()
-        conn.execute("SELECT pg_drop_replication_slot(%s)", (reference_slot,))
-    current = None
-    for (data,) in rows:
-        msg = pgoutput.decode(data)
-        if isinstance(msg, pgoutput.Begin):
-            current, changed = msg.final_lsn, False
-        elif isinstance(msg, pgoutput.Insert | pgoutput.Update | pgoutput.Delete
-                        | pgoutput.Truncate):
-            changed = True
-        elif isinstance(msg, pgoutput.Commit) and changed:
-            commits.add(current)
-    return commits
-
-
+@pytest.mark.slow
+@pytest.mark.integration
 @pytest.mark.parametrize("transport", ["file", "kafka"])
 def test_kill_9_at_random_moments_loses_and_doubles_nothing(
         pg18_server: str, transport: str, tmp_path: Path, request: pytest.FixtureRequest):
@@ -172,6 +154,7 @@ def test_kill_9_at_random_moments_loses_and_doubles_nothing(
         kills = 0
         while workload.is_alive():
             proc = _capture_process(toml)
+            # pacing, not synchronisation: the kill lands at a random moment of the stream
             time.sleep(rng.uniform(0.8, 2.5))
             proc.send_signal(signal.SIGKILL)
             proc.wait()
@@ -188,21 +171,28 @@ def test_kill_9_at_random_moments_loses_and_doubles_nothing(
         ends = [r.position.commit_lsn for r in records if isinstance(r, TransactionMarker)
                 and r.status == "END" and r.position.commit_lsn != snapshot_lsn]
         assert len(ends) == len(set(ends))  # every transaction once
-        assert set(ends) == _committed_transactions(url, reference)
-        # the raw transport did see redeliveries (or at least no gaps): dedupe is the rule
-        positions = raw_positions(cfg, database_of(url))
-        assert len(positions) >= len(records)
+        assert set(ends) == committed_transactions(url, reference)
+        # dedupe dropped only repeats: a position the raw journal holds and the deduplicated
+        # stream lacks would be a record lost by a redelivery that began below it
+        raw = raw_positions(cfg, database_of(url))
+        kept = [r.position for r in records]
+        assert kept == sorted(set(kept)), "positions repeat or go back after dedupe"
+        assert set(raw) == set(kept), f"dedupe dropped {sorted(set(raw) - set(kept))[:5]}"
+        # (whether any record was sent twice depends on where the random kills landed: one
+        # run had 1,618 redelivered records, another none, so their number is not asserted)
 
 
+@pytest.mark.integration
 def test_kill_9_during_the_initial_snapshot_starts_a_fresh_generation(sample_db_large: str,
                                                                      tmp_path: Path):
     cfg = capture_config(sample_db_large, tmp_path)
     toml = write_toml(tmp_path, cfg)
     proc = _capture_process(toml)
-    deadline = time.monotonic() + 60
     state_file = slot.state_path(cfg.state_dir, database_of(sample_db_large), cfg.slot)
-    while not state_file.exists() and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_until(state_file.exists, 60, "capture to record its slot, before the snapshot",
+               interval=0.02)
+    # pacing, not synchronisation: a moment into the snapshot's reads (that the kill came
+    # before the snapshot completed is asserted just below)
     time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -224,17 +214,11 @@ def sample_db_large(pg18_server: str):
 # --- broker and database restarts -----------------------------------------------------------
 
 def _wait_reconstructed(cfg: Config, url: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            assert_reconstructs(read_records(cfg, database_of(url)), url)
-            return
-        except AssertionError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(1)
+    eventually(lambda: assert_reconstructs(read_records(cfg, database_of(url)), url), timeout,
+               "the journal to reconstruct the source")
 
 
+@pytest.mark.integration
 def test_kafka_broker_restart_mid_workload_loses_and_doubles_nothing(
         pg18_server: str, kafka_bootstrap: str, tmp_path: Path):
     with scratch_database(pg18_server, "brk") as url:
@@ -246,9 +230,11 @@ def test_kafka_broker_restart_mid_workload_loses_and_doubles_nothing(
             workload = threading.Thread(target=sample.workload, args=(url, 300),
                                         kwargs={"seed": 9, "rate": 60})
             workload.start()
-            time.sleep(1.5)
+            streamed = capture.metrics.transactions
+            wait_until(lambda: capture.metrics.transactions >= streamed + 5, 60,
+                       "capture to stream the workload's first transactions")
             services.stop_kafka()
-            time.sleep(2)
+            time.sleep(2)  # the outage itself, not a wait: acknowledgements stop for it
             services.start_kafka()
             workload.join()
             _wait_reconstructed(cfg, url)
@@ -274,6 +260,7 @@ def throwaway_cluster(tmp_path_factory: pytest.TempPathFactory):
     cluster.stop()
 
 
+@pytest.mark.integration
 def test_database_restart_mid_stream_is_survived(throwaway_cluster, tmp_path: Path):
     with scratch_database(throwaway_cluster.url(), "rst") as url:
         loaded_sample(url, scale=10)
@@ -283,7 +270,8 @@ def test_database_restart_mid_stream_is_survived(throwaway_cluster, tmp_path: Pa
             capture.wait_streaming()
             sample.workload(url, 40, seed=1)
             throwaway_cluster.stop()
-            time.sleep(1)
+            wait_until(lambda: capture.metrics.restarts >= 1, 60,
+                       "capture to notice the database went away")
             throwaway_cluster.ensure_running()
             sample.workload(url, 40, seed=2)
             _wait_reconstructed(cfg, url)
@@ -293,6 +281,7 @@ def test_database_restart_mid_stream_is_survived(throwaway_cluster, tmp_path: Pa
             capture.join()
 
 
+@pytest.mark.integration
 def test_wal_level_replica_fails_with_the_fix(throwaway_cluster, tmp_path: Path):
     with psycopg.connect(throwaway_cluster.url(), autocommit=True) as conn:
         conn.execute("ALTER SYSTEM SET wal_level = 'replica'")
@@ -332,6 +321,7 @@ def small_db(pg18_server: str):
         yield url
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("command", ["capture", "init"])
 def test_role_without_replication_fails_with_the_fix(small_db: str, tmp_path: Path,
                                                      command: str):
@@ -362,6 +352,7 @@ def test_refused_connection_fails_with_the_fix(tmp_path: Path):
     assert code == 4 and "connection refused" in err and "is PostgreSQL running" in err
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("command", ["capture", "init"])
 def test_missing_table_in_configuration_fails_with_the_fix(small_db: str, tmp_path: Path,
                                                            command: str):
@@ -370,6 +361,7 @@ def test_missing_table_in_configuration_fails_with_the_fix(small_db: str, tmp_pa
     assert code == 4 and "public.nope" in err and "[source] tables" in err
 
 
+@pytest.mark.integration
 def test_table_without_primary_key_fails_with_the_fix(small_db: str, tmp_path: Path):
     with psycopg.connect(small_db, autocommit=True) as conn:
         conn.execute("CREATE TABLE loose (v text)")
@@ -377,6 +369,7 @@ def test_table_without_primary_key_fails_with_the_fix(small_db: str, tmp_path: P
     assert code == 4 and "public.loose" in err and "REPLICA IDENTITY FULL" in err
 
 
+@pytest.mark.integration
 def test_slot_held_by_another_process_fails_with_the_fix(small_db: str, tmp_path: Path):
     cfg = capture_config(small_db, tmp_path)
     holder = Background(cfg)
@@ -391,27 +384,24 @@ def test_slot_held_by_another_process_fails_with_the_fix(small_db: str, tmp_path
         holder.join()
 
 
+@pytest.mark.integration
 def test_sigterm_finishes_the_flush_confirms_and_exits_0(small_db: str, tmp_path: Path):
     cfg = capture_config(small_db, tmp_path)
     toml = write_toml(tmp_path, cfg)
     proc = _capture_process(toml)
     with psycopg.connect(small_db, autocommit=True) as conn:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and conn.execute(
-                "SELECT 1 FROM pg_replication_slots WHERE active_pid IS NOT NULL "
-                "AND database = current_database()").fetchone() \
-                is None:
-            time.sleep(0.1)
+        wait_until(lambda: conn.execute(
+            "SELECT 1 FROM pg_replication_slots WHERE active_pid IS NOT NULL "
+            "AND database = current_database()").fetchone(), 60, "capture to stream its slot")
         conn.execute("INSERT INTO t SELECT generate_series(1, 500)")
         (written,) = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
         # SIGTERM once the server has sent the transaction: whatever capture has received
         # by then is flushed and confirmed, the rest stays behind the slot
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not conn.execute(
-                "SELECT 1 FROM pg_stat_replication r JOIN pg_replication_slots s"
-                " ON s.active_pid = r.pid WHERE s.database = current_database()"
-                " AND r.sent_lsn >= %s::pg_lsn", (written,)).fetchone():
-            time.sleep(0.05)
+        wait_until(lambda: conn.execute(
+            "SELECT 1 FROM pg_stat_replication r JOIN pg_replication_slots s"
+            " ON s.active_pid = r.pid WHERE s.database = current_database()"
+            " AND r.sent_lsn >= %s::pg_lsn", (written,)).fetchone(), 60,
+            "the server to send the inserts to capture")
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0, proc.stderr.read()
         (confirmed,) = conn.execute("SELECT confirmed_flush_lsn::text FROM pg_replication_slots "

@@ -16,7 +16,7 @@ from producers.source_catalog import (
     read_catalog,
     tables_without_primary_key,
 )
-from tests.conftest import scratch_database
+from tests.support.databases import scratch_database
 
 # --- natural keys (pure) -----------------------------------------------------------------
 
@@ -60,6 +60,7 @@ def sample_catalog(source_db: str) -> dict[str, Any]:
         return read_catalog(conn)
 
 
+@pytest.mark.integration
 def test_sample_catalog_has_every_table_with_its_primary_and_unique_keys(
         sample_catalog: dict[str, Any]) -> None:
     tables = sample_catalog["tables"]
@@ -73,6 +74,7 @@ def test_sample_catalog_has_every_table_with_its_primary_and_unique_keys(
         "content_type_id", "object_id", "permission_id", "group_id"]
 
 
+@pytest.mark.integration
 def test_sample_catalog_detects_the_natural_keys(sample_catalog: dict[str, Any]) -> None:
     keys = {name: t["natural_key"] for name, t in sample_catalog["tables"].items()}
     assert keys["public.document"] == ["uuid"]
@@ -84,6 +86,7 @@ def test_sample_catalog_detects_the_natural_keys(sample_catalog: dict[str, Any])
     assert keys["public.django_admin_log"] is None
 
 
+@pytest.mark.integration
 def test_sample_catalog_has_the_deferred_cycle_and_the_self_reference(
         sample_catalog: dict[str, Any]) -> None:
     tables = sample_catalog["tables"]
@@ -100,6 +103,7 @@ def test_sample_catalog_has_the_deferred_cycle_and_the_self_reference(
     assert sum(len(t["foreign_keys"]) for t in tables.values()) == 21
 
 
+@pytest.mark.integration
 def test_sample_catalog_has_the_enum_type_and_ddl_pieces(sample_catalog: dict[str, Any]) -> None:
     assert sample_catalog["types"] == [{
         "schema": "public", "name": "document_status", "kind": "enum",
@@ -169,6 +173,7 @@ CREATE TABLE "Other Schema".journal_restore_state (id int PRIMARY KEY);
 '''
 
 
+@pytest.mark.integration
 def test_catalog_ddl_recreates_the_sample_identically(pg_server: str) -> None:
     with (scratch_database(pg_server, "src") as source,
           scratch_database(pg_server, "dst") as target,
@@ -180,6 +185,7 @@ def test_catalog_ddl_recreates_the_sample_identically(pg_server: str) -> None:
         assert _without_user_type_oids(read_catalog(dst)) == _without_user_type_oids(original)
 
 
+@pytest.mark.integration
 def test_awkward_names_survive_catalog_and_ddl_recreation(pg_server: str) -> None:
     with (scratch_database(pg_server, "src") as source,
           scratch_database(pg_server, "dst") as target,
@@ -207,6 +213,7 @@ def test_awkward_names_survive_catalog_and_ddl_recreation(pg_server: str) -> Non
         assert row == (1, "it's", "{}", 2)
 
 
+@pytest.mark.integration
 def test_read_catalog_keeps_the_session_search_path(source_db: str) -> None:
     with psycopg.connect(source_db, autocommit=True) as conn:
         conn.execute("SET search_path = pg_catalog, public")
@@ -214,6 +221,7 @@ def test_read_catalog_keeps_the_session_search_path(source_db: str) -> None:
         assert conn.execute("SHOW search_path").fetchone()[0] == "pg_catalog, public"
 
 
+@pytest.mark.integration
 def test_read_catalog_names_tables_and_refuses_unknown_ones(source_db: str) -> None:
     with psycopg.connect(source_db, autocommit=True) as conn:
         conn.execute(_AWKWARD)
@@ -226,6 +234,7 @@ def test_read_catalog_names_tables_and_refuses_unknown_ones(source_db: str) -> N
             read_catalog(conn, tables=["public.missing"])
 
 
+@pytest.mark.integration
 def test_read_rows_streams_rows_in_primary_key_order(source_db: str) -> None:
     with psycopg.connect(source_db, autocommit=True) as conn:
         sample.create_schema(conn)

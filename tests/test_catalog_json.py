@@ -15,7 +15,7 @@ from journal import sample, schema_change
 from journal.catalog import Catalog, TableEntry, table_schema
 from journal.errors import ValidationError
 from producers.source_catalog import read_catalog
-from tests.conftest import scratch_database
+from tests.support.databases import scratch_database
 
 # --- exact round trip over catalogs PostgreSQL describes ---------------------------------
 

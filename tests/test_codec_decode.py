@@ -26,7 +26,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import tests.test_codec_fast as fast
+import tests.support.every_type as fast
 from journal.catalog import Column, TableSchema
 from journal.codec import (
     MAGIC,

@@ -21,7 +21,15 @@ from journal.stream_state import StreamState
 from journal.targets import RestoreTarget
 from journal.transport import open_reader, open_writer
 from restorer.export import export_snapshot
-from tests.test_fold import DOC, LINK, TAG, StreamBuilder, package_rows, same_tables, state_rows
+from tests.support.streams import (
+    DOC,
+    LINK,
+    TAG,
+    StreamBuilder,
+    package_rows,
+    same_tables,
+    state_rows,
+)
 
 
 def _workload(n: int, seed: int = 1) -> StreamBuilder:
@@ -161,6 +169,7 @@ def _toml(tmp_path: Path, journal: str, packages: str) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_kill_9_during_package_writing_leaves_no_partial_package_and_a_continuous_chain(
         tmp_path):
     sb = _workload(4000, seed=3)
@@ -217,8 +226,8 @@ def test_capture_and_compaction_during_a_workload_on_postgresql_and_kafka(
 
     from journal import sample
     from journal.positions import Position
-    from tests.conftest import scratch_database
-    from tests.test_capture import Background, capture_config, database_of, loaded_sample
+    from tests.support.capture import Background, capture_config, database_of, loaded_sample
+    from tests.support.databases import scratch_database
 
     with scratch_database(pg18_server, "pkg") as url:
         loaded_sample(url, scale=30)

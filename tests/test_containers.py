@@ -32,18 +32,18 @@ from journal.embedded import free_port
 from journal.events import ChangeEvent, LogicalMessage, TransactionMarker
 from journal.packages.store import open_store
 from producers import slot
-from tests.conftest import scratch_database
-from tests.test_capture import (
+from tests.support.capture import (
     assert_reconstructs,
     capture_config,
+    committed_transactions,
     database_of,
     loaded_sample,
     raw_positions,
     read_records,
 )
-from tests.test_capture_faults import _committed_transactions
+from tests.support.databases import scratch_database
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parent.parent
 PODMAN_DIR = REPO / "deploy" / "podman"
@@ -329,7 +329,7 @@ def test_killing_the_capture_container_mid_workload_loses_and_doubles_nothing(
         ends = [r.position.commit_lsn for r in records if isinstance(r, TransactionMarker)
                 and r.status == "END" and r.position.commit_lsn != snapshot_lsn]
         assert len(ends) == len(set(ends))  # every transaction once
-        assert set(ends) == _committed_transactions(url, reference)
+        assert set(ends) == committed_transactions(url, reference)
         assert len(raw_positions(cfg, database_of(url))) >= len(records)
 
 

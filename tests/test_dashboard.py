@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from journal import sample
-from tests.served import Served, served
-from tests.test_capture import Background
+from tests.support.capture import Background
+from tests.support.served import Served, served
 
 pytestmark = pytest.mark.integration
 

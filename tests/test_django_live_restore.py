@@ -41,9 +41,9 @@ from journal.packages.store import open_store
 from journal.targets import RestoreTarget
 from restorer.restore import RestoreOptions, restore
 from restorer.verify import verify
-from tests.conftest import database_url, drop_database, scratch_database
+from tests.support.databases import database_url, drop_database, scratch_database
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parent.parent
 JOURNAL = Path(sys.executable).with_name("journal")

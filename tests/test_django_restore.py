@@ -15,7 +15,7 @@ import django
 import pytest
 
 from restorer.restore import RestoreOptions, restore
-from tests.test_restore_fixtures import Recorder
+from tests.support.restore import Recorder
 
 pytestmark = pytest.mark.integration
 

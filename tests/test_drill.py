@@ -24,8 +24,8 @@ from journal.jobs.scheduler import CommandExecutor, Scheduler
 from journal.packages.store import open_store
 from journal.transport import open_reader
 from producers.capture import run_capture
-from tests.test_capture import capture_config, loaded_sample
-from tests.test_scheduler import FakeClock
+from tests.support.capture import capture_config, loaded_sample
+from tests.support.clocks import FakeClock
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -21,16 +21,10 @@ from journal.packages.store import open_store
 from journal.transport import open_reader
 from journal.transport.file import FileJournal
 from producers.capture import run_capture
-from tests.test_capture import capture_config, database_of, loaded_sample
-from tests.test_fold import package_rows, same_tables
+from tests.support.capture import cli_env, database_of
+from tests.support.streams import package_rows, same_tables
 
 pytestmark = pytest.mark.integration
-
-
-def _env(cfg, packages_url: str, tmp_path: Path) -> dict[str, str]:
-    return {"JOURNAL_CONFIG": str(tmp_path / "absent.toml"), "JOURNAL_SOURCE_URL": cfg.source_url,
-            "JOURNAL_SLOT": cfg.slot, "JOURNAL_JOURNAL_URL": cfg.journal_url,
-            "JOURNAL_PACKAGES_URL": packages_url, "JOURNAL_STATE_DIR": cfg.state_dir}
 
 
 def _compact_into(cfg, packages_url: str) -> Compactor:
@@ -41,20 +35,6 @@ def _compact_into(cfg, packages_url: str) -> Compactor:
         return compactor
     finally:
         reader.close()
-
-
-@pytest.fixture
-def captured(source_db: str, tmp_path: Path):
-    """A source with a snapshot generation and a workload after it, all in the journal
-    (small journal segments, so retention can drop the snapshot's segments later)."""
-    loaded_sample(source_db, scale=10)
-    cfg = capture_config(source_db, tmp_path,
-                         journal_url=f"file://{tmp_path}/journal?segment_bytes=8192",
-                         packages_url=f"file://{tmp_path}/first")
-    run_capture(cfg, once_until_idle=1.0)
-    sample.workload(source_db, 60, seed=3)
-    run_capture(cfg, once_until_idle=1.0)
-    return cfg
 
 
 def test_empty_store_after_the_journal_was_compacted_elsewhere_gets_a_full_snapshot(
@@ -70,7 +50,7 @@ def test_empty_store_after_the_journal_was_compacted_elsewhere_gets_a_full_snaps
 
     second_url = f"file://{tmp_path}/second"
     result = CliRunner().invoke(main, ["compact", "--once", "--json"],
-                                env=_env(cfg, second_url, tmp_path))
+                                env=cli_env(cfg, second_url, tmp_path))
     assert result.exit_code == 0, result.output
     store = open_store(second_url)
     kinds = [m.kind for m in store.list()]
@@ -106,7 +86,7 @@ def test_empty_store_when_the_journal_lost_its_snapshot_starts_from_a_source_sna
     sample.workload(cfg.source_url, 15, seed=4)
 
     second_url = f"file://{tmp_path}/second"
-    env = _env(cfg, second_url, tmp_path)
+    env = cli_env(cfg, second_url, tmp_path)
     result = CliRunner().invoke(main, ["compact", "--once"], env=env)
     assert result.exit_code == 0, result.output
     store = open_store(second_url)
@@ -140,7 +120,7 @@ def test_empty_store_without_journal_snapshot_or_capture_slot_says_why_and_write
 
     empty = tmp_path / "empty"
     result = CliRunner().invoke(main, ["compact", "--once"],
-                                env=_env(cfg, f"file://{empty}", tmp_path))
+                                env=cli_env(cfg, f"file://{empty}", tmp_path))
     assert result.exit_code == 4, result.output
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, result.output

@@ -16,7 +16,7 @@ from journal.metrics import CaptureCollector, registry_for
 from journal.packages.store import open_store
 from journal.transport import open_reader
 from producers.capture import CaptureMetrics, run_capture
-from tests.test_capture import capture_config, loaded_sample
+from tests.support.capture import capture_config, loaded_sample
 
 
 def _scrape_events(port: int) -> float:

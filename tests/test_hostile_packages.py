@@ -16,7 +16,7 @@ import zstandard
 from journal.errors import PackageCorrupt, ValidationError
 from journal.packages import MemberInfo, open_package, read_manifest, verify_package
 from journal.stream_state import StreamState
-from tests.test_fold import DOC, LINK, TAG, StreamBuilder, write_full
+from tests.support.streams import DOC, LINK, TAG, StreamBuilder, write_full
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from journal.jobs.database import HEAD, JobDatabase, head_revision
 from journal.jobs.models import BackupJob, Base, utcnow
 from journal.jobs.recorder import current, recording
 from tests import services
-from tests.jobdb import BACKENDS, job_database_url
+from tests.support.jobdb import BACKENDS, job_database_url
 
 
 @pytest.fixture(params=BACKENDS)

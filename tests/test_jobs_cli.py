@@ -21,10 +21,10 @@ from journal.cli import main
 from journal.jobs import repository
 from journal.jobs.database import JobDatabase, JobDatabaseError, default_url
 from tests import services
-from tests.conftest import scratch_database
-from tests.jobdb import BACKENDS, job_database_url
-from tests.test_capture import capture_config, loaded_sample
-from tests.test_restore_fixtures import Recorder, edms_source  # noqa: F401 (fixture)
+from tests.support.capture import capture_config, loaded_sample
+from tests.support.databases import scratch_database
+from tests.support.jobdb import BACKENDS, job_database_url
+from tests.support.restore import Recorder
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -59,7 +59,7 @@ def _counts(url: str) -> dict[str, int]:
 @pytest.mark.integration
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_each_job_kind_leaves_one_row_with_its_figures(
-        backend: str, edms_source: str, target_db: str, tmp_path: Path) -> None:  # noqa: F811
+        backend: str, edms_source: str, target_db: str, tmp_path: Path) -> None:
     from journal import sample
 
     rec = Recorder(edms_source, str(tmp_path / "packages"))
@@ -135,7 +135,7 @@ def test_each_job_kind_leaves_one_row_with_its_figures(
 
 
 @pytest.mark.integration
-def test_a_failing_restore_is_failed_with_its_error(edms_source: str, target_db: str,  # noqa: F811
+def test_a_failing_restore_is_failed_with_its_error(edms_source: str, target_db: str,
                                                     tmp_path: Path) -> None:
     rec = Recorder(edms_source, str(tmp_path / "packages"))
     full = rec.full()

@@ -25,8 +25,8 @@ from journal.positions import Position
 from journal.transport import Committed, open_reader, open_writer
 from journal.transport.file import FileJournal
 from producers.capture import run_capture
-from tests.test_capture import capture_config, loaded_sample
-from tests.test_fold import package_rows, same_tables
+from tests.support.capture import capture_config, loaded_sample
+from tests.support.streams import package_rows, same_tables
 
 
 def test_a_commit_keeps_the_position_it_reaches_and_an_old_commit_has_none(

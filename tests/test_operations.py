@@ -14,9 +14,15 @@ from journal import sample
 from journal.cli import main
 from journal.events import LogicalMessage
 from producers.capture import run_capture
-from tests.test_capture import capture_config, database_of, loaded_sample, read_records
-from tests.test_empty_store import _env, captured  # noqa: F401 — the fixture
-from tests.test_storage_failures import _one_error, _slots_and_publications
+from tests.support.capture import (
+    capture_config,
+    cli_env,
+    database_of,
+    loaded_sample,
+    read_records,
+    slots_and_publications,
+)
+from tests.support.cli import one_error
 
 pytestmark = pytest.mark.integration
 
@@ -25,7 +31,7 @@ pytestmark = pytest.mark.integration
 
 def test_health_fails_on_a_stopped_capture_whose_slot_lag_grows(pg_server: str,
                                                                  tmp_path: Path) -> None:
-    from tests.conftest import scratch_database
+    from tests.support.databases import scratch_database
 
     with scratch_database(pg_server, "hl") as url:
         loaded_sample(url, scale=2)
@@ -38,7 +44,7 @@ def test_health_fails_on_a_stopped_capture_whose_slot_lag_grows(pg_server: str,
                 "WHERE slot_name = %s", (cfg.slot,)).fetchone()
         assert lag > 0
 
-        env = _env(cfg, cfg.packages_url, tmp_path)
+        env = cli_env(cfg, cfg.packages_url, tmp_path)
         result = CliRunner().invoke(main, ["health", "--max-slot-inactive", "0"], env=env)
         assert result.exit_code == 1, result.output
         line = next(x for x in result.output.splitlines()
@@ -78,10 +84,10 @@ def test_capture_with_a_bad_journal_url_creates_no_publication_or_slot(
     cfg = capture_config(source_db, tmp_path,
                          journal_url=journal_url.format(port=_closed_port()))
     result = CliRunner().invoke(main, ["capture", "--once-until-idle", "1"],
-                                env=_env(cfg, f"file://{tmp_path}/packages", tmp_path))
+                                env=cli_env(cfg, f"file://{tmp_path}/packages", tmp_path))
     assert result.exit_code in (2, 4), result.output
-    _one_error(result.output)
-    assert _slots_and_publications(source_db) == ([], [])
+    one_error(result.output)
+    assert slots_and_publications(source_db) == ([], [])
     assert list((tmp_path / "state").glob("capture-*.json")) == []  # no slot state either
 
 
@@ -94,13 +100,13 @@ def test_mark_with_an_empty_or_malformed_name_is_refused_before_connecting(
            "JOURNAL_SOURCE_URL": "postgresql://nobody@127.0.0.1:1/none"}
     result = CliRunner().invoke(main, ["mark", "--", name], env=env)
     assert result.exit_code == 2, result.output
-    assert "mark name" in _one_error(result.output)
+    assert "mark name" in one_error(result.output)
 
 
 def test_a_repeated_mark_name_is_refused_naming_when_it_was_used(
-        captured, tmp_path: Path) -> None:  # noqa: F811
+        captured, tmp_path: Path) -> None:
     cfg = captured
-    env = _env(cfg, cfg.packages_url, tmp_path)
+    env = cli_env(cfg, cfg.packages_url, tmp_path)
     first = CliRunner().invoke(main, ["mark", "before-upgrade"], env=env)
     assert first.exit_code == 0, first.output
     run_capture(cfg, once_until_idle=1.0)
@@ -108,13 +114,13 @@ def test_a_repeated_mark_name_is_refused_naming_when_it_was_used(
     # captured, not yet packaged: found in the journal's tail
     again = CliRunner().invoke(main, ["mark", "before-upgrade"], env=env)
     assert again.exit_code == 3, again.output
-    line = _one_error(again.output)
+    line = one_error(again.output)
     assert "already exists at " in line and "the journal" in line
 
     assert CliRunner().invoke(main, ["compact", "--once"], env=env).exit_code == 0
     packaged = CliRunner().invoke(main, ["mark", "before-upgrade"], env=env)
     assert packaged.exit_code == 3, packaged.output
-    assert "in package segment-" in _one_error(packaged.output)
+    assert "in package segment-" in one_error(packaged.output)
 
     assert CliRunner().invoke(main, ["mark", "after-upgrade"], env=env).exit_code == 0
     run_capture(cfg, once_until_idle=1.0)
@@ -129,9 +135,9 @@ def test_a_repeated_mark_name_is_found_in_the_kafka_journal(source_db: str, tmp_
     cfg = capture_config(source_db, tmp_path, "kafka", kafka_bootstrap,
                          packages_url=f"file://{tmp_path}/packages")
     run_capture(cfg, once_until_idle=1.0)
-    env = _env(cfg, cfg.packages_url, tmp_path) | {"JOURNAL_TOPIC_PREFIX": cfg.topic_prefix}
+    env = cli_env(cfg, cfg.packages_url, tmp_path) | {"JOURNAL_TOPIC_PREFIX": cfg.topic_prefix}
     assert CliRunner().invoke(main, ["mark", "nightly"], env=env).exit_code == 0
     run_capture(cfg, once_until_idle=1.0)
     again = CliRunner().invoke(main, ["mark", "nightly"], env=env)
     assert again.exit_code == 3, again.output
-    assert "in the journal" in _one_error(again.output)
+    assert "in the journal" in one_error(again.output)

@@ -16,7 +16,7 @@ from journal.errors import ChainBroken, PackageCorrupt, ValidationError
 from journal.packages import Manifest, open_package, read_manifest, verify_chain, verify_package
 from journal.packages.store import open_store
 from journal.stream_state import StreamState
-from tests.test_fold import DOC, LINK, TAG, StreamBuilder, write_full, write_segment
+from tests.support.streams import DOC, LINK, TAG, StreamBuilder, write_full, write_segment
 
 
 @pytest.fixture

@@ -11,13 +11,13 @@ from click.testing import CliRunner
 from journal import sample
 from journal.cli import main
 from journal.events import micros_to_datetime
-from tests.test_restore_fixtures import Recorder, edms_source  # noqa: F401
+from tests.support.restore import Recorder
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def recorded(edms_source: str, tmp_path) -> Recorder:  # noqa: F811
+def recorded(edms_source: str, tmp_path) -> Recorder:
     rec = Recorder(edms_source, str(tmp_path / "packages"))
     rec.full()
     for i in range(3):
@@ -64,9 +64,9 @@ def test_usage_errors_exit_with_code_2(recorded, target_db):
     assert result.exit_code == 2
 
 
-def test_verify_takes_the_same_targets_as_restore(edms_source, tmp_path, pg18_server):  # noqa: F811
+def test_verify_takes_the_same_targets_as_restore(edms_source, tmp_path, pg18_server):
     from journal.positions import format_lsn
-    from tests.conftest import scratch_database
+    from tests.support.databases import scratch_database
 
     rec = Recorder(edms_source, str(tmp_path / "packages"))
     rec.full()

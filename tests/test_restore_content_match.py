@@ -16,7 +16,7 @@ import pytest
 
 from restorer.restore import RestoreOptions, restore
 from restorer.verify import verify
-from tests.test_restore_fixtures import Recorder
+from tests.support.restore import Recorder
 
 pytestmark = pytest.mark.integration
 

@@ -1,7 +1,7 @@
 """Restore into an empty database: full, point-in-time, incremental, and its failure modes.
 
 Against the real PostgreSQL 18 server; packages are built from a real source database by
-``tests.test_restore_fixtures.Recorder``.
+``tests.support.restore.Recorder``.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from journal import sample
 from journal.errors import RestoreError, ValidationError
 from journal.events import micros_to_datetime
 from restorer.restore import RestoreOptions, restore
-from tests.conftest import scratch_database
-from tests.test_restore_fixtures import Recorder, edms_source, read_state  # noqa: F401
+from tests.support.databases import scratch_database
+from tests.support.restore import Recorder, read_state
 
 pytestmark = pytest.mark.integration
 
@@ -28,7 +28,7 @@ def _state(url: str) -> dict[str, Any]:
 
 
 @pytest.fixture
-def recorded(edms_source: str, tmp_path) -> Recorder:  # noqa: F811
+def recorded(edms_source: str, tmp_path) -> Recorder:
     """Full package, then 3 segments of 4 workload steps each (one mark per segment)."""
     rec = Recorder(edms_source, str(tmp_path / "packages"))
     rec.full()
@@ -56,6 +56,7 @@ def test_full_restore_into_empty_database_equals_source(recorded, target_db):
     assert new_id > max(k[0] for k in recorded.state["public.document_type"])
 
 
+@pytest.mark.slow
 def test_point_in_time_targets_equal_the_recorded_source_states(recorded, pg18_server):
     rng = random.Random(4)
     points = recorded.points
@@ -239,7 +240,7 @@ def _sequences(url: str) -> dict[str, tuple[int, bool]]:
             f"SELECT last_value, is_called FROM {n}").fetchone()) for n in names}  # noqa: S608
 
 
-def test_sequences_end_where_the_sources_stood_not_at_the_highest_id(edms_source,  # noqa: F811
+def test_sequences_end_where_the_sources_stood_not_at_the_highest_id(edms_source,
                                                                      tmp_path, target_db,
                                                                      pg18_server):
     with psycopg.connect(edms_source, autocommit=True) as conn:

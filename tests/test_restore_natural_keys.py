@@ -20,7 +20,7 @@ from restorer.generic_keys import resolve_generic_foreign_keys
 from restorer.natural_keys import resolve_natural_keys
 from restorer.restore import RestoreOptions, restore
 from restorer.verify import compare, read_database, verify
-from tests.test_restore_fixtures import Recorder, edms_source  # noqa: F401
+from tests.support.restore import Recorder
 
 pytestmark = pytest.mark.integration
 
@@ -72,7 +72,7 @@ def populate(target: str, source_state: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.fixture
-def recorded(edms_source: str, tmp_path) -> Recorder:  # noqa: F811
+def recorded(edms_source: str, tmp_path) -> Recorder:
     rec = Recorder(edms_source, str(tmp_path / "packages"))
     rec.full()
     for i in range(3):

@@ -25,7 +25,7 @@ from journal.transport.file import FileJournal
 from producers.capture import run_capture
 from restorer.restore import RestoreOptions, restore
 from restorer.verify import verify
-from tests.test_capture import capture_config, loaded_sample
+from tests.support.capture import capture_config, loaded_sample
 
 pytestmark = pytest.mark.integration
 

@@ -125,7 +125,7 @@ def test_prune_dry_run_changes_nothing_and_prune_deletes_obsolete(tmp_path):
     from journal.codec import SchemaRegistry
     from journal.packages.store import open_store
     from journal.stream_state import StreamState
-    from tests.test_fold import (
+    from tests.support.streams import (
         DOC,
         LINK,
         TAG,

@@ -8,7 +8,9 @@ from click.testing import CliRunner
 
 from journal import sample
 from journal.cli import main
-from tests.conftest import scratch_database
+from tests.support.databases import scratch_database
+
+pytestmark = pytest.mark.integration
 
 
 def test_load_fills_every_table_and_counts_its_rows(source_db: str) -> None:

@@ -24,7 +24,8 @@ from journal.jobs.database import JobDatabase
 from journal.jobs.models import BackupConfiguration, ScheduledRun
 from journal.jobs.scheduler import Claimed, Scheduler, check_cron, due, sync_configuration
 from tests import services
-from tests.jobdb import BACKENDS, job_database_url
+from tests.support.clocks import FakeClock
+from tests.support.jobdb import BACKENDS, job_database_url
 
 REPO = Path(__file__).resolve().parent.parent
 DAY = datetime(2026, 11, 30, tzinfo=UTC)
@@ -52,19 +53,6 @@ def test_a_cron_expression_is_checked_by_croniter() -> None:
     assert check_cron("*/15 2-4 * * 1-5") == "*/15 2-4 * * 1-5"
     with pytest.raises(ConfigError, match="not a cron expression"):
         check_cron("every day at two")
-
-
-class FakeClock:
-    """Time moves only when the scheduler sleeps or a job runs."""
-
-    def __init__(self, now: datetime) -> None:
-        self.current = now
-
-    def now(self) -> datetime:
-        return self.current
-
-    def sleep(self, seconds: float, stop: threading.Event) -> None:
-        self.current += timedelta(seconds=seconds)
 
 
 SCHEDULES = {"snapshot_schedule": "0 2 * * *", "export_schedule": "30 3 * * *",
@@ -134,6 +122,7 @@ def test_a_restarted_scheduler_does_not_run_a_claimed_run_again(db: JobDatabase)
     assert ran == [at(10)]
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 def test_two_scheduler_processes_never_run_the_same_job_twice(db: JobDatabase,
                                                               tmp_path: Path) -> None:
@@ -146,7 +135,7 @@ def test_two_scheduler_processes_never_run_the_same_job_twice(db: JobDatabase,
     sim_end = DAY + timedelta(hours=23, minutes=59)
     env = dict(os.environ, PYTHONPATH=str(REPO))
     workers = [subprocess.Popen(
-        [sys.executable, "-m", "tests.scheduler_worker", db.url, str(log), str(real_start),
+        [sys.executable, "-m", "tests.support.scheduler_worker", db.url, str(log), str(real_start),
          DAY.isoformat(), sim_end.isoformat(), str(factor)], env=env, cwd=REPO)
         for _ in range(2)]
     assert [w.wait(120) for w in workers] == [0, 0]

@@ -21,8 +21,8 @@ from journal.transport import open_reader
 from producers.ddl_trigger import SchemaChangeRefused
 from restorer.restore import RestoreOptions, restore
 from restorer.verify import verify
-from tests.conftest import scratch_database
-from tests.test_capture import capture_config, capture_until_idle, database_of
+from tests.support.capture import capture_config, capture_until_idle, database_of
+from tests.support.databases import scratch_database
 
 pytestmark = pytest.mark.integration
 
@@ -284,7 +284,7 @@ def test_init_installs_the_ddl_trigger(tmp_path: Path) -> None:
     from journal.cli import main
     from producers import ddl_trigger
     from tests import services
-    from tests.test_capture import write_toml
+    from tests.support.capture import write_toml
 
     with scratch_database(services.pg18_url(), "evo") as url:
         _run(url, [_SCHEMA])
@@ -322,7 +322,7 @@ def test_without_the_trigger_capture_stops_at_the_first_schema_change(tmp_path: 
             with pytest.raises(SchemaChangeRefused, match="event trigger is not installed"):
                 capture_until_idle(cfg, idle=1.0)
         finally:
-            from tests.conftest import drop_database
+            from tests.support.databases import drop_database
 
             drop_database(services.pg18_url(), database_of(url))
             with psycopg.connect(services.pg18_url(), autocommit=True) as conn:
@@ -406,6 +406,7 @@ class _Model:
         return f'ALTER TABLE {table} RENAME TO "{self.table}"'
 
 
+@pytest.mark.slow
 def test_random_row_and_schema_changes_restore_to_every_mark(tmp_path_factory) -> None:
     """Any sequence of transactions of inserts, updates, deletes, ADD (with and without a
     default), RENAME and DROP COLUMN, SET and DROP NOT NULL, widening type changes and

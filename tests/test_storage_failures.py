@@ -19,19 +19,19 @@ from journal.compactor import fold_latest
 from journal.packages import verify_chain, verify_package
 from journal.packages.store import open_store
 from producers.capture import run_capture
-from tests.mounts import leftovers, remount, tmpfs
-from tests.test_capture import capture_config, database_of, loaded_sample, read_records
-from tests.test_empty_store import _env, captured  # noqa: F401 — the fixture
-from tests.test_fold import package_rows, same_tables
+from tests.support.capture import (
+    capture_config,
+    cli_env,
+    database_of,
+    loaded_sample,
+    read_records,
+    slots_and_publications,
+)
+from tests.support.cli import one_error
+from tests.support.mounts import leftovers, remount, tmpfs
+from tests.support.streams import package_rows, same_tables
 
 pytestmark = pytest.mark.integration
-
-
-def _one_error(output: str) -> str:
-    assert "Traceback" not in output, output
-    errors = [line for line in output.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, output
-    return errors[0]
 
 
 def _store_equals_source(packages_url: str, source_url: str) -> None:
@@ -48,15 +48,15 @@ def _store_equals_source(packages_url: str, source_url: str) -> None:
 
 @pytest.mark.parametrize("failure", ["full", "read-only"])
 def test_compact_into_a_full_or_read_only_store_fails_in_one_line_and_loses_nothing(
-        captured, tmp_path: Path, failure: str) -> None:  # noqa: F811
+        captured, tmp_path: Path, failure: str) -> None:
     cfg = captured
     with tmpfs(tmp_path / "store", "24k" if failure == "full" else "16m") as store_dir:
         if failure == "read-only":
             remount(store_dir, "ro")
-        env = _env(cfg, f"file://{store_dir}", tmp_path)
+        env = cli_env(cfg, f"file://{store_dir}", tmp_path)
         result = CliRunner().invoke(main, ["compact", "--once"], env=env)
         assert result.exit_code == 4, result.output
-        line = _one_error(result.output)
+        line = one_error(result.output)
         assert str(store_dir) in line
         reason = "No space left on device" if failure == "full" else "Read-only file system"
         assert reason in line
@@ -73,9 +73,9 @@ def test_compact_into_a_full_or_read_only_store_fails_in_one_line_and_loses_noth
 
 @pytest.mark.parametrize("failure", ["full", "read-only"])
 def test_snapshot_export_into_a_full_or_read_only_directory_fails_in_one_line(
-        captured, tmp_path: Path, failure: str) -> None:  # noqa: F811
+        captured, tmp_path: Path, failure: str) -> None:
     cfg = captured
-    env = _env(cfg, cfg.packages_url, tmp_path)
+    env = cli_env(cfg, cfg.packages_url, tmp_path)
     assert CliRunner().invoke(main, ["compact", "--once"], env=env).exit_code == 0
     with tmpfs(tmp_path / "out", "24k" if failure == "full" else "16m") as out_dir:
         if failure == "read-only":
@@ -83,7 +83,7 @@ def test_snapshot_export_into_a_full_or_read_only_directory_fails_in_one_line(
         output = out_dir / "export.tar"
         result = CliRunner().invoke(main, ["snapshot", "export", "-o", str(output)], env=env)
         assert result.exit_code == 4, result.output
-        line = _one_error(result.output)
+        line = one_error(result.output)
         assert str(out_dir) in line
         assert ("No space left on device" if failure == "full"
                 else "Read-only file system") in line
@@ -101,26 +101,18 @@ def test_snapshot_export_into_a_full_or_read_only_directory_fails_in_one_line(
         assert manifest.kind == "full"
 
 
-def _slots_and_publications(url: str) -> tuple[list[str], list[str]]:
-    with psycopg.connect(url, autocommit=True) as conn:
-        slots = [r[0] for r in conn.execute(
-            "SELECT slot_name FROM pg_replication_slots WHERE database = current_database()")]
-        pubs = [r[0] for r in conn.execute("SELECT pubname FROM pg_publication")]
-    return slots, pubs
-
-
 def test_capture_into_a_full_file_journal_fails_in_one_line_and_the_next_run_loses_nothing(
         source_db: str, tmp_path: Path) -> None:
     loaded_sample(source_db, scale=10)
     with tmpfs(tmp_path / "jfs", "32k") as journal_dir:
         cfg = capture_config(source_db, tmp_path, journal_url=f"file://{journal_dir}")
-        env = _env(cfg, f"file://{tmp_path}/packages", tmp_path)
+        env = cli_env(cfg, f"file://{tmp_path}/packages", tmp_path)
         result = CliRunner().invoke(main, ["capture", "--once-until-idle", "1"], env=env)
         assert result.exit_code == 4, result.output
-        line = _one_error(result.output)
+        line = one_error(result.output)
         assert str(journal_dir) in line and "No space left on device" in line
         # the failed first start removed what it created in the source
-        assert _slots_and_publications(source_db) == ([], [])
+        assert slots_and_publications(source_db) == ([], [])
 
         remount(journal_dir, "size=64m")
         with psycopg.connect(source_db, autocommit=True) as conn:
@@ -141,19 +133,19 @@ def test_capture_with_a_read_only_state_directory_fails_and_leaves_no_slot_or_pu
     with tmpfs(tmp_path / "state", "1m") as state_dir:
         remount(state_dir, "ro")
         cfg = capture_config(source_db, tmp_path, state_dir=str(state_dir))
-        env = _env(cfg, f"file://{tmp_path}/packages", tmp_path)
+        env = cli_env(cfg, f"file://{tmp_path}/packages", tmp_path)
         result = CliRunner().invoke(main, ["capture", "--once-until-idle", "1"], env=env)
         assert result.exit_code == 4, result.output
-        line = _one_error(result.output)
+        line = one_error(result.output)
         assert str(state_dir) in line and "Read-only file system" in line
-        assert _slots_and_publications(source_db) == ([], [])
+        assert slots_and_publications(source_db) == ([], [])
 
 
 def test_a_read_only_package_store_can_still_be_exported_and_restored_from(
-        captured, tmp_path: Path, target_db: str) -> None:  # noqa: F811
+        captured, tmp_path: Path, target_db: str) -> None:
     cfg = captured
     with tmpfs(tmp_path / "archive", "64m") as store_dir:
-        env = _env(cfg, f"file://{store_dir}", tmp_path)
+        env = cli_env(cfg, f"file://{store_dir}", tmp_path)
         assert CliRunner().invoke(main, ["compact", "--once"], env=env).exit_code == 0
         remount(store_dir, "ro")  # an archive copy, mounted read-only
         output = tmp_path / "export.tar"
@@ -175,7 +167,7 @@ def test_a_file_journal_that_fills_up_while_capture_streams_loses_nothing_once_t
     import os
     import time
 
-    from tests.test_capture import Background
+    from tests.support.capture import Background
 
     loaded_sample(source_db, scale=5)
     with tmpfs(tmp_path / "jfs", "64m") as journal_dir:
@@ -216,10 +208,10 @@ def test_a_file_journal_that_fills_up_while_capture_streams_loses_nothing_once_t
 
 
 def test_folding_a_snapshot_into_a_read_only_store_fails_in_one_line_and_leaves_nothing(
-        captured, tmp_path: Path) -> None:  # noqa: F811
+        captured, tmp_path: Path) -> None:
     cfg = captured
     with tmpfs(tmp_path / "store", "64m") as store_dir:
-        env = _env(cfg, f"file://{store_dir}", tmp_path)
+        env = cli_env(cfg, f"file://{store_dir}", tmp_path)
         assert CliRunner().invoke(main, ["compact", "--once"], env=env).exit_code == 0
         (store_dir / ".leases").mkdir(exist_ok=True)
         (store_dir / ".leases" / "0dead.json").write_text("{}")  # a dead holder's lease
@@ -228,7 +220,7 @@ def test_folding_a_snapshot_into_a_read_only_store_fails_in_one_line_and_leaves_
         for command in (["snapshot", "now"], ["compact", "--once", "--snapshot"]):
             result = CliRunner().invoke(main, command, env=env)
             assert result.exit_code == 4, result.output
-            line = _one_error(result.output)
+            line = one_error(result.output)
             assert str(store_dir) in line and "Read-only file system" in line
             assert sorted(p.name for p in store_dir.iterdir()) == before
         remount(store_dir, "rw")

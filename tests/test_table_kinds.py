@@ -38,9 +38,9 @@ from producers.capture import run_capture
 from restorer import ddl
 from restorer.journal_state import JournalState
 from restorer.restore import RestoreOptions, restore
-from tests.conftest import scratch_database
-from tests.test_capture import capture_config
-from tests.test_fold import StreamBuilder, write_segment
+from tests.support.capture import capture_config
+from tests.support.databases import scratch_database
+from tests.support.streams import StreamBuilder, write_segment
 
 BAG = TableSchema("public", "bag", (Column("a", "integer", 23, False),
                                     Column("b", "text", 25, False)), ())

@@ -18,8 +18,8 @@ from journal.packages.store import open_store
 from journal.transport import open_reader
 from restorer.restore import RestoreOptions, restore
 from restorer.verify import verify
-from tests.conftest import scratch_database
-from tests.test_capture import Background, capture_config, database_of
+from tests.support.capture import Background, capture_config, database_of
+from tests.support.databases import scratch_database
 
 pytestmark = pytest.mark.integration
 

@@ -7,6 +7,7 @@ from datetime import UTC
 from decimal import Decimal
 
 import psycopg
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from psycopg import sql
@@ -14,7 +15,7 @@ from psycopg import sql
 from journal.catalog import Column, TableSchema, table_schema
 from journal.values import RowLoader, load_oid, parse_copy_line, prepare_session, read_rows
 from producers.source_catalog import read_catalog
-from tests.conftest import scratch_database
+from tests.support.databases import scratch_database
 
 
 def _copy_escape(field: bytes | None) -> bytes:
@@ -121,6 +122,7 @@ def _same(a: object, b: object) -> bool:
     return a == b and type(a) is type(b)
 
 
+@pytest.mark.integration
 def test_values_round_trip_every_column_type(pg_server: str) -> None:
     """Typed columns load to what psycopg itself returns; the rest to PostgreSQL's text.
 
@@ -178,6 +180,7 @@ def test_values_round_trip_every_column_type(pg_server: str) -> None:
         assert copied[1]["ia"] == [] and copied[2]["ia"] is None
 
 
+@pytest.mark.integration
 def test_prepare_session_leaves_utc_iso_output(source_db: str) -> None:
     with psycopg.connect(source_db, autocommit=True) as conn:
         conn.execute("SET TimeZone = 'Europe/Berlin'; SET DateStyle = 'SQL, DMY'")

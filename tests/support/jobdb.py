@@ -6,9 +6,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.conftest import scratch_database
+import pytest
 
-BACKENDS = ["sqlite", "pg18"]
+from tests.support.databases import scratch_database
+
+# the PostgreSQL variant needs the server: only it is an integration test
+BACKENDS = ["sqlite", pytest.param("pg18", marks=pytest.mark.integration)]
 
 
 @contextmanager

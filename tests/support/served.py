@@ -23,8 +23,8 @@ from journal.jobs.database import JobDatabase, default_url
 from journal.packages.store import open_store
 from journal.transport import open_reader
 from producers.capture import run_capture
-from tests.conftest import scratch_database
-from tests.test_capture import capture_config, loaded_sample, write_toml
+from tests.support.capture import capture_config, loaded_sample, write_toml
+from tests.support.databases import scratch_database
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -50,7 +50,7 @@ class Served:
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         res = subprocess.run([sys.executable, "-m", "journal.cli", "-c", str(self.toml), *args],
-                             capture_output=True, text=True, env=_env(), timeout=300,
+                             capture_output=True, text=True, env=child_env(), timeout=300,
                              check=False)
         if check and res.returncode != 0:
             raise AssertionError(f"journal {' '.join(args)}: {res.stderr[-2000:]}")
@@ -72,7 +72,7 @@ class Served:
             reader.close()
 
 
-def _env() -> dict[str, str]:
+def child_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("JOURNAL_")
            or k == "JOURNAL_SERVICES_DIR"}
     env["PYTHONPATH"] = str(REPO)
@@ -98,7 +98,7 @@ def served(pg18_server: str, tmp: Path, scale: int = 10, extra_args: tuple[str, 
         with log.open("wb") as out:
             process = subprocess.Popen(
                 [sys.executable, "-m", "journal.cli", "-c", str(toml), "serve", "--port",
-                 str(port), *extra_args], env=_env(), stdout=out, stderr=subprocess.STDOUT)
+                 str(port), *extra_args], env=child_env(), stdout=out, stderr=subprocess.STDOUT)
         s = Served(f"http://127.0.0.1:{port}", cfg, toml, source_url, pg18_server, {},
                    process, log)
         try:

@@ -1,4 +1,4 @@
-"""Package fixtures for the restore tests, built from a real source database.
+"""Packages for the restore tests, built from a real source database.
 
 ``Recorder`` plays the part of capture and compaction so the restore can be tested on
 its own: it snapshots the source into a full package and turns each step of a workload
@@ -15,7 +15,6 @@ import uuid
 from typing import Any
 
 import psycopg
-import pytest
 
 from journal.catalog import Catalog, table_schemas
 from journal.codec import SchemaRegistry, encode
@@ -164,30 +163,3 @@ class Recorder:
         self.parent = manifest.package_id
         self.pending = []
         return manifest
-
-
-def test_recorded_segment_verifies_and_replays_to_the_source_state(source_db, tmp_path):
-    from journal import sample
-
-    with psycopg.connect(source_db, autocommit=True) as conn:
-        sample.create_schema(conn)
-        sample.load(conn, 5)
-    rec = Recorder(source_db, str(tmp_path))
-    rec.full()
-    rec.step(lambda c: sample.workload(c, 3, seed=1), mark="m1")
-    seg = rec.segment()
-    assert rec.store.verify(seg.package_id).marks[0][0] == "m1"
-    with rec.store.open(seg.package_id) as reader:
-        (tx,) = list(reader.transactions())
-    assert tx.end.event_count == len(tx.changes) > 0
-
-
-@pytest.fixture
-def edms_source(source_db: str) -> str:
-    """A source database holding the small EDMS sample."""
-    from journal import sample
-
-    with psycopg.connect(source_db, autocommit=True) as conn:
-        sample.create_schema(conn)
-        sample.load(conn, 8, seed=3)
-    return source_db

@@ -264,9 +264,16 @@ def test_a_known_relation_the_catalog_has_moved_past_is_described_from_the_messa
     assert records[1].table == DOCS
 
 
+# a partition entry as the source's catalog reads it
+DOCS_2024 = {"schema": "public", "name": "docs_2024", "parent": "public.docs",
+             "ddl": "CREATE TABLE public.docs_2024 PARTITION OF public.docs FOR VALUES IN (2024)",
+             "constraints": [], "indexes": [],
+             "replica_identity": {"kind": "default", "index": None, "ddl": None}}
+
+
 def test_a_partition_truncated_on_its_own_is_refused_at_commit():
     catalog = {"types": [], "tables": {"public.docs": {
-        **DOCS_ENTRY, "partitions": [{"schema": "public", "name": "docs_2024"}]}}}
+        **DOCS_ENTRY, "partitions": [DOCS_2024]}}}
     t = translator(catalog)
     feed(t, DOCS_RELATION, BEGIN,
          Message(True, COMMIT_LSN - 8, PARTITION_TRUNCATE_PREFIX, b"public.docs_2024"))
@@ -278,7 +285,7 @@ def test_a_partition_truncated_on_its_own_is_refused_at_commit():
 
 def test_a_partition_truncated_with_its_root_is_in_the_stream():
     catalog = {"types": [], "tables": {"public.docs": {
-        **DOCS_ENTRY, "partitions": [{"schema": "public", "name": "docs_2024"}]}}}
+        **DOCS_ENTRY, "partitions": [DOCS_2024]}}}
     t = translator(catalog)
     records = feed(t, DOCS_RELATION, BEGIN,
                    Message(True, COMMIT_LSN - 8, PARTITION_TRUNCATE_PREFIX, b"public.docs_2024"),
@@ -288,7 +295,7 @@ def test_a_partition_truncated_with_its_root_is_in_the_stream():
 
 def test_a_change_under_a_partitions_own_name_is_refused():
     catalog = {"types": [], "tables": {"public.docs": {
-        **DOCS_ENTRY, "partitions": [{"schema": "public", "name": "docs_2024"}]}}}
+        **DOCS_ENTRY, "partitions": [DOCS_2024]}}}
     part = Relation(16_402, "public", "docs_2024", "d", DOCS_RELATION.columns)
     t = translator(catalog)
     with pytest.raises(SourceError, match="partition public.docs_2024 of public.docs under "

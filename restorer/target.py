@@ -4,17 +4,16 @@ Two modes. *Identity* (the target was empty, ids are the source's): rows are wri
 they come. *Remap* (a populated target): foreign keys are rewritten through the key map,
 rows are matched by natural key with one query per batch, and each row is inserted,
 inserted under a fresh id, updated or skipped as ``restorer.remap.decide`` says.
+What the target already holds is asked through ``restorer.target_lookup``; keys set after
+their row (cycles, generic references) are ``restorer.fixups``'.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import date, datetime, time
 from typing import Any
 
 import psycopg
@@ -22,10 +21,11 @@ from psycopg import postgres, sql
 
 from journal.catalog import Catalog, TableEntry, oid_of
 from journal.errors import RestoreError, RestoreRefused
-from restorer.keystore import encode
+from restorer.fixups import Fixups
 from restorer.natural_keys import NaturalKey, config_line, is_surrogate_key
 from restorer.remap import Decision, KeyMap, RowRemapper, decide
 from restorer.report import TableCounts
+from restorer.target_lookup import TargetLookup, nk_value
 
 # Matching a row by all its columns (tables without a primary key). Types whose equality
 # means "the same value" are compared with it; for these, equality merges different
@@ -44,18 +44,6 @@ _TEXT_THROUGH = {oid_of(n): t for n, t in _TEXT_THROUGH_TYPES.items()} | {
 _TEXT_FORMATS = (("DateStyle", "ISO, MDY"), ("IntervalStyle", "postgres"), ("TimeZone", "UTC"),
                  ("bytea_output", "hex"), ("extra_float_digits", "1"))
 COPY_ROWS = 64  # a batch this large is inserted with COPY rather than executemany
-FIXUP_BATCH = 5000  # deferred foreign keys held in memory before they go to the target
-FIXUPS_TABLE = "journal_restore_fixups_work"
-
-
-@dataclass
-class Fixup:
-    """A deferred foreign key to set once its referenced row has a target id."""
-
-    table: str
-    source_key: tuple[Any, ...]
-    fk_name: str
-    source_value: tuple[Any, ...]
 
 
 @dataclass
@@ -70,18 +58,40 @@ class TargetWriter:
     dry_run: bool = False
     content_matched: frozenset[str] = frozenset()  # tables without a natural key
     strict: bool = False  # a generic reference to nothing in the restore is refused
-    # per "table.column": generic references left as they were (their object is in no
-    # table of the restore, or no longer in the source)
-    dangling: dict[str, int] = field(default_factory=dict)
-    fixups: list[Fixup] = field(default_factory=list)  # the ones not yet spilled
-    _spilled: set[tuple[str, str]] = field(default_factory=set)  # (table, fk) in the table
-    _fixup_seq: int = 0
     pipeline: Any = None  # psycopg Pipeline while replaying identity writes
     _unsynced: int = 0
     # statements composed once per table (and column set), reused for every row
     _queries: dict[tuple[Any, ...], str] = field(default_factory=dict)
     _cur: psycopg.Cursor[Any] | None = None
     _text_formats_set: bool = False
+    lookup: TargetLookup = field(init=False)
+    fixups: Fixups = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.lookup = TargetLookup(self.conn, self.catalog, self.remapper.keymap)
+        self.fixups = Fixups(self.conn, self.remapper, self._table, self._update_many,
+                             strict=self.strict)
+
+    @property
+    def dangling(self) -> dict[str, int]:
+        """Per "table.column": generic references left as they were (their object is in
+        no table of the restore, or no longer in the source)."""
+        return self.fixups.dangling
+
+    @property
+    def pending_fixups(self) -> bool:
+        return self.fixups.pending
+
+    def defer(self, table: str, rows: Sequence[Mapping[str, Any]], deferred: frozenset[str]
+              ) -> None:
+        self.fixups.defer(table, rows, deferred)
+
+    def apply_fixups(self) -> None:
+        """Second pass for foreign keys deferred to break cycles."""
+        self.fixups.apply()
+
+    def apply_generic_fixups(self, final: bool) -> None:
+        self.fixups.apply_generic(final)
 
     @property
     def cursor(self) -> psycopg.Cursor[Any]:
@@ -100,6 +110,7 @@ class TargetWriter:
         statements composed anew."""
         self.catalog = catalog
         self._queries.clear()
+        self.lookup.schema_changed(catalog)
 
     def _table(self, name: str) -> TableEntry:
         return self.catalog.tables[name]
@@ -127,14 +138,14 @@ class TargetWriter:
         self.defer(table, rows, deferred)
         nk = self.keys.get(table)
         if nk:
-            by_key = self._match(table, nk, mapped)
+            by_key = self.lookup.match(table, nk, mapped)
             matches = {i: m for i, out in enumerate(mapped)
-                       if (m := by_key.get(_nk_value(nk, out))) is not None}
+                       if (m := by_key.get(nk_value(nk, out))) is not None}
         elif table in self.content_matched:
-            matches = self._match_content(table, mapped)
+            matches = self.lookup.match_content(table, mapped)
         else:
             matches = {}
-        taken = self._taken(table, pk, [tuple(out[c] for c in pk)
+        taken = self.lookup.taken(table, pk, [tuple(out[c] for c in pk)
                                         for i, out in enumerate(mapped) if i not in matches])
         inserts, updates, fresh = [], [], []
         counts = self._count(table)
@@ -147,7 +158,7 @@ class TargetWriter:
             if decision is Decision.REFUSE:
                 counts.refused += 1
                 if not self.dry_run:
-                    what = (f"natural key {dict(zip(nk.columns, _nk_value(nk, out), strict=True))}"
+                    what = (f"natural key {dict(zip(nk.columns, nk_value(nk, out), strict=True))}"
                             if nk else "the same content")
                     raise RestoreRefused(
                         f"{table}: a row with {what} already exists in the target (source "
@@ -182,7 +193,7 @@ class TargetWriter:
                 self.keymap.set(table, source_key, target_key)
         if fresh:
             # after the rows that keep their ids, so the sequence can be moved past them
-            ids = self._fresh_ids(table, pk[0], len(fresh))
+            ids = self.lookup.fresh_ids(table, pk[0], len(fresh))
             for out, new_id in zip(fresh, ids, strict=True):
                 source_id = out[pk[0]]
                 out[pk[0]] = new_id
@@ -206,162 +217,6 @@ class TargetWriter:
         except psycopg.errors.IntegrityError as exc:
             raise RestoreRefused(
                 violation_message(table, exc, pk, rows, mapped, self.catalog)) from exc
-
-    def _content_query(self, table: str) -> tuple[str, list[str]]:
-        """``_match_content``'s statement for ``table``, and the columns it compares."""
-        spec = self._table(table)
-        pk = spec.primary_key
-        cols = [c.name for c in spec.columns if not c.generated
-                and not (is_surrogate_key(spec) and c.name in pk)]
-        ident = sql.Identifier(spec.schema, spec.name)
-
-        def row_text(alias: str) -> sql.Composable:
-            # one text per row: equal texts, equal rows (and a join the planner can hash)
-            return sql.SQL("ROW({})::text").format(sql.SQL(", ").join(
-                sql.SQL("{}.{}").format(sql.Identifier(alias), sql.Identifier(c))
-                for c in cols))
-
-        claimed = sql.SQL("")
-        if self.keymap.store.in_database:
-            claimed = sql.SQL(
-                " WHERE NOT EXISTS (SELECT 1 FROM {keymap} m WHERE m.table_name = {name}"
-                " AND m.value = jsonb_build_array({pk}))").format(
-                    keymap=self.keymap.store.table, name=sql.Placeholder(),
-                    pk=sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c))
-                                          for c in pk))
-        query = sql.SQL(
-            "SELECT e.i, {tpk} FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS e(doc, i)"
-            " CROSS JOIN LATERAL jsonb_populate_record(NULL::{table}, e.doc) AS r"
-            " JOIN {table} AS t ON {t_text} = {r_text}{claimed} ORDER BY e.i, {tpk}").format(
-                tpk=sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in pk),
-                table=ident, t_text=row_text("t"), r_text=row_text("r"), claimed=claimed)
-        return query.as_string(self.conn), cols
-
-    def _match_content(self, table: str, rows: Sequence[Mapping[str, Any]]
-                       ) -> dict[int, tuple[Any, ...]]:
-        """Row index -> target primary key of an equal row (every column but a surrogate
-        key, foreign keys already remapped), as a multiset: each target row matches at
-        most one source row, and rows an earlier restore or batch claimed match none."""
-        spec = self._table(table)
-        pk = spec.primary_key
-        if not pk:
-            return {}
-        self.keymap.store.flush()
-        key = ("content", table)
-        if key not in self._queries:  # composed once per table, run once per batch
-            self._queries[key] = self._content_query(table)  # type: ignore[assignment]
-        query, cols = self._queries[key]  # type: ignore[misc]
-        document = json.dumps([{c: _json_value(r.get(c)) for c in cols} for r in rows])
-        found: dict[int, list[tuple[Any, ...]]] = {}
-        params = (document, table) if self.keymap.store.in_database else (document,)
-        for r in self.conn.execute(query, params).fetchall():
-            found.setdefault(r[0] - 1, []).append(tuple(r[1:]))
-        matches: dict[int, tuple[Any, ...]] = {}
-        used: set[tuple[Any, ...]] = set()
-        for i in sorted(found):
-            choice = next((k for k in found[i] if k not in used), None)
-            if choice is not None:
-                used.add(choice)
-                matches[i] = choice
-        return matches
-
-    def defer(self, table: str, rows: Sequence[Mapping[str, Any]], deferred: frozenset[str]
-              ) -> None:
-        """Remember the deferred foreign keys of ``rows`` for ``apply_fixups``."""
-        if not deferred:
-            return
-        pk = self._table(table).primary_key
-        for fk in self.remapper.graph.foreign_keys.get(table, ()):
-            if fk.name in deferred:
-                for row in rows:
-                    if (value := fk.value_of(row)) is not None:
-                        self.fixups.append(Fixup(table, tuple(row[c] for c in pk), fk.name,
-                                                 value))
-                        if len(self.fixups) >= FIXUP_BATCH and self.keymap.store.in_database:
-                            self._spill_fixups()
-
-    @property
-    def pending_fixups(self) -> bool:
-        return bool(self.fixups or self._spilled)
-
-    def _match(self, table: str, nk: NaturalKey, rows: Sequence[dict[str, Any]]
-               ) -> dict[tuple[Any, ...], tuple[Any, ...]]:
-        """Natural key -> target primary key for the rows that exist in the target."""
-        spec = self._table(table)
-        pk = spec.primary_key
-        values = list({_nk_value(nk, r) for r in rows})
-        if not values:
-            return {}
-        n = len(nk.columns)
-        found: dict[tuple[Any, ...], tuple[Any, ...]] = {}
-        for r in self._lookup(table, tuple(nk.columns), tuple(nk.columns) + pk, values):
-            key = tuple(r[:n])
-            if key in found:
-                raise RestoreError(f"{table}: natural key {nk.columns} is not unique in the "
-                                   f"target ({key} matches several rows); configure another "
-                                   "one under [natural_keys]")
-            found[key] = tuple(r[n:])
-        # values typed as text in the journal (enums...) come back as str too: same keys
-        return found
-
-    def _taken(self, table: str, pk: tuple[str, ...], keys: list[tuple[Any, ...]]
-               ) -> set[tuple[Any, ...]]:
-        if not keys or not pk:
-            return set()
-        return {tuple(r) for r in self._lookup(table, pk, pk, keys)}
-
-    def _lookup(self, table: str, cols: tuple[str, ...], select: tuple[str, ...],
-                keys: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-        """The target rows (``select`` columns) whose ``cols`` equal one of ``keys``.
-
-        One short prepared query, ``col = ANY($n)`` per column, each array sent as an
-        untyped literal so PostgreSQL reads it as the column's own type (an enum, a uuid,
-        a varchar); with several columns that selects a superset, narrowed here to the
-        exact tuples. Keys holding other values than ints and strings use a row-wise IN
-        list (exact, but a long query to compose, send and plan).
-        """
-        spec = self._table(table)
-        ident = sql.Identifier(spec.schema, spec.name)
-        sel = sql.SQL(", ").join(sql.Identifier(c) for c in select)
-        literals = _array_literals(keys, len(cols))
-        if literals is None:
-            one = sql.SQL("({})").format(sql.SQL(", ").join(sql.Placeholder() * len(cols)))
-            query = sql.SQL("SELECT {sel} FROM {table} WHERE ({cols}) IN ({values})").format(
-                sel=sel, table=ident, cols=sql.SQL(", ").join(sql.Identifier(c) for c in cols),
-                values=sql.SQL(", ").join([one] * len(keys)))
-            return self.conn.execute(query, [v for k in keys for v in k]).fetchall()
-        key = ("lookup", table, cols, select)
-        if (query := self._queries.get(key)) is None:
-            query = self._queries[key] = sql.SQL("SELECT {sel} FROM {table} WHERE {cond}").format(
-                sel=sel, table=ident, cond=sql.SQL(" AND ").join(
-                    sql.SQL("{} = ANY(%s)").format(sql.Identifier(c)) for c in cols)
-            ).as_string(self.conn)
-        rows = self.conn.execute(query, literals).fetchall()  # type: ignore[arg-type]
-        if len(cols) == 1:
-            return rows
-        wanted = set(keys)
-        where = [select.index(c) for c in cols]
-        return [r for r in rows if tuple(r[i] for i in where) in wanted]
-
-    def _fresh_ids(self, table: str, column: str, n: int) -> list[Any]:
-        """``n`` new ids from the column's sequence, first moved past every id in use (rows
-        inserted with their source ids did not advance it)."""
-        spec = self._table(table)
-        ident = sql.Identifier(spec.schema, spec.name).as_string(self.conn)
-        self.conn.execute(sql.SQL(
-            "SELECT setval(s, greatest(m, (SELECT last_value FROM pg_sequences WHERE "
-            "format('%%I.%%I', schemaname, sequencename)::regclass = s::regclass)))"
-            " FROM (SELECT pg_get_serial_sequence(%s, %s) AS s, max({col}) AS m FROM {table}) x"
-            " WHERE m IS NOT NULL AND s IS NOT NULL").format(
-                col=sql.Identifier(column), table=sql.Identifier(spec.schema, spec.name)),
-            (ident, column))
-        rows = self.conn.execute(
-            "SELECT nextval(pg_get_serial_sequence(%s, %s)) FROM generate_series(1, %s)",
-            (ident, column, n)).fetchall()
-        if rows and rows[0][0] is None:
-            raise RestoreError(f"{table}.{column} has no sequence in the target: "
-                               "cannot give fresh ids")
-        return [r[0] for r in rows]
 
     def _columns(self, table: str) -> list[str]:
         key = ("columns", table)
@@ -594,127 +449,6 @@ class TargetWriter:
             self.pipeline.sync()
             self._unsynced = 0
 
-    def apply_fixups(self) -> None:
-        """Second pass for foreign keys deferred to break cycles."""
-        if self._spilled:
-            self._spill_fixups()
-            self._apply_spilled_fixups()
-            return
-        graph = self.remapper.graph
-        by_table: dict[str, list[tuple[tuple[Any, ...], Mapping[str, Any]]]] = {}
-        fks = {(f.table, f.fk_name): next(k for k in graph.foreign_keys[f.table]
-                                          if k.name == f.fk_name) for f in self.fixups}
-        self.keymap.prefetch([(f.table, f.source_key) for f in self.fixups]
-                             + [(fks[f.table, f.fk_name].ref_table, f.source_value)
-                                for f in self.fixups])
-        for f in self.fixups:
-            fk = fks[f.table, f.fk_name]
-            target = self.keymap.target_of(fk.ref_table, f.source_value)
-            by_table.setdefault(f.table, []).append(
-                (self.keymap.target_of(f.table, f.source_key),
-                 dict(zip(fk.columns, target, strict=True))))
-        for table, items in by_table.items():
-            # each fixup sets one foreign key of one row: batched per table and columns
-            self._update_many(table, items, set())
-        self.fixups.clear()
-
-    def apply_generic_fixups(self, final: bool) -> None:
-        """Set the generic references whose object has arrived since their row did; with
-        ``final`` (every row is in), count the rest as dangling, or refuse them when
-        ``strict``."""
-        pending = self.remapper.pending
-        if not pending:
-            return
-        self.keymap.prefetch([obj for obj, _ in pending.values()]
-                             + [(t, k) for t, k, _ in pending])
-        updates: dict[str, list[tuple[tuple[Any, ...], Mapping[str, Any]]]] = {}
-        for (table, row_key, column), (obj, source_value) in list(pending.items()):
-            if self.keymap.known(*obj):
-                mapped = self.keymap.target_of(*obj)[0]
-                value = str(mapped) if isinstance(source_value, str) else mapped
-                updates.setdefault(table, []).append(
-                    (self.keymap.target_of(table, row_key), {column: value}))
-            elif final:
-                label = f"{table}.{column}"
-                self.dangling[label] = self.dangling.get(label, 0) + 1
-            else:
-                continue
-            del pending[(table, row_key, column)]
-        for table, items in updates.items():
-            self._update_many(table, items, set())
-        if final:
-            for label, n in self.remapper.outside.items():
-                self.dangling[label] = self.dangling.get(label, 0) + n
-            self.remapper.outside.clear()
-            if self.strict and self.dangling:
-                raise RestoreRefused(
-                    "--strict: generic foreign key values point at nothing in the restore: "
-                    + ", ".join(f"{label}: {n}" for label, n in sorted(self.dangling.items()))
-                    + " (their objects are gone from the source, or in tables the restore "
-                    "does not hold)")
-
-    def _spill_fixups(self) -> None:
-        """Move the fixups held in memory to a temporary table (created on first use):
-        a load defers one per row of a cycle, all applied at its end."""
-        if not self._spilled:
-            self.conn.execute(sql.SQL(
-                "CREATE TEMP TABLE IF NOT EXISTS {} (seq bigint NOT NULL, table_name text"
-                " NOT NULL, fk_name text NOT NULL, source_key jsonb NOT NULL, source_value"
-                " jsonb NOT NULL) ON COMMIT DROP").format(sql.Identifier(FIXUPS_TABLE)))
-        copy_query = sql.SQL("COPY {} FROM STDIN").format(
-            sql.Identifier("pg_temp", FIXUPS_TABLE))
-        with self.cursor.copy(copy_query) as copy:
-            for f in self.fixups:
-                self._fixup_seq += 1
-                copy.write_row((self._fixup_seq, f.table, f.fk_name, encode(f.source_key),
-                                encode(f.source_value)))
-                self._spilled.add((f.table, f.fk_name))
-        self.fixups.clear()
-
-    def _apply_spilled_fixups(self) -> None:
-        """``apply_fixups`` for fixups in the temporary table: per foreign key, one
-        UPDATE joined with the key map there. Each key goes through the table's own row
-        type (``jsonb_populate_record``), so it takes the column's type as the
-        one-row-at-a-time UPDATE's parameters do; of several fixups of one row, the
-        last wins, as it does there."""
-        self.keymap.store.flush()
-        graph = self.remapper.graph
-        fixups = sql.Identifier("pg_temp", FIXUPS_TABLE)
-        for table, fk_name in sorted(self._spilled):
-            spec = self._table(table)
-            ident = sql.Identifier(spec.schema, spec.name)
-            pk = list(spec.primary_key)
-            fk = next(k for k in graph.foreign_keys[table] if k.name == fk_name)
-
-            def fields(cols: Sequence[str], value: str) -> sql.Composable:
-                return sql.SQL(", ").join(
-                    sql.SQL("{}, {} -> {}").format(sql.Literal(c), sql.SQL(value),
-                                                   sql.Literal(i))
-                    for i, c in enumerate(cols))
-
-            self.conn.execute(sql.SQL(
-                "WITH f AS (SELECT DISTINCT ON (source_key) source_key, source_value"
-                " FROM {fixups} WHERE table_name = %(table)s AND fk_name = %(fk)s"
-                " ORDER BY source_key, seq DESC)"
-                " UPDATE {table} AS t SET {sets} FROM f"
-                " LEFT JOIN {keymap} mk ON mk.table_name = %(table)s"
-                " AND mk.key = f.source_key::text"
-                " LEFT JOIN {keymap} mv ON mv.table_name = %(ref)s"
-                " AND mv.key = f.source_value::text"
-                " CROSS JOIN LATERAL jsonb_populate_record(NULL::{table}, jsonb_build_object("
-                "{pk_fields}, {fk_fields})) AS r"
-                " WHERE {match}").format(
-                    fixups=fixups, table=ident, keymap=self.keymap.store.table,
-                    sets=sql.SQL(", ").join(sql.SQL("{c} = r.{c}").format(c=sql.Identifier(c))
-                                            for c in fk.columns),
-                    pk_fields=fields(pk, "coalesce(mk.value, f.source_key)"),
-                    fk_fields=fields(fk.columns, "coalesce(mv.value, f.source_value)"),
-                    match=sql.SQL(" AND ").join(sql.SQL("t.{c} = r.{c}").format(
-                        c=sql.Identifier(c)) for c in pk)),
-                {"table": table, "fk": fk_name, "ref": fk.ref_table})
-        self.conn.execute(sql.SQL("TRUNCATE {}").format(fixups))
-        self._spilled.clear()
-
 
 def _exactly_one(table: str, what: str, statement: sql.Composable) -> sql.Composable:
     """``statement`` (``… RETURNING 1``) made to fail, naming the table, when it changed no
@@ -726,44 +460,6 @@ def _exactly_one(table: str, what: str, statement: sql.Composable) -> sql.Compos
     return sql.SQL("WITH changed AS ({}) SELECT CASE WHEN count(*) = 1 THEN 1 "
                    "ELSE ({} || left(count(*)::text, 0))::int END FROM changed").format(
                        statement, sql.Literal(message))
-
-
-def _array_literals(keys: Sequence[tuple[Any, ...]], width: int) -> list[str] | None:
-    """Per key column, a PostgreSQL array literal of its distinct values (keys with a NULL
-    match nothing and are left out); None when a value is neither an int nor a str."""
-    columns: list[set[str]] = [set() for _ in range(width)]
-    for key in keys:
-        if None in key:
-            continue
-        for i, v in enumerate(key):
-            kind = type(v)
-            if kind is int:
-                columns[i].add(str(v))
-            elif kind is str:
-                columns[i].add('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"')
-            else:
-                return None
-    return ["{" + ",".join(sorted(c)) + "}" for c in columns]
-
-
-def _nk_value(nk: NaturalKey | None, row: Mapping[str, Any]) -> tuple[Any, ...]:
-    return tuple(row[c] for c in nk.columns) if nk else ()
-
-
-def _json_value(value: Any) -> Any:
-    """A journal value as JSON that PostgreSQL's input functions read back as the same
-    value (``jsonb_populate_record`` parses each field with the column's type)."""
-    if isinstance(value, bool) or value is None or isinstance(value, (int, str)):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else str(value)
-    if isinstance(value, bytes):
-        return "\\x" + value.hex()
-    if isinstance(value, (datetime, date, time)):
-        return value.isoformat()
-    if isinstance(value, list):
-        return [_json_value(v) for v in value]
-    return str(value)  # Decimal, UUID, text-form values
 
 
 def _key_text(columns: Sequence[str], key: Sequence[Any]) -> str:

@@ -42,7 +42,7 @@ sys.path.insert(0, str(REPO))
 from journal.config import Config  # noqa: E402
 from journal.positions import parse_lsn  # noqa: E402
 from tests import services  # noqa: E402
-from tests.conftest import scratch_database  # noqa: E402
+from tests.support.databases import scratch_database  # noqa: E402
 
 BATCH = 1000
 TABLE_DDL = """

@@ -24,8 +24,6 @@ from journal.packages.store import open_store
 from journal.positions import Position
 from journal.transport import Committed, open_reader, open_writer
 from journal.transport.file import FileJournal
-from producers.capture import run_capture
-from tests.support.capture import capture_config, loaded_sample
 from tests.support.streams import package_rows, same_tables
 
 
@@ -127,15 +125,8 @@ def test_release_never_passes_a_consumer_or_deletes_the_newest_segment(tmp_path:
 
 @pytest.mark.integration
 def test_compaction_trims_the_file_journal_and_the_packages_still_hold_the_source(
-        source_db: str, tmp_path: Path) -> None:
-
-    loaded_sample(source_db, scale=10)
-    cfg = capture_config(source_db, tmp_path,
-                         journal_url=f"file://{tmp_path}/journal?segment_bytes=8192",
-                         packages_url=f"file://{tmp_path}/packages")
-    run_capture(cfg, once_until_idle=1.0)
-    sample.workload(source_db, 60, seed=5)
-    run_capture(cfg, once_until_idle=1.0)
+        captured) -> None:
+    cfg = captured
     journal = FileJournal.from_url(cfg.journal_location(), cfg.database())
     before = journal.segments()
     assert len(before) > 2

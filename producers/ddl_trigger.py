@@ -42,13 +42,8 @@ from journal.errors import SourceError
 from journal.events import DDL_PREFIX, PARTITION_TRUNCATE_PREFIX
 from journal.schema_change import encode_value
 from journal.values import SESSION_SETTINGS, RowLoader
-from producers.source_catalog import (
-    ENUM_TYPES_QUERY,
-    TABLE_QUERIES,
-    enum_types,
-    is_captured_kind,
-    table_entry,
-)
+from producers.source_catalog import TABLE_QUERIES, is_captured_kind, table_entry
+from producers.source_types import ENUM_TYPES_QUERY, enum_types
 
 SCHEMA = "edms_journal"
 _END_FUNCTION = "on_ddl_command_end"

@@ -185,10 +185,12 @@ def test_sigterm_to_the_scheduler_cancels_the_running_job_and_exits_cleanly(
 
     db = JobDatabase(default_url(tmp_path / "state"))
     db.upgrade()
-    with db.session() as session:  # due since an hour: runs at once, late
+    # hourly, last fired half an hour ago (whatever the time of day): runs at once, late
+    minute = (datetime.now(UTC).minute + 30) % 60
+    with db.session() as session:
         session.add(BackupConfiguration(name="edms", source="postgresql://u@db/edms",
                                         retention_policy="REDUNDANCY 2",
-                                        health_schedule="0 * * * *",
+                                        health_schedule=f"{minute} * * * *",
                                         created_at=datetime.now(UTC) - timedelta(hours=2)))
     with socket.socket() as silent:  # the health check's source never answers
         silent.bind(("127.0.0.1", 0))

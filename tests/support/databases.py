@@ -3,6 +3,7 @@ tests (and engineers) running at the same time never collide."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,12 +35,27 @@ def drop_database(server_url: str, name: str) -> None:
         for (slot,) in conn.execute(
             "SELECT slot_name FROM pg_replication_slots WHERE database = %s", (name,)
         ).fetchall():
-            conn.execute(
-                "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
-                "WHERE slot_name = %s AND active_pid IS NOT NULL", (slot,))
-            conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+            _drop_slot(conn, slot)
         conn.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
             "WHERE datname = %s AND pid <> pg_backend_pid()", (name,))
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
             sql.Identifier(name)))
+
+
+def _drop_slot(conn: psycopg.Connection, slot: str) -> None:
+    """Drop a slot, ending the session that streams from it first. A terminated
+    walsender releases the slot a moment later, and a client that reconnects (a capture
+    daemon, a container with a restart policy) may take it again: try for a while."""
+    deadline = time.monotonic() + 20
+    while True:
+        conn.execute(
+            "SELECT pg_terminate_backend(active_pid, 5000) FROM pg_replication_slots "
+            "WHERE slot_name = %s AND active_pid IS NOT NULL", (slot,))
+        try:
+            conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+            return
+        except psycopg.errors.ObjectInUse:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)

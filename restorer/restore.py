@@ -113,7 +113,6 @@ def restore(options: RestoreOptions) -> RestoreReport:
         raise RestoreError(f"--on-conflict must be one of {', '.join(ON_CONFLICT)}")
     target = options.restore_target()
     store = open_packages(options)
-    manifests = store.list()
     try:
         conn = psycopg.connect(options.target_url)
     except psycopg.OperationalError as exc:
@@ -122,8 +121,8 @@ def restore(options: RestoreOptions) -> RestoreReport:
     with conn, ExitStack() as closing:
         state = read_state(conn)
         conn.rollback()
-        journal, tail, tail_text = scan_after_packages(  # before any write
-            options.journal_url, manifests, target, state.reached if state else None, closing)
+        journal, tail, tail_text, manifests = scan_after_packages(  # before any write
+            options.journal_url, store, target, state.reached if state else None, closing)
         plan = _plan(store, manifests + ([tail] if tail else []), target, state, options)
         report = RestoreReport(redact(options.target_url), "noop", options.dry_run,
                                str(target), list(plan.package_ids),

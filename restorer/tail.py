@@ -38,7 +38,7 @@ from journal.events import (
 from journal.positions import Position
 from journal.stream_state import TransactionGrouper
 from journal.targets import RestoreTarget
-from journal.transport import JournalReader, RawRecord, deduplicate, open_reader
+from journal.transport import Committed, JournalReader, RawRecord, deduplicate, open_reader
 
 log = logging.getLogger(__name__)
 
@@ -80,10 +80,10 @@ class JournalTail:
                 + (f"; {self.stopped}" if self.stopped else ""))
 
 
-def scan_tail(reader: JournalReader, newest: Any, url: str, *,
+def scan_tail(reader: JournalReader, newest: Any, url: str, committed: Committed, *,
               wanted_xid: int | None = None) -> JournalTail:
-    """Read and check the journal after ``newest`` (the store's newest package manifest)."""
-    committed = reader.committed(CONSUMER)
+    """Read and check the journal after ``newest`` (the store's newest package manifest),
+    from what the compactor ``committed`` (read before the store was listed)."""
     if committed.offset == 0 and committed.position is None:
         raise TailUnavailable(f"not read: no compactor ever committed in the journal "
                               f"({redact(url)}), so the packages come from elsewhere")
@@ -170,40 +170,54 @@ def _transactions(reader: JournalReader, start: int, after: Position, end: Posit
                              "the newest package)") from exc
 
 
-def scan_after_packages(url: str, manifests: list[Any], target: RestoreTarget,
-                        reached: Any | None, stack: ExitStack
-                        ) -> tuple[JournalReader | None, JournalTail | None, str]:
+def scan_after_packages(url: str, store: Any, target: RestoreTarget, reached: Any | None,
+                        stack: ExitStack
+                        ) -> tuple[JournalReader | None, JournalTail | None, str, list[Any]]:
     """The journal's transactions after the newest package of the source and generation a
     restore or verify would use (the newest full snapshot's, or that of ``reached``, the
     target's restore state), checked before anything is written: the open reader (closed
-    with ``stack``), the tail (None when there is nothing newer) and what to report."""
+    with ``stack``), the tail (None when there is nothing newer), what to report, and the
+    store's manifests the tail continues (plan with these).
+
+    The compactor's commit is read before the store is listed: a package it publishes in
+    between is then in the listing and its records are dropped from the tail as already
+    packaged, where the other order would see a commit past the listing's newest package.
+    """
+    manifests = store.list()
     if not url:
-        return None, None, "not read (packages only)"
-    fulls = [m for m in manifests if m.kind == "full"]
-    head = (max(fulls, key=lambda m: m.to_position) if reached is None and fulls
-            else next((m for m in manifests if reached is not None and (
-                m.system_identifier, m.database, m.generation) == (
-                reached.system_identifier, reached.database, reached.generation)), None))
+        return None, None, "not read (packages only)", manifests
+    head = _head(manifests, reached)
     if head is None:
-        return None, None, "not read: no package to continue"
+        return None, None, "not read: no package to continue", manifests
+    try:
+        reader = open_reader(url, head.database)  # the journal is named by the source
+        stack.callback(reader.close)
+        committed = reader.committed(CONSUMER)
+    except TransportError as exc:
+        raise TransportError(f"{exc}; nothing was restored (restore with --packages-only "
+                             "to stop at the newest package)") from exc
+    manifests = store.list()
     same = [m for m in manifests if (m.system_identifier, m.database, m.generation)
             == (head.system_identifier, head.database, head.generation)]
     newest = max(same, key=lambda m: m.to_position)
     xid = int(target.value) if target.kind == "xid" else None  # type: ignore[arg-type]
     try:
-        reader = open_reader(url, newest.database)  # the journal is named by the source
-    except TransportError as exc:
-        raise TransportError(f"{exc}; nothing was restored (restore with --packages-only "
-                             "to stop at the newest package)") from exc
-    stack.callback(reader.close)
-    try:
-        tail = scan_tail(reader, newest, url, wanted_xid=xid)
+        tail = scan_tail(reader, newest, url, committed, wanted_xid=xid)
     except TailUnavailable as exc:
         log.warning("journal tail %s", exc)
-        return reader, None, str(exc)
+        return reader, None, str(exc), manifests
     if tail.to_position <= newest.to_position:
-        return reader, None, tail.describe()
-    return reader, tail, tail.describe()
+        return reader, None, tail.describe(), manifests
+    return reader, tail, tail.describe(), manifests
+
+
+def _head(manifests: list[Any], reached: Any | None) -> Any | None:
+    """The package whose source and generation the restore continues."""
+    if reached is None:
+        fulls = [m for m in manifests if m.kind == "full"]
+        return max(fulls, key=lambda m: m.to_position) if fulls else None
+    return next((m for m in manifests if (m.system_identifier, m.database, m.generation)
+                 == (reached.system_identifier, reached.database, reached.generation)), None)
 
 
 def transactions_of(store: Any, m: Any, journal: JournalReader | None, stack: ExitStack

@@ -222,8 +222,8 @@ def verify(target_url: str, packages_url: str = "", at: datetime | RestoreTarget
     target = at if isinstance(at, RestoreTarget) else (
         RestoreTarget.at_time(at) if at is not None else RestoreTarget())
     with ExitStack() as stack:
-        manifests = store.list()
-        journal, tail, _ = scan_after_packages(journal_url, manifests, target, None, stack)
+        journal, tail, _, manifests = scan_after_packages(journal_url, store, target, None,
+                                                          stack)
         manifests += [tail] if tail else []
         xid_lsn = find_xid(store, manifests, int(target.value)) if target.kind == "xid" else None  # type: ignore[arg-type]
         plan = make_plan(manifests, target, xid_lsn=xid_lsn)

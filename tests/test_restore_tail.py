@@ -154,3 +154,33 @@ def test_a_store_the_compactor_does_not_write_is_not_continued_from_the_journal(
     with pytest.raises(RestoreError, match="not the store the compactor writes"):
         restore(RestoreOptions(target_url=target_db, packages_url=f"file://{tmp_path}/older",
                                journal_url=cfg.journal_location()))
+
+
+class _PublishedDuringListing:
+    """A store whose first listing misses the newest package, as when the compactor
+    publishes one (and commits) while a restore starts."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+        self._listings = 0
+
+    def list(self) -> list[Any]:
+        self._listings += 1
+        manifests = self._store.list()
+        return manifests[:-1] if self._listings == 1 else manifests
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+def test_a_package_published_while_the_restore_starts_is_continued_not_refused(
+        source_db: str, target_db: str, tmp_path: Path) -> None:
+    cfg, states = _prepared(source_db, tmp_path)
+    sample.workload(source_db, 10, seed=6)
+    run_capture(cfg, once_until_idle=1.0)
+    _compact(cfg)  # a new segment, and the commit that names its end
+    latest = sample.snapshot_state(source_db)
+    store = _PublishedDuringListing(open_store(cfg.packages_url))
+    restore(RestoreOptions(target_url=target_db, store=store,
+                           journal_url=cfg.journal_location()))
+    assert sample.snapshot_state(target_db) == latest

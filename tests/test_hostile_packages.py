@@ -224,3 +224,18 @@ def test_manifest_edited_without_fixing_the_id_is_refused(good, place):
     members["manifest.json"] = (json.dumps(data, sort_keys=True, indent=1) + "\n").encode()
     entries = [(_file(n), d) for n, d in members.items()]
     _refused(_archive(place / "a.tar", entries, tarfile.USTAR_FORMAT), "package id")
+
+
+def test_a_consistent_manifest_with_a_malformed_catalog_fails_verification(good, place):
+    from dataclasses import replace
+
+    def break_catalog(manifest):
+        catalog = json.loads(json.dumps(manifest.catalog))
+        table = next(iter(catalog["tables"].values()))
+        table["primary_key"] = ["no_such_column"]
+        return replace(manifest, catalog=catalog)
+
+    path = _archive(place / "a.tar", _with_manifest(good, break_catalog, _members(good)),
+                    tarfile.USTAR_FORMAT)
+    with pytest.raises(ValidationError, match=r"manifest's catalog table .*no_such_column"):
+        verify_package(path)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from journal.catalog import Catalog
 from journal.errors import ChainBroken, ValidationError
 from journal.packages.manifest import Manifest, positions_sort_key
 from journal.packages.reader import PackageSource, as_source, open_package, read_layout
@@ -23,7 +24,8 @@ if TYPE_CHECKING:
 
 def verify_package(path: Path | PackageSource, *, decode: bool = True) -> Manifest:
     """Every stage: structure and names, sizes, manifest schema and id, SHA-256 of every
-    member, every record decodes (and a segment's records form whole transactions).
+    member, every record decodes (and a segment's records form whole transactions), and
+    the manifest's catalog is a well-formed one.
 
     ``decode=False`` stops after the SHA-256 of every member: the bytes are proven to be
     the ones the manifest (whose id is derived from its content) describes, at the cost of
@@ -34,7 +36,14 @@ def verify_package(path: Path | PackageSource, *, decode: bool = True) -> Manife
     """
     if not decode:
         return read_layout(as_source(path), hash_members=True)[0]
-    return open_package(path, verify=True).manifest
+    manifest = open_package(path, verify=True).manifest
+    if manifest.catalog:  # what a restore or a fold parses before it writes
+        try:
+            Catalog.parse(manifest.catalog)
+        except ValidationError as exc:
+            raise ValidationError(f"package {manifest.package_id}: its manifest's {exc}"
+                                  ) from exc
+    return manifest
 
 
 @dataclass(frozen=True)

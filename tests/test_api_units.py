@@ -30,6 +30,9 @@ def test_a_restore_request_becomes_options_with_their_values_attached() -> None:
     assert req.argv() == ["restore", f"--target={TARGET}", "--on-conflict=update",
                           "--to-mark=pre-upgrade", "--tables=document,public.tag", "--dry-run"]
     assert req.restore_target() == "to-mark pre-upgrade"
+    only = RestoreRequest(target=TARGET, dry_run=False, packages_only=True)
+    assert only.argv() == ["restore", f"--target={TARGET}", "--on-conflict=update",
+                           "--packages-only"]
 
 
 def test_a_restore_request_refuses_what_the_cli_would_misread() -> None:

@@ -186,6 +186,8 @@ class RestoreRequest(Strict):
     tables: list[str] = Field(default_factory=list, max_length=1000)
     on_conflict: Literal["update", "skip", "fail"] = "update"
     dry_run: bool = True
+    packages_only: bool = Field(False, description="stop at the newest package; do not read "
+                                "the journal's newer records")
     confirm_database: str | None = Field(None, description="a real restore: the target's "
                                          "database name, typed again")
 
@@ -258,6 +260,8 @@ class RestoreRequest(Strict):
             args.append("--incremental")
         if self.dry_run:
             args.append("--dry-run")
+        if self.packages_only:
+            args.append("--packages-only")
         return args
 
 

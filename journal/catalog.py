@@ -463,3 +463,25 @@ def table_schemas(catalog: Catalog | Mapping[str, Any]) -> dict[str, TableSchema
     if not isinstance(catalog, Catalog):
         catalog = Catalog.parse(catalog)
     return {name: t.table_schema() for name, t in catalog.tables.items()}
+
+
+
+
+def natural_key_of(columns: Mapping[str, tuple[bool, int]], primary_key: Sequence[str],
+                   unique_keys: Sequence[tuple[str, Sequence[str]]]) -> tuple[str, ...] | None:
+    """The natural key DESIGN "Natural keys" names: a unique key, other than the primary
+    key, whose columns are all NOT NULL; a single uuid column first, then keys made of
+    text columns, then the fewest columns (then the constraint's name). ``columns`` maps a
+    column's name to (NOT NULL, type OID); ``unique_keys`` are (constraint name, columns).
+    The one rule: capture writes its result into the CATALOG, and a restore of a CATALOG
+    written before it did applies it the same way."""
+    uuid_oid, text_oids = oid_of("uuid"), frozenset((oid_of("text"), oid_of("varchar")))
+    candidates = []
+    for name, names in unique_keys:
+        if set(names) == set(primary_key) or not all(columns[n][0] for n in names):
+            continue
+        oids = [columns[n][1] for n in names]
+        single_uuid = len(names) == 1 and oids[0] == uuid_oid
+        all_text = all(o in text_oids for o in oids)
+        candidates.append(((not single_uuid, not all_text, len(names), name), tuple(names)))
+    return min(candidates)[1] if candidates else None

@@ -17,7 +17,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row, tuple_row
 
-from journal.catalog import oid_of
+from journal.catalog import natural_key_of
 from journal.errors import SourceError
 from producers.source_types import user_types
 
@@ -25,8 +25,6 @@ from producers.source_types import user_types
 # captured, even when they live in a captured schema.
 JOURNAL_TABLE_PREFIX = "journal_"
 
-_UUID_OID = oid_of("uuid")
-_TEXT_OIDS = frozenset({oid_of("text"), oid_of("varchar")})
 
 
 def read_catalog(conn: psycopg.Connection[Any], schemas: Sequence[str] = ("public",),
@@ -143,22 +141,12 @@ def _unlogged_problems(cur: psycopg.Cursor[Any], oids: Sequence[int]) -> list[st
 
 
 def detect_natural_key(table_catalog: dict[str, Any]) -> list[str] | None:
-    """The natural key per DESIGN "Natural keys": a unique key, other than the primary
-    key, whose columns are all NOT NULL; a single uuid column first, then keys made of
-    text columns, then the fewest columns. None when the table has none."""
-    columns = {c["name"]: c for c in table_catalog["columns"]}
-    primary = set(table_catalog["primary_key"])
-    candidates = []
-    for unique in table_catalog["unique"]:
-        names = unique["columns"]
-        if set(names) == primary or not all(columns[n]["not_null"] for n in names):
-            continue
-        oids = [columns[n]["type_oid"] for n in names]
-        single_uuid = len(names) == 1 and oids[0] == _UUID_OID
-        all_text = all(o in _TEXT_OIDS for o in oids)
-        candidates.append(((not single_uuid, not all_text, len(names), unique["name"]), names))
-    return list(min(candidates)[1]) if candidates else None
-
+    """``journal.catalog.natural_key_of`` of a CATALOG table entry (None: it has none)."""
+    key = natural_key_of(
+        {c["name"]: (bool(c["not_null"]), int(c["type_oid"])) for c in table_catalog["columns"]},
+        table_catalog["primary_key"],
+        [(u["name"], u["columns"]) for u in table_catalog["unique"]])
+    return list(key) if key is not None else None
 
 
 def format_types(conn: psycopg.Connection[Any],

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from journal.catalog import Catalog, TableEntry, oid_of
+from journal.catalog import Catalog, TableEntry, natural_key_of, oid_of
 from journal.errors import ConfigError
 
 _INTEGER_TYPES = ("integer", "bigint", "smallint")
@@ -59,18 +59,10 @@ def _single_integer_key(table: TableEntry) -> bool:
 
 
 def detect_natural_key(table: TableEntry) -> tuple[str, ...] | None:
-    """The best unique, all-NOT-NULL column set that is not the surrogate primary key."""
-    columns = {c.name: c for c in table.columns}
-    candidates = []
-    for unique in table.unique:
-        cols = unique.columns
-        if cols == table.primary_key or not all(columns[c].not_null for c in cols):
-            continue
-        preferred = sum(columns[c].type_oid in _PREFERRED_OIDS for c in cols)
-        candidates.append((-preferred, len(cols), cols))
-    if candidates:
-        return min(candidates)[2]
-    return None
+    """The natural key capture would have detected (``journal.catalog.natural_key_of``),
+    for a CATALOG written before capture recorded it."""
+    return natural_key_of({c.name: (c.not_null, c.type_oid) for c in table.columns},
+                          table.primary_key, [(u.name, u.columns) for u in table.unique])
 
 
 def resolve_natural_keys(catalog: Catalog,

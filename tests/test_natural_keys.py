@@ -10,6 +10,7 @@ import pytest
 
 from journal.catalog import Catalog, TableEntry
 from journal.errors import ConfigError, RestoreRefused
+from producers.source_catalog import detect_natural_key as capture_detect_natural_key
 from restorer.generic_keys import (
     detect_generic_foreign_keys,
     parse_generic_foreign_keys,
@@ -298,3 +299,19 @@ def test_django_migrations_are_recognised_by_app_and_name():
         "primary_key": ["id"], "unique": [], "foreign_keys": []}
     key = resolve_natural_keys(Catalog.parse(cat))["public.django_migrations"]
     assert (key.columns, key.origin) == (("app", "name"), "convention")
+
+
+def test_capture_and_restore_detect_the_same_natural_key():
+    # two text columns against one uuid: the DESIGN's rule takes the single uuid; the
+    # restore's fallback for catalogs without a detected key used to count text columns
+    entry = {
+        "schema": "public", "name": "t", "primary_key": ["id"],
+        "columns": [col("id"), col("a", "text", 25), col("b", "text", 25),
+                    col("u", "uuid", 2950), col("n")],
+        "unique": [{"name": "ab", "columns": ["a", "b"]}, {"name": "u", "columns": ["u"]},
+                   {"name": "n", "columns": ["n"]}]}
+    assert detect_natural_key(TableEntry.parse(entry)) == ("u",)
+    assert capture_detect_natural_key(entry) == ["u"]
+    entry["unique"] = entry["unique"][:1] + entry["unique"][2:]
+    assert detect_natural_key(TableEntry.parse(entry)) == ("a", "b")
+    assert capture_detect_natural_key(entry) == ["a", "b"]

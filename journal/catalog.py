@@ -140,7 +140,7 @@ class ColumnEntry:
     @property
     def uses_sequence(self) -> bool:
         """Filled by an identity or a ``nextval(…)`` default."""
-        return bool(self.identity) or "nextval(" in (self.default or "")
+        return fills_from_sequence(self.identity, self.default, self.generated)
 
 
 @dataclass(frozen=True, slots=True)
@@ -485,3 +485,9 @@ def natural_key_of(columns: Mapping[str, tuple[bool, int]], primary_key: Sequenc
         all_text = all(o in text_oids for o in oids)
         candidates.append(((not single_uuid, not all_text, len(names), name), tuple(names)))
     return min(candidates)[1] if candidates else None
+
+
+def fills_from_sequence(identity: str, default: str | None, generated: str) -> bool:
+    """Whether a column is filled from a sequence: an identity column, or a (not
+    generated) column whose default is ``nextval(…)`` -- a serial."""
+    return bool(identity) or (not generated and (default or "").startswith("nextval("))

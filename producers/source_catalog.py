@@ -17,7 +17,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row, tuple_row
 
-from journal.catalog import natural_key_of
+from journal.catalog import fills_from_sequence, natural_key_of
 from journal.errors import SourceError
 from producers.source_types import user_types
 
@@ -453,8 +453,7 @@ def table_entry(conn: psycopg.Connection[Any], oid: int,
 
 
 def _is_sequence_default(column: dict[str, Any]) -> bool:
-    return bool(column["identity"]) or (
-        not column["generated"] and (column["expression"] or "").startswith("nextval("))
+    return fills_from_sequence(column["identity"], column["expression"], column["generated"])
 
 
 def _create_table(conn: psycopg.Connection[Any], schema: str, name: str,

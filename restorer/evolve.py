@@ -61,11 +61,6 @@ def _alter(schema: str, name: str, action: sql.Composable) -> Statement:
         sql.Identifier(schema, name), action)), schema, name)
 
 
-def _is_sequence_default(column: ColumnEntry) -> bool:
-    return bool(column.identity) or (
-        not column.generated and (column.default or "").startswith("nextval("))
-
-
 def create_statements(entry: TableEntry, existing: set[str]) -> list[Statement]:
     """A table that appeared in the stream: created as in an empty target, with the
     foreign keys whose referenced table exists."""
@@ -167,7 +162,7 @@ def _column_changes(schema: str, name: str, before: ColumnEntry,
         out.append(_alter(schema, name, sql.SQL("ALTER COLUMN {} TYPE {}").format(
             column, sql.SQL(after.pg_type))))
     if (not after.generated and before.default != after.default
-            and not _is_sequence_default(before) and not _is_sequence_default(after)):
+            and not before.uses_sequence and not after.uses_sequence):
         if after.default is None:
             out.append(_alter(schema, name, sql.SQL("ALTER COLUMN {} DROP DEFAULT").format(
                 column)))
@@ -202,7 +197,7 @@ def _add_column(schema: str, name: str, column: ColumnEntry,
         add = sql.SQL("{} NOT NULL").format(add)
     out = [_alter(schema, name, add)]
     default = column.default
-    if _is_sequence_default(column):
+    if column.uses_sequence:
         for seq in entry.sequences:
             if seq.column == column.name:
                 out += [Statement("sequence", s, schema, name)

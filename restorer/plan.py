@@ -19,6 +19,8 @@ from journal.events import micros_to_datetime
 from journal.positions import Position, format_lsn
 from journal.targets import Cutoff, RestoreTarget
 
+TAIL_ID = "journal"  # the journal's tail after the newest package, planned as a segment
+
 
 @dataclass(frozen=True)
 class RestorePlan:
@@ -223,7 +225,7 @@ def find_xid(store: Any, manifests: list[Any], xid: int) -> int | None:
     one planning step that needs the packages' contents)."""
     for m in sorted((m for m in manifests if m.kind == "segment"),
                     key=lambda m: m.to_position, reverse=True):
-        if isinstance(getattr(m, "xids", None), dict):  # the journal's tail: already scanned
+        if m.package_id == TAIL_ID:  # the journal's tail: its xids were read by the scan
             if xid in m.xids:
                 return int(m.xids[xid])
             continue

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from restorer.tail import TAIL_ID
+from restorer.plan import TAIL_ID
 
 
 @dataclass

@@ -45,7 +45,7 @@ from restorer.natural_keys import (
     qualify,
     resolve_natural_keys,
 )
-from restorer.plan import Reached, RestorePlan, find_xid, make_plan
+from restorer.plan import TAIL_ID, Reached, RestorePlan, find_xid, make_plan
 from restorer.record import (
     RestoreState,
     read_keymap,
@@ -57,7 +57,7 @@ from restorer.remap import ON_CONFLICT, KeyMap, RowRemapper, refuse_unsafe
 from restorer.replay import CatalogTracker, end_position, replay
 from restorer.report import RestoreReport, TableCounts
 from restorer.subset import row_closure
-from restorer.tail import TAIL_ID, JournalTail, scan_after_packages, segments, transactions_of
+from restorer.tail import scan_after_packages, segments, transactions_of
 from restorer.target import TargetWriter
 
 log = logging.getLogger(__name__)
@@ -210,7 +210,7 @@ def _verify_packages(store: Any, plan: RestorePlan) -> None:
     """
     from journal.packages import verify_chain
 
-    packaged = [m for m in plan.manifests if not isinstance(m, JournalTail)]
+    packaged = [m for m in plan.manifests if m.package_id != TAIL_ID]
     for m in packaged:  # the journal's tail was decoded and checked by scan_tail
         try:
             store.verify(m.package_id, decode=False)

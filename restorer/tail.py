@@ -39,10 +39,10 @@ from journal.positions import Position
 from journal.stream_state import TransactionGrouper
 from journal.targets import RestoreTarget
 from journal.transport import Committed, JournalReader, RawRecord, deduplicate, open_reader
+from restorer.plan import TAIL_ID
 
 log = logging.getLogger(__name__)
 
-TAIL_ID = "journal"  # how the tail appears among package ids in plans and reports
 
 
 class TailUnavailable(Exception):

@@ -10,7 +10,7 @@ from journal.commands._common import config, echo_json, parse_time
 from journal.errors import ConfigError
 from journal.jobs.recorder import current
 from journal.positions import parse_lsn
-from restorer.restore import RestoreOptions
+from journal.targets import RestoreTarget
 from restorer.verify import verify
 
 
@@ -36,8 +36,8 @@ def verify_command(ctx: click.Context, target_url: str, at: str | None, at_lsn: 
     except ValueError as exc:
         raise ConfigError(f"--at-lsn: {exc}") from None
     # the same restore targets as `journal restore`, and the same rules for them
-    target = RestoreOptions(target_url, to_time=parse_time(at, "--at") if at else None,
-                            to_lsn=lsn, to_xid=at_xid, to_mark=at_mark).restore_target()
+    target = RestoreTarget.from_options(time=parse_time(at, "--at") if at else None,
+                                        lsn=lsn, xid=at_xid, mark=at_mark)
     report = verify(target_url, cfg.packages_url, target,
                     natural_keys=dict(cfg.natural_keys),
                     generic=dict(cfg.generic_foreign_keys), allow_extra=allow_extra,

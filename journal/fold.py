@@ -24,7 +24,7 @@ import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from journal import schema_change
 from journal.catalog import Catalog, TableEntry, TableSchema
@@ -34,6 +34,7 @@ from journal.events import (
     SNAPSHOT_PREFIX,
     ChangeEvent,
     LogicalMessage,
+    Transaction,
 )
 from journal.packages import (
     Manifest,
@@ -121,6 +122,19 @@ class FoldState:
     base_names: dict[str, str] = field(default_factory=dict)  # identity -> name in base
     transactions: int = 0
     events: int = 0
+    stopped: bool = False  # a transaction past the cut ended the pass
+
+
+class Sink(Protocol):
+    """Where a fold's rows go: a package being built (``PackageBuilder``), or a
+    restore's target tables. ``ordered`` says whether each table's rows must arrive in
+    primary-key order (a package member must; a COPY need not)."""
+
+    ordered: bool
+
+    def table(self, table: TableSchema) -> Any: ...  # its write(row) takes the table's rows
+
+    def copy_table(self, reader: PackageReader, table: str) -> Any: ...
 
 
 def fold(base: PackageReader, segments: Sequence[PackageReader], workdir: Path, *,
@@ -135,12 +149,13 @@ def fold(base: PackageReader, segments: Sequence[PackageReader], workdir: Path, 
     if base.manifest.kind != "full":
         raise ValidationError(f"fold needs a full snapshot as base, not {base.manifest.kind} "
                               f"{base.manifest.package_id}")
-    target = target or Cutoff()
     sorter = ExternalSorter(Path(workdir), spill_bytes)
     builder = PackageBuilder("full", Path(workdir))
     try:
-        state = _collect(base, segments, target, sorter)
-        _merge_all(base, state, sorter, builder, Path(workdir), spill_bytes)
+        state = collect_changes(
+            base, itertools.chain.from_iterable(s.transactions() for s in segments),
+            target or Cutoff(), sorter)
+        merge_changes(base, state, sorter, builder, Path(workdir), spill_bytes)
         m = base.manifest
         tmp, manifest = builder.finish(
             system_identifier=m.system_identifier, database=m.database,
@@ -157,8 +172,11 @@ def fold(base: PackageReader, segments: Sequence[PackageReader], workdir: Path, 
     return tmp, manifest
 
 
-def _collect(base: PackageReader, segments: Sequence[PackageReader], target: Cutoff,
-             sorter: ExternalSorter) -> FoldState:
+def collect_changes(base: PackageReader, transactions: Iterable[Transaction], target: Cutoff,
+                    sorter: ExternalSorter) -> FoldState:
+    """The first pass: every change of ``transactions`` (those after ``base``, in
+    position order) up to ``target``, into ``sorter``; the schema changes on the way move
+    the catalog on. Stops at the first transaction past the cut."""
     m = base.manifest
     state = FoldState(m.to_position, m.last_commit_ts, Catalog.parse(m.catalog))
     for name in base.tables():
@@ -167,20 +185,20 @@ def _collect(base: PackageReader, segments: Sequence[PackageReader], target: Cut
         state.ids[name] = ident
         state.base_names[ident] = name
     counter = itertools.count()
-    for segment in segments:
-        for txn in segment.transactions():
-            if target.stops_before(txn):
-                return state
-            for record in txn.records:
-                if isinstance(record, LogicalMessage):
-                    _message(record, state)
-                else:
-                    _change(record, state, sorter, counter)
-                    state.events += 1
-            assert txn.end is not None
-            state.position = txn.end.position
-            state.commit_ts = txn.end.commit_ts
-            state.transactions += 1
+    for txn in transactions:
+        if target.stops_before(txn):
+            state.stopped = True
+            return state
+        for record in txn.records:
+            if isinstance(record, LogicalMessage):
+                _message(record, state)
+            else:
+                _change(record, state, sorter, counter)
+                state.events += 1
+        assert txn.end is not None
+        state.position = txn.end.position
+        state.commit_ts = txn.end.commit_ts
+        state.transactions += 1
     return state
 
 
@@ -336,8 +354,16 @@ def _final_tables(state: FoldState) -> list[str]:
 
 
 
-def _merge_all(base: PackageReader, state: FoldState, sorter: ExternalSorter,
-               builder: PackageBuilder, workdir: Path, spill_bytes: int) -> None:
+def final_tables(state: FoldState) -> list[str]:
+    """The names of the tables a fold's result holds (those ``merge_changes`` writes)."""
+    return sorted(state.tables[ident].name for ident in _final_tables(state))
+
+
+def merge_changes(base: PackageReader, state: FoldState, sorter: ExternalSorter, sink: Sink,
+                  workdir: Path, spill_bytes: int = DEFAULT_SPILL_BYTES) -> None:
+    """The second pass: per table, ``base``'s rows merged with the collected changes,
+    into ``sink`` in the tables' final shape."""
+    builder = sink
     changes = _by_table(sorter.items())
     pending = next(changes, None)
     catalog_tables = state.catalog.tables
@@ -376,7 +402,7 @@ def _merge_all(base: PackageReader, state: FoldState, sorter: ExternalSorter,
 
 def _rekeyed_table(info: _TableChanges, base_schema: TableSchema,
                    base_rows: Iterable[dict[str, Any]], changes: Iterable[Any],
-                   builder: PackageBuilder, workdir: Path, spill_bytes: int) -> None:
+                   builder: Sink, workdir: Path, spill_bytes: int) -> None:
     """A table whose primary key changed in the range: its changes keyed by the old key
     and the new cannot be merged by key, so they are applied in position order, in
     memory (rare: a replaced primary key), and the result sorted by the new key."""
@@ -409,7 +435,12 @@ def _rekeyed_table(info: _TableChanges, base_schema: TableSchema,
             for column in toast:
                 row[column] = old.get(column)
         rows[key] = (row, pos)
-    sink = SortedRowSink(builder, info.schema, workdir, spill_bytes)
+    if not builder.ordered:
+        out = builder.table(info.schema)
+        for row, pos in rows.values():
+            out.write(info.evolve(row, pos, _END))
+        return
+    sink = SortedRowSink(builder, info.schema, workdir, spill_bytes)  # type: ignore[arg-type]
     for row, pos in rows.values():
         sink.write(info.evolve(row, pos, _END))
     sink.close()
@@ -422,7 +453,7 @@ def _by_table(items: Iterator[tuple[Any, Any]]) -> Iterator[tuple[str, Iterator[
 
 def _merge_table(info: _TableChanges, base_schema: TableSchema,
                  base_rows: Callable[[], Iterable[dict[str, Any]]], changes: Iterable[Any],
-                 builder: PackageBuilder, workdir: Path, spill_bytes: int) -> None:
+                 builder: Sink, workdir: Path, spill_bytes: int) -> None:
     truncated = info.truncated_at
     # a truncate empties the table: only what came after it counts
     live = ((sk, pos, p) for sk, pos, p in changes if truncated is None or pos > truncated)
@@ -451,7 +482,7 @@ def _merge_table(info: _TableChanges, base_schema: TableSchema,
 
 def _write_multiset(name: str, info: _TableChanges, base_schema: TableSchema,
                     base_rows: Iterable[dict[str, Any]], changes: Iterable[Any],
-                    builder: PackageBuilder, workdir: Path, spill_bytes: int) -> None:
+                    builder: Sink, workdir: Path, spill_bytes: int) -> None:
     """The merge for a table without a primary key: per distinct row (``row_identity``),
     how many the base holds plus the rows added minus the rows removed."""
     # The base is sorted again: a member written before such tables were kept in
@@ -527,7 +558,7 @@ def _capture_passes(info: _TableChanges, base_schema: TableSchema,
 
 def _write_merged(info: _TableChanges, base_schema: TableSchema,
                   base_rows: Iterable[dict[str, Any]], changes: Iterable[Any],
-                  builder: PackageBuilder, captured: dict[tuple[int, int], Any]) -> None:
+                  builder: Sink, captured: dict[tuple[int, int], Any]) -> None:
     writer = builder.table(info.schema)
     for row in _merged_rows(info, base_schema, base_rows, changes, captured, capture=False):
         writer.write(row)

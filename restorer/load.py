@@ -11,6 +11,7 @@ import psycopg
 from psycopg import sql
 
 from journal.catalog import Catalog, TableEntry
+from journal.errors import RestoreError
 from restorer import schema
 from restorer.graph import LoadOrder
 from restorer.report import TableCounts
@@ -26,20 +27,50 @@ def batches(rows: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str
         yield batch
 
 
+class CopyWriter:
+    """One table's COPY, row by row; journal values go as they are (text-form ones
+    included, which PostgreSQL parses as it would its own output)."""
+
+    def __init__(self, conn: psycopg.Connection[Any], table: TableEntry) -> None:
+        self.name = table.qualified
+        self._columns = [c.name for c in table.columns if not c.generated]
+        query = sql.SQL("COPY {} ({}) FROM STDIN").format(
+            sql.Identifier(table.schema, table.name),
+            sql.SQL(", ").join(sql.Identifier(c) for c in self._columns))
+        self._cursor = conn.cursor()
+        self._context = self._cursor.copy(query)
+        self._copy = self._context.__enter__()
+        self.rows = 0
+
+    def write(self, row: Mapping[str, Any]) -> None:
+        try:
+            values = [row[c] for c in self._columns]
+        except KeyError as exc:
+            raise RestoreError(f"a row of {self.name} lacks column {exc.args[0]!r}") from None
+        self._copy.write_row(values)
+        self.rows += 1
+
+    def close(self, exc: BaseException | None = None) -> None:
+        """Ends the COPY (``exc``: abandons it)."""
+        try:
+            self._context.__exit__(type(exc) if exc else None, exc,
+                                   exc.__traceback__ if exc else None)
+        finally:
+            self._cursor.close()
+
+
 def copy_rows(conn: psycopg.Connection[Any], table: TableEntry,
               rows: Iterable[Mapping[str, Any]]) -> int:
-    """COPY ``rows`` into ``table``; journal values go as they are (text-form ones included,
-    which PostgreSQL parses as it would its own output)."""
-    cols = [c.name for c in table.columns if not c.generated]
-    query = sql.SQL("COPY {} ({}) FROM STDIN").format(
-        sql.Identifier(table.schema, table.name),
-        sql.SQL(", ").join(sql.Identifier(c) for c in cols))
-    n = 0
-    with conn.cursor() as cur, cur.copy(query) as copy:
+    """COPY ``rows`` into ``table``; returns how many."""
+    out = CopyWriter(conn, table)
+    try:
         for row in rows:
-            copy.write_row([row[c] for c in cols])
-            n += 1
-    return n
+            out.write(row)
+    except BaseException as exc:
+        out.close(exc)
+        raise
+    out.close()
+    return out.rows
 
 
 def load_empty(conn: psycopg.Connection[Any], catalog: Catalog, order: LoadOrder,

@@ -42,6 +42,9 @@ class RestoreReport:
     content_matched: list[str] = field(default_factory=list)
     seconds: float = 0.0
     replay_seconds: float = 0.0  # reading, decoding and applying the segments
+    # "net changes" (folded into the snapshot, COPYed once) or "ordered" (each
+    # transaction applied in turn); empty when nothing was replayed
+    replay: str = ""
     journal_tail: str = ""  # what came from the journal after the newest package
 
     def to_json(self) -> dict[str, Any]:
@@ -53,7 +56,9 @@ class RestoreReport:
         lines = [f"{verb} {self.restore_target} into {self.target} ({self.mode}): "
                  f"position {self.start_position} -> {self.reached_position}, "
                  f"{len([i for i in self.package_ids if i != TAIL_ID])} package(s), "
-                 f"{self.transactions_replayed} transaction(s) replayed, {self.seconds:.1f}s"]
+                 f"{self.transactions_replayed} transaction(s) replayed"
+                 f"{f' ({self.replay})' if self.transactions_replayed else ''}, "
+                 f"{self.seconds:.1f}s"]
         if self.journal_tail:
             lines.append(f"journal tail: {self.journal_tail}")
         if self.tables:

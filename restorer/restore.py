@@ -33,6 +33,7 @@ from journal.schema_change import CatalogChange
 from journal.targets import RestoreTarget
 from journal.transport import JournalReader
 from restorer import ddl, evolve, schema, target_schema
+from restorer.folded import foldable, load_folded
 from restorer.generic_keys import resolve_generic_foreign_keys
 from restorer.graph import TableGraph
 from restorer.journal_state import fold
@@ -61,6 +62,7 @@ from restorer.tail import scan_after_packages, segments, transactions_of
 from restorer.target import TargetWriter
 
 log = logging.getLogger(__name__)
+REPLAY = ("net", "ordered")
 Progress = Callable[[str, int], None]
 
 
@@ -87,6 +89,9 @@ class RestoreOptions:
     # the journal (config's journal_location()): its transactions after the newest
     # package are restored too; empty: the packages alone (--packages-only)
     journal_url: str = ""
+    # "net": an empty target gets the snapshot folded with the net changes up to the
+    # target, COPYed once; "ordered": every transaction applied in turn (the fallback)
+    replay: str = "net"
 
     def restore_target(self) -> RestoreTarget:
         return RestoreTarget.from_options(time=self.to_time, lsn=self.to_lsn, xid=self.to_xid,
@@ -111,6 +116,8 @@ def restore(options: RestoreOptions) -> RestoreReport:
     check_postgres_url(options.target_url)
     if options.on_conflict not in ON_CONFLICT:
         raise RestoreError(f"--on-conflict must be one of {', '.join(ON_CONFLICT)}")
+    if options.replay not in REPLAY:
+        raise RestoreError(f"--replay must be one of {', '.join(REPLAY)}")
     target = options.restore_target()
     store = open_packages(options)
     try:
@@ -280,11 +287,31 @@ def _run(conn: psycopg.Connection[Any], store: Any, plan: RestorePlan,
         writer = TargetWriter(conn, catalog, remapper, keys, counts, remap=mode == "remap",
                               on_conflict=options.on_conflict, dry_run=options.dry_run,
                               content_matched=content_matched, strict=options.strict)
+        why_not = (foldable(full) if full is not None and mode == "empty"
+                   and options.replay == "net" and not options.tables else "")
+        if why_not:
+            log.info("replaying in order: the full snapshot %s cannot be folded: %s",
+                     plan.full.package_id if plan.full else None, why_not)
         if options.tables:
             assert folded is not None and rows_of is not None
             _load(conn, mode, catalog, order, rows_of, writer, existing, progress)
             reached = folded.reached or plan.start
+        elif why_not is None:
+            assert full is not None
+            net = load_folded(conn, full, segments(store, plan, stack, journal), plan.cutoff,
+                              plan.start, counts, progress, after_rows=options.before_replay)
+            report.replay = "net changes"
+            report.replay_seconds = net.change_seconds
+            report.transactions_replayed = net.transactions
+            report.events_replayed = net.events
+            reached = net.reached
+            catalog, wanted = net.catalog, net.tables
+            for t in wanted:
+                counts.setdefault(t, TableCounts())
+            for t in set(counts) - set(wanted):
+                del counts[t]
         else:
+            report.replay = "ordered"
             if rows_of is not None:
                 _load(conn, mode, catalog, order, rows_of, writer, existing, progress)
             if options.before_replay is not None:

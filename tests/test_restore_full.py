@@ -128,7 +128,8 @@ def test_failure_mid_restore_leaves_target_unchanged(recorded, target_db):
 
 
 def test_failure_inside_replay_leaves_target_unchanged(recorded, target_db):
-    # a trigger that fails on the 5th replayed document change
+    # a trigger that fails on the 5th replayed document change (an ordered replay: a
+    # net-change one writes each row once, before this hook)
     def arm(conn: psycopg.Connection[Any]) -> None:
         conn.execute("CREATE SEQUENCE boom_seq")
         conn.execute(
@@ -139,7 +140,7 @@ def test_failure_inside_replay_leaves_target_unchanged(recorded, target_db):
                      "FOR EACH ROW EXECUTE FUNCTION boom()")
 
     with pytest.raises(RestoreError, match="unchanged"):
-        restore(_options(recorded, target_db, before_replay=arm))
+        restore(_options(recorded, target_db, before_replay=arm, replay="ordered"))
     with psycopg.connect(target_db) as conn:
         assert conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
                             ).fetchone()[0] == 0

@@ -425,7 +425,8 @@ def test_partitioned_and_keyless_tables_are_captured_folded_and_restored_exactly
 
             with pytest.raises(RestoreError, match=r"no row of public\.tag .* equals the old"):
                 restore(RestoreOptions(target_url=other, store=open_store(env[
-                    "JOURNAL_PACKAGES_URL"]), before_replay=without_equal_rows))
+                    "JOURNAL_PACKAGES_URL"]), before_replay=without_equal_rows,
+                    replay="ordered"))
             with psycopg.connect(other) as conn:
                 assert conn.execute("SELECT to_regclass('public.tag')").fetchone() == (None,)
         # one of two equal rows deleted: found

@@ -42,12 +42,17 @@ def _progress(show: bool) -> Callable[[str, int], None]:
               help="refuse generic foreign key values that point at nothing in the restore")
 @click.option("--packages-only", is_flag=True,
               help="stop at the newest package; do not read the journal's newer records")
+@click.option("--replay", type=click.Choice(["net", "ordered"]), default="net",
+              show_default=True,
+              help="into an empty database, fold the changes up to the target into the "
+                   "snapshot and COPY the result (net), or apply each transaction in turn "
+                   "(ordered); a populated or incremental target always replays in order")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable report")
 @click.pass_context
 def restore_command(ctx: click.Context, target_url: str, to_time: str | None,
                     to_lsn: str | None, to_xid: int | None, to_mark: str | None,
                     incremental: bool, tables: str | None, dry_run: bool, on_conflict: str,
-                    strict: bool, packages_only: bool, as_json: bool) -> None:
+                    strict: bool, packages_only: bool, replay: str, as_json: bool) -> None:
     """Restore the packages into a database: full, incremental or point-in-time."""
     cfg = config(ctx)
     try:
@@ -62,7 +67,7 @@ def restore_command(ctx: click.Context, target_url: str, to_time: str | None,
         dry_run=dry_run, on_conflict=on_conflict, natural_keys=dict(cfg.natural_keys),
         generic_foreign_keys=dict(cfg.generic_foreign_keys), strict=strict,
         progress=_progress(interactive() and not as_json),
-        journal_url="" if packages_only else cfg.journal_location())
+        journal_url="" if packages_only else cfg.journal_location(), replay=replay)
     report = restore(options)
     current().restore_report(report)
     if as_json:

@@ -85,6 +85,8 @@ class PackageBuilder:
     (``finish``) as a temporary file in ``workdir``, fsynced, ready for ``PackageStore.put``.
     """
 
+    ordered = True  # a table member holds its rows in primary-key order
+
     def __init__(self, kind: str, workdir: Path) -> None:
         if kind not in KINDS:
             raise ValueError(f"unknown package kind {kind!r}")

@@ -45,7 +45,13 @@ from journal.packages import (
 )
 from journal.positions import Position
 from journal.row_identity import is_keyless, row_identity
-from journal.sorting import DEFAULT_SPILL_BYTES, ExternalSorter, SortedRowSink, row_sort_key
+from journal.sorting import (
+    DEFAULT_SPILL_BYTES,
+    ExternalSorter,
+    SortedRowSink,
+    approximate_size,
+    row_sort_key,
+)
 from journal.targets import Cutoff
 
 log = logging.getLogger(__name__)
@@ -280,8 +286,10 @@ def _change(event: ChangeEvent, state: FoldState, sorter: ExternalSorter,
     # keys before and after a replaced primary key differ in kind: each epoch sorts apart
     epoch = sum(e.rekeyed for e in info.evolutions)
 
-    def add(key: tuple[Any, ...], kind: int, payload: tuple[Any, ...]) -> None:
-        sorter.add((ident, (epoch, sort_key(key)), pos, next(counter)), (kind, key, *payload))
+    def add(key: tuple[Any, ...], kind: int, payload: tuple[Any, ...],
+            row: dict[str, Any] | None = None) -> None:
+        sorter.add_sized((ident, (epoch, sort_key(key)), pos, next(counter)),
+                         (kind, key, *payload), 64 + (approximate_size(row) if row else 0))
 
     if is_keyless(table):
         _keyless_change(event, add)
@@ -291,18 +299,19 @@ def _change(event: ChangeEvent, state: FoldState, sorter: ExternalSorter,
         new_key = table.key_of(after)
         old_key = table.key_of(event.before) if event.op == "u" and event.before else new_key
         toast = tuple(event.unchanged_toast) if event.op == "u" else ()
+        row = dict(after)
         if old_key != new_key:
             info.cross_key_toast |= bool(toast)
             add(old_key, _DEL, (bool(toast),))
-            add(new_key, _PUT, (dict(after), toast, old_key if toast else None))
+            add(new_key, _PUT, (row, toast, old_key if toast else None), row)
         else:
-            add(new_key, _PUT, (dict(after), toast, None))
+            add(new_key, _PUT, (row, toast, None), row)
     elif event.op == "d":
         add(table.key_of(_require(event, event.before, "before")), _DEL, (False,))
 
 
 def _keyless_change(event: ChangeEvent,
-                    add: Callable[[tuple[Any, ...], int, tuple[Any, ...]], None]) -> None:
+                    add: Callable[..., None]) -> None:
     """A change of a table without a primary key, keyed by whole-row identity: one row
     equal to the old image less, one row equal to the new image more (REPLICA IDENTITY
     FULL sends the whole old row, so unchanged TOAST columns of the new one are the old
@@ -310,7 +319,7 @@ def _keyless_change(event: ChangeEvent,
     table = event.table
 
     def put(row: dict[str, Any], kind: int) -> None:
-        add((row_identity(table.column_names, row),), kind, (row,))
+        add((row_identity(table.column_names, row),), kind, (row,), row)
 
     if event.op in ("u", "d"):
         before = event.before

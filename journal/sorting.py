@@ -53,12 +53,24 @@ class ExternalSorter:
         if self._buffered >= self._spill_bytes:
             self._spill()
 
+    def add_sized(self, key: Any, payload: Any, size: int) -> None:
+        """``add`` for a payload the caller has sized (about its pickled length): kept as
+        it is until the buffer spills, which saves pickling what never leaves memory. The
+        payload must not change afterwards; ``items`` may hand out the object itself."""
+        self._buffer.append((key, _Live(payload)))
+        self._buffered += size + 128
+        self.count += 1
+        if self._buffered >= self._spill_bytes:
+            self._spill()
+
     def _spill(self) -> None:
         self._buffer.sort(key=lambda item: item[0])
         path = self._dir / f"run{len(self._runs)}.pickle"
         with path.open("wb") as fh:
-            for item in self._buffer:
-                pickle.dump(item, fh, protocol=pickle.HIGHEST_PROTOCOL)
+            for key, data in self._buffer:
+                if isinstance(data, _Live):
+                    data = pickle.dumps(data.payload, protocol=pickle.HIGHEST_PROTOCOL)
+                pickle.dump((key, data), fh, protocol=pickle.HIGHEST_PROTOCOL)
         self._runs.append(path)
         self._buffer = []
         self._buffered = 0
@@ -68,13 +80,28 @@ class ExternalSorter:
         self._buffer.sort(key=lambda item: item[0])
         streams = [_read_run(p) for p in self._runs] + [iter(self._buffer)]
         for key, data in heapq.merge(*streams, key=lambda item: item[0]):
-            yield key, pickle.loads(data)
+            yield key, data.payload if isinstance(data, _Live) else pickle.loads(data)
 
     def close(self) -> None:
         import shutil
 
         shutil.rmtree(self._dir, ignore_errors=True)
         self._buffer = []
+
+
+class _Live:
+    """A payload kept in memory, not pickled (``add_sized``)."""
+
+    __slots__ = ("payload",)
+
+    def __init__(self, payload: Any) -> None:
+        self.payload = payload
+
+
+def approximate_size(row: dict[str, Any]) -> int:
+    """About what ``row`` takes pickled: its text and bytes values, plus a little per
+    column (a value of a kilobyte counts, a small int hardly)."""
+    return 32 * len(row) + sum(len(v) for v in row.values() if isinstance(v, str | bytes))
 
 
 def _read_run(path: Path) -> Iterator[tuple[Any, bytes]]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class JournalError(Exception):
     """Base of every error the journal raises on purpose."""
@@ -27,6 +29,9 @@ class PackageCorrupt(ValidationError):
         super().__init__(
             f"package {package}: member {member!r}: expected {expected}, found {actual}"
         )
+
+    def __reduce__(self) -> tuple[Any, ...]:  # raised in a worker process, read in its parent
+        return type(self), (self.package, self.member, self.expected, self.actual)
 
 
 class ChainBroken(ValidationError):

@@ -179,18 +179,22 @@ def fold(base: PackageReader, segments: Sequence[PackageReader], workdir: Path, 
 
 
 def collect_changes(base: PackageReader, transactions: Iterable[Transaction], target: Cutoff,
-                    sorter: ExternalSorter) -> FoldState:
+                    sorter: ExternalSorter, state: FoldState | None = None) -> FoldState:
     """The first pass: every change of ``transactions`` (those after ``base``, in
     position order) up to ``target``, into ``sorter``; the schema changes on the way move
-    the catalog on. Stops at the first transaction past the cut."""
-    m = base.manifest
-    state = FoldState(m.to_position, m.last_commit_ts, Catalog.parse(m.catalog))
-    for name in base.tables():
-        ident = _identity(name, state.catalog.tables.get(name))
-        state.tables[ident] = _TableChanges(base.table_schema(name), name)
-        state.ids[name] = ident
-        state.base_names[ident] = name
-    counter = itertools.count()
+    the catalog on. Stops at the first transaction past the cut. ``state`` continues an
+    earlier pass (its changes in another sorter, merged with this one's)."""
+    if state is None:
+        m = base.manifest
+        state = FoldState(m.to_position, m.last_commit_ts, Catalog.parse(m.catalog))
+        for name in base.tables():
+            ident = _identity(name, state.catalog.tables.get(name))
+            state.tables[ident] = _TableChanges(base.table_schema(name), name)
+            state.ids[name] = ident
+            state.base_names[ident] = name
+    if state.stopped:
+        return state
+    counter = itertools.count(state.events)
     for txn in transactions:
         if target.stops_before(txn):
             state.stopped = True
@@ -644,3 +648,97 @@ def _apply(info: _TableChanges, current: dict[str, Any] | None, entries: Iterabl
     if isinstance(current, dict) and info.evolutions:
         current = info.evolve(current, at, _END)
     return current
+
+
+# -- net changes, for a target that already holds the base ---------------------------------
+
+@dataclass(frozen=True)
+class NetChange:
+    """What one key's changes come to, applied to a target holding the base's rows:
+    ``row`` None deletes the key's row; otherwise the key's row becomes ``row``, except
+    the ``from_target`` columns (unchanged TOAST), which keep the target row's value."""
+
+    key: tuple[Any, ...]
+    row: dict[str, Any] | None
+    from_target: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class NetTable:
+    name: str
+    schema: TableSchema
+    truncated: bool  # the base's rows are gone before the changes
+    changes: Iterator[NetChange]
+
+
+def net_unsupported(state: FoldState, base: PackageReader) -> str | None:
+    """Why the collected changes cannot be applied key by key to a target holding the
+    base (None: they can): schema changes on the way, a table without a primary key, a
+    key-moving update whose unchanged TOAST value lives under another key."""
+    if state.catalog != Catalog.parse(base.manifest.catalog):
+        return "the stream changes the schema"
+    for ident, info in sorted(state.tables.items()):
+        if not (info.has_changes or info.truncated_at is not None):
+            continue
+        if state.base_names.get(ident) != info.name:
+            return f"{info.name} is not a table of the snapshot"
+        if is_keyless(info.schema):
+            return f"{info.name} has no primary key"
+        if info.cross_key_toast:
+            return f"{info.name} has a key-moving update with unchanged TOAST columns"
+        snapshot = base.table_schema(info.name)
+        if info.evolutions or (info.schema.column_names, info.schema.primary_key) != (
+                snapshot.column_names, snapshot.primary_key):
+            return f"{info.name} changed its columns"
+    return None
+
+
+def net_changes(state: FoldState, sorter: Any) -> Iterator[NetTable]:
+    """Per changed table (sorted changes, as ``merge_changes`` reads them), each key's
+    net change. Call only when ``net_unsupported`` says None."""
+    tables = {ident: info for ident, info in state.tables.items()
+              if info.has_changes or info.truncated_at is not None}
+    changes = _by_table(sorter.items())
+    pending = next(changes, None)
+    for ident in sorted(tables):
+        info = tables[ident]
+        while pending is not None and pending[0] < ident:
+            pending = next(changes, None)
+        group: Iterable[Any] = ()
+        if pending is not None and pending[0] == ident:
+            group = pending[1]
+        truncated = info.truncated_at
+        live = ((sk, pos, p) for sk, pos, p in group if truncated is None or pos > truncated)
+        yield NetTable(info.name, info.schema, truncated is not None,
+                       _net_keys(info.name, live, truncated is not None))
+
+
+_TARGET = object()  # the row the target holds (the base's), unknown here
+
+
+def _net_keys(name: str, changes: Iterable[Any], truncated: bool) -> Iterator[NetChange]:
+    for _, group in itertools.groupby(changes, key=lambda e: e[0]):
+        current: Any = None if truncated else _TARGET
+        from_target: set[str] = set()
+        key: tuple[Any, ...] = ()
+        for _, pos, payload in group:
+            kind, key = payload[0], payload[1]
+            if kind == _DEL:
+                current, from_target = None, set()
+                continue
+            after, toast = payload[2], payload[3]
+            row = dict(after)
+            kept: set[str] = set()
+            for column in toast:
+                if current is None:
+                    raise ValidationError(
+                        f"update of {name} key {key!r} at {Position(*pos)} leaves column(s) "
+                        f"{', '.join(toast)} unchanged, but no earlier row is known")
+                if current is _TARGET or column in from_target:
+                    kept.add(column)
+                else:
+                    row[column] = current.get(column)
+            current, from_target = row, kept
+        if current is _TARGET:
+            continue
+        yield NetChange(key, current, tuple(sorted(from_target)))

@@ -82,6 +82,23 @@ class ExternalSorter:
         for key, data in heapq.merge(*streams, key=lambda item: item[0]):
             yield key, data.payload if isinstance(data, _Live) else pickle.loads(data)
 
+    def freeze(self) -> tuple[Path, list[Path]]:
+        """Everything spilled to run files, for another process to ``thaw``; this object
+        is done with (its files are not removed)."""
+        if self._buffer:
+            self._spill()
+        return self._dir, list(self._runs)
+
+    @classmethod
+    def thaw(cls, frozen: tuple[Path, list[Path]],
+             spill_bytes: int = DEFAULT_SPILL_BYTES) -> ExternalSorter:
+        """The sorter ``freeze`` left, read from its run files (``close`` removes them)."""
+        sorter = cls.__new__(cls)
+        sorter._dir, sorter._runs = frozen[0], list(frozen[1])
+        sorter._spill_bytes, sorter._buffer, sorter._buffered = spill_bytes, [], 0
+        sorter.count = 0
+        return sorter
+
     def close(self) -> None:
         import shutil
 

@@ -1,20 +1,25 @@
-"""A point-in-time restore into an empty database as one fold: the full snapshot merged
-with the net effect of every transaction up to the target, COPYed once.
+"""A point-in-time restore into an empty database by net changes: the full snapshot
+COPYed, then the net effect of every transaction up to the target applied set-wise.
 
 A restore is one target transaction, so the order of the source's transactions between
 the snapshot and the target matters only through their net effect on each row. That
 effect is the compactor's fold (``journal.fold``): the changes are collected into an
-external sort by table and primary key (flat memory, spilling to disk), then each
-table's snapshot rows are merged with them and streamed into COPY. Nothing is written
-per event, and the tables are created in the shape the stream's schema changes left
-them in, as a snapshot compacted at the target would hold them.
+external sort by table and primary key (flat memory, spilling to disk), in a worker
+process while the snapshot is COPYed; each changed key's final row then replaces the
+snapshot's, a statement per table and step (``restorer.net_apply``). Where that cannot
+be exact, each table is instead written once, merged with its changes, in the shape the
+stream's schema changes left it in, as a snapshot compacted at the target would hold it.
 """
 
 from __future__ import annotations
 
+import heapq
+import logging
+import multiprocessing
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -23,15 +28,29 @@ from typing import Any
 import psycopg
 
 from journal.catalog import Catalog, TableSchema
-from journal.fold import collect_changes, final_tables, merge_changes
+from journal.errors import RestoreError
+from journal.fold import (
+    FoldState,
+    collect_changes,
+    final_tables,
+    merge_changes,
+    net_changes,
+    net_unsupported,
+)
 from journal.packages import PackageReader
 from journal.positions import Position
 from journal.sorting import ExternalSorter
 from journal.targets import Cutoff
+from journal.transport import JournalReader
 from restorer import schema
 from restorer.load import CopyWriter
+from restorer.net_apply import apply_net
+from restorer.plan import TAIL_ID
 from restorer.replay import end_position
 from restorer.report import TableCounts
+from restorer.tail import transactions_of
+
+log = logging.getLogger(__name__)
 
 Progress = Callable[[str, int], None]
 
@@ -74,7 +93,7 @@ class CopySink:
 
     def table(self, table: TableSchema) -> CopyWriter:
         self._finish()
-        self._current = CopyWriter(self.conn, self.catalog.tables[table.qualified])
+        self._current = CopyWriter.into(self.conn, self.catalog.tables[table.qualified])
         return self._current
 
     def copy_table(self, reader: PackageReader, table: str) -> None:
@@ -100,39 +119,88 @@ class CopySink:
         self._finish(exc)
 
 
-def load_folded(conn: psycopg.Connection[Any], base: PackageReader,
-                segments: Iterable[tuple[Any, Iterable[Any]]], cutoff: Cutoff,
+def load_folded(conn: psycopg.Connection[Any], store: Any, base: PackageReader,
+                plan: Any, journal: JournalReader | None, cutoff: Cutoff,
                 start: Position | None, counts: dict[str, TableCounts],
                 progress: Progress | None = None,
                 after_rows: Callable[[psycopg.Connection[Any]], None] | None = None
                 ) -> FoldedLoad:
-    """``base`` plus the transactions of ``segments`` after ``start`` up to ``cutoff``,
-    into the empty target: types and tables, rows, constraints and indexes, foreign keys,
-    sequences (pg_restore's order)."""
-    reached = [start or base.manifest.to_position]
-    with tempfile.TemporaryDirectory(prefix="journal-restore-") as workdir:
-        sorter = ExternalSorter(Path(workdir))
-        try:
-            started = time.monotonic()
-            state = collect_changes(base, _after(segments, start, reached), cutoff, sorter)
-            change_seconds = time.monotonic() - started
-            catalog = state.catalog
-            tables = final_tables(state)
-            schema.create_types(conn, catalog)
-            schema.create_tables(conn, catalog, tables)
-            with CopySink(conn, catalog, counts, progress) as sink:
-                merge_changes(base, state, sorter, sink, Path(workdir))
-        finally:
-            sorter.close()
+    """``base`` plus the transactions of the plan's segments after ``start`` up to
+    ``cutoff``, into the empty target: types and tables, rows, constraints and indexes,
+    foreign keys, sequences (pg_restore's order).
+
+    The packaged segments' changes are read and sorted in a worker process while the
+    snapshot's rows are COPYed; their net changes are then applied set-wise to the loaded
+    tables. Where that cannot be exact (schema changes on the way, tables without a
+    primary key, a key-moving update with unchanged TOAST), the load is rolled back to
+    its savepoint and each table is written once, merged with its changes, in the shape
+    the schema changes left it in.
+    """
+    packaged = [m for m in plan.segments if m.package_id != TAIL_ID]
+    tail = [m for m in plan.segments if m.package_id == TAIL_ID]
+    reached = start or base.manifest.to_position
+    catalog = Catalog.parse(base.manifest.catalog)
+    with tempfile.TemporaryDirectory(prefix="journal-restore-") as workdir, \
+            ExitStack() as stack:
+        collector = (stack.enter_context(_Collector(store, base.manifest.package_id, packaged,
+                                                    cutoff, start, Path(workdir)))
+                     if packaged else None)
+        sorters: list[ExternalSorter] = []
+        stack.callback(lambda: [s.close() for s in sorters])
+        conn.execute("SAVEPOINT journal_snapshot")
+        tables = sorted(catalog.tables)
+        schema.create_types(conn, catalog)
+        schema.create_tables(conn, catalog, tables)
+        with CopySink(conn, catalog, counts, progress) as sink:
+            for name in base.tables():
+                sink.copy_table(base, name)
+        started = time.monotonic()
+        state = None
+        answer = collector.result() if collector is not None else None
+        if answer is not None:
+            state, reached, sorter = answer
+            sorters.append(sorter)
+        elif packaged:
+            tail = packaged + tail
+        if tail and (state is None or not state.stopped):
+            sorters.append(ExternalSorter(Path(workdir)))
+            box = [reached]
+            state = collect_changes(
+                base, _after(((m, transactions_of(store, m, journal, stack)) for m in tail),
+                             start, box), cutoff, sorters[-1], state)
+            reached = box[0]
+        if state is None:  # nothing after the snapshot
+            conn.execute("RELEASE SAVEPOINT journal_snapshot")
+            transactions = events = 0
+        else:
+            transactions, events = state.transactions, state.events
+            if transactions:
+                reached = max(reached, state.position)
+            changes = _Merged(sorters)
+            why = net_unsupported(state, base)
+            if why is None:
+                for net in net_changes(state, changes):
+                    apply_net(conn, catalog.tables[net.name], net.truncated, net.changes)
+                conn.execute("RELEASE SAVEPOINT journal_snapshot")
+            else:
+                log.info("net changes rewrite the tables instead of being applied to them: "
+                         "%s", why)
+                conn.execute("ROLLBACK TO SAVEPOINT journal_snapshot")
+                for c in counts.values():
+                    c.inserted = 0
+                catalog = state.catalog
+                tables = final_tables(state)
+                schema.create_types(conn, catalog)
+                schema.create_tables(conn, catalog, tables)
+                with CopySink(conn, catalog, counts, None) as sink:
+                    merge_changes(base, state, changes, sink, Path(workdir))  # type: ignore[arg-type]
+        change_seconds = time.monotonic() - started
     if after_rows is not None:
         after_rows(conn)
     schema.add_constraints(conn, catalog, tables)
     schema.add_foreign_keys(conn, catalog, tables)
     schema.add_sequences(conn, catalog, tables)
-    if state.transactions:
-        reached[0] = max(reached[0], state.position)
-    return FoldedLoad(catalog, tables, reached[0], state.transactions, state.events,
-                      change_seconds)
+    return FoldedLoad(catalog, tables, reached, transactions, events, change_seconds)
 
 
 def _after(segments: Iterable[tuple[Any, Iterable[Any]]], start: Position | None,
@@ -146,3 +214,82 @@ def _after(segments: Iterable[tuple[Any, Iterable[Any]]], start: Position | None
                 continue  # already in the snapshot
             yield tx
         reached[0] = max(reached[0], manifest.to_position)
+
+
+class _Merged:
+    """The sorted changes of several sorters (the worker's, then the journal tail's)."""
+
+    def __init__(self, sorters: list[ExternalSorter]) -> None:
+        self.sorters = sorters
+
+    def items(self) -> Iterator[tuple[Any, Any]]:
+        if len(self.sorters) == 1:
+            return self.sorters[0].items()
+        return heapq.merge(*(s.items() for s in self.sorters), key=lambda kv: kv[0])
+
+
+class _Collector:
+    """The packaged segments' changes, read, decoded and sorted in a worker process (the
+    per-record work of the restore runs beside the snapshot's COPY)."""
+
+    def __init__(self, store: Any, base_id: str, manifests: list[Any], cutoff: Cutoff,
+                 start: Position | None, workdir: Path) -> None:
+        ctx = multiprocessing.get_context("spawn")  # no fork of a process holding sockets
+        self._receive, send = ctx.Pipe(duplex=False)
+        self._process = ctx.Process(
+            target=_collect_in_worker, name="journal-restore-changes", daemon=True,
+            args=(send, store, base_id, manifests, cutoff, start, workdir))
+        self._process.start()
+        send.close()
+
+    def result(self) -> tuple[FoldState, Position, ExternalSorter] | None:
+        """The worker's pass, or None when it ended without an answer (it could not start,
+        or was killed): the caller then reads the segments itself."""
+        try:
+            # a worker that dies before it takes its end of the pipe leaves a copy open
+            # here, so its death is watched for rather than an end of file
+            while not self._receive.poll(0.2):
+                if not self._process.is_alive():
+                    if self._receive.poll(0):
+                        break
+                    raise EOFError
+            outcome = self._receive.recv()
+        except (EOFError, OSError):
+            self._process.join(5)
+            log.warning("the process reading the segments ended without an answer (exit "
+                        "code %s): reading them here instead", self._process.exitcode)
+            return None
+        self._process.join()
+        if outcome[0] == "error":
+            raise outcome[1]
+        _, state, reached, frozen = outcome
+        return state, reached, ExternalSorter.thaw(frozen)
+
+    def __enter__(self) -> _Collector:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._process.is_alive():
+            self._process.terminate()
+            self._process.join(5)
+        self._receive.close()
+
+
+def _collect_in_worker(send: Any, store: Any, base_id: str, manifests: list[Any],
+                       cutoff: Cutoff, start: Position | None, workdir: Path) -> None:
+    try:
+        with ExitStack() as stack:
+            base = stack.enter_context(store.open(base_id, verify=False))
+            sorter = ExternalSorter(workdir)
+            reached = [start or base.manifest.to_position]
+            segments = ((m, transactions_of(store, m, None, stack)) for m in manifests)
+            state = collect_changes(base, _after(segments, start, reached), cutoff, sorter)
+            send.send(("ok", state, reached[0], sorter.freeze()))
+    except BaseException as exc:  # noqa: BLE001 - every failure goes to the parent
+        try:
+            send.send(("error", exc))
+        except Exception:  # noqa: BLE001 - an exception that does not pickle
+            send.send(("error", RestoreError(f"reading the segments failed: "
+                                             f"{type(exc).__name__}: {exc}")))
+    finally:
+        send.close()

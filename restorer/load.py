@@ -31,16 +31,22 @@ class CopyWriter:
     """One table's COPY, row by row; journal values go as they are (text-form ones
     included, which PostgreSQL parses as it would its own output)."""
 
-    def __init__(self, conn: psycopg.Connection[Any], table: TableEntry) -> None:
-        self.name = table.qualified
-        self._columns = [c.name for c in table.columns if not c.generated]
+    def __init__(self, conn: psycopg.Connection[Any], target: sql.Composable,
+                 columns: list[str], name: str) -> None:
+        self.name = name
+        self._columns = columns
         query = sql.SQL("COPY {} ({}) FROM STDIN").format(
-            sql.Identifier(table.schema, table.name),
-            sql.SQL(", ").join(sql.Identifier(c) for c in self._columns))
+            target, sql.SQL(", ").join(sql.Identifier(c) for c in columns))
         self._cursor = conn.cursor()
         self._context = self._cursor.copy(query)
         self._copy = self._context.__enter__()
         self.rows = 0
+
+    @classmethod
+    def into(cls, conn: psycopg.Connection[Any], table: TableEntry) -> CopyWriter:
+        """A COPY into ``table``'s columns (generated ones are computed, not written)."""
+        return cls(conn, sql.Identifier(table.schema, table.name),
+                   [c.name for c in table.columns if not c.generated], table.qualified)
 
     def write(self, row: Mapping[str, Any]) -> None:
         try:
@@ -62,7 +68,7 @@ class CopyWriter:
 def copy_rows(conn: psycopg.Connection[Any], table: TableEntry,
               rows: Iterable[Mapping[str, Any]]) -> int:
     """COPY ``rows`` into ``table``; returns how many."""
-    out = CopyWriter(conn, table)
+    out = CopyWriter.into(conn, table)
     try:
         for row in rows:
             out.write(row)

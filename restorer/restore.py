@@ -298,8 +298,8 @@ def _run(conn: psycopg.Connection[Any], store: Any, plan: RestorePlan,
             reached = folded.reached or plan.start
         elif why_not is None:
             assert full is not None
-            net = load_folded(conn, full, segments(store, plan, stack, journal), plan.cutoff,
-                              plan.start, counts, progress, after_rows=options.before_replay)
+            net = load_folded(conn, store, full, plan, journal, plan.cutoff, plan.start,
+                              counts, progress, after_rows=options.before_replay)
             report.replay = "net changes"
             report.replay_seconds = net.change_seconds
             report.transactions_replayed = net.transactions
@@ -360,6 +360,8 @@ def _run(conn: psycopg.Connection[Any], store: Any, plan: RestorePlan,
     report.content_matched = sorted(content_matched)
     for t in wanted:
         counts[t].after = schema.row_count(conn, catalog.tables[t])
+        if report.replay == "net changes":  # each row was written once, as it ends
+            counts[t].inserted = counts[t].after
     head = plan.full or plan.segments[0]
     previous = state.package_ids if state is not None else ()
     write_state(conn, RestoreState(

@@ -1,0 +1,229 @@
+"""A restore that folds each row's net change equals one that replays every transaction in
+turn, and both equal the source as it was at the target.
+
+Against the real PostgreSQL 18: ``journal capture`` reads a seeded random workload
+(``tests.support.workloads``: keys that updates move and swap, unchanged TOAST, unique
+values swapped, a deferred foreign-key cycle, deletes and re-inserts of one key, TRUNCATE,
+equal rows without a primary key) into a file journal; ``journal compact`` packages it
+into a full snapshot, segments, a second full snapshot folded on demand and a segment
+after it, and the newest transactions stay in the journal only. At chosen transactions
+the source's rows were read with SQL (the oracle) together with the ways to name that
+point: an LSN, a time, a transaction id, a mark. Every target is restored twice, with
+``replay="net"`` and ``replay="ordered"``, into databases of their own; then chains of
+incremental restores walk the same history.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from click.testing import CliRunner
+from psycopg import sql
+
+from journal.cli import main
+from journal.config import Config
+from producers.capture import run_capture
+from restorer.report import RestoreReport
+from restorer.restore import RestoreOptions, restore
+from tests.support.capture import capture_config, cli_env
+from tests.support.databases import scratch_database
+from tests.support.workloads import Point, Rows, Workload, difference, rows
+
+pytestmark = pytest.mark.integration
+
+SEED = 10  # one history for the module: a failure names it, and it reruns the same
+# per phase: transactions, then what compact makes of them (None: the journal keeps them)
+PHASES: list[tuple[int, tuple[str, ...] | None]] = [
+    (70, ("--once",)), (70, ("--once",)), (60, ("--once", "--snapshot")), (60, ("--once",)),
+    (40, None)]
+
+
+@dataclass
+class Target:
+    """A restore target, the options that name it, and the source's rows there."""
+
+    name: str
+    options: dict[str, Any]
+    rows: Rows
+
+
+@dataclass
+class History:
+    cfg: Config
+    server: str
+    targets: dict[str, Target]
+
+    def restore(self, url: str, target: Target, **kw: Any) -> RestoreReport:
+        return restore(RestoreOptions(target_url=url, packages_url=self.cfg.packages_url,
+                                      journal_url=self.cfg.journal_location(),
+                                      **target.options, **kw))
+
+
+def _compact(env: dict[str, str], args: tuple[str, ...]) -> None:
+    result = CliRunner().invoke(main, ["compact", *args], env=env, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+
+
+def _targets(workload: Workload, snapshot: Point, points: dict[str, Point]) -> dict[str, Target]:
+    before_boundary = points["boundary"]
+    targets = {
+        # after the full snapshot, before any change past it
+        "after the snapshot": Target("after the snapshot", {"to_lsn": snapshot.lsn},
+                                     snapshot.rows),
+        "first segment, by lsn": Target("", {"to_lsn": points["p1a"].lsn}, points["p1a"].rows),
+        "first segment, by time": Target("", {"to_time": points["p1b"].time},
+                                         points["p1b"].rows),
+        "second segment, by xid": Target("", {"to_xid": points["p2a"].xid}, points["p2a"].rows),
+        "second segment, by mark": Target("", {"to_mark": points["p2b"].mark},
+                                          points["p2b"].rows),
+        # the commit record of one transaction: just below it, and inclusive of it
+        "just before a commit": Target("", {"to_lsn": points["boundary+1"].below_commit},
+                                       before_boundary.rows),
+        "exactly at a commit (xid)": Target("", {"to_xid": points["boundary+1"].xid},
+                                            points["boundary+1"].rows),
+        "third segment, by lsn": Target("", {"to_lsn": points["p3a"].lsn}, points["p3a"].rows),
+        "end of the folded snapshot": Target("", {"to_lsn": points["p3end"].lsn},
+                                             points["p3end"].rows),
+        "after the folded snapshot, by time": Target("", {"to_time": points["p4a"].time},
+                                                     points["p4a"].rows),
+        "after the folded snapshot, by xid": Target("", {"to_xid": points["p4b"].xid},
+                                                    points["p4b"].rows),
+        "in the journal's tail": Target("", {"to_lsn": points["p5a"].lsn}, points["p5a"].rows),
+        "latest": Target("", {}, points["latest"].rows),
+    }
+    for name, target in targets.items():
+        target.name = name
+    return targets
+
+
+def _run_history(server: str, tmp: Path) -> Iterator[History]:
+    with scratch_database(server, "src") as source:
+        workload = Workload(source, SEED)
+        workload.create()
+        cfg = capture_config(source, tmp, packages_url=f"file://{tmp}/packages")
+        env = cli_env(cfg, cfg.packages_url, tmp)
+        run_capture(cfg, once_until_idle=1.0)  # the snapshot
+        snapshot = workload.here()
+        # which transactions of each phase are recorded, and under what name
+        rng = workload.rng
+        boundary = 70 + 35  # inside the second segment
+        chosen = {boundary: "boundary", boundary + 1: "boundary+1", 200: "p3end"}
+        start = 0
+        for phase, (count, _) in enumerate(PHASES, 1):
+            free = [i for i in range(start + 1, start + count) if i not in chosen]
+            picks = sorted(rng.sample(free, 2))
+            chosen.update({picks[0]: f"p{phase}a", picks[1]: f"p{phase}b"})
+            start += count
+        points: dict[str, Point] = {}
+        for count, compact in PHASES:
+            for _ in range(count):
+                name = chosen.get(workload.count + 1)
+                point = workload.transaction(record=name is not None,
+                                             mark=name if name == "p2b" else None)
+                if point is not None and name is not None:
+                    points[name] = point
+            run_capture(cfg, once_until_idle=1.0)
+            if compact is not None:
+                _compact(env, compact)
+        points["latest"] = workload.here()
+        yield History(cfg, server, _targets(workload, snapshot, points))
+
+
+@pytest.fixture(scope="module")
+def history(pg18_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[History]:
+    yield from _run_history(pg18_server, tmp_path_factory.mktemp("net-replay"))
+
+
+TARGET_NAMES = [
+    "after the snapshot", "first segment, by lsn", "first segment, by time",
+    "second segment, by xid", "second segment, by mark", "just before a commit",
+    "exactly at a commit (xid)", "third segment, by lsn", "end of the folded snapshot",
+    "after the folded snapshot, by time", "after the folded snapshot, by xid",
+    "in the journal's tail", "latest"]
+
+
+def _says(target: Target, how: str) -> str:
+    return f"seed {SEED}, target {target.name!r} ({target.options}), {how}"
+
+
+@pytest.mark.parametrize("name", TARGET_NAMES)
+def test_net_change_restore_equals_ordered_replay_and_the_source_at_the_target(
+        history: History, name: str) -> None:
+    target = history.targets[name]
+    with (scratch_database(history.server, "net") as net_url,
+          scratch_database(history.server, "ord") as ordered_url):
+        net_report = history.restore(net_url, target, replay="net")
+        ordered_report = history.restore(ordered_url, target, replay="ordered")
+        net, ordered = rows(net_url), rows(ordered_url)
+    assert net == target.rows, _says(target, "net restore != source:\n"
+                                     + difference(target.rows, net))
+    assert ordered == target.rows, _says(target, "ordered replay != source:\n"
+                                         + difference(target.rows, ordered))
+    assert net == ordered
+    assert ordered_report.transactions_replayed == net_report.transactions_replayed, \
+        _says(target, "the two restores replayed different transactions")
+    if net_report.transactions_replayed:
+        assert net_report.replay == "net changes", _says(target, net_report.summary())
+        assert ordered_report.replay == "ordered", _says(target, ordered_report.summary())
+
+
+@pytest.mark.parametrize(("steps", "replay"), [
+    (("first segment, by lsn", "after the folded snapshot, by time", "latest"), "net"),
+    (("after the snapshot", "just before a commit", "exactly at a commit (xid)",
+      "in the journal's tail", "latest"), "net"),
+    (("first segment, by time", "third segment, by lsn", "latest"), "ordered"),
+])
+def test_incremental_restores_reach_the_source_at_each_step(
+        history: History, steps: tuple[str, ...], replay: str) -> None:
+    with scratch_database(history.server, "inc") as url:
+        for i, name in enumerate(steps):
+            target = history.targets[name]
+            history.restore(url, target, incremental=i > 0, replay=replay)
+            got = rows(url)
+            assert got == target.rows, _says(
+                target, f"step {i + 1} of {steps} ({replay}) != source:\n"
+                + difference(target.rows, got))
+
+
+def _ring_ids(url: str) -> dict[str, list[Any]]:
+    with psycopg.connect(url) as conn:
+        return {t: conn.execute(sql.SQL("SELECT id, {} FROM {} ORDER BY id").format(
+            sql.Identifier(ref), sql.Identifier(t))).fetchall()
+            for t, ref in (("ring_a", "b_id"), ("ring_b", "a_id"))}
+
+
+def test_a_deferred_foreign_key_cycle_not_null_on_both_sides_restores_into_an_empty_database(
+        pg18_server: str, tmp_path: Path) -> None:
+    """Rows of a DEFERRABLE INITIALLY DEFERRED cycle load in any order inside the one
+    restore transaction (and an empty target gets its foreign keys after the rows), so
+    no column of the cycle needs to be nullable."""
+    with scratch_database(pg18_server, "src") as source:
+        with psycopg.connect(source, autocommit=True) as conn:
+            conn.execute(
+                "CREATE TABLE ring_a (id int PRIMARY KEY, b_id int NOT NULL);"
+                "CREATE TABLE ring_b (id int PRIMARY KEY, a_id int NOT NULL);"
+                "ALTER TABLE ring_a ADD FOREIGN KEY (b_id) REFERENCES ring_b "
+                "DEFERRABLE INITIALLY DEFERRED;"
+                "ALTER TABLE ring_b ADD FOREIGN KEY (a_id) REFERENCES ring_a "
+                "DEFERRABLE INITIALLY DEFERRED;"
+                "BEGIN; INSERT INTO ring_a VALUES (1, 1), (2, 2); "
+                "INSERT INTO ring_b VALUES (1, 1), (2, 2); COMMIT")
+        cfg = capture_config(source, tmp_path, packages_url=f"file://{tmp_path}/packages")
+        run_capture(cfg, once_until_idle=1.0)
+        with psycopg.connect(source, autocommit=True) as conn:
+            conn.execute("BEGIN; DELETE FROM ring_a WHERE id = 1; DELETE FROM ring_b WHERE id = 1;"
+                         "INSERT INTO ring_a VALUES (3, 3); INSERT INTO ring_b VALUES (3, 3); "
+                         "COMMIT")
+        expected = _ring_ids(source)
+        run_capture(cfg, once_until_idle=1.0)
+        _compact(cli_env(cfg, cfg.packages_url, tmp_path), ("--once",))
+        for replay in ("net", "ordered"):
+            with scratch_database(pg18_server, "dst") as target:
+                restore(RestoreOptions(target_url=target, packages_url=cfg.packages_url,
+                                       replay=replay))
+                assert _ring_ids(target) == expected, replay

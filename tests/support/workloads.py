@@ -41,7 +41,8 @@ ALTER TABLE ring_a ADD CONSTRAINT ring_a_b FOREIGN KEY (b_id) REFERENCES ring_b
 ALTER TABLE ring_b ADD CONSTRAINT ring_b_a FOREIGN KEY (a_id) REFERENCES ring_a
     DEFERRABLE INITIALLY DEFERRED;
 CREATE TABLE scratch (id int PRIMARY KEY, v text NOT NULL);
-CREATE TABLE bag (a int, b text);
+CREATE TABLE bag (a int, b text, c text);
+ALTER TABLE bag ALTER COLUMN c SET STORAGE EXTERNAL;
 ALTER TABLE bag REPLICA IDENTITY FULL;
 """
 
@@ -93,12 +94,14 @@ class Workload:
         self.count = 0
         self._next_id = 1000
         self._gone: dict[str, list[int]] = {"account": [], "doc": [], "scratch": []}
+        self._big = self._body()  # equal TOASTed values in rows without a primary key
         self._ops: list[tuple[int, Callable[[psycopg.Connection[Any]], None]]] = [
             (3, self._account_insert), (3, self._account_update), (3, self._account_rekey),
             (2, self._account_swap_keys), (2, self._account_delete),
             (2, self._account_delete_reinsert), (2, self._account_rekey_and_reuse),
-            (3, self._doc_title), (2, self._doc_rekey), (1, self._doc_body),
-            (1, self._doc_insert), (1, self._doc_delete), (1, self._doc_delete_reinsert),
+            (3, self._doc_title), (2, self._doc_rekey), (1, self._doc_swap_keys),
+            (1, self._doc_body), (1, self._doc_insert), (1, self._doc_delete),
+            (1, self._doc_delete_reinsert),
             (3, self._seat_swap), (1, self._seat_rotate), (1, self._seat_insert_delete),
             (2, self._ring_insert), (2, self._ring_delete), (1, self._ring_note),
             (1, self._scratch_truncate), (2, self._scratch_change),
@@ -125,6 +128,8 @@ class Workload:
                     conn.execute("INSERT INTO scratch VALUES (%s, %s)", (i, f"v{i}"))
                 conn.execute("INSERT INTO bag VALUES (1, 'x'), (1, 'x'), (1, 'x'), "
                              "(2, 'y'), (2, 'y'), (NULL, NULL), (NULL, NULL)")
+                conn.execute("INSERT INTO bag VALUES (1, 'x', %s), (1, 'x', %s)",
+                             (self._big, self._big))
 
     # -- running -------------------------------------------------------------------------
 
@@ -255,6 +260,16 @@ class Workload:
             if self.rng.random() < 0.5:
                 conn.execute("UPDATE doc SET title = title || '+' WHERE id = %s", (new,))
 
+    def _doc_swap_keys(self, conn: psycopg.Connection[Any]) -> None:
+        """Two rows exchange their keys, bodies unchanged: each body moves to a key
+        that held the other one a statement before."""
+        pair = self._pick(conn, "doc", 2)
+        if pair:
+            a, b = pair
+            conn.execute("UPDATE doc SET id = -1 WHERE id = %s", (a,))
+            conn.execute("UPDATE doc SET id = %s WHERE id = %s", (a, b))
+            conn.execute("UPDATE doc SET id = %s WHERE id = -1", (b,))
+
     def _doc_body(self, conn: psycopg.Connection[Any]) -> None:
         for key in self._pick(conn, "doc"):
             conn.execute("UPDATE doc SET body = %s WHERE id = %s", (self._body(), key))
@@ -346,14 +361,16 @@ class Workload:
     # -- bag: equal rows, no primary key ---------------------------------------------------
 
     def _bag_insert(self, conn: psycopg.Connection[Any]) -> None:
-        conn.execute("INSERT INTO bag VALUES (%s, %s)", self.rng.choice(_BAG_VALUES))
+        big = self._big if self.rng.random() < 0.3 else None
+        conn.execute("INSERT INTO bag VALUES (%s, %s, %s)", (*self.rng.choice(_BAG_VALUES), big))
 
     def _bag_row(self, conn: psycopg.Connection[Any]) -> Any:
         """The ctid of one row of several equal ones (or of any row)."""
-        found = conn.execute("SELECT ctid FROM bag ORDER BY a, b, ctid").fetchall()
+        found = conn.execute("SELECT ctid FROM bag ORDER BY a, b, c, ctid").fetchall()
         return self.rng.choice(found)[0] if found else None
 
     def _bag_update_one(self, conn: psycopg.Connection[Any]) -> None:
+        # c is left as it was: unchanged TOAST in the new row, whole in the old one
         ctid = self._bag_row(conn)
         if ctid is not None:
             conn.execute("UPDATE bag SET (a, b) = (%s, %s) WHERE ctid = %s::tid",

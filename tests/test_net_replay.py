@@ -38,7 +38,7 @@ from tests.support.workloads import Point, Rows, Workload, difference, rows
 
 pytestmark = pytest.mark.integration
 
-SEEDS = (10, 11)  # a history each, shared by the module's tests; a failure names its seed
+SEEDS = (10, 11)  # a history each, shared by the module's tests
 # per phase: transactions, then what compact makes of them (None: the journal keeps them)
 PHASES: list[tuple[int, tuple[str, ...] | None]] = [
     (70, ("--once",)), (70, ("--once",)), (60, ("--once", "--snapshot")), (60, ("--once",)),
@@ -236,6 +236,21 @@ def test_incremental_restores_reach_the_source_at_each_step(
             assert got == target.rows, _says(
                 history, target, f"step {i + 1} of {steps} ({replay}) != source:\n"
                 + difference(target.rows, got))
+
+
+@pytest.mark.parametrize("replay", ["net", "ordered"])
+def test_the_cli_restores_to_a_mark_with_either_replay(history: History, replay: str) -> None:
+    target = history.targets["second segment, by mark"]
+    env = cli_env(history.cfg, history.cfg.packages_url, Path(history.cfg.state_dir).parent)
+    with scratch_database(history.server, "cli") as url:
+        result = CliRunner().invoke(main, ["restore", "--target", url, "--to-mark",
+                                           target.options["to_mark"], "--replay", replay],
+                                    env=env, catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        assert f"replayed ({'net changes' if replay == 'net' else 'ordered'})" in result.output
+        got = rows(url)
+    assert got == target.rows, _says(history, target, f"CLI, {replay}:\n"
+                                     + difference(target.rows, got))
 
 
 def _ring_ids(url: str) -> dict[str, list[Any]]:

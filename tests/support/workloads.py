@@ -101,11 +101,12 @@ class Workload:
             (2, self._account_delete_reinsert), (2, self._account_rekey_and_reuse),
             (3, self._doc_title), (2, self._doc_rekey), (1, self._doc_swap_keys),
             (1, self._doc_body), (1, self._doc_insert), (1, self._doc_delete),
-            (1, self._doc_delete_reinsert),
+            (1, self._doc_delete_reinsert), (2, self._doc_shuffle),
             (3, self._seat_swap), (1, self._seat_rotate), (1, self._seat_insert_delete),
             (2, self._ring_insert), (2, self._ring_delete), (1, self._ring_note),
             (1, self._scratch_truncate), (2, self._scratch_change),
             (3, self._bag_insert), (3, self._bag_update_one), (2, self._bag_delete_one),
+            (1, self._bag_truncate),
         ]
 
     # -- setup ---------------------------------------------------------------------------
@@ -270,6 +271,27 @@ class Workload:
             conn.execute("UPDATE doc SET id = %s WHERE id = %s", (a, b))
             conn.execute("UPDATE doc SET id = %s WHERE id = -1", (b,))
 
+    def _doc_shuffle(self, conn: psycopg.Connection[Any]) -> None:
+        """A key moves where its body was written or taken in this same transaction:
+        onto a key just deleted, after a new body, or right after its insert."""
+        pair = self._pick(conn, "doc", 2)
+        if not pair:
+            return
+        a, b = pair
+        how = self.rng.choice(("onto a deleted key", "after a new body", "after its insert"))
+        if how == "onto a deleted key":
+            conn.execute("DELETE FROM doc WHERE id = %s", (b,))
+            conn.execute("UPDATE doc SET id = %s WHERE id = %s", (b, a))
+            self._gone["doc"].append(a)
+            return
+        if how == "after its insert":
+            a = self._fresh()
+            conn.execute("INSERT INTO doc VALUES (%s, 'brief', %s)", (a, self._body()))
+        else:
+            conn.execute("UPDATE doc SET body = %s WHERE id = %s", (self._body(), a))
+        new = self._fresh()
+        conn.execute("UPDATE doc SET id = %s, title = title || '>' WHERE id = %s", (new, a))
+
     def _doc_body(self, conn: psycopg.Connection[Any]) -> None:
         for key in self._pick(conn, "doc"):
             conn.execute("UPDATE doc SET body = %s WHERE id = %s", (self._body(), key))
@@ -361,8 +383,14 @@ class Workload:
     # -- bag: equal rows, no primary key ---------------------------------------------------
 
     def _bag_insert(self, conn: psycopg.Connection[Any]) -> None:
-        big = self._big if self.rng.random() < 0.3 else None
+        big = self._big if self.rng.random() < 0.5 else None
         conn.execute("INSERT INTO bag VALUES (%s, %s, %s)", (*self.rng.choice(_BAG_VALUES), big))
+
+    def _bag_truncate(self, conn: psycopg.Connection[Any]) -> None:
+        conn.execute("TRUNCATE bag")
+        conn.execute("INSERT INTO bag VALUES (1, 'x', %s), (1, 'x', %s)", (self._big, self._big))
+        for _ in range(self.rng.randint(0, 4)):
+            self._bag_insert(conn)
 
     def _bag_row(self, conn: psycopg.Connection[Any]) -> Any:
         """The ctid of one row of several equal ones (or of any row)."""

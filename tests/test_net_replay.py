@@ -72,38 +72,31 @@ def _compact(env: dict[str, str], args: tuple[str, ...]) -> None:
     assert result.exit_code == 0, result.output
 
 
-def _targets(workload: Workload, snapshot: Point, points: dict[str, Point]) -> dict[str, Target]:
-    before_boundary = points["boundary"]
-    targets = {
-        # after the full snapshot, before any change past it
-        "after the snapshot": Target("after the snapshot", {"to_lsn": snapshot.lsn},
-                                     snapshot.rows),
-        "first segment, by lsn": Target("", {"to_lsn": points["p1a"].lsn}, points["p1a"].rows),
-        "first segment, by time": Target("", {"to_time": points["p1b"].time},
-                                         points["p1b"].rows),
-        "second segment, by xid": Target("", {"to_xid": points["p2a"].xid}, points["p2a"].rows),
-        "second segment, by mark": Target("", {"to_mark": points["p2b"].mark},
-                                          points["p2b"].rows),
-        # the commit record of one transaction: just below it, and inclusive of it
-        "just before a commit": Target("", {"to_lsn": points["boundary+1"].below_commit},
-                                       before_boundary.rows),
-        "exactly at a commit (xid)": Target("", {"to_xid": points["boundary+1"].xid},
-                                            points["boundary+1"].rows),
-        "third segment, by lsn": Target("", {"to_lsn": points["p3a"].lsn}, points["p3a"].rows),
-        "end of the folded snapshot": Target("", {"to_lsn": points["p3end"].lsn},
-                                             points["p3end"].rows),
-        "after the folded snapshot, by time": Target("", {"to_time": points["p4a"].time},
-                                                     points["p4a"].rows),
-        "after the folded snapshot, by xid": Target("", {"to_xid": points["p4b"].xid},
-                                                    points["p4b"].rows),
-        "in the journal's tail": Target("", {"to_lsn": points["p5a"].lsn}, points["p5a"].rows),
-        "in the journal's tail, by mark": Target("", {"to_mark": points["p5b"].mark},
-                                                 points["p5b"].rows),
-        "latest": Target("", {}, points["latest"].rows),
-    }
-    for name, target in targets.items():
-        target.name = name
-    return targets
+# name, the restore option, the point it names (and which of the point's values), and
+# the point whose rows the source had there (the same, but for the LSN just below a commit)
+_TARGETS: list[tuple[str, str | None, str, str, str]] = [
+    ("after the snapshot", "to_lsn", "snapshot", "lsn", "snapshot"),  # no change yet
+    ("first segment, by lsn", "to_lsn", "p1a", "lsn", "p1a"),
+    ("first segment, by time", "to_time", "p1b", "time", "p1b"),
+    ("second segment, by xid", "to_xid", "p2a", "xid", "p2a"),
+    ("second segment, by mark", "to_mark", "p2b", "mark", "p2b"),
+    ("just before a commit", "to_lsn", "boundary+1", "below_commit", "boundary"),
+    ("exactly at a commit (xid)", "to_xid", "boundary+1", "xid", "boundary+1"),
+    ("third segment, by lsn", "to_lsn", "p3a", "lsn", "p3a"),
+    ("end of the folded snapshot", "to_lsn", "p3end", "lsn", "p3end"),
+    ("after the folded snapshot, by time", "to_time", "p4a", "time", "p4a"),
+    ("after the folded snapshot, by xid", "to_xid", "p4b", "xid", "p4b"),
+    ("in the journal's tail", "to_lsn", "p5a", "lsn", "p5a"),
+    ("in the journal's tail, by mark", "to_mark", "p5b", "mark", "p5b"),
+    ("latest", None, "latest", "", "latest"),
+]
+TARGET_NAMES = [spec[0] for spec in _TARGETS]
+
+
+def _targets(points: dict[str, Point]) -> dict[str, Target]:
+    return {name: Target(name, {option: getattr(points[at], value)} if option else {},
+                         points[rows_at].rows)
+            for name, option, at, value, rows_at in _TARGETS}
 
 
 def _run_history(server: str, tmp: Path, seed: int) -> Iterator[History]:
@@ -113,7 +106,7 @@ def _run_history(server: str, tmp: Path, seed: int) -> Iterator[History]:
         cfg = capture_config(source, tmp, packages_url=f"file://{tmp}/packages")
         env = cli_env(cfg, cfg.packages_url, tmp)
         run_capture(cfg, once_until_idle=1.0)  # the snapshot
-        snapshot = workload.here()
+        points = {"snapshot": workload.here()}
         # which transactions of each phase are recorded, and under what name
         rng = workload.rng
         boundary = 70 + 35  # inside the second segment
@@ -124,7 +117,6 @@ def _run_history(server: str, tmp: Path, seed: int) -> Iterator[History]:
             picks = sorted(rng.sample(free, 2))
             chosen.update({picks[0]: f"p{phase}a", picks[1]: f"p{phase}b"})
             start += count
-        points: dict[str, Point] = {}
         for count, compact in PHASES:
             for _ in range(count):
                 name = chosen.get(workload.count + 1)
@@ -136,7 +128,7 @@ def _run_history(server: str, tmp: Path, seed: int) -> Iterator[History]:
             if compact is not None:
                 _compact(env, compact)
         points["latest"] = workload.here()
-        yield History(seed, cfg, server, _targets(workload, snapshot, points))
+        yield History(seed, cfg, server, _targets(points))
 
 
 @pytest.fixture(scope="module", params=SEEDS, ids=lambda seed: f"seed{seed}")
@@ -145,12 +137,6 @@ def history(pg18_server: str, tmp_path_factory: pytest.TempPathFactory,
     yield from _run_history(pg18_server, tmp_path_factory.mktemp("net-replay"), request.param)
 
 
-TARGET_NAMES = [
-    "after the snapshot", "first segment, by lsn", "first segment, by time",
-    "second segment, by xid", "second segment, by mark", "just before a commit",
-    "exactly at a commit (xid)", "third segment, by lsn", "end of the folded snapshot",
-    "after the folded snapshot, by time", "after the folded snapshot, by xid",
-    "in the journal's tail", "in the journal's tail, by mark", "latest"]
 
 
 def _says(history: History, target: Target, how: str) -> str:

@@ -217,13 +217,16 @@ class Workload:
             self._gone["account"].append(old)
 
     def _account_swap_keys(self, conn: psycopg.Connection[Any]) -> None:
+        self._swap_keys(conn, "account")
+
+    def _swap_keys(self, conn: psycopg.Connection[Any], table: str) -> None:
         """Two rows exchange their primary keys, through a key neither holds."""
-        pair = self._pick(conn, "account", 2)
+        pair = self._pick(conn, table, 2)
         if pair:
             a, b = pair
-            conn.execute("UPDATE account SET id = -1 WHERE id = %s", (a,))
-            conn.execute("UPDATE account SET id = %s WHERE id = %s", (a, b))
-            conn.execute("UPDATE account SET id = %s WHERE id = -1", (b,))
+            update = sql.SQL("UPDATE {} SET id = %s WHERE id = %s").format(sql.Identifier(table))
+            for new, old in ((-1, a), (a, b), (b, -1)):
+                conn.execute(update, (new, old))
 
     def _account_delete(self, conn: psycopg.Connection[Any]) -> None:
         for key in self._pick(conn, "account"):
@@ -262,14 +265,8 @@ class Workload:
                 conn.execute("UPDATE doc SET title = title || '+' WHERE id = %s", (new,))
 
     def _doc_swap_keys(self, conn: psycopg.Connection[Any]) -> None:
-        """Two rows exchange their keys, bodies unchanged: each body moves to a key
-        that held the other one a statement before."""
-        pair = self._pick(conn, "doc", 2)
-        if pair:
-            a, b = pair
-            conn.execute("UPDATE doc SET id = -1 WHERE id = %s", (a,))
-            conn.execute("UPDATE doc SET id = %s WHERE id = %s", (a, b))
-            conn.execute("UPDATE doc SET id = %s WHERE id = -1", (b,))
+        # bodies unchanged: each moves to a key that held the other a statement before
+        self._swap_keys(conn, "doc")
 
     def _doc_shuffle(self, conn: psycopg.Connection[Any]) -> None:
         """A key moves where its body was written or taken in this same transaction:

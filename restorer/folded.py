@@ -77,7 +77,8 @@ class FoldedLoad:
     reached: Position
     transactions: int
     events: int
-    change_seconds: float  # reading and sorting the changes past the snapshot
+    change_seconds: float  # past the snapshot's COPY: reading, sorting, applying changes
+    rewritten: str = ""  # why the tables were rewritten rather than changed set-wise
 
 
 class CopySink:
@@ -169,6 +170,7 @@ def load_folded(conn: psycopg.Connection[Any], store: Any, base: PackageReader,
                 base, _after(((m, transactions_of(store, m, journal, stack)) for m in tail),
                              start, box), cutoff, sorters[-1], state)
             reached = box[0]
+        rewritten = ""
         if state is None:  # nothing after the snapshot
             conn.execute("RELEASE SAVEPOINT journal_snapshot")
             transactions = events = 0
@@ -183,6 +185,7 @@ def load_folded(conn: psycopg.Connection[Any], store: Any, base: PackageReader,
                     apply_net(conn, catalog.tables[net.name], net.truncated, net.changes)
                 conn.execute("RELEASE SAVEPOINT journal_snapshot")
             else:
+                rewritten = why
                 log.info("net changes rewrite the tables instead of being applied to them: "
                          "%s", why)
                 conn.execute("ROLLBACK TO SAVEPOINT journal_snapshot")
@@ -200,7 +203,8 @@ def load_folded(conn: psycopg.Connection[Any], store: Any, base: PackageReader,
     schema.add_constraints(conn, catalog, tables)
     schema.add_foreign_keys(conn, catalog, tables)
     schema.add_sequences(conn, catalog, tables)
-    return FoldedLoad(catalog, tables, reached, transactions, events, change_seconds)
+    return FoldedLoad(catalog, tables, reached, transactions, events, change_seconds,
+                      rewritten)
 
 
 def _after(segments: Iterable[tuple[Any, Iterable[Any]]], start: Position | None,

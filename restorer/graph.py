@@ -60,8 +60,11 @@ class TableGraph:
                 if fk.ref_table in self.tables}
 
     def load_order(self, tables: Iterable[str] | None = None,
-                   soft: Mapping[str, Iterable[str]] | None = None) -> LoadOrder:
+                   soft: Mapping[str, Iterable[str]] | None = None, *,
+                   identity: bool = False) -> LoadOrder:
         """Topological order of ``tables`` (default: all), cycles broken at nullable FKs.
+        With ``identity`` (rows keep their keys: the foreign keys are created after the
+        rows, or deferred), any edge of a cycle may be broken.
 
         ``soft`` edges (table -> tables it would rather follow: a generic foreign key's
         object tables) are honoured where they close no cycle; where they would, the
@@ -78,7 +81,7 @@ class TableGraph:
             cycle = _find_cycle(edges)
             if cycle is None:
                 break
-            deferred |= self._break(cycle, edges)
+            deferred |= self._break(cycle, edges, identity)
         parents = {t: set(p) for t, p in edges.items()}
         for child in sorted(soft or {}):
             for parent in sorted(set((soft or {})[child])):
@@ -88,20 +91,26 @@ class TableGraph:
         order = _topological(parents)
         return LoadOrder(tuple(order), frozenset(deferred))
 
-    def _break(self, cycle: list[str], edges: dict[str, dict[str, list[ForeignKey]]]
-               ) -> set[tuple[str, str]]:
-        """Remove one edge of ``cycle`` whose foreign keys are all nullable."""
+    def _break(self, cycle: list[str], edges: dict[str, dict[str, list[ForeignKey]]],
+               identity: bool = False) -> set[tuple[str, str]]:
+        """Remove one edge of ``cycle`` whose foreign keys are all nullable (with
+        ``identity``, failing that, one edge whose foreign keys are all deferrable, or
+        any)."""
         pairs = list(zip(cycle, cycle[1:] + cycle[:1], strict=True))
-        for child, parent in pairs:
-            fks = edges[child][parent]
-            if all(fk.nullable for fk in fks):
-                del edges[child][parent]
-                return {(child, fk.name) for fk in fks}
+        rules = [lambda fk: fk.nullable]
+        if identity:
+            rules += [lambda fk: fk.deferrable, lambda fk: True]
+        for rule in rules:
+            for child, parent in pairs:
+                fks = edges[child][parent]
+                if all(rule(fk) for fk in fks):
+                    del edges[child][parent]
+                    return {(child, fk.name) for fk in fks}
         names = " -> ".join(cycle + cycle[:1])
         raise RestoreError(
             f"foreign keys form a cycle with no nullable column ({names}): rows cannot be "
-            "loaded in any order; make one of these foreign keys nullable or restore into "
-            "an empty database")
+            "loaded in any order while their keys are remapped; make one of these foreign "
+            "keys nullable or restore into an empty database")
 
     def closure(self, tables: Iterable[str]) -> set[str]:
         """``tables`` plus every table they reference, transitively."""

@@ -45,6 +45,9 @@ class RestoreReport:
     # "net changes" (folded into the snapshot, COPYed once) or "ordered" (each
     # transaction applied in turn); empty when nothing was replayed
     replay: str = ""
+    # net changes that could not be applied to the snapshot's rows set-wise rewrite the
+    # tables merged with them; why
+    net_rewrite: str = ""
     journal_tail: str = ""  # what came from the journal after the newest package
 
     def to_json(self) -> dict[str, Any]:
@@ -61,6 +64,8 @@ class RestoreReport:
                  f"{self.seconds:.1f}s"]
         if self.journal_tail:
             lines.append(f"journal tail: {self.journal_tail}")
+        if self.net_rewrite:
+            lines.append(f"net changes: tables rewritten merged with them ({self.net_rewrite})")
         if self.tables:
             lines.append(f"{'table':40} {'before':>9} {'after':>9} {'insert':>8} {'update':>8} "
                          f"{'delete':>8} {'skip':>6} {'remap':>7} {'refuse':>6}")

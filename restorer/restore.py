@@ -283,7 +283,7 @@ def _run(conn: psycopg.Connection[Any], store: Any, plan: RestorePlan,
             content_matched = frozenset(decided["content"])
             refuse_unsafe(graph, keys, generic, catalog, set(wanted))
         objects = {t: sorted(remapper.object_tables()) for t in generic}
-        order = graph.load_order(wanted, soft=objects)
+        order = graph.load_order(wanted, soft=objects, identity=mode != "remap")
         writer = TargetWriter(conn, catalog, remapper, keys, counts, remap=mode == "remap",
                               on_conflict=options.on_conflict, dry_run=options.dry_run,
                               content_matched=content_matched, strict=options.strict)
@@ -301,6 +301,7 @@ def _run(conn: psycopg.Connection[Any], store: Any, plan: RestorePlan,
             net = load_folded(conn, store, full, plan, journal, plan.cutoff, plan.start,
                               counts, progress, after_rows=options.before_replay)
             report.replay = "net changes"
+            report.net_rewrite = net.rewritten
             report.replay_seconds = net.change_seconds
             report.transactions_replayed = net.transactions
             report.events_replayed = net.events

@@ -87,7 +87,7 @@ class Point:
 class Workload:
     """One source database, changed one random small transaction at a time."""
 
-    def __init__(self, url: str, seed: int) -> None:
+    def __init__(self, url: str, seed: int, keyed: bool = False) -> None:
         self.url = url
         self.seed = seed
         self.rng = random.Random(seed)
@@ -108,6 +108,11 @@ class Workload:
             (3, self._bag_insert), (3, self._bag_update_one), (2, self._bag_delete_one),
             (1, self._bag_truncate),
         ]
+        if keyed:  # no change a restore cannot apply key by key to the snapshot's rows
+            unkeyed = {self._bag_insert, self._bag_update_one, self._bag_delete_one,
+                       self._bag_truncate, self._doc_rekey, self._doc_swap_keys,
+                       self._doc_shuffle}
+            self._ops = [(w, op) for w, op in self._ops if op not in unkeyed]
 
     # -- setup ---------------------------------------------------------------------------
 

@@ -178,20 +178,32 @@ def fold(base: PackageReader, segments: Sequence[PackageReader], workdir: Path, 
     return tmp, manifest
 
 
-def collect_changes(base: PackageReader, transactions: Iterable[Transaction], target: Cutoff,
-                    sorter: ExternalSorter, state: FoldState | None = None) -> FoldState:
+def start_state(catalog: Catalog, position: Position, commit_ts: int | None,
+                tables: dict[str, TableSchema]) -> FoldState:
+    """A fold's state before its first change: the base's catalog and tables (a
+    package's members, or the tables a target already holds)."""
+    state = FoldState(position, commit_ts, catalog)
+    for name, table in tables.items():
+        ident = _identity(name, catalog.tables.get(name))
+        state.tables[ident] = _TableChanges(table, name)
+        state.ids[name] = ident
+        state.base_names[ident] = name
+    return state
+
+
+def collect_changes(base: PackageReader | None, transactions: Iterable[Transaction],
+                    target: Cutoff, sorter: ExternalSorter, state: FoldState | None = None
+                    ) -> FoldState:
     """The first pass: every change of ``transactions`` (those after ``base``, in
     position order) up to ``target``, into ``sorter``; the schema changes on the way move
     the catalog on. Stops at the first transaction past the cut. ``state`` continues an
-    earlier pass (its changes in another sorter, merged with this one's)."""
+    earlier pass (its changes in another sorter, merged with this one's), or starts from
+    ``start_state`` (``base`` None)."""
     if state is None:
+        assert base is not None
         m = base.manifest
-        state = FoldState(m.to_position, m.last_commit_ts, Catalog.parse(m.catalog))
-        for name in base.tables():
-            ident = _identity(name, state.catalog.tables.get(name))
-            state.tables[ident] = _TableChanges(base.table_schema(name), name)
-            state.ids[name] = ident
-            state.base_names[ident] = name
+        state = start_state(Catalog.parse(m.catalog), m.to_position, m.last_commit_ts,
+                            {name: base.table_schema(name) for name in base.tables()})
     if state.stopped:
         return state
     counter = itertools.count(state.events)
@@ -671,11 +683,12 @@ class NetTable:
     changes: Iterator[NetChange]
 
 
-def net_unsupported(state: FoldState, base: PackageReader) -> str | None:
+def net_unsupported(state: FoldState, catalog: Catalog) -> str | None:
     """Why the collected changes cannot be applied key by key to a target holding the
-    base (None: they can): schema changes on the way, a table without a primary key, a
-    key-moving update whose unchanged TOAST value lives under another key."""
-    if state.catalog != Catalog.parse(base.manifest.catalog):
+    base (None: they can): schema changes on the way (``catalog`` is the base's), a
+    table without a primary key, a key-moving update whose unchanged TOAST value lives
+    under another key."""
+    if state.catalog != catalog:
         return "the stream changes the schema"
     for ident, info in sorted(state.tables.items()):
         if not (info.has_changes or info.truncated_at is not None):
@@ -686,7 +699,7 @@ def net_unsupported(state: FoldState, base: PackageReader) -> str | None:
             return f"{info.name} has no primary key"
         if info.cross_key_toast:
             return f"{info.name} has a key-moving update with unchanged TOAST columns"
-        snapshot = base.table_schema(info.name)
+        snapshot = catalog.tables[info.name].table_schema()
         if info.evolutions or (info.schema.column_names, info.schema.primary_key) != (
                 snapshot.column_names, snapshot.primary_key):
             return f"{info.name} changed its columns"

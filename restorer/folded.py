@@ -36,6 +36,7 @@ from journal.fold import (
     merge_changes,
     net_changes,
     net_unsupported,
+    start_state,
 )
 from journal.packages import PackageReader
 from journal.positions import Position
@@ -44,7 +45,7 @@ from journal.targets import Cutoff
 from journal.transport import JournalReader
 from restorer import schema
 from restorer.load import CopyWriter
-from restorer.net_apply import apply_net
+from restorer.net_apply import apply_to_live, apply_to_snapshot
 from restorer.plan import TAIL_ID
 from restorer.replay import end_position
 from restorer.report import TableCounts
@@ -179,10 +180,11 @@ def load_folded(conn: psycopg.Connection[Any], store: Any, base: PackageReader,
             if transactions:
                 reached = max(reached, state.position)
             changes = _Merged(sorters)
-            why = net_unsupported(state, base)
+            why = net_unsupported(state, catalog)
             if why is None:
                 for net in net_changes(state, changes):
-                    apply_net(conn, catalog.tables[net.name], net.truncated, net.changes)
+                    apply_to_snapshot(conn, catalog.tables[net.name], net.truncated,
+                                      net.changes)
                 conn.execute("RELEASE SAVEPOINT journal_snapshot")
             else:
                 rewritten = why
@@ -297,3 +299,39 @@ def _collect_in_worker(send: Any, store: Any, base_id: str, manifests: list[Any]
                                              f"{type(exc).__name__}: {exc}")))
     finally:
         send.close()
+
+
+@dataclass
+class LiveResult:
+    reached: Position
+    transactions: int
+    events: int
+    counts: dict[str, tuple[int, int, int]]  # per table: inserted, updated, deleted
+
+
+def apply_incremental(conn: psycopg.Connection[Any], store: Any, plan: Any,
+                      journal: JournalReader | None, catalog: Catalog, order: list[str],
+                      cutoff: Cutoff, start: Position) -> LiveResult | str:
+    """The net changes of the plan's segments after ``start`` (where an earlier restore
+    left the target, ids kept) up to ``cutoff``, applied set-wise; or why they cannot be
+    (the caller replays in order; nothing was written)."""
+    box = [start]
+    with tempfile.TemporaryDirectory(prefix="journal-restore-") as workdir, \
+            ExitStack() as stack:
+        sorter = ExternalSorter(Path(workdir))
+        stack.callback(sorter.close)
+        state = start_state(catalog, start, None,
+                            {name: entry.table_schema() for name, entry in catalog.tables.items()})
+        txs = _after(((m, transactions_of(store, m, journal, stack)) for m in plan.segments),
+                     start, box)
+        state = collect_changes(None, txs, cutoff, sorter, state)
+        why = net_unsupported(state, catalog)
+        if why is not None:
+            return why
+        truncated = [catalog.tables[info.name] for info in state.tables.values()
+                     if info.truncated_at is not None]
+        counts = apply_to_live(conn, ((catalog.tables[net.name], net.changes)
+                                      for net in net_changes(state, sorter)), order,
+                               truncated)
+    reached = max(box[0], state.position) if state.transactions else box[0]
+    return LiveResult(reached, state.transactions, state.events, counts)

@@ -1,10 +1,11 @@
 """Net changes applied set-wise: per table, the keys' final rows staged with COPY, then one
 statement for each step, never one per row.
 
-For a target whose table holds the base's rows and no indexes or constraints yet (an
-empty target loaded with the snapshot): the values kept from the target (unchanged
-TOAST) are read into the staging table, every changed key's row is deleted, and the
-rows that remain are inserted.
+Steps, per table: the values kept from the target (unchanged TOAST) are read into the
+staging table; the deleted keys' rows are deleted; the other rows are written. A target
+without indexes yet (an empty one loaded with the snapshot) has every changed key's row
+deleted and the rows inserted; a live one gets ``INSERT ... ON CONFLICT DO UPDATE``, which
+fires no ``ON DELETE`` action of a foreign key on a row that stays.
 """
 
 from __future__ import annotations
@@ -23,59 +24,108 @@ from restorer.load import CopyWriter
 _OP, _KEEP = "_journal_op", "_journal_keep"  # staging columns: 'p' put / 'd' delete; kept
 
 
-def apply_net(conn: psycopg.Connection[Any], table: TableEntry, truncated: bool,
-              changes: Iterable[NetChange]) -> tuple[int, int]:
-    """Apply one table's net changes; returns (rows put, keys deleted)."""
-    ident = sql.Identifier(table.schema, table.name)
-    if truncated:
-        conn.execute(sql.SQL("TRUNCATE {}").format(ident))
-    columns = [c.name for c in table.columns if not c.generated]
-    stage = sql.Identifier("_journal_net")
-    types = _staging_types(conn, ident)
-    conn.execute(sql.SQL("CREATE TEMPORARY TABLE {} ({}, {} \"char\" NOT NULL, {} text[]) "
-                         "ON COMMIT DROP").format(
-        stage, sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(types[c]))
-                                  for c in columns),
-        sql.Identifier(_OP), sql.Identifier(_KEEP)))
-    out = CopyWriter(conn, stage, [*columns, _OP, _KEEP], table.qualified)
-    puts = deletes = 0
-    kept: set[str] = set()
-    partial = 0  # rows that keep a value of the target's
-    pk = table.primary_key
-    blank = dict.fromkeys([*columns, _KEEP])
-    try:
-        for change in changes:
-            if change.row is None:
-                out.write({**blank, **dict(zip(pk, change.key, strict=True)), _OP: "d"})
-                deletes += 1
-                continue
-            row = dict(change.row)
-            for c in change.from_target:
-                row[c] = None
-            kept.update(change.from_target)
-            partial += bool(change.from_target)
-            row[_OP], row[_KEEP] = "p", list(change.from_target) or None
-            out.write(row)
-            puts += 1
-    except BaseException as exc:
-        out.close(exc)
-        raise
-    out.close()
-    # the planner knows neither table yet (no statistics, no index): without them it
-    # joins them by nested loops
-    conn.execute(sql.SQL("ANALYZE {}").format(stage))
-    on_key = sql.SQL(" AND ").join(sql.SQL("t.{c} = s.{c}").format(c=sql.Identifier(c))
-                                   for c in pk)
-    if kept:
-        _keep_target_values(conn, table, ident, stage, on_key, sorted(kept), partial)
-    conn.execute(sql.SQL("DELETE FROM {} t USING {} s WHERE {}").format(ident, stage, on_key))
-    always = any(c.identity == "a" for c in table.columns)
-    names = sql.SQL(", ").join(sql.Identifier(c) for c in columns)
-    conn.execute(sql.SQL("INSERT INTO {} ({}) {}SELECT {} FROM {} WHERE {} = 'p'").format(
-        ident, names, sql.SQL("OVERRIDING SYSTEM VALUE " if always else ""), names, stage,
-        sql.Identifier(_OP)))
-    conn.execute(sql.SQL("DROP TABLE {}").format(stage))
-    return puts, deletes
+class Staged:
+    """One table's net changes in a temporary table of the restore's transaction."""
+
+    def __init__(self, conn: psycopg.Connection[Any], table: TableEntry,
+                 changes: Iterable[NetChange], number: int = 0) -> None:
+        self.conn, self.table = conn, table
+        self.ident = sql.Identifier(table.schema, table.name)
+        self.stage = sql.Identifier(f"_journal_net_{number}")
+        self.columns = [c.name for c in table.columns if not c.generated]
+        self.puts = self.deletes = self.partial = 0
+        self.kept: set[str] = set()
+        pk = table.primary_key
+        self.on_key = sql.SQL(" AND ").join(
+            sql.SQL("t.{c} = s.{c}").format(c=sql.Identifier(c)) for c in pk)
+        types = _staging_types(conn, self.ident)
+        conn.execute(sql.SQL("CREATE TEMPORARY TABLE {} ({}, {} \"char\" NOT NULL, {} text[]) "
+                             "ON COMMIT DROP").format(
+            self.stage,
+            sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(types[c]))
+                               for c in self.columns),
+            sql.Identifier(_OP), sql.Identifier(_KEEP)))
+        out = CopyWriter(conn, self.stage, [*self.columns, _OP, _KEEP], table.qualified)
+        blank = dict.fromkeys([*self.columns, _KEEP])
+        try:
+            for change in changes:
+                if change.row is None:
+                    out.write({**blank, **dict(zip(pk, change.key, strict=True)), _OP: "d"})
+                    self.deletes += 1
+                    continue
+                row = dict(change.row)
+                for c in change.from_target:
+                    row[c] = None
+                self.kept.update(change.from_target)
+                self.partial += bool(change.from_target)
+                row[_OP], row[_KEEP] = "p", list(change.from_target) or None
+                out.write(row)
+                self.puts += 1
+        except BaseException as exc:
+            out.close(exc)
+            raise
+        out.close()
+        # the planner knows no statistics of the stage (nor, before its indexes, of a
+        # freshly loaded table): without them it joins them by nested loops
+        conn.execute(sql.SQL("ANALYZE {}").format(self.stage))
+
+    def keep_target_values(self) -> None:
+        """The unchanged TOAST columns take the value of the target's row of the same
+        key; a row that keeps a value from a row the target does not hold is refused."""
+        if not self.kept:
+            return
+        keep = sql.Identifier(_KEEP)
+        updated = self.conn.execute(sql.SQL(
+            "UPDATE {} s SET {} FROM {} t WHERE {} AND s.{} IS NOT NULL").format(
+            self.stage,
+            sql.SQL(", ").join(
+                sql.SQL("{c} = CASE WHEN {n} = ANY(s.{k}) THEN t.{c} ELSE s.{c} END")
+                .format(c=sql.Identifier(c), n=sql.Literal(c), k=keep)
+                for c in sorted(self.kept)),
+            self.ident, self.on_key, keep)).rowcount
+        if updated == self.partial:
+            return
+        missing = self.conn.execute(sql.SQL(
+            "SELECT s.{k} FROM {s} s LEFT JOIN {t} t ON {on} WHERE s.{k} IS NOT NULL "
+            "AND t.ctid IS NULL").format(k=keep, s=self.stage, t=self.ident, on=self.on_key)
+        ).fetchone()
+        raise RestoreError(f"an update of {self.table.qualified} leaves column(s) "
+                           f"{', '.join(missing[0] if missing else sorted(self.kept))} "
+                           "unchanged, but the target holds no row of its key: the target "
+                           "is not where the restore left it")
+
+    def delete(self, every_key: bool = False) -> int:
+        """The deleted keys' rows (``every_key``: every staged key's); how many."""
+        where = sql.SQL("") if every_key else sql.SQL(" AND s.{} = 'd'").format(
+            sql.Identifier(_OP))
+        return self.conn.execute(sql.SQL("DELETE FROM {} t USING {} s WHERE {}{}").format(
+            self.ident, self.stage, self.on_key, where)).rowcount
+
+    def write(self, upsert: bool = False) -> tuple[int, int]:
+        """The put rows, inserted (``upsert``: or updated where the key is there);
+        returns (inserted, updated)."""
+        always = any(c.identity == "a" for c in self.table.columns)
+        names = sql.SQL(", ").join(sql.Identifier(c) for c in self.columns)
+        insert = sql.SQL("INSERT INTO {} AS t ({}) {}SELECT {} FROM {} WHERE {} = 'p'").format(
+            self.ident, names, sql.SQL("OVERRIDING SYSTEM VALUE " if always else ""), names,
+            self.stage, sql.Identifier(_OP))
+        if not upsert:
+            return self.conn.execute(insert).rowcount, 0
+        pk = set(self.table.primary_key)
+        settable = [c for c in self.columns if c not in pk
+                    and not any(x.name == c and x.identity == "a" for x in self.table.columns)]
+        action = (sql.SQL("DO UPDATE SET {}").format(sql.SQL(", ").join(
+            sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in settable))
+            if settable else sql.SQL("DO NOTHING"))
+        row = self.conn.execute(sql.SQL(
+            "WITH w AS ({} ON CONFLICT ({}) {} RETURNING (t.xmax = 0) AS inserted) "
+            "SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) "
+            "FROM w").format(insert, sql.SQL(", ").join(
+                sql.Identifier(c) for c in self.table.primary_key), action)).fetchone()
+        return (int(row[0]), int(row[1])) if row else (0, 0)
+
+    def drop(self) -> None:
+        self.conn.execute(sql.SQL("DROP TABLE {}").format(self.stage))
 
 
 def _staging_types(conn: psycopg.Connection[Any], ident: sql.Composable) -> dict[str, str]:
@@ -94,24 +144,44 @@ def _staging_types(conn: psycopg.Connection[Any], ident: sql.Composable) -> dict
     return {name: text for name, text in rows}
 
 
-def _keep_target_values(conn: psycopg.Connection[Any], table: TableEntry,
-                        ident: sql.Composable, stage: sql.Composable, on_key: sql.Composable,
-                        kept: list[str], rows: int) -> None:
-    """The unchanged TOAST columns take the value of the target's row of the same key;
-    a row that keeps a value from a row the target does not hold is refused."""
-    keep = sql.Identifier(_KEEP)
-    updated = conn.execute(sql.SQL(
-        "UPDATE {} s SET {} FROM {} t WHERE {} AND s.{} IS NOT NULL").format(
-        stage,
-        sql.SQL(", ").join(sql.SQL("{c} = CASE WHEN {n} = ANY(s.{k}) THEN t.{c} ELSE s.{c} END")
-                           .format(c=sql.Identifier(c), n=sql.Literal(c), k=keep)
-                           for c in kept),
-        ident, on_key, keep)).rowcount
-    if updated == rows:
-        return
-    missing = conn.execute(sql.SQL(
-        "SELECT s.{k} FROM {s} s LEFT JOIN {t} t ON {on} WHERE s.{k} IS NOT NULL "
-        "AND t.ctid IS NULL").format(k=keep, s=stage, t=ident, on=on_key)).fetchone()
-    raise RestoreError(f"an update of {table.qualified} leaves column(s) "
-                       f"{', '.join(missing[0] if missing else kept)} unchanged, but the "
-                       "snapshot holds no row of its key: the packages do not fit together")
+def apply_to_snapshot(conn: psycopg.Connection[Any], table: TableEntry, truncated: bool,
+                      changes: Iterable[NetChange]) -> None:
+    """One table's net changes, into a table holding the snapshot's rows and no index or
+    constraint yet: every changed key's row replaced."""
+    if truncated:
+        conn.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(table.schema, table.name)))
+    staged = Staged(conn, table, changes)
+    staged.keep_target_values()
+    staged.delete(every_key=True)
+    staged.write()
+    staged.drop()
+
+
+def apply_to_live(conn: psycopg.Connection[Any],
+                  tables: Iterable[tuple[TableEntry, Iterable[NetChange]]],
+                  order: list[str], truncated: Iterable[TableEntry] = ()
+                  ) -> dict[str, tuple[int, int, int]]:
+    """Net changes (per table: its entry and its ``NetChange`` iterator, in the sorted
+    changes' order, each read before the next is asked for) into tables with their keys
+    and constraints: all staged first; then the deleted rows, children before parents
+    (which frees their unique values); then the other rows, parents before children.
+    ``truncated`` tables are emptied first, in one statement (as the source's
+    TRUNCATE of tables that reference each other was). Returns per table (inserted,
+    updated, deleted)."""
+    emptied = sorted(truncated, key=lambda t: t.qualified)
+    if emptied:
+        conn.execute(sql.SQL("TRUNCATE {}").format(sql.SQL(", ").join(
+            sql.Identifier(t.schema, t.name) for t in emptied)))
+    staged = {entry.qualified: Staged(conn, entry, changes, n)
+              for n, (entry, changes) in enumerate(tables)}
+    rank = {name: i for i, name in enumerate(order)}
+    by_order = sorted(staged, key=lambda name: (rank.get(name, len(rank)), name))
+    for name in by_order:
+        staged[name].keep_target_values()
+    deleted = {name: staged[name].delete() for name in reversed(by_order)}
+    counts = {}
+    for name in by_order:
+        inserted, updated = staged[name].write(upsert=True)
+        counts[name] = (inserted, updated, deleted[name])
+        staged[name].drop()
+    return counts

@@ -45,8 +45,8 @@ class RestoreReport:
     # "net changes" (folded into the snapshot, COPYed once) or "ordered" (each
     # transaction applied in turn); empty when nothing was replayed
     replay: str = ""
-    # net changes that could not be applied to the snapshot's rows set-wise rewrite the
-    # tables merged with them; why
+    # why net changes were not applied set-wise: into an empty target, the tables were
+    # rewritten merged with them; into a live one, they were replayed in order
     net_rewrite: str = ""
     journal_tail: str = ""  # what came from the journal after the newest package
 
@@ -64,7 +64,9 @@ class RestoreReport:
                  f"{self.seconds:.1f}s"]
         if self.journal_tail:
             lines.append(f"journal tail: {self.journal_tail}")
-        if self.net_rewrite:
+        if self.net_rewrite and self.replay == "ordered":
+            lines.append(f"net changes replayed in order: {self.net_rewrite}")
+        elif self.net_rewrite:
             lines.append(f"net changes: tables rewritten merged with them ({self.net_rewrite})")
         if self.tables:
             lines.append(f"{'table':40} {'before':>9} {'after':>9} {'insert':>8} {'update':>8} "

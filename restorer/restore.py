@@ -28,12 +28,12 @@ from journal.errors import (
     ValidationError,
 )
 from journal.events import LogicalMessage
-from journal.positions import ORIGIN
+from journal.positions import ORIGIN, Position
 from journal.schema_change import CatalogChange
 from journal.targets import RestoreTarget
 from journal.transport import JournalReader
 from restorer import ddl, evolve, schema, target_schema
-from restorer.folded import foldable, load_folded
+from restorer.folded import apply_incremental, foldable, load_folded
 from restorer.generic_keys import resolve_generic_foreign_keys
 from restorer.graph import TableGraph
 from restorer.journal_state import fold
@@ -311,6 +311,9 @@ def _run(conn: psycopg.Connection[Any], store: Any, plan: RestorePlan,
                 counts.setdefault(t, TableCounts())
             for t in set(counts) - set(wanted):
                 del counts[t]
+        elif (net_live := _apply_incremental(conn, store, plan, journal, catalog, order,
+                                             mode, options, report)) is not None:
+            reached = net_live
         else:
             report.replay = "ordered"
             if rows_of is not None:
@@ -361,8 +364,8 @@ def _run(conn: psycopg.Connection[Any], store: Any, plan: RestorePlan,
     report.content_matched = sorted(content_matched)
     for t in wanted:
         counts[t].after = schema.row_count(conn, catalog.tables[t])
-        if report.replay == "net changes":  # each row was written once, as it ends
-            counts[t].inserted = counts[t].after
+        if report.replay == "net changes" and mode == "empty" and plan.full is not None:
+            counts[t].inserted = counts[t].after  # each row was written once, as it ends
     head = plan.full or plan.segments[0]
     previous = state.package_ids if state is not None else ()
     write_state(conn, RestoreState(
@@ -372,6 +375,46 @@ def _run(conn: psycopg.Connection[Any], store: Any, plan: RestorePlan,
         if mode == "remap" else None))
     if mode == "remap":
         write_keymap(conn, keymap)
+
+
+class _NotNet(Exception):
+    """Net changes cannot be applied set-wise here: why."""
+
+
+def _apply_incremental(conn: psycopg.Connection[Any], store: Any, plan: RestorePlan,
+                       journal: JournalReader | None, catalog: Catalog, order: Any, mode: str,
+                       options: RestoreOptions, report: RestoreReport) -> Position | None:
+    """An incremental restore into a target whose ids are the source's, by net changes
+    applied set-wise, inside a savepoint; None (with the reason in the report) where the
+    changes must be replayed in order instead: nothing of the attempt remains."""
+    if not (mode == "empty" and plan.full is None and plan.start is not None
+            and options.replay == "net"):
+        return None
+    started = time.monotonic()
+    try:
+        with conn.transaction():  # a savepoint
+            live = apply_incremental(conn, store, plan, journal, catalog, list(order.tables),
+                                     plan.cutoff, plan.start)
+            if isinstance(live, str):
+                raise _NotNet(live)
+    except _NotNet as exc:
+        reason = str(exc)
+    except (psycopg.OperationalError, psycopg.InterfaceError):
+        raise  # the connection, not the statements
+    except psycopg.Error as exc:  # e.g. unique values that rows swapped
+        reason = f"the target refused them set-wise: {_diagnosed(exc)}"
+    else:
+        report.replay = "net changes"
+        report.replay_seconds = time.monotonic() - started
+        report.transactions_replayed = live.transactions
+        report.events_replayed = live.events
+        for t, (inserted, updated, deleted) in live.counts.items():
+            c = report.tables.setdefault(t, TableCounts())
+            c.inserted, c.updated, c.deleted = inserted, updated, deleted
+        return live.reached
+    log.info("net changes replayed in order: %s", reason)
+    report.net_rewrite = reason
+    return None
 
 
 def _decide_keys(conn: psycopg.Connection[Any], catalog: Catalog, wanted: list[str],

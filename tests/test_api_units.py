@@ -33,6 +33,10 @@ def test_a_restore_request_becomes_options_with_their_values_attached() -> None:
     only = RestoreRequest(target=TARGET, dry_run=False, packages_only=True)
     assert only.argv() == ["restore", f"--target={TARGET}", "--on-conflict=update",
                            "--packages-only"]
+    ordered = RestoreRequest(target=TARGET, dry_run=False, replay="ordered")
+    assert ordered.argv()[-1] == "--replay=ordered"
+    with pytest.raises(ValidationError, match="replay"):
+        RestoreRequest(target=TARGET, replay="sideways")
 
 
 def test_a_restore_request_refuses_what_the_cli_would_misread() -> None:

@@ -188,6 +188,9 @@ class RestoreRequest(Strict):
     dry_run: bool = True
     packages_only: bool = Field(False, description="stop at the newest package; do not read "
                                 "the journal's newer records")
+    replay: Literal["net", "ordered"] = Field("net", description="net: the changes up to the "
+                                              "target applied as each row's net change; "
+                                              "ordered: every transaction in turn")
     confirm_database: str | None = Field(None, description="a real restore: the target's "
                                          "database name, typed again")
 
@@ -262,6 +265,8 @@ class RestoreRequest(Strict):
             args.append("--dry-run")
         if self.packages_only:
             args.append("--packages-only")
+        if self.replay != "net":
+            args.append(f"--replay={self.replay}")
         return args
 
 

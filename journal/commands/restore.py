@@ -44,9 +44,9 @@ def _progress(show: bool) -> Callable[[str, int], None]:
               help="stop at the newest package; do not read the journal's newer records")
 @click.option("--replay", type=click.Choice(["net", "ordered"]), default="net",
               show_default=True,
-              help="into an empty database, fold the changes up to the target into the "
-                   "snapshot and COPY the result (net), or apply each transaction in turn "
-                   "(ordered); a populated or incremental target always replays in order")
+              help="apply each row's net change up to the target, set-wise (net), or each "
+                   "transaction in turn (ordered); a restore through natural keys into a "
+                   "populated database always replays in order")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable report")
 @click.pass_context
 def restore_command(ctx: click.Context, target_url: str, to_time: str | None,

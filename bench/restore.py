@@ -1,6 +1,7 @@
 """Restore benchmark: prints figures, asserts nothing.
 
-    python -m bench.restore [--documents 1000000] [--transactions 20000] [--server URL]
+    python -m bench.restore [--documents 100000 1000000] [--transactions 20000] [--no-remap]
+                            [--server URL]
 
 On one EDMS sample (``--documents`` documents and their related rows) it measures:
 our full restore into an empty database against ``pg_restore`` of a ``pg_dump -Fc`` of
@@ -169,16 +170,33 @@ def timed_restore(**kwargs: Any) -> tuple[float, int, str, float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--documents", type=int, default=1_000_000)
+    parser.add_argument("--documents", type=int, nargs="+", default=[100_000, 1_000_000],
+                        help="sample sizes, each measured in turn, then side by side")
     parser.add_argument("--transactions", type=int, default=20_000,
                         help="transactions in the replayed segment (3 events each)")
+    parser.add_argument("--no-remap", action="store_true",
+                        help="skip the natural-key restore into a populated database")
     parser.add_argument("--server", default=os.environ.get("JOURNAL_TEST_PG18_URL"))
     args = parser.parse_args()
     if not args.server:
         from tests.services import pg18_url
 
         args.server = pg18_url()
-    server, work = args.server, Path(tempfile.mkdtemp(prefix="bench-restore-"))
+    results = [(n, measure(args.server, n, args.transactions, not args.no_remap))
+               for n in args.documents]
+    if len(results) > 1:
+        print()
+        print(f"{'':44}" + "".join(f"{n:>14,}" for n, _ in results))
+        for label in results[0][1]:
+            print(f"{label:44}" + "".join(f"{figures.get(label, ''):>14}"
+                                          for _, figures in results))
+
+
+def measure(server: str, documents: int, transactions: int, remap: bool) -> dict[str, str]:
+    """One sample of ``documents`` documents, every restore measured; the key figures."""
+    print(f"-- {documents:,} documents")
+    figures: dict[str, str] = {}
+    work = Path(tempfile.mkdtemp(prefix="bench-restore-"))
     made: list[str] = []
     try:
         src = _create_db(server, "bench_src")
@@ -187,8 +205,8 @@ def main() -> None:
         t = time.monotonic()
         with psycopg.connect(source, autocommit=True) as conn:
             sample.create_schema(conn)
-            counts = sample.load(conn, args.documents)
-        print(f"sample: {sum(counts.values()):,} rows ({args.documents:,} documents) "
+            counts = sample.load(conn, documents)
+        print(f"sample: {sum(counts.values()):,} rows ({documents:,} documents) "
               f"loaded in {time.monotonic() - t:.1f}s")
         store_dir = work / "packages"
         store = open_store(f"file://{store_dir}")
@@ -212,36 +230,48 @@ def main() -> None:
         print(f"full restore into an empty database ({mode}): {ours_s:.1f}s; pg_restore of "
               f"pg_dump -Fc: {pg_restore_s:.1f}s; ratio {ours_s / pg_restore_s:.2f}x "
               f"(goal <= 1.2x); peak RSS {rss_full:.0f} MB")
+        figures["rows"] = f"{sum(counts.values()):,}"
+        figures["pg_restore (s)"] = f"{pg_restore_s:.1f}"
+        figures["full restore (s)"] = f"{ours_s:.1f}"
+        figures["full restore / pg_restore (<= 1.2x)"] = f"{ours_s / pg_restore_s:.2f}x"
 
-        populated = _create_db(server, "bench_pop")
-        made.append(populated)
-        with psycopg.connect(_db_url(server, populated), autocommit=True) as conn:
-            sample.create_schema(conn)
-            sample.load(conn, max(10, args.documents // 100), seed=99)
-        remap_s, _, mode, rss_remap, _ = timed_restore(
-            target_url=_db_url(server, populated), packages_url=f"file://{store_dir}",
-            generic_foreign_keys={t: {"content_type": "content_type_id",
-                                      "object_id": "object_id"}
-                                  for t in ("access_control_entry", "django_admin_log")})
-        print(f"natural-key restore into a populated database ({mode}): {remap_s:.1f}s, "
-              f"{remap_s / ours_s:.2f}x the empty-target restore (goal <= 2x); "
-              f"peak RSS {rss_remap:.0f} MB")
+        rss = [rss_full]
+        if remap:
+            populated = _create_db(server, "bench_pop")
+            made.append(populated)
+            with psycopg.connect(_db_url(server, populated), autocommit=True) as conn:
+                sample.create_schema(conn)
+                sample.load(conn, max(10, documents // 100), seed=99)
+            remap_s, _, mode, rss_remap, _ = timed_restore(
+                target_url=_db_url(server, populated), packages_url=f"file://{store_dir}",
+                generic_foreign_keys={t: {"content_type": "content_type_id",
+                                          "object_id": "object_id"}
+                                      for t in ("access_control_entry", "django_admin_log")})
+            print(f"natural-key restore into a populated database ({mode}): {remap_s:.1f}s, "
+                  f"{remap_s / ours_s:.2f}x the empty-target restore (goal <= 2x); "
+                  f"peak RSS {rss_remap:.0f} MB")
+            figures["natural keys / empty target (<= 2x)"] = f"{remap_s / ours_s:.2f}x"
+            rss.append(rss_remap)
 
         t = time.monotonic()
-        segment, n_events = build_segment(source, store, full, catalog, args.transactions)
-        print(f"segment: {n_events:,} events in {args.transactions:,} transactions, "
+        segment, n_events = build_segment(source, store, full, catalog, transactions)
+        print(f"segment: {n_events:,} events in {transactions:,} transactions, "
               f"built in {time.monotonic() - t:.1f}s")
         pitr = _create_db(server, "bench_pitr")
         made.append(pitr)
         pitr_s, folded, mode, rss_pitr, _ = timed_restore(
             target_url=_db_url(server, pitr), packages_url=f"file://{store_dir}")
         past = pitr_s - ours_s
-        print(f"point-in-time restore {args.transactions:,} transactions past the snapshot "
+        print(f"point-in-time restore {transactions:,} transactions past the snapshot "
               f"({mode} target, net changes): {pitr_s:.1f}s, {pitr_s / ours_s:.2f}x the full "
               f"restore of the snapshot alone (goal <= 1.3x); effective rate {folded:,} "
               f"events / {past:.1f}s past the snapshot = "
               f"{folded / past if past > 0 else float('inf'):,.0f} events/s (goal >= 50,000); "
               f"peak RSS {rss_pitr:.0f} MB")
+        figures["point-in-time (s)"] = f"{pitr_s:.1f}"
+        figures["point-in-time / full (<= 1.3x)"] = f"{pitr_s / ours_s:.2f}x"
+        figures["events/s past the snapshot (>= 50k)"] = (
+            f"{folded / past:,.0f}" if past > 0 else "inf")
         ordered = _create_db(server, "bench_ordered")
         made.append(ordered)
         ordered_s, _, _, rss_ordered, ordered_replay_s = timed_restore(
@@ -250,16 +280,21 @@ def main() -> None:
         print(f"the same, each transaction applied in turn (--replay ordered): "
               f"{ordered_s:.1f}s, {ordered_s / ours_s:.2f}x; "
               f"{n_events / ordered_replay_s:,.0f} events/s; peak RSS {rss_ordered:.0f} MB")
+        figures["ordered replay / full"] = f"{ordered_s / ours_s:.2f}x"
         total_s, replayed, mode, rss_replay, replay_s = timed_restore(
             target_url=_db_url(server, empty), packages_url=f"file://{store_dir}",
             incremental=True)
         print(f"incremental restore ({mode} target): {replayed:,} events in {replay_s:.1f}s "
               f"(reading, decoding, applying) = {replayed / replay_s:,.0f} events/s; whole "
               f"restore with verification {total_s:.1f}s; peak RSS {rss_replay:.0f} MB")
+        figures["incremental (events/s)"] = f"{replayed / replay_s:,.0f}"
+        figures["peak RSS of any restore (< 256 MB)"] = (
+            f"{max(rss + [rss_pitr, rss_ordered, rss_replay]):.0f} MB")
     finally:
         for name in made:
             _drop_db(server, name)
         shutil.rmtree(work, ignore_errors=True)
+    return figures
 
 
 if __name__ == "__main__":

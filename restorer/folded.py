@@ -54,6 +54,7 @@ from restorer.tail import transactions_of
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str, int], None]
+WORKER_RECORDS = 20_000  # segment records from which the changes are read in a worker
 
 
 def foldable(base: PackageReader) -> str | None:
@@ -144,9 +145,11 @@ def load_folded(conn: psycopg.Connection[Any], store: Any, base: PackageReader,
     catalog = Catalog.parse(base.manifest.catalog)
     with tempfile.TemporaryDirectory(prefix="journal-restore-") as workdir, \
             ExitStack() as stack:
+        # a worker costs its start (an interpreter and its imports): worth it for many
+        # records only
         collector = (stack.enter_context(_Collector(store, base.manifest.package_id, packaged,
                                                     cutoff, start, Path(workdir)))
-                     if packaged else None)
+                     if sum(m.rows for m in packaged) >= WORKER_RECORDS else None)
         sorters: list[ExternalSorter] = []
         stack.callback(lambda: [s.close() for s in sorters])
         conn.execute("SAVEPOINT journal_snapshot")
@@ -162,7 +165,7 @@ def load_folded(conn: psycopg.Connection[Any], store: Any, base: PackageReader,
         if answer is not None:
             state, reached, sorter = answer
             sorters.append(sorter)
-        elif packaged:
+        else:
             tail = packaged + tail
         if tail and (state is None or not state.stopped):
             sorters.append(ExternalSorter(Path(workdir)))

@@ -34,7 +34,7 @@ from restorer.report import RestoreReport
 from restorer.restore import RestoreOptions, restore
 from tests.support.capture import capture_config, cli_env, database_of, read_records
 from tests.support.databases import scratch_database
-from tests.support.workloads import Point, Rows, Workload, difference, rows
+from tests.support.workloads import Point, Rows, Workload, die_in_worker, difference, rows
 
 pytestmark = pytest.mark.integration
 
@@ -297,3 +297,32 @@ def test_a_deferred_foreign_key_cycle_not_null_on_both_sides_restores_into_an_em
                 restore(RestoreOptions(target_url=target, packages_url=cfg.packages_url,
                                        replay=replay))
                 assert _ring_ids(target) == expected, replay
+
+
+@pytest.mark.parametrize("name", ["third segment, by lsn", "latest"])
+def test_changes_read_in_a_worker_process_restore_the_source(
+        history: History, name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a history this small is read in the restore's own process unless told otherwise
+    monkeypatch.setattr("restorer.folded.WORKER_RECORDS", 0)
+    target = history.targets[name]
+    with scratch_database(history.server, "worker") as url:
+        report = history.restore(url, target)
+        got = rows(url)
+    assert got == target.rows, _says(history, target, "worker:\n"
+                                     + difference(target.rows, got))
+    assert report.replay == "net changes" and report.transactions_replayed > 0
+
+
+def test_a_worker_that_dies_is_replaced_by_reading_the_changes_in_the_restore(
+        history: History, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr("restorer.folded.WORKER_RECORDS", 0)
+    monkeypatch.setattr("restorer.folded._collect_in_worker", die_in_worker)
+    target = history.targets["latest"]
+    with scratch_database(history.server, "died") as url:
+        report = history.restore(url, target)
+        got = rows(url)
+    assert got == target.rows, _says(history, target, "after the worker died:\n"
+                                     + difference(target.rows, got))
+    assert report.transactions_replayed > 0
+    assert "ended without an answer (exit code 3)" in caplog.text

@@ -414,3 +414,11 @@ class Workload:
 
 def _lsn(conn: psycopg.Connection[Any]) -> int:
     return int(conn.execute("SELECT pg_current_wal_insert_lsn() - '0/0'::pg_lsn").fetchone()[0])
+
+
+def die_in_worker(*args: object) -> None:
+    """Stands in for the restore's change-reading worker: a process killed before it
+    answers."""
+    import os
+
+    os._exit(3)

@@ -116,9 +116,9 @@ class _Live:
 
 
 def approximate_size(row: dict[str, Any]) -> int:
-    """About what ``row`` takes pickled: its text and bytes values, plus a little per
-    column (a value of a kilobyte counts, a small int hardly)."""
-    return 32 * len(row) + sum(len(v) for v in row.values() if isinstance(v, str | bytes))
+    """About what ``row`` takes as Python objects in memory: its text and bytes values,
+    plus what a dict entry and a small value cost (a value of a kilobyte counts)."""
+    return 96 * len(row) + sum(len(v) for v in row.values() if isinstance(v, str | bytes))
 
 
 def _read_run(path: Path) -> Iterator[tuple[Any, bytes]]:

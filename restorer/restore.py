@@ -89,8 +89,9 @@ class RestoreOptions:
     # the journal (config's journal_location()): its transactions after the newest
     # package are restored too; empty: the packages alone (--packages-only)
     journal_url: str = ""
-    # "net": an empty target gets the snapshot folded with the net changes up to the
-    # target, COPYed once; "ordered": every transaction applied in turn (the fallback)
+    # "net": each row's net change up to the target, applied set-wise (an empty target,
+    # or an incremental restore of one; restorer/folded.py); "ordered": every
+    # transaction applied in turn (what natural-key restores into a live target do)
     replay: str = "net"
 
     def restore_target(self) -> RestoreTarget:

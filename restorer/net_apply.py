@@ -91,8 +91,9 @@ class Staged:
         ).fetchone()
         raise RestoreError(f"an update of {self.table.qualified} leaves column(s) "
                            f"{', '.join(missing[0] if missing else sorted(self.kept))} "
-                           "unchanged, but the target holds no row of its key: the target "
-                           "is not where the restore left it")
+                           "unchanged, but the target holds no row of its key to keep them "
+                           "from: the packages, or the target an earlier restore left, do "
+                           "not fit these changes")
 
     def delete(self, every_key: bool = False) -> int:
         """The deleted keys' rows (``every_key``: every staged key's); how many."""

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -384,29 +384,6 @@ def final_tables(state: FoldState) -> list[str]:
     return sorted(state.tables[ident].name for ident in _final_tables(state))
 
 
-def merge_table(base: PackageReader, state: FoldState, sorter: Any, name: str, sink: Sink,
-                workdir: Path, spill_bytes: int = DEFAULT_SPILL_BYTES) -> None:
-    """``merge_changes`` for the one table ``name`` of ``base``, whose changes
-    ``net_unsupported`` accepts (same name and columns, a primary key, no key moved with
-    unchanged TOAST)."""
-    ident = state.ids[name]
-    info = state.tables[ident]
-    changes: Iterable[Any] = next(
-        (group for i, group in _by_table(sorter.items()) if i == ident), ())
-
-    def base_rows() -> Iterable[dict[str, Any]]:
-        return () if info.truncated_at is not None else base.rows(name)
-
-    _merge_table(info, base.table_schema(name), base_rows, changes, sink, workdir,
-                 spill_bytes)
-
-
-def changed_tables(state: FoldState) -> set[str]:
-    """The names of the tables the collected changes touch."""
-    return {info.name for info in state.tables.values()
-            if info.has_changes or info.truncated_at is not None}
-
-
 def merge_changes(base: PackageReader, state: FoldState, sorter: ExternalSorter, sink: Sink,
                   workdir: Path, spill_bytes: int = DEFAULT_SPILL_BYTES) -> None:
     """The second pass: per table, ``base``'s rows merged with the collected changes,
@@ -729,12 +706,11 @@ def net_unsupported(state: FoldState, catalog: Catalog) -> str | None:
     return None
 
 
-def net_changes(state: FoldState, sorter: Any, skip: Collection[str] = ()
-                ) -> Iterator[NetTable]:
-    """Per changed table (sorted changes, as ``merge_changes`` reads them) but those in
-    ``skip``, each key's net change. Call only when ``net_unsupported`` says None."""
+def net_changes(state: FoldState, sorter: Any) -> Iterator[NetTable]:
+    """Per changed table (sorted changes, as ``merge_changes`` reads them), each key's
+    net change. Call only when ``net_unsupported`` says None."""
     tables = {ident: info for ident, info in state.tables.items()
-              if (info.has_changes or info.truncated_at is not None) and info.name not in skip}
+              if info.has_changes or info.truncated_at is not None}
     changes = _by_table(sorter.items())
     pending = next(changes, None)
     for ident in sorted(tables):

@@ -31,11 +31,9 @@ from journal.catalog import Catalog, TableSchema
 from journal.errors import RestoreError
 from journal.fold import (
     FoldState,
-    changed_tables,
     collect_changes,
     final_tables,
     merge_changes,
-    merge_table,
     net_changes,
     net_unsupported,
     start_state,
@@ -83,7 +81,6 @@ class FoldedLoad:
     events: int
     change_seconds: float  # past the snapshot's COPY: reading, sorting, applying changes
     rewritten: str = ""  # why the tables were rewritten rather than changed set-wise
-    merged: tuple[str, ...] = ()  # tables whose changes went into their COPY
 
 
 class CopySink:
@@ -159,32 +156,15 @@ def load_folded(conn: psycopg.Connection[Any], store: Any, base: PackageReader,
         tables = sorted(catalog.tables)
         schema.create_types(conn, catalog)
         schema.create_tables(conn, catalog, tables)
-        # smallest tables first: the worker's answer is likely in before the big ones,
-        # whose changed rows are then merged into the COPY instead of replaced after it
-        sizes = {m.table: m.rows for m in base.manifest.members if m.table is not None}
-        merged: set[str] = set()
-        answer = None
         with CopySink(conn, catalog, counts, progress) as sink:
-            for name in sorted(base.tables(), key=lambda n: (sizes.get(n, 0), n)):
-                if answer is None and collector is not None and not tail and collector.ready():
-                    answer = collector.result() or (None, None, None)
-                    if answer[0] is not None:
-                        sorters.append(answer[2])
-                        mergeable = (changed_tables(answer[0])
-                                     if net_unsupported(answer[0], catalog) is None else set())
-                if answer is not None and answer[0] is not None and name in mergeable:
-                    merge_table(base, answer[0], sorters[0], name, sink, Path(workdir))
-                    merged.add(name)
-                    continue
+            for name in base.tables():
                 sink.copy_table(base, name)
         started = time.monotonic()
         state = None
-        if answer is None and collector is not None:
-            answer = collector.result()
-            if answer is not None:
-                sorters.append(answer[2])
-        if answer is not None and answer[0] is not None:
-            state, reached = answer[0], answer[1]
+        answer = collector.result() if collector is not None else None
+        if answer is not None:
+            state, reached, sorter = answer
+            sorters.append(sorter)
         else:
             tail = packaged + tail
         if tail and (state is None or not state.stopped):
@@ -205,7 +185,7 @@ def load_folded(conn: psycopg.Connection[Any], store: Any, base: PackageReader,
             changes = _Merged(sorters)
             why = net_unsupported(state, catalog)
             if why is None:
-                for net in net_changes(state, changes, skip=merged):
+                for net in net_changes(state, changes):
                     apply_to_snapshot(conn, catalog.tables[net.name], net.truncated,
                                       net.changes)
                 conn.execute("RELEASE SAVEPOINT journal_snapshot")
@@ -229,7 +209,7 @@ def load_folded(conn: psycopg.Connection[Any], store: Any, base: PackageReader,
     schema.add_foreign_keys(conn, catalog, tables)
     schema.add_sequences(conn, catalog, tables)
     return FoldedLoad(catalog, tables, reached, transactions, events, change_seconds,
-                      rewritten, tuple(sorted(merged)) if not rewritten else ())
+                      rewritten)
 
 
 def _after(segments: Iterable[tuple[Any, Iterable[Any]]], start: Position | None,
@@ -270,10 +250,6 @@ class _Collector:
             args=(send, store, base_id, manifests, cutoff, start, workdir))
         self._process.start()
         send.close()
-
-    def ready(self) -> bool:
-        """Whether ``result`` would answer at once."""
-        return bool(self._receive.poll(0)) or not self._process.is_alive()
 
     def result(self) -> tuple[FoldState, Position, ExternalSorter] | None:
         """The worker's pass, or None when it ended without an answer (it could not start,

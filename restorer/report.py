@@ -48,9 +48,6 @@ class RestoreReport:
     # why net changes were not applied set-wise: into an empty target, the tables were
     # rewritten merged with them; into a live one, they were replayed in order
     net_rewrite: str = ""
-    # tables whose net changes were merged into the snapshot's COPY (the others' were
-    # applied to the COPYed rows)
-    net_merged: list[str] = field(default_factory=list)
     journal_tail: str = ""  # what came from the journal after the newest package
 
     def to_json(self) -> dict[str, Any]:

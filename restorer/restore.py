@@ -303,7 +303,6 @@ def _run(conn: psycopg.Connection[Any], store: Any, plan: RestorePlan,
                               counts, progress, after_rows=options.before_replay)
             report.replay = "net changes"
             report.net_rewrite = net.rewritten
-            report.net_merged = list(net.merged)
             report.replay_seconds = net.change_seconds
             report.transactions_replayed = net.transactions
             report.events_replayed = net.events

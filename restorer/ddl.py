@@ -19,6 +19,15 @@ from journal.errors import ValidationError
 _IDENT = r'(?:"(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*)'
 _QUALIFIED = rf"({_IDENT})\.({_IDENT})"
 
+_PRIMARY_KEY = re.compile(
+    rf"ALTER TABLE (?:ONLY )?{_QUALIFIED} ADD CONSTRAINT {_IDENT} PRIMARY KEY\b")
+
+
+def is_primary_key(statement: str) -> bool:
+    """Whether a catalog constraint statement adds a primary key."""
+    return _PRIMARY_KEY.match(statement) is not None
+
+
 SHAPES = {
     # an enum, composite or range type, or a domain
     "type": rf"(?:CREATE TYPE {_QUALIFIED} AS (?:ENUM |RANGE )?\(|CREATE DOMAIN {_QUALIFIED} AS )",

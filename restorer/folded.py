@@ -6,9 +6,10 @@ the snapshot and the target matters only through their net effect on each row. T
 effect is the compactor's fold (``journal.fold``): the changes are collected into an
 external sort by table and primary key (flat memory, spilling to disk), in a worker
 process while the snapshot is COPYed; each changed key's final row then replaces the
-snapshot's, a statement per table and step (``restorer.net_apply``). Where that cannot
-be exact, each table is instead written once, merged with its changes, in the shape the
-stream's schema changes left it in, as a snapshot compacted at the target would hold it.
+snapshot's through its primary key, a statement per table and step
+(``restorer.net_apply``). Where that cannot be exact, each table is instead written
+once, merged with its changes, in the shape the stream's schema changes left it in, as a
+snapshot compacted at the target would hold it.
 """
 
 from __future__ import annotations
@@ -45,10 +46,10 @@ from journal.targets import Cutoff
 from journal.transport import JournalReader
 from restorer import schema
 from restorer.load import CopyWriter
-from restorer.net_apply import apply_to_live, apply_to_snapshot
+from restorer.net_apply import apply_to_live
 from restorer.plan import TAIL_ID
 from restorer.replay import end_position
-from restorer.report import TableCounts
+from restorer.report import TableCounts, diagnosed
 from restorer.tail import transactions_of
 
 log = logging.getLogger(__name__)
@@ -134,10 +135,11 @@ def load_folded(conn: psycopg.Connection[Any], store: Any, base: PackageReader,
 
     The packaged segments' changes are read and sorted in a worker process while the
     snapshot's rows are COPYed; their net changes are then applied set-wise to the loaded
-    tables. Where that cannot be exact (schema changes on the way, tables without a
-    primary key, a key-moving update with unchanged TOAST), the load is rolled back to
-    its savepoint and each table is written once, merged with its changes, in the shape
-    the schema changes left it in.
+    tables, once their primary keys are built. Where that cannot be exact (schema
+    changes on the way, tables without a primary key, a key-moving update with unchanged
+    TOAST, unique values two rows swapped), the load is rolled back to its savepoint and
+    each table is written once, merged with its changes, in the shape the schema changes
+    left it in.
     """
     packaged = [m for m in plan.segments if m.package_id != TAIL_ID]
     tail = [m for m in plan.segments if m.package_id == TAIL_ID]
@@ -175,6 +177,7 @@ def load_folded(conn: psycopg.Connection[Any], store: Any, base: PackageReader,
                              start, box), cutoff, sorters[-1], state)
             reached = box[0]
         rewritten = ""
+        constrained = False
         if state is None:  # nothing after the snapshot
             conn.execute("RELEASE SAVEPOINT journal_snapshot")
             transactions = events = 0
@@ -185,9 +188,9 @@ def load_folded(conn: psycopg.Connection[Any], store: Any, base: PackageReader,
             changes = _Merged(sorters)
             why = net_unsupported(state, catalog)
             if why is None:
-                for net in net_changes(state, changes):
-                    apply_to_snapshot(conn, catalog.tables[net.name], net.truncated,
-                                      net.changes)
+                why = _apply_to_snapshot(conn, catalog, tables, state, changes)
+                constrained = why is None
+            if why is None:
                 conn.execute("RELEASE SAVEPOINT journal_snapshot")
             else:
                 rewritten = why
@@ -205,11 +208,32 @@ def load_folded(conn: psycopg.Connection[Any], store: Any, base: PackageReader,
         change_seconds = time.monotonic() - started
     if after_rows is not None:
         after_rows(conn)
-    schema.add_constraints(conn, catalog, tables)
+    schema.add_constraints(conn, catalog, tables, primary=False if constrained else None)
     schema.add_foreign_keys(conn, catalog, tables)
     schema.add_sequences(conn, catalog, tables)
     return FoldedLoad(catalog, tables, reached, transactions, events, change_seconds,
                       rewritten)
+
+
+def _apply_to_snapshot(conn: psycopg.Connection[Any], catalog: Catalog, tables: list[str],
+                       state: FoldState, changes: _Merged) -> str | None:
+    """The net changes applied to the COPYed snapshot once its primary keys are built
+    (each change finds its row through them), before its other constraints (so unique
+    values that rows swapped hold only at the end, as in the source's commit); None, or
+    why the tables must be rewritten instead (nothing of the attempt remains)."""
+    schema.add_constraints(conn, catalog, tables, primary=True)
+    try:
+        conn.execute("SAVEPOINT journal_net")
+        truncated = [catalog.tables[info.name] for info in state.tables.values()
+                     if info.truncated_at is not None]
+        apply_to_live(conn, ((catalog.tables[net.name], net.changes)
+                             for net in net_changes(state, changes)), tables, truncated)
+        conn.execute("RELEASE SAVEPOINT journal_net")
+    except (psycopg.OperationalError, psycopg.InterfaceError):
+        raise  # the connection, not the statements
+    except psycopg.Error as exc:  # e.g. unique values that rows swapped
+        return f"the restored tables refused them set-wise: {diagnosed(exc)}"
+    return None
 
 
 def _after(segments: Iterable[tuple[Any, Iterable[Any]]], start: Position | None,

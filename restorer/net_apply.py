@@ -1,11 +1,11 @@
 """Net changes applied set-wise: per table, the keys' final rows staged with COPY, then one
 statement for each step, never one per row.
 
-Steps, per table: the values kept from the target (unchanged TOAST) are read into the
-staging table; the deleted keys' rows are deleted; the other rows are written. A target
-without indexes yet (an empty one loaded with the snapshot) has every changed key's row
-deleted and the rows inserted; a live one gets ``INSERT ... ON CONFLICT DO UPDATE``, which
-fires no ``ON DELETE`` action of a foreign key on a row that stays.
+The tables have their keys and indexes (a restored snapshot's are built first), so each
+step finds its rows through them. Per table: the values kept from the target (unchanged
+TOAST) are read into the staging table; the deleted keys' rows are deleted; the other
+rows are written with ``INSERT ... ON CONFLICT DO UPDATE``, which fires no ``ON DELETE``
+action of a foreign key on a row that stays.
 """
 
 from __future__ import annotations
@@ -95,23 +95,20 @@ class Staged:
                            "from: the packages, or the target an earlier restore left, do "
                            "not fit these changes")
 
-    def delete(self, every_key: bool = False) -> int:
-        """The deleted keys' rows (``every_key``: every staged key's); how many."""
-        where = sql.SQL("") if every_key else sql.SQL(" AND s.{} = 'd'").format(
-            sql.Identifier(_OP))
-        return self.conn.execute(sql.SQL("DELETE FROM {} t USING {} s WHERE {}{}").format(
-            self.ident, self.stage, self.on_key, where)).rowcount
+    def delete(self) -> int:
+        """The deleted keys' rows; how many."""
+        return self.conn.execute(sql.SQL("DELETE FROM {} t USING {} s WHERE {} AND s.{} = 'd'")
+                                 .format(self.ident, self.stage, self.on_key,
+                                         sql.Identifier(_OP))).rowcount
 
-    def write(self, upsert: bool = False) -> tuple[int, int]:
-        """The put rows, inserted (``upsert``: or updated where the key is there);
-        returns (inserted, updated)."""
+    def write(self) -> tuple[int, int]:
+        """The put rows, inserted, or updated where the key is there; returns (inserted,
+        updated)."""
         always = any(c.identity == "a" for c in self.table.columns)
         names = sql.SQL(", ").join(sql.Identifier(c) for c in self.columns)
         insert = sql.SQL("INSERT INTO {} AS t ({}) {}SELECT {} FROM {} WHERE {} = 'p'").format(
             self.ident, names, sql.SQL("OVERRIDING SYSTEM VALUE " if always else ""), names,
             self.stage, sql.Identifier(_OP))
-        if not upsert:
-            return self.conn.execute(insert).rowcount, 0
         pk = set(self.table.primary_key)
         settable = [c for c in self.columns if c not in pk
                     and not any(x.name == c and x.identity == "a" for x in self.table.columns)]
@@ -145,19 +142,6 @@ def _staging_types(conn: psycopg.Connection[Any], ident: sql.Composable) -> dict
     return {name: text for name, text in rows}
 
 
-def apply_to_snapshot(conn: psycopg.Connection[Any], table: TableEntry, truncated: bool,
-                      changes: Iterable[NetChange]) -> None:
-    """One table's net changes, into a table holding the snapshot's rows and no index or
-    constraint yet: every changed key's row replaced."""
-    if truncated:
-        conn.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(table.schema, table.name)))
-    staged = Staged(conn, table, changes)
-    staged.keep_target_values()
-    staged.delete(every_key=True)
-    staged.write()
-    staged.drop()
-
-
 def apply_to_live(conn: psycopg.Connection[Any],
                   tables: Iterable[tuple[TableEntry, Iterable[NetChange]]],
                   order: list[str], truncated: Iterable[TableEntry] = ()
@@ -182,7 +166,7 @@ def apply_to_live(conn: psycopg.Connection[Any],
     deleted = {name: staged[name].delete() for name in reversed(by_order)}
     counts = {}
     for name in by_order:
-        inserted, updated = staged[name].write(upsert=True)
+        inserted, updated = staged[name].write()
         counts[name] = (inserted, updated, deleted[name])
         staged[name].drop()
     return counts

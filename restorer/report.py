@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import psycopg
+
 from restorer.plan import TAIL_ID
 
 
@@ -85,3 +87,20 @@ class RestoreReport:
             lines.append(f"{column}: {n} generic foreign key value(s) point at nothing in the "
                          "restore and were kept as they are (--strict refuses them)")
         return "\n".join(lines)
+
+
+def diagnosed(exc: psycopg.Error) -> str:
+    """PostgreSQL's message with what it names: the table, the constraint, the DETAIL."""
+    diag = exc.diag
+    text = first_line(exc)
+    if diag.table_name:
+        text += f" (table {diag.schema_name}.{diag.table_name}" if diag.schema_name \
+            else f" (table {diag.table_name}"
+        text += f", constraint {diag.constraint_name})" if diag.constraint_name else ")"
+    if diag.message_detail:
+        text += f"; DETAIL: {diag.message_detail.strip()}"
+    return text
+
+
+def first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -56,7 +56,7 @@ from restorer.record import (
 )
 from restorer.remap import ON_CONFLICT, KeyMap, RowRemapper, refuse_unsafe
 from restorer.replay import CatalogTracker, end_position, replay
-from restorer.report import RestoreReport, TableCounts
+from restorer.report import RestoreReport, TableCounts, diagnosed, first_line
 from restorer.subset import row_closure
 from restorer.tail import scan_after_packages, segments, transactions_of
 from restorer.target import TargetWriter
@@ -125,7 +125,7 @@ def restore(options: RestoreOptions) -> RestoreReport:
         conn = psycopg.connect(options.target_url)
     except psycopg.OperationalError as exc:
         raise RestoreError(f"cannot connect to the target {redact(options.target_url)}: "
-                           f"{_first_line(exc)}") from None
+                           f"{first_line(exc)}") from None
     with conn, ExitStack() as closing:
         state = read_state(conn)
         conn.rollback()
@@ -153,10 +153,10 @@ def restore(options: RestoreOptions) -> RestoreReport:
                 pass
             except psycopg.errors.IntegrityError as exc:
                 raise RestoreRefused(f"restore refused, the target is unchanged: "
-                                     f"{_diagnosed(exc)}") from exc
+                                     f"{diagnosed(exc)}") from exc
             except psycopg.Error as exc:
                 raise RestoreError(f"restore failed, the target is unchanged: "
-                                   f"{_diagnosed(exc)}") from exc
+                                   f"{diagnosed(exc)}") from exc
             except PackageCorrupt as exc:  # found while reading, inside the transaction
                 raise ValidationError(f"package {exc.package} failed verification while "
                                       f"loading, nothing was restored: {exc} (the target is "
@@ -165,23 +165,6 @@ def restore(options: RestoreOptions) -> RestoreReport:
                 raise type(exc)(f"{exc} (the target is unchanged)") from exc
     report.seconds = time.monotonic() - started
     return report
-
-
-def _diagnosed(exc: psycopg.Error) -> str:
-    """PostgreSQL's message with what it names: the table, the constraint, the DETAIL."""
-    diag = exc.diag
-    text = _first_line(exc)
-    if diag.table_name:
-        text += f" (table {diag.schema_name}.{diag.table_name}" if diag.schema_name \
-            else f" (table {diag.table_name}"
-        text += f", constraint {diag.constraint_name})" if diag.constraint_name else ")"
-    if diag.message_detail:
-        text += f"; DETAIL: {diag.message_detail.strip()}"
-    return text
-
-
-def _first_line(exc: Exception) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def _plan(store: Any, manifests: list[Any], target: RestoreTarget,
@@ -403,7 +386,7 @@ def _apply_incremental(conn: psycopg.Connection[Any], store: Any, plan: RestoreP
     except (psycopg.OperationalError, psycopg.InterfaceError):
         raise  # the connection, not the statements
     except psycopg.Error as exc:  # e.g. unique values that rows swapped
-        reason = f"the target refused them set-wise: {_diagnosed(exc)}"
+        reason = f"the target refused them set-wise: {diagnosed(exc)}"
     else:
         report.replay = "net changes"
         report.replay_seconds = time.monotonic() - started

@@ -96,17 +96,20 @@ def create_tables(conn: psycopg.Connection[Any], catalog: Catalog,
 
 
 def add_constraints(conn: psycopg.Connection[Any], catalog: Catalog,
-                    tables: Iterable[str]) -> None:
+                    tables: Iterable[str], primary: bool | None = None) -> None:
     """Primary keys, unique and check constraints, then the other indexes, then the
-    replica identities (which may name one of those indexes)."""
+    replica identities (which may name one of those indexes). ``primary`` True: the
+    primary keys alone; False: everything but them (added before)."""
     tables = list(tables)
     for name in tables:
         t = catalog.tables[name]
-        for statement in t.constraints:
-            ddl.run(conn, "constraint", statement, t.schema, t.name)
-        for p in t.partitions:  # what a partition has beyond its parent's
-            for statement in p.constraints:
-                ddl.run(conn, "constraint", statement, p.schema, p.name)
+        relations: list[TableEntry | PartitionEntry] = [t, *t.partitions]
+        for rel in relations:  # a partition: what it has beyond its parent's
+            for statement in rel.constraints:
+                if primary is None or primary == ddl.is_primary_key(statement):
+                    ddl.run(conn, "constraint", statement, rel.schema, rel.name)
+    if primary:
+        return
     for name in tables:
         t = catalog.tables[name]
         for statement in t.indexes:

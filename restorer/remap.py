@@ -217,10 +217,10 @@ class RowRemapper:
         rows = list(rows)
         wanted = list(keys)
         may_have = self.keymap.store.may_have
-        for fk in self.graph.foreign_keys.get(table, ()):
-            if fk.name not in deferred and self.remaps(fk) and may_have(fk.ref_table):
-                wanted.extend((fk.ref_table, v) for row in rows
-                              if (v := fk.value_of(row)) is not None)
+        for fk, nulled in self._remap_steps(table, deferred):  # what remap will ask
+            if not nulled and may_have(ref := fk.ref_table):
+                value_of = fk.value_of
+                wanted.extend((ref, v) for row in rows if (v := value_of(row)) is not None)
         for g in self.generic.get(table, ()):
             wanted.extend(k for row in rows if (k := self.generic_key(g, row)) is not None)
         self.keymap.prefetch(wanted)

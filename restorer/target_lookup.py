@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from datetime import date, datetime, time
 from itertools import count
 from typing import Any
+from uuid import UUID
 
 import psycopg
 from psycopg import sql
@@ -156,10 +157,10 @@ class TargetLookup:
                 keys: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
         """The target rows (``select`` columns) whose ``cols`` equal one of ``keys``.
 
-        One short prepared query, ``col = ANY($n)`` per column, each array sent as an
+        One short query, ``col = ANY($n)`` per column, each array sent as an
         untyped literal so PostgreSQL reads it as the column's own type (an enum, a uuid,
         a varchar); with several columns that selects a superset, narrowed here to the
-        exact tuples. Keys holding other values than ints and strings use a row-wise IN
+        exact tuples. Keys holding other values than ints, strings and uuids use a row-wise IN
         list (exact, but a long query to compose, send and plan).
         """
         spec = self.catalog.tables[table]
@@ -215,7 +216,7 @@ def nk_value(nk: NaturalKey | None, row: Mapping[str, Any]) -> tuple[Any, ...]:
 
 def _array_literals(keys: Sequence[tuple[Any, ...]], width: int) -> list[str] | None:
     """Per key column, a PostgreSQL array literal of its distinct values (keys with a NULL
-    match nothing and are left out); None when a value is neither an int nor a str."""
+    match nothing and are left out); None when a value is not an int, a str or a uuid."""
     columns: list[set[str]] = [set() for _ in range(width)]
     for key in keys:
         if None in key:
@@ -226,6 +227,8 @@ def _array_literals(keys: Sequence[tuple[Any, ...]], width: int) -> list[str] | 
                 columns[i].add(str(v))
             elif kind is str:
                 columns[i].add('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"')
+            elif kind is UUID:  # its text is canonical, and read back as the same uuid
+                columns[i].add(str(v))
             else:
                 return None
     return ["{" + ",".join(sorted(c)) + "}" for c in columns]

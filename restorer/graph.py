@@ -29,7 +29,11 @@ class ForeignKey:
 
     def value_of(self, row: Mapping[str, Any]) -> tuple[Any, ...] | None:
         """The referenced key in ``row``, or None when any part is NULL (no reference)."""
-        value = tuple(row.get(c) for c in self.columns)
+        columns = self.columns
+        if len(columns) == 1:  # nearly every key: asked once per row and foreign key
+            v = row.get(columns[0])
+            return None if v is None else (v,)
+        value = tuple(row.get(c) for c in columns)
         return None if any(v is None for v in value) else value
 
 

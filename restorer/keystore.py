@@ -26,7 +26,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-CACHE_SIZE = 20_000  # answers kept in memory (a batch's look-ups must fit with room to spare)
+CACHE_SIZE = 60_000  # answers kept in memory (a batch's look-ups must fit with room to spare)
 FLUSH_AT = 5_000  # unwritten entries written out in one statement
 
 Key = tuple[Any, ...]

@@ -17,7 +17,7 @@ from restorer.graph import LoadOrder
 from restorer.report import TableCounts
 from restorer.target import TargetWriter
 
-BATCH_SIZE = 1000
+BATCH_SIZE = 5000
 RowSource = Callable[[str], Iterable[dict[str, Any]]]
 
 

@@ -136,6 +136,8 @@ class RowRemapper:
         self._pk_of = {t: d.primary_key for t, d in graph.tables.items()}
         # (table, content type) -> object table, until content types change
         self._generic_targets: dict[tuple[str, Any], str | None] = {}
+        # (table, deferred foreign keys) -> what remap does to each foreign key
+        self._steps: dict[tuple[str, frozenset[str]], tuple[tuple[ForeignKey, bool], ...]] = {}
         # generic references to objects not (yet) in the target:
         # (table, source key of the row, object-id column) -> (object table, source key)
         # (table, source key of the row, object-id column) -> ((object table, source key),
@@ -152,6 +154,7 @@ class RowRemapper:
         self._ct_tables = {g.content_type_table for gs in self.generic.values() for g in gs}
         self._pk_of = {t: d.primary_key for t, d in graph.tables.items()}
         self._generic_targets.clear()
+        self._steps.clear()
 
     # -- content types ---------------------------------------------------------------------
 
@@ -214,10 +217,10 @@ class RowRemapper:
         rows = list(rows)
         wanted = list(keys)
         may_have = self.keymap.store.may_have
-        for fk in self.graph.foreign_keys.get(table, ()):
-            if fk.name not in deferred and self.remaps(fk) and may_have(fk.ref_table):
-                wanted.extend((fk.ref_table, v) for row in rows
-                              if (v := fk.value_of(row)) is not None)
+        for fk, nulled in self._remap_steps(table, deferred):  # what remap will ask
+            if not nulled and may_have(ref := fk.ref_table):
+                value_of = fk.value_of
+                wanted.extend((ref, v) for row in rows if (v := value_of(row)) is not None)
         for g in self.generic.get(table, ()):
             wanted.extend(k for row in rows if (k := self.generic_key(g, row)) is not None)
         self.keymap.prefetch(wanted)
@@ -228,20 +231,33 @@ class RowRemapper:
         (names) are NULL, to be set in a second pass, and generic references to objects
         not in the target yet keep their source value and become ``pending``."""
         out = dict(row)
-        for fk in self.graph.foreign_keys.get(table, ()):
-            if fk.name in deferred:
+        may_have = self.keymap.store.may_have
+        target_of = self.keymap.target_of
+        for fk, nulled in self._remap_steps(table, deferred):
+            if nulled:
                 for c in fk.columns:
                     out[c] = None
-                continue
-            if not self.remaps(fk):
-                continue
-            value = fk.value_of(row)
-            if value is not None:
-                out.update(zip(fk.columns, self.keymap.target_of(fk.ref_table, value),
-                               strict=True))
+            # a parent without entries maps every key to itself: nothing to look up
+            elif may_have(fk.ref_table) and (value := fk.value_of(row)) is not None:
+                mapped = target_of(fk.ref_table, value)
+                if mapped is not value:
+                    out.update(zip(fk.columns, mapped, strict=True))
         for g in self.generic.get(table, ()):
             out[g.object_id] = self._remap_generic(table, g, row)
         return out
+
+    def _remap_steps(self, table: str, deferred: frozenset[str]
+                     ) -> tuple[tuple[ForeignKey, bool], ...]:
+        """The foreign keys of ``table`` that ``remap`` changes, in order, each with
+        whether it is deferred (set NULL): worked out once per table and deferred set,
+        not once per row."""
+        key = (table, deferred)
+        steps = self._steps.get(key)
+        if steps is None:
+            steps = self._steps[key] = tuple(
+                (fk, fk.name in deferred) for fk in self.graph.foreign_keys.get(table, ())
+                if fk.name in deferred or self.remaps(fk))
+        return steps
 
     def generic_target(self, g: GenericForeignKey, row: Mapping[str, Any]) -> str | None:
         """The table the generic foreign key of ``row`` points to (None: unknown)."""

@@ -10,7 +10,9 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime, time
+from itertools import count
 from typing import Any
+from uuid import UUID
 
 import psycopg
 from psycopg import sql
@@ -19,6 +21,8 @@ from journal.catalog import Catalog
 from journal.errors import RestoreError
 from restorer.natural_keys import NaturalKey, is_surrogate_key
 from restorer.remap import KeyMap
+
+_SNAPSHOTS = count()  # names of the temporary tables of candidate rows, unique per session
 
 
 class TargetLookup:
@@ -35,7 +39,14 @@ class TargetLookup:
         self._queries.clear()
 
     def _content_query(self, table: str) -> tuple[str, list[str]]:
-        """``_match_content``'s statement for ``table``, and the columns it compares."""
+        """``match_content``'s statement for ``table``, and the columns it compares.
+
+        With the key map in the target, every row this restore (or an earlier one) wrote
+        is claimed there, so only the target's other rows can match: those are copied
+        once, as (hash of the row's text, primary key), into an indexed temporary table,
+        and each batch looks its rows up there, then checks each candidate against the
+        table itself (the row may have changed or gone since). Without that, a batch
+        would compute the text of every row of a table the restore keeps growing."""
         spec = self.catalog.tables[table]
         pk = spec.primary_key
         cols = [c.name for c in spec.columns if not c.generated
@@ -48,20 +59,44 @@ class TargetLookup:
                 sql.SQL("{}.{}").format(sql.Identifier(alias), sql.Identifier(c))
                 for c in cols))
 
-        claimed = sql.SQL("")
-        if self.keymap.store.in_database:
-            claimed = sql.SQL(
-                " WHERE NOT EXISTS (SELECT 1 FROM {keymap} m WHERE m.table_name = {name}"
-                " AND m.value = jsonb_build_array({pk}))").format(
-                    keymap=self.keymap.store.table, name=sql.Placeholder(),
-                    pk=sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c))
-                                          for c in pk))
+        tpk = sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in pk)
+        rows = sql.SQL("jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS e(doc, i)"
+                       " CROSS JOIN LATERAL jsonb_populate_record(NULL::{table}, e.doc) AS r"
+                       ).format(table=ident)
+        if not self.keymap.store.in_database:
+            return sql.SQL("SELECT e.i, {tpk} FROM {rows} JOIN {table} AS t"
+                           " ON {t_text} = {r_text} ORDER BY e.i, {tpk}").format(
+                tpk=tpk, rows=rows, table=ident, t_text=row_text("t"),
+                r_text=row_text("r")).as_string(self.conn), cols
+        claimed = sql.SQL(
+            "NOT EXISTS (SELECT 1 FROM {keymap} m WHERE m.table_name = %s"
+            " AND m.value = jsonb_build_array({tpk}))").format(
+                keymap=self.keymap.store.table, tpk=tpk)
+        candidates = sql.Identifier("pg_temp", f"journal_restore_content_{next(_SNAPSHOTS)}")
+        keys = [sql.Identifier(f"k{i}") for i in range(len(pk))]
+
+        def hashed(text: sql.Composable) -> sql.Composable:
+            # the text may be longer than an index entry can be: its 64-bit hash is not
+            return sql.SQL('hashtextextended({} COLLATE "C", 0)').format(text)
+
+        self.conn.execute(sql.SQL(
+            "CREATE TEMP TABLE {candidates} ON COMMIT DROP AS SELECT {hash} AS row_hash, {keys}"
+            " FROM {table} AS t WHERE {claimed}").format(
+                candidates=candidates, hash=hashed(row_text("t")), table=ident,
+                claimed=claimed, keys=sql.SQL(", ").join(
+                    sql.SQL("t.{} AS {}").format(sql.Identifier(c), k)
+                    for c, k in zip(pk, keys, strict=True))), (table,))
+        self.conn.execute(sql.SQL("CREATE INDEX ON {} (row_hash)").format(candidates))
+        self.conn.execute(sql.SQL("ANALYZE {}").format(candidates))
         query = sql.SQL(
-            "SELECT e.i, {tpk} FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS e(doc, i)"
-            " CROSS JOIN LATERAL jsonb_populate_record(NULL::{table}, e.doc) AS r"
-            " JOIN {table} AS t ON {t_text} = {r_text}{claimed} ORDER BY e.i, {tpk}").format(
-                tpk=sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in pk),
-                table=ident, t_text=row_text("t"), r_text=row_text("r"), claimed=claimed)
+            "SELECT e.i, {tpk} FROM {rows} JOIN {candidates} AS c ON c.row_hash = {r_hash}"
+            " JOIN {table} AS t ON {same_key} AND {t_text} = {r_text}"
+            " WHERE {claimed} ORDER BY e.i, {tpk}").format(
+                tpk=tpk, rows=rows, candidates=candidates, r_hash=hashed(row_text("r")),
+                table=ident, same_key=sql.SQL(" AND ").join(
+                    sql.SQL("t.{} = c.{}").format(sql.Identifier(c), k)
+                    for c, k in zip(pk, keys, strict=True)),
+                t_text=row_text("t"), r_text=row_text("r"), claimed=claimed)
         return query.as_string(self.conn), cols
 
     def match_content(self, table: str, rows: Sequence[Mapping[str, Any]]
@@ -122,10 +157,10 @@ class TargetLookup:
                 keys: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
         """The target rows (``select`` columns) whose ``cols`` equal one of ``keys``.
 
-        One short prepared query, ``col = ANY($n)`` per column, each array sent as an
+        One short query, ``col = ANY($n)`` per column, each array sent as an
         untyped literal so PostgreSQL reads it as the column's own type (an enum, a uuid,
         a varchar); with several columns that selects a superset, narrowed here to the
-        exact tuples. Keys holding other values than ints and strings use a row-wise IN
+        exact tuples. Keys holding other values than ints, strings and uuids use a row-wise IN
         list (exact, but a long query to compose, send and plan).
         """
         spec = self.catalog.tables[table]
@@ -144,7 +179,10 @@ class TargetLookup:
                 sel=sel, table=ident, cond=sql.SQL(" AND ").join(
                     sql.SQL("{} = ANY(%s)").format(sql.Identifier(c)) for c in cols)
             ).as_string(self.conn)
-        rows = self.conn.execute(query, literals).fetchall()  # type: ignore[arg-type]
+        # never prepared: a generic plan knows nothing of the arrays' sizes, and picked for
+        # two columns (document_id, tag_id) it scans ten times what the custom plan does
+        rows = self.conn.execute(query, literals,  # type: ignore[arg-type]
+                                 prepare=False).fetchall()
         if len(cols) == 1:
             return rows
         wanted = set(keys)
@@ -178,7 +216,7 @@ def nk_value(nk: NaturalKey | None, row: Mapping[str, Any]) -> tuple[Any, ...]:
 
 def _array_literals(keys: Sequence[tuple[Any, ...]], width: int) -> list[str] | None:
     """Per key column, a PostgreSQL array literal of its distinct values (keys with a NULL
-    match nothing and are left out); None when a value is neither an int nor a str."""
+    match nothing and are left out); None when a value is not an int, a str or a uuid."""
     columns: list[set[str]] = [set() for _ in range(width)]
     for key in keys:
         if None in key:
@@ -189,6 +227,8 @@ def _array_literals(keys: Sequence[tuple[Any, ...]], width: int) -> list[str] | 
                 columns[i].add(str(v))
             elif kind is str:
                 columns[i].add('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"')
+            elif kind is UUID:  # its text is canonical, and read back as the same uuid
+                columns[i].add(str(v))
             else:
                 return None
     return ["{" + ",".join(sorted(c)) + "}" for c in columns]

@@ -117,3 +117,39 @@ def test_an_empty_configured_natural_key_turns_matching_off(packages, target_db)
     restore(RestoreOptions(target_url=target_db, store=packages.store,
                            natural_keys={"registry": ()}))
     assert _rows(target_db, "SELECT name, value FROM registry") == [("main", 1), ("main", 1)]
+
+
+def test_content_match_takes_each_target_row_once_and_never_one_gone_since(target_db):
+    """The target's own rows are the candidates (copied once); each matches one source row
+    over all batches, a candidate deleted since matches nothing, and a row the restore
+    wrote itself (claimed in the key map) is never taken for the target's."""
+    from journal.catalog import Catalog
+    from restorer.remap import KeyMap
+    from restorer.target_lookup import TargetLookup
+
+    with psycopg.connect(target_db) as conn:
+        conn.execute("CREATE TABLE note (id serial PRIMARY KEY, body text NOT NULL, stars int)")
+        ids = [r[0] for r in conn.execute(
+            "INSERT INTO note (body, stars) VALUES ('same', NULL), ('same', NULL),"
+            " ('gone', 2) RETURNING id")]
+        catalog = Catalog.parse({"tables": {"public.note": {
+            "schema": "public", "name": "note", "primary_key": ["id"],
+            "columns": [{"name": "id", "pg_type": "integer", "type_oid": 23,
+                         "not_null": True, "default": "nextval('note_id_seq'::regclass)"},
+                        {"name": "body", "pg_type": "text", "type_oid": 25, "not_null": True},
+                        {"name": "stars", "pg_type": "integer", "type_oid": 23}]}}})
+        keymap = KeyMap.in_target(conn, catalog)
+        keymap.tracked.add("public.note")
+        lookup = TargetLookup(conn, catalog, keymap)
+        same = {"id": 100, "body": "same", "stars": None}
+        first = lookup.match_content("public.note", [same])
+        assert list(first.values()) == [(ids[0],)]
+        keymap.set("public.note", (100,), first[0])
+        # a row the restore wrote, equal to a later source row: not a candidate
+        conn.execute("INSERT INTO note (id, body, stars) VALUES (101, 'gone', 2)")
+        keymap.set("public.note", (101,), (101,))
+        conn.execute("DELETE FROM note WHERE id = %s", (ids[2],))
+        second = lookup.match_content("public.note", [
+            {"id": 102, "body": "same", "stars": None}, {"id": 103, "body": "same", "stars": None},
+            {"id": 104, "body": "gone", "stars": 2}])
+        assert second == {0: (ids[1],)}

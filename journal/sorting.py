@@ -37,12 +37,14 @@ class ExternalSorter:
     """Sorts ``(key, payload)`` pairs by key with bounded memory: payloads are pickled at
     once, and the buffer spills to a sorted run file whenever it holds ``spill_bytes``."""
 
-    def __init__(self, directory: Path, spill_bytes: int = DEFAULT_SPILL_BYTES) -> None:
-        self._dir = Path(tempfile.mkdtemp(prefix=f".build-{os.getpid()}-sort-", dir=directory))
+    def __init__(self, directory: Path, spill_bytes: int = DEFAULT_SPILL_BYTES, *,
+                 frozen: tuple[Path, list[Path]] | None = None) -> None:
+        self._dir = (frozen[0] if frozen is not None else Path(tempfile.mkdtemp(
+            prefix=f".build-{os.getpid()}-sort-", dir=directory)))
         self._spill_bytes = spill_bytes
         self._buffer: list[tuple[Any, bytes]] = []
         self._buffered = 0
-        self._runs: list[Path] = []
+        self._runs: list[Path] = list(frozen[1]) if frozen is not None else []
         self.count = 0
 
     def add(self, key: Any, payload: Any) -> None:
@@ -93,11 +95,7 @@ class ExternalSorter:
     def thaw(cls, frozen: tuple[Path, list[Path]],
              spill_bytes: int = DEFAULT_SPILL_BYTES) -> ExternalSorter:
         """The sorter ``freeze`` left, read from its run files (``close`` removes them)."""
-        sorter = cls.__new__(cls)
-        sorter._dir, sorter._runs = frozen[0], list(frozen[1])
-        sorter._spill_bytes, sorter._buffer, sorter._buffered = spill_bytes, [], 0
-        sorter.count = 0
-        return sorter
+        return cls(frozen[0].parent, spill_bytes, frozen=frozen)
 
     def close(self) -> None:
         import shutil

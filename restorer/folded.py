@@ -58,10 +58,10 @@ Progress = Callable[[str, int], None]
 WORKER_RECORDS = 20_000  # segment records from which the changes are read in a worker
 
 
-def foldable(base: PackageReader) -> str | None:
-    """Why ``base`` cannot be the fold's start (None: it can): a catalog written before
-    every table carried its primary key, or rows of a table the catalog does not hold."""
-    catalog = Catalog.parse(base.manifest.catalog)
+def foldable(base: PackageReader, catalog: Catalog) -> str | None:
+    """Why ``base`` (whose catalog is ``catalog``) cannot be the fold's start (None: it
+    can): a catalog written before every table carried its primary key, or rows of a
+    table the catalog does not hold."""
     if not catalog.tables:
         return "its catalog lists no tables"
     old = sorted(t for t, spec in catalog.tables.items() if "primary_key" in spec.absent)
@@ -124,14 +124,14 @@ class CopySink:
 
 
 def load_folded(conn: psycopg.Connection[Any], store: Any, base: PackageReader,
-                plan: Any, journal: JournalReader | None, cutoff: Cutoff,
+                catalog: Catalog, plan: Any, journal: JournalReader | None, cutoff: Cutoff,
                 start: Position | None, counts: dict[str, TableCounts],
                 progress: Progress | None = None,
                 after_rows: Callable[[psycopg.Connection[Any]], None] | None = None
                 ) -> FoldedLoad:
-    """``base`` plus the transactions of the plan's segments after ``start`` up to
-    ``cutoff``, into the empty target: types and tables, rows, constraints and indexes,
-    foreign keys, sequences (pg_restore's order).
+    """``base`` (whose catalog is ``catalog``) plus the transactions of the plan's
+    segments after ``start`` up to ``cutoff``, into the empty target: types and tables,
+    rows, constraints and indexes, foreign keys, sequences (pg_restore's order).
 
     The packaged segments' changes are read and sorted in a worker process while the
     snapshot's rows are COPYed; their net changes are then applied set-wise to the loaded
@@ -144,7 +144,6 @@ def load_folded(conn: psycopg.Connection[Any], store: Any, base: PackageReader,
     packaged = [m for m in plan.segments if m.package_id != TAIL_ID]
     tail = [m for m in plan.segments if m.package_id == TAIL_ID]
     reached = start or base.manifest.to_position
-    catalog = Catalog.parse(base.manifest.catalog)
     with tempfile.TemporaryDirectory(prefix="journal-restore-") as workdir, \
             ExitStack() as stack:
         # a worker costs its start (an interpreter and its imports): worth it for many

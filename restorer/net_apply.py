@@ -104,14 +104,13 @@ class Staged:
     def write(self) -> tuple[int, int]:
         """The put rows, inserted, or updated where the key is there; returns (inserted,
         updated)."""
-        always = any(c.identity == "a" for c in self.table.columns)
+        always = {c.name for c in self.table.columns if c.identity == "a"}
         names = sql.SQL(", ").join(sql.Identifier(c) for c in self.columns)
         insert = sql.SQL("INSERT INTO {} AS t ({}) {}SELECT {} FROM {} WHERE {} = 'p'").format(
             self.ident, names, sql.SQL("OVERRIDING SYSTEM VALUE " if always else ""), names,
             self.stage, sql.Identifier(_OP))
         pk = set(self.table.primary_key)
-        settable = [c for c in self.columns if c not in pk
-                    and not any(x.name == c and x.identity == "a" for x in self.table.columns)]
+        settable = [c for c in self.columns if c not in pk and c not in always]
         action = (sql.SQL("DO UPDATE SET {}").format(sql.SQL(", ").join(
             sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in settable))
             if settable else sql.SQL("DO NOTHING"))

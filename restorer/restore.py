@@ -271,7 +271,7 @@ def _run(conn: psycopg.Connection[Any], store: Any, plan: RestorePlan,
         writer = TargetWriter(conn, catalog, remapper, keys, counts, remap=mode == "remap",
                               on_conflict=options.on_conflict, dry_run=options.dry_run,
                               content_matched=content_matched, strict=options.strict)
-        why_not = (foldable(full) if full is not None and mode == "empty"
+        why_not = (foldable(full, catalog) if full is not None and mode == "empty"
                    and options.replay == "net" and not options.tables else "")
         if why_not:
             log.info("replaying in order: the full snapshot %s cannot be folded: %s",
@@ -282,7 +282,7 @@ def _run(conn: psycopg.Connection[Any], store: Any, plan: RestorePlan,
             reached = folded.reached or plan.start
         elif why_not is None:
             assert full is not None
-            net = load_folded(conn, store, full, plan, journal, plan.cutoff, plan.start,
+            net = load_folded(conn, store, full, catalog, plan, journal, plan.cutoff, plan.start,
                               counts, progress, after_rows=options.before_replay)
             report.replay = "net changes"
             report.net_rewrite = net.rewritten

@@ -255,7 +255,9 @@ def test_broker_restart_mid_append_loses_and_duplicates_nothing(journal_url: str
         first = 1
         while after_restart < 5:  # keep appending through the restart and a bit beyond
             batch = [event(i) for i in range(first, first + 50)]
-            during_restart += restarting.is_set() and not restarted.is_set()
+            # A batch overlaps the restart when it began before the broker was back and
+            # ended after the restart had begun (an append may block through all of it).
+            begun_before_restarted = not restarted.is_set()
             while True:
                 try:
                     if writer is None:
@@ -269,6 +271,7 @@ def test_broker_restart_mid_append_loses_and_duplicates_nothing(journal_url: str
                         writer = None
                     assert failures < 60, "the journal did not recover after the restart"
                     time.sleep(0.5)
+            during_restart += begun_before_restarted and restarting.is_set()
             sent += [e.position for e in batch]
             first += 50
             after_restart += restarted.is_set()

@@ -50,6 +50,8 @@ class Fixups:
     fixups: list[Fixup] = field(default_factory=list)  # the ones not yet spilled
     _spilled: set[tuple[str, str]] = field(default_factory=set)  # (table, fk) in the table
     _fixup_seq: int = 0
+    # set-wise fix-ups of tables loaded whole (``restorer.staged_remap``), run by ``apply``
+    _later: list[Callable[[], None]] = field(default_factory=list)
 
     @property
     def keymap(self) -> KeyMap:
@@ -70,12 +72,19 @@ class Fixups:
                         if len(self.fixups) >= FIXUP_BATCH and self.keymap.store.in_database:
                             self._spill_fixups()
 
+    def later(self, fixup: Callable[[], None]) -> None:
+        """A table's deferred foreign keys, set by ``fixup`` in SQL when ``apply`` runs."""
+        self._later.append(fixup)
+
     @property
     def pending(self) -> bool:
-        return bool(self.fixups or self._spilled)
+        return bool(self.fixups or self._spilled or self._later)
 
     def apply(self) -> None:
         """Second pass for foreign keys deferred to break cycles."""
+        for fixup in self._later:
+            fixup()
+        self._later.clear()
         if self._spilled:
             self._spill_fixups()
             self._apply_spilled_fixups()

@@ -45,7 +45,7 @@ from journal.sorting import ExternalSorter
 from journal.targets import Cutoff
 from journal.transport import JournalReader
 from restorer import schema
-from restorer.load import CopyWriter
+from restorer.copying import CopyWriter
 from restorer.net_apply import apply_to_live
 from restorer.plan import TAIL_ID
 from restorer.replay import end_position

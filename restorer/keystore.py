@@ -75,6 +75,13 @@ class KeyStore:
         """Tables that got entries into the temporary table some other way (a copy)."""
         self._tables.update(tables)
 
+    def written_in_database(self, table: str) -> None:
+        """Entries of ``table`` were written to the temporary table by a statement of the
+        caller's: what the cache holds of the table is no longer the answer."""
+        self._tables.add(table)
+        for k in [k for k in self._cache if k[0] == table]:
+            del self._cache[k]
+
     def get(self, table: str, key: Key, default: Any = None) -> Any:
         k = (table, key)
         if self.conn is None:

@@ -8,13 +8,13 @@ from itertools import islice
 from typing import Any
 
 import psycopg
-from psycopg import sql
 
 from journal.catalog import Catalog, TableEntry
-from journal.errors import RestoreError
 from restorer import schema
+from restorer.copying import CopyWriter
 from restorer.graph import LoadOrder
 from restorer.report import TableCounts
+from restorer.staged_remap import why_not_staged, write_staged
 from restorer.target import TargetWriter
 
 BATCH_SIZE = 5000
@@ -25,44 +25,6 @@ def batches(rows: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str
     it = iter(rows)
     while batch := list(islice(it, size)):
         yield batch
-
-
-class CopyWriter:
-    """One table's COPY, row by row; journal values go as they are (text-form ones
-    included, which PostgreSQL parses as it would its own output)."""
-
-    def __init__(self, conn: psycopg.Connection[Any], target: sql.Composable,
-                 columns: list[str], name: str) -> None:
-        self.name = name
-        self._columns = columns
-        query = sql.SQL("COPY {} ({}) FROM STDIN").format(
-            target, sql.SQL(", ").join(sql.Identifier(c) for c in columns))
-        self._cursor = conn.cursor()
-        self._context = self._cursor.copy(query)
-        self._copy = self._context.__enter__()
-        self.rows = 0
-
-    @classmethod
-    def into(cls, conn: psycopg.Connection[Any], table: TableEntry) -> CopyWriter:
-        """A COPY into ``table``'s columns (generated ones are computed, not written)."""
-        return cls(conn, sql.Identifier(table.schema, table.name),
-                   [c.name for c in table.columns if not c.generated], table.qualified)
-
-    def write(self, row: Mapping[str, Any]) -> None:
-        try:
-            values = [row[c] for c in self._columns]
-        except KeyError as exc:
-            raise RestoreError(f"a row of {self.name} lacks column {exc.args[0]!r}") from None
-        self._copy.write_row(values)
-        self.rows += 1
-
-    def close(self, exc: BaseException | None = None) -> None:
-        """Ends the COPY (``exc``: abandons it)."""
-        try:
-            self._context.__exit__(type(exc) if exc else None, exc,
-                                   exc.__traceback__ if exc else None)
-        finally:
-            self._cursor.close()
 
 
 def copy_rows(conn: psycopg.Connection[Any], table: TableEntry,
@@ -104,10 +66,13 @@ def load_populated(writer: TargetWriter, order: LoadOrder, rows_of: RowSource,
     for name in order.tables:
         deferred = frozenset(fk.name for fk in order.deferred_keys(
             name, graph.foreign_keys.get(name, ())))
-        n = 0
-        for batch in batches(rows_of(name), batch_size):
-            writer.write_rows(name, batch, deferred)
-            n += len(batch)
+        if why_not_staged(writer, name, deferred) is None:
+            n = write_staged(writer, name, rows_of(name), deferred)
+        else:
+            n = 0
+            for batch in batches(rows_of(name), batch_size):
+                writer.write_rows(name, batch, deferred)
+                n += len(batch)
         if progress is not None:
             progress(name, n)
     writer.apply_fixups()

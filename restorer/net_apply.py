@@ -19,7 +19,7 @@ from psycopg import sql
 from journal.catalog import TableEntry
 from journal.errors import RestoreError
 from journal.fold import NetChange
-from restorer.load import CopyWriter
+from restorer.copying import CopyWriter
 
 _OP, _KEEP = "_journal_op", "_journal_keep"  # staging columns: 'p' put / 'd' delete; kept
 
@@ -38,7 +38,7 @@ class Staged:
         pk = table.primary_key
         self.on_key = sql.SQL(" AND ").join(
             sql.SQL("t.{c} = s.{c}").format(c=sql.Identifier(c)) for c in pk)
-        types = _staging_types(conn, self.ident)
+        types = staging_types(conn, self.ident)
         conn.execute(sql.SQL("CREATE TEMPORARY TABLE {} ({}, {} \"char\" NOT NULL, {} text[]) "
                              "ON COMMIT DROP").format(
             self.stage,
@@ -125,7 +125,7 @@ class Staged:
         self.conn.execute(sql.SQL("DROP TABLE {}").format(self.stage))
 
 
-def _staging_types(conn: psycopg.Connection[Any], ident: sql.Composable) -> dict[str, str]:
+def staging_types(conn: psycopg.Connection[Any], ident: sql.Composable) -> dict[str, str]:
     """Each column's type with its domains taken off (as PostgreSQL spells it): a staged
     delete holds NULLs, and a kept value is NULL until it is read, where a domain may
     forbid them; the insert applies the domains."""

@@ -147,6 +147,11 @@ class RowRemapper:
         # per "table.column": generic values naming a table outside the restore
         self.outside: dict[str, int] = {}
 
+    @property
+    def content_type_tables(self) -> set[str]:
+        """The content-type tables generic foreign keys name (their rows are observed)."""
+        return self._ct_tables
+
     def schema_changed(self, graph: TableGraph, generic: GenericKeys) -> None:
         """A schema change of the stream (a table created): map through its tables now."""
         self.graph = graph

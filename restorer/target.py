@@ -10,7 +10,6 @@ their row (cycles, generic references) are ``restorer.fixups``'.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,7 +21,8 @@ from psycopg import postgres, sql
 from journal.catalog import Catalog, TableEntry, oid_of
 from journal.errors import RestoreError, RestoreRefused
 from restorer.fixups import Fixups
-from restorer.natural_keys import NaturalKey, config_line, is_surrogate_key
+from restorer.natural_keys import NaturalKey, is_surrogate_key
+from restorer.refusals import no_fresh_id, refused_match, violation_message
 from restorer.remap import Decision, KeyMap, RowRemapper, decide
 from restorer.report import TableCounts
 from restorer.target_lookup import TargetLookup, nk_value
@@ -115,7 +115,7 @@ class TargetWriter:
     def _table(self, name: str) -> TableEntry:
         return self.catalog.tables[name]
 
-    def _count(self, name: str) -> TableCounts:
+    def counts_of(self, name: str) -> TableCounts:
         return self.counts.setdefault(name, TableCounts())
 
     # -- inserts ---------------------------------------------------------------------------
@@ -131,11 +131,10 @@ class TargetWriter:
             self.remapper.observe(table, row)
         if not self.remap:
             self._insert(table, rows)
-            self._count(table).inserted += len(rows)
+            self.counts_of(table).inserted += len(rows)
             return
         self.remapper.prefetch(table, rows, deferred)
         mapped = [self.remapper.remap(table, row, deferred) for row in rows]
-        self.defer(table, rows, deferred)
         nk = self.keys.get(table)
         if nk:
             by_key = self.lookup.match(table, nk, mapped)
@@ -148,7 +147,8 @@ class TargetWriter:
         taken = self.lookup.taken(table, pk, [tuple(out[c] for c in pk)
                                         for i, out in enumerate(mapped) if i not in matches])
         inserts, updates, fresh = [], [], []
-        counts = self._count(table)
+        unwritten: set[int] = set()  # skipped or refused: their deferred keys stay too
+        counts = self.counts_of(table)
         for i, out in enumerate(mapped):
             source_key = tuple(rows[i][c] for c in pk)
             match = matches.get(i)
@@ -160,12 +160,10 @@ class TargetWriter:
                 if not self.dry_run:
                     what = (f"natural key {dict(zip(nk.columns, nk_value(nk, out), strict=True))}"
                             if nk else "the same content")
-                    raise RestoreRefused(
-                        f"{table}: a row with {what} already exists in the target (source "
-                        f"row {_key_text(pk, source_key)}; --on-conflict fail); choose "
-                        "--on-conflict update or --on-conflict skip to use the target's row")
+                    raise RestoreRefused(refused_match(table, what, pk, source_key))
                 # the rehearsal goes on as if skipped, so references to it still map
                 self.keymap.set(table, source_key, match)
+                unwritten.add(i)
                 continue
             if match is not None:
                 self.keymap.set(table, source_key, match)
@@ -175,13 +173,10 @@ class TargetWriter:
                     updates.append(out)
                 else:  # skip, or an equal row found by content: nothing to change
                     counts.skipped += 1
+                    unwritten.add(i)
             elif decision is Decision.INSERT_FRESH:
                 if not is_surrogate_key(self._table(table)):
-                    raise RestoreRefused(
-                        f"{table}: the target already has a row with primary key "
-                        f"{_key_text(pk, source_key)}, the key is not generated (so no fresh "
-                        "id can be given) and no natural key matched it"
-                        + _suggestion(table, self.catalog))
+                    raise RestoreRefused(no_fresh_id(table, pk, source_key, self.catalog))
                 fresh.append(out)
             else:
                 inserts.append((source_key, out))
@@ -205,6 +200,7 @@ class TargetWriter:
         with self._explained(table, pk, rows, mapped):
             self._update_many(table, [(tuple(out[c] for c in pk), out) for out in updates],
                               set(pk))
+        self.defer(table, [row for i, row in enumerate(rows) if i not in unwritten], deferred)
         counts.updated += len(updates)
 
     @contextmanager
@@ -218,7 +214,7 @@ class TargetWriter:
             raise RestoreRefused(
                 violation_message(table, exc, pk, rows, mapped, self.catalog)) from exc
 
-    def _columns(self, table: str) -> list[str]:
+    def columns_of(self, table: str) -> list[str]:
         key = ("columns", table)
         if key not in self._queries:
             self._queries[key] = [c.name for c in self._table(table).columns  # type: ignore[assignment]
@@ -228,7 +224,7 @@ class TargetWriter:
     def _insert(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
         if not rows:
             return
-        cols = self._columns(table)
+        cols = self.columns_of(table)
         key = ("insert", table)
         if (query := self._queries.get(key)) is None:
             spec = self._table(table)
@@ -280,7 +276,7 @@ class TargetWriter:
     def _update(self, table: str, target_key: tuple[Any, ...], values: Mapping[str, Any],
                 skip: set[str]) -> None:
         skip = skip | self._always_identity(table)
-        cols = tuple(c for c in self._columns(table) if c in values and c not in skip)
+        cols = tuple(c for c in self.columns_of(table) if c in values and c not in skip)
         if not cols:
             return
         # no rowcount read back: that would end the pipeline's batching
@@ -293,7 +289,7 @@ class TargetWriter:
         """``_update`` for many rows: one executemany (one round trip) per column set.
         Each row is updated once per call, so the order between rows does not matter."""
         groups: dict[tuple[str, ...], list[list[Any]]] = {}
-        columns = self._columns(table)
+        columns = self.columns_of(table)
         skip = skip | self._always_identity(table)
         for target_key, values in items:
             cols = tuple(c for c in columns if c in values and c not in skip)
@@ -326,7 +322,7 @@ class TargetWriter:
         new_key = tuple(after[c] for c in pk)
         skip = set(pk) if (self.remap or new_key == source_key) else set()
         self._update(table, target_key, values, skip)
-        self._count(table).updated += 1
+        self.counts_of(table).updated += 1
 
     def delete_row(self, table: str, before: Mapping[str, Any]) -> None:
         spec = self._table(table)
@@ -345,7 +341,7 @@ class TargetWriter:
         self.cursor.execute(query, list(target_key))  # type: ignore[arg-type]
         self.keymap.forget(table, source_key)
         self.remapper.forget(table, before)
-        self._count(table).deleted += 1
+        self.counts_of(table).deleted += 1
 
     # -- tables without a primary key (REPLICA IDENTITY FULL) ------------------------------
 
@@ -358,7 +354,7 @@ class TargetWriter:
         values = self.remapper.remap(table, after) if self.remap else dict(after)
         for c in unchanged:
             values.pop(c, None)
-        cols = tuple(c for c in self._columns(table) if c in values)
+        cols = tuple(c for c in self.columns_of(table) if c in values)
         key = ("update keyless", table, cols)
         if (query := self._queries.get(key)) is None:
             spec = self._table(table)
@@ -371,7 +367,7 @@ class TargetWriter:
                     one=self._one_equal_row(table))).as_string(self.conn)
         self._execute_one(table, "update", query,
                           [values[c] for c in cols] + self._match_values(table, old))
-        self._count(table).updated += 1
+        self.counts_of(table).updated += 1
 
     def _delete_keyless(self, table: str, before: Mapping[str, Any]) -> None:
         """Delete one row equal to ``before``, however many equal rows there are."""
@@ -386,11 +382,11 @@ class TargetWriter:
                     one=self._one_equal_row(table))).as_string(self.conn)
         self._execute_one(table, "delete", query, self._match_values(table, old))
         self.remapper.forget(table, before)
-        self._count(table).deleted += 1
+        self.counts_of(table).deleted += 1
 
     def _whole_old_row(self, table: str, before: Mapping[str, Any] | None,
                        what: str) -> dict[str, Any]:
-        cols = self._columns(table)
+        cols = self.columns_of(table)
         if not self._text_formats_set:
             # text-kept values were printed in capture's session formats: compare in them
             self.cursor.execute("SELECT " + ", ".join(
@@ -428,7 +424,7 @@ class TargetWriter:
             sql.SQL(" AND ").join(conditions) if conditions else sql.SQL("true"))
 
     def _match_values(self, table: str, row: Mapping[str, Any]) -> list[Any]:
-        return [row.get(c) for c in self._columns(table)]
+        return [row.get(c) for c in self.columns_of(table)]
 
     def _execute_one(self, table: str, what: str, query: str, params: list[Any]) -> None:
         self.cursor.execute(query, params)  # type: ignore[arg-type]
@@ -460,52 +456,3 @@ def _exactly_one(table: str, what: str, statement: sql.Composable) -> sql.Compos
     return sql.SQL("WITH changed AS ({}) SELECT CASE WHEN count(*) = 1 THEN 1 "
                    "ELSE ({} || left(count(*)::text, 0))::int END FROM changed").format(
                        statement, sql.Literal(message))
-
-
-def _key_text(columns: Sequence[str], key: Sequence[Any]) -> str:
-    return ", ".join(f"{c}={v!r}" for c, v in zip(columns, key, strict=False)) or "(no key)"
-
-
-def _suggestion(table: str, catalog: Catalog, columns: Sequence[str] = ()) -> str:
-    """A journal.toml entry that makes the row match instead of collide, when there is one
-    that works: the violated key's own columns, or an identifier-like column."""
-    spec = catalog.tables.get(table)
-    known = set(spec.column_names) if spec is not None else set()
-    if columns and set(columns) <= known:
-        cols = ", ".join(f'"{c}"' for c in columns)
-        return (f"; to match such rows by these columns instead, add to journal.toml:\n"
-                f'[natural_keys]\n"{table}" = [{cols}]')
-    line = config_line(table, catalog)
-    return f"; to match such rows by a natural key, add to journal.toml:\n{line}" if line else ""
-
-
-_DETAIL_KEY = re.compile(r"^Key \((?P<cols>.+?)\)=\((?P<values>.*)\)")
-
-
-def violation_message(table: str, exc: psycopg.Error, pk: Sequence[str],
-                      rows: Sequence[Mapping[str, Any]], mapped: Sequence[Mapping[str, Any]],
-                      catalog: Catalog) -> str:
-    """``table``: what PostgreSQL refused (constraint and DETAIL), the source row that
-    caused it, and what avoids it."""
-    diag = exc.diag
-    primary = (diag.message_primary or str(exc)).strip()
-    detail = (diag.message_detail or "").strip()
-    text = f"{table}: {primary}"
-    if diag.constraint_name:
-        text += f" (constraint {diag.constraint_name})"
-    if detail:
-        text += f"; DETAIL: {detail}"
-    columns: list[str] = []
-    m = _DETAIL_KEY.match(detail)
-    if m:
-        columns = [c.strip().strip('"') for c in m.group("cols").split(",")]
-        values = [v.strip() for v in m.group("values").split(",")]
-        for source, out in zip(rows, mapped, strict=False):
-            if len(values) == len(columns) and all(
-                    str(out.get(c)) == v for c, v in zip(columns, values, strict=True)):
-                text += f"; source row {_key_text(pk, [source.get(c) for c in pk])}"
-                break
-    if isinstance(exc, psycopg.errors.UniqueViolation):
-        text += _suggestion(table, catalog, columns)
-        text += " (then --on-conflict update or skip decides what happens to the match)"
-    return text

@@ -9,9 +9,10 @@ new entries written from the stage. The database does the joins; Python streams 
 
 It serves the tables where that is the same decision: a primary key, keys of the types
 the key map's text form spells the same in SQL and in Python (integers, text, uuids), no
-column of a foreign key deferred to break a cycle in another key, no generic foreign key,
-not a content-type table. Tables matched by content are matched as a multiset join. Every
-other table keeps the per-row path (``why_not_staged`` says why).
+column of a foreign key deferred to break a cycle in another key, not a content-type
+table. Generic foreign keys are resolved by ``restorer.staged_generic``; tables matched
+by content are matched as a multiset join. Every other table keeps the per-row path
+(``why_not_staged`` says why).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from restorer.copying import CopyWriter
 from restorer.natural_keys import is_surrogate_key
 from restorer.net_apply import staging_types
 from restorer.refusals import detail_key, no_fresh_id, refused_match, violation_message
+from restorer.staged_generic import stage_generic_keys
 
 if TYPE_CHECKING:
     from restorer.target import TargetWriter
@@ -57,8 +59,8 @@ def why_not_staged(writer: TargetWriter, table: str, deferred: frozenset[str]) -
         return "not a remapping restore"
     if not spec.primary_key:
         return "no primary key"
-    if table in remapper.generic or table in remapper.content_type_tables:
-        return "generic foreign keys"
+    if table in remapper.content_type_tables:
+        return "a content-type table (its rows name the tables of generic foreign keys)"
     fks = remapper.graph.foreign_keys.get(table, ())
     deferred_columns = {c for fk in fks if fk.name in deferred for c in fk.columns}
     other_columns = {c for fk in fks if fk.name not in deferred for c in fk.columns}
@@ -91,7 +93,6 @@ class _Stage:
         self.ident = sql.Identifier(self.spec.schema, self.spec.name)
         number = next(_STAGES)
         self.stage = sql.Identifier(f"_journal_stage_{number}")
-        self.raw = sql.Identifier(f"_journal_raw_{number}")
         self.pk = self.spec.primary_key
         self.srcs = [_src(i) for i in range(len(self.pk))]
         self.tos = [_to(i) for i in range(len(self.pk))]
@@ -128,66 +129,66 @@ class _Stage:
     # -- staging ---------------------------------------------------------------------------
 
     def _copy(self, rows: Iterable[Mapping[str, Any]]) -> int:
-        """The source rows COPYed as they are, then the stage made from them in one pass:
-        foreign keys through the key map, deferred ones NULL (their source values kept
-        aside), the source key beside the row."""
+        """The source rows COPYed into the stage, each with its number and source key
+        beside it, deferred foreign keys NULL (their source values aside); then the
+        foreign keys whose parent moved rewritten through the key map."""
         types = self.types = staging_types(self.conn, self.ident)
-        self.conn.execute(sql.SQL("CREATE TEMPORARY TABLE {} ({}, {} bigint NOT NULL)"
-                                  " ON COMMIT DROP").format(
-            self.raw, sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(c),
-                                                                sql.SQL(types[c]))
-                                        for c in self.columns), sql.Identifier(_N)))
-        out = CopyWriter(self.conn, self.raw, [*self.columns, _N], self.spec.qualified)
+        extra = [(_N, "bigint NOT NULL"),
+                 *((s, types[c]) for s, c in zip(self.srcs, self.pk, strict=True)),
+                 *((t, types[c]) for t, c in zip(self.tos, self.pk, strict=True)),
+                 (_MATCHED, "boolean NOT NULL DEFAULT false"),
+                 (_TAKEN, "boolean NOT NULL DEFAULT false"),
+                 *((a, types[c]) for c, a in self.aside.items())]
+        self.conn.execute(sql.SQL("CREATE TEMPORARY TABLE {} ({}) ON COMMIT DROP").format(
+            self.stage, sql.SQL(", ").join(
+                sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(t))
+                for c, t in [*((c, types[c]) for c in self.columns), *extra])))
+        copied = [*self.columns, _N, *self.srcs, *self.aside.values()]
+        out = CopyWriter(self.conn, self.stage, copied, self.spec.qualified)
+        key_of = list(zip(self.srcs, self.pk, strict=True))
+        nulled = dict.fromkeys(self.aside)
+        aside = list(self.aside.items())
         n = 0
         try:
             for row in rows:
                 n += 1
-                out.write({**row, _N: n})
+                staged = {**row, _N: n}
+                for s, c in key_of:
+                    staged[s] = row[c]
+                if aside:
+                    for c, a in aside:
+                        staged[a] = row[c]
+                    staged.update(nulled)
+                out.write(staged)
         except BaseException as exc:
             out.close(exc)
             raise
         out.close()
         self.store.flush()
-        joins: list[sql.Composable] = []
-        params: list[str] = []
-        value: dict[str, sql.Composable] = {c: sql.SQL("r.{}").format(sql.Identifier(c))
-                                            for c in self.columns}
-        for j, fk in enumerate(self.remapped):
-            if not self.store.may_have(fk.ref_table):
-                continue  # a parent without entries maps every key to itself
-            m = sql.Identifier(f"m{j}")
-            joins.append(sql.SQL(
-                " LEFT JOIN {keymap} {m} ON {m}.table_name = %s"
-                " AND {m}.key = jsonb_build_array({cols})::text").format(
-                    keymap=self.store.table, m=m, cols=self._cols("r", fk.columns)))
-            params.append(fk.ref_table)
-            for i, c in enumerate(fk.columns):
-                value[c] = sql.SQL("coalesce(({m}.value ->> {i})::{t}, r.{c})").format(
-                    m=m, i=sql.Literal(i), t=sql.SQL(types[c]), c=sql.Identifier(c))
-        aside: list[sql.Composable] = []
-        for fk in self.deferred:
-            for c in fk.columns:
-                value[c] = sql.SQL("NULL::{}").format(sql.SQL(types[c]))
-                aside.append(sql.SQL("r.{} AS {}").format(sql.Identifier(c),
-                                                          sql.Identifier(self.aside[c])))
-        select = [sql.SQL("{} AS {}").format(value[c], sql.Identifier(c)) for c in self.columns]
-        select.append(sql.SQL("r.{}").format(sql.Identifier(_N)))
-        for c, s, t in zip(self.pk, self.srcs, self.tos, strict=True):
-            select.append(sql.SQL("r.{} AS {}").format(sql.Identifier(c), sql.Identifier(s)))
-            select.append(sql.SQL("NULL::{} AS {}").format(sql.SQL(types[c]),
-                                                          sql.Identifier(t)))
-        select += [sql.SQL("false AS {}").format(sql.Identifier(_MATCHED)),
-                   sql.SQL("false AS {}").format(sql.Identifier(_TAKEN)), *aside]
-        self.conn.execute(sql.SQL("CREATE TEMPORARY TABLE {} ON COMMIT DROP AS SELECT {}"
-                                  " FROM {} r{}").format(
-            self.stage, sql.SQL(", ").join(select), self.raw, sql.Composed(joins)), params)
-        self.conn.execute(sql.SQL("DROP TABLE {}").format(self.raw))
+        stage_generic_keys(self)  # by the source's content types: before they are remapped
+        for fk in self.remapped:
+            if self.store.may_have(fk.ref_table):  # else every key maps to itself
+                self._remap(fk)
         self.conn.execute(sql.SQL("CREATE UNIQUE INDEX ON {} ({})").format(
             self.stage, sql.Identifier(_N)))
         self.conn.execute(sql.SQL("ANALYZE {}").format(self.stage))
         return n
 
-    def _cols(self, alias: str, names: Iterable[str]) -> sql.Composable:
+    def _remap(self, fk: Any) -> None:
+        """One foreign key of the staged rows through the key map: only the rows whose
+        parent has another key in the target are written (a tracked parent's entries
+        include the ones that map to themselves)."""
+        built = sql.SQL("jsonb_build_array({})").format(self.cols("s", fk.columns))
+        self.conn.execute(sql.SQL(
+            "UPDATE {stage} s SET {sets} FROM {keymap} m WHERE m.table_name = %s"
+            " AND m.key = {built}::text AND m.value <> {built}").format(
+                stage=self.stage, keymap=self.store.table, built=built,
+                sets=sql.SQL(", ").join(
+                    sql.SQL("{c} = (m.value ->> {i})::{t}").format(
+                        c=sql.Identifier(c), i=sql.Literal(i), t=sql.SQL(self.types[c]))
+                    for i, c in enumerate(fk.columns))), (fk.ref_table,))
+
+    def cols(self, alias: str, names: Iterable[str]) -> sql.Composable:
         return sql.SQL(", ").join(sql.SQL("{}.{}").format(sql.Identifier(alias),
                                                           sql.Identifier(c)) for c in names)
 
@@ -207,9 +208,10 @@ class _Stage:
             return 0
         on = self._equal("s", nk.columns, "t", nk.columns)
         dup = self.conn.execute(sql.SQL(
+            # no LIMIT: with one the planner walks the target's key index in a nested loop
             "SELECT {nk} FROM {stage} s JOIN {table} t ON {on} GROUP BY s.{n}, {nk}"
-            " HAVING count(*) > 1 LIMIT 1").format(
-                nk=self._cols("s", nk.columns), stage=self.stage, table=self.ident, on=on,
+            " HAVING count(*) > 1").format(
+                nk=self.cols("s", nk.columns), stage=self.stage, table=self.ident, on=on,
                 n=sql.Identifier(_N))).fetchone()
         if dup is not None:
             raise RestoreError(f"{self.name}: natural key {nk.columns} is not unique in the "
@@ -224,7 +226,7 @@ class _Stage:
 
     def _first(self, where: sql.Composable, cols: Iterable[str]) -> tuple[Any, ...]:
         row = self.conn.execute(sql.SQL("SELECT {} FROM {} s WHERE {} ORDER BY s.{} LIMIT 1")
-                                .format(self._cols("s", cols), self.stage, where,
+                                .format(self.cols("s", cols), self.stage, where,
                                         sql.Identifier(_N))).fetchone()
         return tuple(row) if row else ()
 
@@ -237,9 +239,9 @@ class _Stage:
                 and not (is_surrogate_key(spec) and c.name in self.pk)]
 
         def text(alias: str) -> sql.Composable:
-            return sql.SQL("ROW({})::text").format(self._cols(alias, cols))
+            return sql.SQL("ROW({})::text").format(self.cols(alias, cols))
 
-        tpk = self._cols("t", self.pk)
+        tpk = self.cols("t", self.pk)
         keys = [sql.Identifier(f"k{i}") for i in range(len(self.pk))]
         return self.conn.execute(sql.SQL(
             "WITH src AS (SELECT s.{n} AS n, {s_text} AS body, row_number() OVER"
@@ -334,7 +336,7 @@ class _Stage:
             return self.conn.execute(sql.SQL(
                 "INSERT INTO {} ({}) {}SELECT {} FROM {} s WHERE {} ORDER BY s.{}").format(
                     self.ident, names, sql.SQL("OVERRIDING SYSTEM VALUE " if always else ""),
-                    self._cols("s", self.columns), self.stage, where,
+                    self.cols("s", self.columns), self.stage, where,
                     sql.Identifier(_N))).rowcount
 
     def _update_matched(self, matched: int) -> None:
@@ -345,8 +347,8 @@ class _Stage:
             return  # refused (a rehearsal goes on as if skipped, uncounted)
         remapped = self.conn.execute(sql.SQL(
             "SELECT count(*) FROM {} s WHERE s.{} AND ({}) IS DISTINCT FROM ({})").format(
-                self.stage, sql.Identifier(_MATCHED), self._cols("s", self.srcs),
-                self._cols("s", self.tos))).fetchone()
+                self.stage, sql.Identifier(_MATCHED), self.cols("s", self.srcs),
+                self.cols("s", self.tos))).fetchone()
         self.counts.remapped += int(remapped[0]) if remapped else 0
         if self.writer.on_conflict == "skip" or self.content:
             self.counts.skipped += matched
@@ -371,12 +373,12 @@ class _Stage:
         (all of them for a tracked table), written where the per-row path keeps them."""
         tracked = self.name in self.writer.keymap.tracked
         where = (sql.SQL("true") if tracked else sql.SQL("({}) IS DISTINCT FROM ({})").format(
-            self._cols("s", self.srcs), self._target_key("s")))
+            self.cols("s", self.srcs), self._target_key("s")))
         added = self.conn.execute(sql.SQL(
             "INSERT INTO {keymap} (table_name, key, value) SELECT %s,"
             " jsonb_build_array({srcs})::text, jsonb_build_array({tos}) FROM {stage} s"
             " WHERE {where} ON CONFLICT (table_name, key) DO UPDATE SET value = excluded.value"
-        ).format(keymap=self.store.table, srcs=self._cols("s", self.srcs),
+        ).format(keymap=self.store.table, srcs=self.cols("s", self.srcs),
                  tos=self._target_key("s"), stage=self.stage, where=where),
             (self.name,)).rowcount
         if added:
@@ -442,7 +444,7 @@ class _Stage:
         try:
             with self.conn.transaction():
                 row = self.conn.execute(sql.SQL("SELECT {} FROM {} s WHERE {} LIMIT 1").format(
-                    self._cols("s", srcs), self.stage, sql.SQL(" AND ").join(
+                    self.cols("s", srcs), self.stage, sql.SQL(" AND ").join(
                         sql.SQL("s.{}::text = %s").format(sql.Identifier(c)) for c in columns)),
                     values).fetchone()
         except psycopg.Error:  # a value the DETAIL spells otherwise: no source row named

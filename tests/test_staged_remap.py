@@ -106,13 +106,18 @@ def fill_target(conn: psycopg.Connection[Any], clash_email: bool = False) -> Non
                      " 'u5@example.org', 'clash')", (uuid.UUID(int=2000),))
 
 
-@pytest.fixture
-def packages(source_db: str, tmp_path) -> Recorder:
+def _recorded(source_db: str, tmp_path: Any, fill: Any) -> Recorder:
+    """A full package of the source once ``fill`` has made it."""
     with psycopg.connect(source_db, autocommit=True) as conn:
-        fill_source(conn)
+        fill(conn)
     rec = Recorder(source_db, str(tmp_path / "packages"))
     rec.full()
     return rec
+
+
+@pytest.fixture
+def packages(source_db: str, tmp_path) -> Recorder:
+    return _recorded(source_db, tmp_path, fill_source)
 
 
 def _restore(rec: Recorder, target: str, **options: Any) -> Any:
@@ -133,8 +138,18 @@ def staged(monkeypatch) -> list[str]:
     return written
 
 
-def _per_row(monkeypatch) -> None:
+def _per_row(rec: Recorder, server: str, fill: Any, monkeypatch, staged: list[str],
+             dumper: Any, **options: Any) -> tuple[Any, Any]:
+    """The same restore into a target filled by ``fill``, every table forced through the
+    per-row path: its report and ``dumper``'s view of the target."""
     monkeypatch.setattr(restorer.load, "why_not_staged", lambda *a: "forced")
+    staged.clear()
+    with scratch_database(server) as other:
+        with psycopg.connect(other, autocommit=True) as conn:
+            fill(conn)
+        report = _restore(rec, other, **options)
+        assert staged == []
+        return report, dumper(other)
 
 
 def _expected(source: dict[str, Counter], before: dict[str, Counter], keyed: dict[str, int],
@@ -197,15 +212,10 @@ def test_staged_and_per_row_paths_leave_the_same_target(packages, pg18_server, s
         fill_target(conn)
     report = _restore(packages, target_db, on_conflict=on_conflict)
     assert "public.item" in staged
-    with scratch_database(pg18_server) as other:
-        with psycopg.connect(other, autocommit=True) as conn:
-            fill_target(conn)
-        _per_row(monkeypatch)
-        staged.clear()
-        reference = _restore(packages, other, on_conflict=on_conflict)
-        assert staged == []
-        assert dump(target_db) == dump(other)
-        assert _counts(report) == _counts(reference)
+    reference, other = _per_row(packages, pg18_server, fill_target, monkeypatch, staged, dump,
+                                on_conflict=on_conflict)
+    assert dump(target_db) == other
+    assert _counts(report) == _counts(reference)
 
 
 def test_dry_run_and_refusal_count_as_the_per_row_path(packages, pg18_server, staged,
@@ -221,12 +231,10 @@ def test_dry_run_and_refusal_count_as_the_per_row_path(packages, pg18_server, st
         _restore(packages, target_db, on_conflict="fail")
     assert "kind" in str(refused.value) and "k2" in str(refused.value)
     assert dump(target_db) == before
-    with scratch_database(pg18_server) as other:
-        with psycopg.connect(other, autocommit=True) as conn:
-            fill_target(conn)
-        _per_row(monkeypatch)
-        reference = _restore(packages, other, on_conflict="fail", dry_run=True)
-        assert _counts(rehearsal) == _counts(reference)
+    reference, other = _per_row(packages, pg18_server, fill_target, monkeypatch, staged, dump,
+                                on_conflict="fail", dry_run=True)
+    assert other == before
+    assert _counts(rehearsal) == _counts(reference)
 
 
 def test_a_unique_violation_names_the_source_row_and_writes_nothing(packages, target_db,
@@ -243,3 +251,91 @@ def test_a_unique_violation_names_the_source_row_and_writes_nothing(packages, ta
                                  ).fetchone()[0]
     assert f"id={source_id}" in message or f"'id': {source_id}" in message, message
     assert dump(target_db) == before
+
+
+GENERIC_SCHEMA = """
+CREATE TABLE django_content_type (id serial PRIMARY KEY, app_label text NOT NULL,
+                                  model text NOT NULL, UNIQUE (app_label, model));
+CREATE TABLE app_thing (id serial PRIMARY KEY, name text NOT NULL UNIQUE);
+CREATE TABLE app_blob (id uuid PRIMARY KEY, label text NOT NULL);
+CREATE TABLE comment (id serial PRIMARY KEY, body text NOT NULL,
+                      content_type_id int REFERENCES django_content_type (id),
+                      object_id text);
+CREATE TABLE app_reply (id serial PRIMARY KEY, comment_id int NOT NULL REFERENCES comment (id),
+                        word text NOT NULL UNIQUE);
+"""
+GENERIC = {"public.comment": {"content_type": "content_type_id", "object_id": "object_id"}}
+BLOBS = [uuid.UUID(int=(7 << 120) + i) for i in range(4)]
+
+# each comment with what its pair names: the model and the object's own content
+GENERIC_CANONICAL = """
+SELECT c.body, ct.model, coalesce(t.name, b.label, r.word) FROM comment c
+LEFT JOIN django_content_type ct ON ct.id = c.content_type_id
+LEFT JOIN app_thing t ON ct.model = 'thing' AND t.id::text = btrim(c.object_id, ' +')
+LEFT JOIN app_blob b ON ct.model = 'blob' AND b.id::text = lower(btrim(c.object_id, '{}'))
+LEFT JOIN app_reply r ON ct.model = 'reply' AND r.id::text = c.object_id
+"""
+
+
+def _generic_source(conn: psycopg.Connection[Any]) -> None:
+    conn.execute(GENERIC_SCHEMA)
+    conn.execute("INSERT INTO django_content_type (app_label, model) VALUES ('app', 'thing'),"
+                 " ('app', 'blob'), ('app', 'reply'), ('gone', 'model')")
+    conn.execute("INSERT INTO app_thing (name) SELECT 'thing ' || g FROM generate_series(1, 8) g")
+    for i, b in enumerate(BLOBS):
+        conn.execute("INSERT INTO app_blob VALUES (%s, %s)", (b, f"blob {i}"))
+    objects = [  # canonical spellings, odd ones Python's int() and UUID() read, dangling
+        (1, "3"), (1, "7"), (1, " 5"), (1, "+2"), (1, "99"), (2, str(BLOBS[1])),
+        (2, "{" + str(BLOBS[2]).upper() + "}"), (2, str(uuid.UUID(int=1))), (4, "1"),
+        (None, None), (1, None), (3, "1"), (3, "2")]
+    for i, (ct, obj) in enumerate(objects):
+        conn.execute("INSERT INTO comment (body, content_type_id, object_id) VALUES"
+                     " (%s, %s, %s)", (f"comment {i}", ct, obj))
+    # replies load after comments: comments pointing at them wait for them
+    conn.execute("INSERT INTO app_reply (comment_id, word) VALUES (1, 'yes'), (2, 'no')")
+
+
+def _generic_target(conn: psycopg.Connection[Any]) -> None:
+    conn.execute(GENERIC_SCHEMA)
+    conn.execute("INSERT INTO django_content_type (app_label, model) VALUES ('own', 'x'),"
+                 " ('app', 'reply'), ('app', 'blob'), ('app', 'thing')")
+    conn.execute("INSERT INTO app_thing (name) VALUES ('own 1'), ('thing 5'), ('own 2')")
+    conn.execute("INSERT INTO comment (body) VALUES ('own comment')")
+    conn.execute("INSERT INTO app_reply (comment_id, word) VALUES (1, 'own reply')")
+
+
+@pytest.fixture
+def generic_packages(source_db: str, tmp_path) -> Recorder:
+    return _recorded(source_db, tmp_path, _generic_source)
+
+
+def test_generic_foreign_keys_follow_their_objects_as_row_by_row(
+        generic_packages, pg18_server, staged, monkeypatch, target_db):
+    with psycopg.connect(target_db, autocommit=True) as conn:
+        _generic_target(conn)
+    report = _restore(generic_packages, target_db, generic_foreign_keys=GENERIC)
+    assert "public.comment" in staged
+    with psycopg.connect(generic_packages.url) as conn:
+        source = Counter(map(tuple, conn.execute(GENERIC_CANONICAL).fetchall()))
+    with psycopg.connect(target_db) as conn:
+        got = Counter(map(tuple, conn.execute(GENERIC_CANONICAL).fetchall()))
+        # the source's comments, each naming the same object; the target's own stays
+        assert got == source + Counter({("own comment", None, None): 1})
+        # object ids keep their spelling where their object kept its id, and the
+        # references to nothing (a deleted thing, an unknown blob) keep their value
+        kept = dict(conn.execute("SELECT body, object_id FROM comment").fetchall())
+        assert kept["comment 4"] == "99" and kept["comment 7"] == str(uuid.UUID(int=1))
+    assert report.unresolved_generic_keys >= 2
+    reference, other = _per_row(generic_packages, pg18_server, _generic_target, monkeypatch,
+                                staged, _generic_dump, generic_foreign_keys=GENERIC)
+    assert _generic_dump(target_db) == other
+    assert _counts(report) == _counts(reference)
+    assert report.unresolved_generic_keys == reference.unresolved_generic_keys
+
+
+def _generic_dump(url: str) -> dict[str, list[tuple[Any, ...]]]:
+    with psycopg.connect(url) as conn:
+        return {t: conn.execute(sql.SQL("SELECT * FROM {} ORDER BY id").format(
+            sql.Identifier(t))).fetchall()
+                for t in ("django_content_type", "app_thing", "app_blob", "comment",
+                          "app_reply")}

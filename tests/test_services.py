@@ -50,3 +50,39 @@ def test_kafka_round_trip() -> None:
     finally:
         admin.delete_topics([topic])
         admin.close()
+
+
+def test_tidy_drops_what_killed_runs_leave(tmp_path) -> None:
+    """On a PostgreSQL 18 of its own (the shared servers are never tidied by a test): `up`
+    warns about an inactive slot holding WAL, `tidy` drops it and its database."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = str(Path(__file__).resolve().parents[1] / "scripts" / "services")
+    env = {**os.environ, "JOURNAL_SERVICES_DIR": str(tmp_path / "services"),
+           "JOURNAL_SERVICES_SLOT_WARNING_BYTES": "0"}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, script, *args, "--only", "pg18"], env=env,
+                              capture_output=True, text=True, timeout=180, check=True)
+
+    try:
+        url = run("up").stdout.split("JOURNAL_TEST_PG18_URL=")[1].split()[0]
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("CREATE DATABASE left_behind")
+        with psycopg.connect(url.rsplit("/", 1)[0] + "/left_behind", autocommit=True) as conn:
+            conn.execute("SELECT pg_create_logical_replication_slot('left_slot', 'pgoutput')")
+            conn.execute("CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g")
+        warned = run("up").stderr
+        assert "1 inactive replication slot(s)" in warned and "left_slot in left_behind" in warned
+        assert "dropped 1 slot(s) and 1 database(s)" in run("tidy").stderr
+        with psycopg.connect(url, autocommit=True) as conn:
+            assert conn.execute("SELECT count(*) FROM pg_replication_slots").fetchone()[0] == 0
+            assert conn.execute("SELECT datname FROM pg_database WHERE datname ="
+                                " 'left_behind'").fetchone() is None
+        assert "warning" not in run("up").stderr
+    finally:
+        subprocess.run([sys.executable, script, "down", "--only", "pg18"], env=env,
+                       capture_output=True, timeout=120, check=False)

@@ -6,6 +6,7 @@ runs with no server at all; the hooks below fail loudly on a test that needs one
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -56,6 +57,14 @@ def pg15_server() -> str:
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> str:
     return services.kafka_bootstrap()
+
+
+@pytest.fixture
+def kafka_journal_url(kafka_bootstrap: str) -> Iterator[str]:
+    """A Kafka journal under topics of the test's own, deleted afterwards."""
+    prefix = f"test_{uuid.uuid4().hex[:10]}"
+    yield f"kafka://{kafka_bootstrap}?topic_prefix={prefix}"
+    services.delete_topics(kafka_bootstrap, prefix)
 
 
 @pytest.fixture(params=["pg18", "pg15"])

@@ -82,3 +82,19 @@ def start_kafka() -> None:
 def restart_kafka() -> None:
     stop_kafka()
     start_kafka()
+
+
+def delete_topics(bootstrap: str, prefix: str) -> None:
+    """Delete the topics under ``prefix`` (a test's own): the broker outlives test runs."""
+    from kafka.admin import KafkaAdminClient
+
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap, bootstrap_timeout_ms=10_000)
+    except Exception:  # the broker may be down after a failed restart test
+        return
+    try:
+        mine = [t for t in admin.list_topics() if t.startswith(prefix + ".")]
+        if mine:
+            admin.delete_topics(mine)
+    finally:
+        admin.close()

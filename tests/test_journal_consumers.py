@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -46,8 +45,8 @@ def test_a_commit_keeps_the_position_it_reaches_and_an_old_commit_has_none(
 
 
 @pytest.mark.integration
-def test_kafka_commits_keep_the_position_they_reach(kafka_bootstrap: str) -> None:
-    url = f"kafka://{kafka_bootstrap}?topic_prefix=test_{uuid.uuid4().hex[:10]}"
+def test_kafka_commits_keep_the_position_they_reach(kafka_journal_url: str) -> None:
+    url = kafka_journal_url
     writer = open_writer(url, "edms")
     try:
         writer.append(Position(10, 0), b"k", b"v")

@@ -6,7 +6,6 @@ import io
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -34,23 +33,8 @@ DOC = TableSchema("public", "document", (
 
 
 @pytest.fixture
-def journal_url(kafka_bootstrap: str) -> Iterator[str]:
-    prefix = f"test_{uuid.uuid4().hex[:10]}"
-    yield f"kafka://{kafka_bootstrap}?topic_prefix={prefix}"
-    _delete_topics(kafka_bootstrap, prefix)
-
-
-def _delete_topics(bootstrap: str, prefix: str) -> None:
-    try:
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap, bootstrap_timeout_ms=10_000)
-    except Exception:  # the broker may be down after a failed restart test
-        return
-    try:
-        mine = [t for t in admin.list_topics() if t.startswith(prefix + ".")]
-        if mine:
-            admin.delete_topics(mine)
-    finally:
-        admin.close()
+def journal_url(kafka_journal_url: str) -> str:
+    return kafka_journal_url
 
 
 def event(i: int) -> ChangeEvent:

@@ -93,6 +93,9 @@ class RestoreOptions:
     # or an incremental restore of one; restorer/folded.py); "ordered": every
     # transaction applied in turn (what natural-key restores into a live target do)
     replay: str = "net"
+    # a restore into existing tables locks them against other writers for its duration
+    # (SHARE ROW EXCLUSIVE: reads go on); how long it waits for writers to finish
+    lock_timeout_s: float = 60.0
 
     def restore_target(self) -> RestoreTarget:
         return RestoreTarget.from_options(time=self.to_time, lsn=self.to_lsn, xid=self.to_xid,
@@ -144,6 +147,10 @@ def restore(options: RestoreOptions) -> RestoreReport:
         # leased before verification: prune must not remove what is verified, then read
         with store.lease(packaged, "restore"):
             _verify_packages(store, plan)  # before the target is touched
+            # a rehearsal writes nothing for others to wait on: it takes no lock and reads
+            # one snapshot instead, so its counts hold together while the target is written
+            conn.isolation_level = (psycopg.IsolationLevel.REPEATABLE_READ if options.dry_run
+                                    else None)
             try:
                 with conn.transaction():
                     _run(conn, store, plan, state, options, report, journal)
@@ -154,6 +161,11 @@ def restore(options: RestoreOptions) -> RestoreReport:
             except psycopg.errors.IntegrityError as exc:
                 raise RestoreRefused(f"restore refused, the target is unchanged: "
                                      f"{diagnosed(exc)}") from exc
+            except psycopg.errors.LockNotAvailable as exc:
+                raise RestoreError(
+                    f"restore failed, the target is unchanged: {diagnosed(exc)} (waited"
+                    f" {options.lock_timeout_s:g} s for another session's uncommitted rows or"
+                    " locks; let it finish, or wait longer with --lock-timeout)") from exc
             except psycopg.Error as exc:
                 raise RestoreError(f"restore failed, the target is unchanged: "
                                    f"{diagnosed(exc)}") from exc
@@ -165,6 +177,31 @@ def restore(options: RestoreOptions) -> RestoreReport:
                 raise type(exc)(f"{exc} (the target is unchanged)") from exc
     report.seconds = time.monotonic() - started
     return report
+
+
+def lock_tables(conn: psycopg.Connection[Any], catalog: Catalog, tables: list[str],
+                timeout_s: float) -> None:
+    """Lock the tables a restore writes against other sessions' writes, until it commits:
+    what the restore matched, counted and decided stays true while it writes (a row
+    another session inserts meanwhile would be a duplicate nothing reports). Waits as
+    long as the transaction's lock_timeout (``timeout_s``, for the message)."""
+    for name in tables:
+        spec = catalog.tables[name]
+        ident = sql.Identifier(spec.schema, spec.name)
+        try:
+            with conn.transaction():
+                conn.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(ident))
+        except psycopg.errors.LockNotAvailable:
+            holders = [r[0] for r in conn.execute(
+                "SELECT DISTINCT pid FROM pg_locks WHERE relation = %s::regclass AND granted"
+                " AND pid <> pg_backend_pid() ORDER BY 1",
+                (ident.as_string(conn),)).fetchall()]
+            raise RestoreError(
+                f"{name}: other sessions kept writing or locking it for {timeout_s:g} s"
+                f" (backend pid {', '.join(map(str, holders)) or 'unknown'}); a restore"
+                " into existing tables locks them against writes until it commits: stop the"
+                " writers, or wait longer with --lock-timeout (the target is unchanged)"
+            ) from None
 
 
 def _plan(store: Any, manifests: list[Any], target: RestoreTarget,
@@ -230,6 +267,12 @@ def _run(conn: psycopg.Connection[Any], store: Any, plan: RestorePlan,
     graph = TableGraph(catalog)
     wanted = sorted(graph.closure(requested)) if options.tables else tables
     existing = schema.existing_tables(conn, wanted)
+    # every wait is bounded: for a table's writers, or a rehearsal's for another session's
+    # uncommitted row with a key it writes too
+    conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(
+        sql.Literal(f"{max(1, int(options.lock_timeout_s * 1000))}ms")))
+    if existing and not options.dry_run:
+        lock_tables(conn, catalog, sorted(existing), options.lock_timeout_s)
     if state is not None:
         mode = state.mode
     else:

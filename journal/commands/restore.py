@@ -47,12 +47,17 @@ def _progress(show: bool) -> Callable[[str, int], None]:
               help="apply each row's net change up to the target, set-wise (net), or each "
                    "transaction in turn (ordered); a restore through natural keys into a "
                    "populated database always replays in order")
+@click.option("--lock-timeout", type=click.FloatRange(min=0.001), default=60.0,
+              show_default=True, metavar="SECONDS",
+              help="how long to wait for other sessions' writes to the existing tables the "
+                   "restore locks against writes until it commits")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable report")
 @click.pass_context
 def restore_command(ctx: click.Context, target_url: str, to_time: str | None,
                     to_lsn: str | None, to_xid: int | None, to_mark: str | None,
                     incremental: bool, tables: str | None, dry_run: bool, on_conflict: str,
-                    strict: bool, packages_only: bool, replay: str, as_json: bool) -> None:
+                    strict: bool, packages_only: bool, replay: str, lock_timeout: float,
+                    as_json: bool) -> None:
     """Restore the packages into a database: full, incremental or point-in-time."""
     cfg = config(ctx)
     try:
@@ -67,7 +72,8 @@ def restore_command(ctx: click.Context, target_url: str, to_time: str | None,
         dry_run=dry_run, on_conflict=on_conflict, natural_keys=dict(cfg.natural_keys),
         generic_foreign_keys=dict(cfg.generic_foreign_keys), strict=strict,
         progress=_progress(interactive() and not as_json),
-        journal_url="" if packages_only else cfg.journal_location(), replay=replay)
+        journal_url="" if packages_only else cfg.journal_location(), replay=replay,
+        lock_timeout_s=lock_timeout)
     report = restore(options)
     current().restore_report(report)
     if as_json:

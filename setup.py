@@ -1,0 +1,17 @@
+"""The C decoder of rows and change events, compiled when a C compiler is present: without
+one (``optional``) the install goes on and the pure-Python decoder is used."""
+
+from setuptools import Extension, setup
+
+try:
+    from Cython.Build import cythonize
+except ImportError:  # a build without Cython (not from pyproject's build requirements)
+    extensions = []
+else:
+    extensions = cythonize(
+        [Extension("journal.codec._fastread", ["journal/codec/_fastread.pyx"],
+                   optional=True)],
+        language_level=3,
+    )
+
+setup(ext_modules=extensions)

@@ -25,7 +25,7 @@ from journal.codec.decoder import compile_decoder
 from journal.codec.wire import Unhandled
 from journal.positions import Position
 from tests.support.ci import unavailable
-from tests.test_codec_decode import assert_identical
+from tests.support.identical import assert_identical
 
 SETTINGS = fast.SETTINGS
 TABLE = fast.TABLE

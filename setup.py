@@ -9,9 +9,10 @@ except ImportError:  # a build without Cython (not from pyproject's build requir
     extensions = []
 else:
     extensions = cythonize(
-        [Extension("journal.codec._fastread", ["journal/codec/_fastread.pyx"],
-                   optional=True)],
+        [Extension("journal.codec._fastread", ["journal/codec/_fastread.pyx"])],
         language_level=3,
     )
+    for extension in extensions:  # cythonize's copies drop the flag: set it on them
+        extension.optional = True
 
 setup(ext_modules=extensions)

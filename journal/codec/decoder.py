@@ -11,8 +11,9 @@ reads its row and event members with.
 
 It is kept because it pays for itself: ``bench/codec.py`` measures it at about 1.4-1.5x
 the reference path on table rows, change events and package rows, and 1.4x on
-transaction markers. Should that fall under 1.2x, routing ``decode`` to the reference
-path and deleting this module is the simpler house.
+transaction markers; the C reader at a further 2.8x on change events and 4.8x on package
+rows (4x and 7x fastavro alone). Should the Python path fall under 1.2x, routing
+``decode`` to the reference path and deleting this module is the simpler house.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """Codec benchmarks: encode and decode records/s of our reference path, our compiled
-path and fastavro's schemaless writer and reader alone, on the same schema and data.
+paths (Python, and C where built) and fastavro's schemaless writer and reader alone, on
+the same schema and data.
 
     python bench/codec.py                  # 2,000 records per kind, best of 7 runs of 0.2 s
     python bench/codec.py --records 500 --seconds 0.1 --repeat 15
@@ -10,10 +11,13 @@ events; a change mix (inserts, updates with a before image, key-only deletes); t
 rows as a package holds them (Row records, no envelope); BEGIN and END markers.
 
 ``reference`` is fastavro's generic writer/reader plus our conversions (``encode_generic``,
-``decode_generic``), what every compiled path must equal; ``compiled`` is what ``encode``
-and ``decode`` try first; ``fastavro`` is ``schemaless_writer``/``schemaless_reader`` alone
-on the same schema and the datum fastavro itself reads back: the floor of the generic path,
-without our conversions. Ratios are compiled over reference and compiled over fastavro.
+``decode_generic``), what every compiled path must equal; ``compiled`` is the compiled
+path in Python (generated row readers, the Python envelope decoder); ``C`` is what
+``encode`` and ``decode`` try first where the C decoder (``journal/codec/_fastread.pyx``)
+is built: rows and change events read in C, markers as ``compiled``; ``fastavro`` is
+``schemaless_writer``/``schemaless_reader`` alone on the same schema and the datum fastavro
+itself reads back: the floor of the generic path, without our conversions. Ratios are
+compiled over reference, C over compiled and C over fastavro.
 """
 
 from __future__ import annotations
@@ -58,6 +62,10 @@ try:
     from journal.codec import decode_compiled
 except ImportError:
     decode_compiled = None  # type: ignore[assignment]
+try:  # the C decoder and the switch to its Python twin
+    from journal.codec.decoder import IN_C, MAGIC, Unhandled, compile_decoder
+except ImportError:
+    IN_C = False
 
 
 def _oid(name: str) -> int:
@@ -181,6 +189,23 @@ def _read(parsed: Any, body: bytes) -> Any:
 Paths = dict[str, Callable[[], Any] | None]
 
 
+def python_decoder(registry: SchemaRegistry) -> Callable[[bytes], Any]:
+    """``decode_compiled`` with its change events read in Python, not C."""
+    decoders: dict[bytes, Any] = {}
+
+    def decode(value: bytes) -> Any:
+        if type(value) is not bytes or value[:2] != MAGIC:
+            raise Unhandled
+        fp = value[2:10]
+        try:
+            decoder = decoders[fp]
+        except KeyError:
+            decoder = decoders[fp] = compile_decoder(fp, registry.parsed(fp),
+                                                     registry.table(fp), in_c=False)
+        return decoder(value)
+    return decode
+
+
 def stream_paths(records: Sequence[Any]) -> tuple[Paths, Paths]:
     """(encode paths, decode paths) of single-object encoded stream records."""
     registry = SchemaRegistry()
@@ -193,13 +218,22 @@ def stream_paths(records: Sequence[Any]) -> tuple[Paths, Paths]:
         "reference": lambda: [encode_generic(r, registry) for r in records],
         "compiled": None if encode_compiled is None
         else lambda: [encode_compiled(r, registry) for r in records],
+        "C": None,  # the encoders are Python
         "fastavro": lambda: [_write(p, d) for p, d in pairs],
     }
     bodies = list(zip(parsed, [body for _, body in split], strict=True))
+    in_python = python_decoder(registry) if IN_C else None
+
+    def decoding_c() -> list[Any]:
+        return [decode_compiled(v, registry) for v in values]
+
+    def decoding_py() -> list[Any]:
+        return [in_python(v) for v in values] if in_python is not None \
+            else [decode_compiled(v, registry) for v in values]
     decoding: Paths = {
         "reference": lambda: [decode_generic(v, registry) for v in values],
-        "compiled": None if decode_compiled is None
-        else lambda: [decode_compiled(v, registry) for v in values],
+        "compiled": None if decode_compiled is None else decoding_py,
+        "C": decoding_c if IN_C else None,
         "fastavro": lambda: [_read(p, b) for p, b in bodies],
     }
     return encoding, decoding
@@ -211,7 +245,8 @@ def row_paths(rows: Sequence[dict[str, Any]]) -> tuple[Paths, Paths]:
     parsed = fastavro.parse_schema(schema)
     datums = [to_avro_row(DOCUMENT, r) for r in rows]
     data = b"".join(_write(parsed, d) for d in datums)
-    read_row = record_reader(parsed)
+    read_row = record_reader(parsed, in_c=False) if IN_C else record_reader(parsed)
+    read_row_c = record_reader(parsed) if IN_C else None
 
     def read_all(read: Callable[[bytes, int], tuple[Any, int]]) -> None:
         at = 0
@@ -226,11 +261,13 @@ def row_paths(rows: Sequence[dict[str, Any]]) -> tuple[Paths, Paths]:
     encoding: Paths = {
         "reference": lambda: [_write(parsed, to_avro_row(DOCUMENT, r)) for r in rows],
         "compiled": None,  # packages write rows with fastavro's writer
+        "C": None,
         "fastavro": lambda: [_write(parsed, d) for d in datums],
     }
     decoding: Paths = {
         "reference": fastavro_all,  # what a package reader falls back to
         "compiled": None if read_row is None else lambda: read_all(read_row),
+        "C": None if read_row_c is None else lambda: read_all(read_row_c),
         "fastavro": fastavro_all,
     }
     return encoding, decoding
@@ -252,15 +289,17 @@ def main() -> None:
 
     print(f"records/s, best of {args.repeat} runs of {args.seconds} s, "
           f"{args.records} records per kind")
-    print(f"{'':24}{'reference':>11} {'compiled':>11} {'fastavro':>11}"
-          f"  {'c/ref':>7} {'c/fast':>7}")
+    print(f"{'':24}{'reference':>11} {'compiled':>11} {'C':>11} {'fastavro':>11}"
+          f"  {'c/ref':>7} {'C/c':>7} {'C/fast':>7}")
     for kind, records in workload(args.records, args.seed).items():
         paths = row_paths(records) if kind == "package rows" else stream_paths(records)
         for direction, by_path in zip(("encode", "decode"), paths, strict=True):
             got = rates(by_path, len(records), args.seconds, args.repeat)
             print(f"{direction} {kind:<17}{fmt(got['reference'])} {fmt(got['compiled'])} "
-                  f"{fmt(got['fastavro'])}  {ratio(got['compiled'], got['reference'])} "
-                  f"{ratio(got['compiled'], got['fastavro'])}", flush=True)
+                  f"{fmt(got['C'])} {fmt(got['fastavro'])}  "
+                  f"{ratio(got['compiled'], got['reference'])} "
+                  f"{ratio(got['C'], got['compiled'])} {ratio(got['C'], got['fastavro'])}",
+                  flush=True)
 
 
 if __name__ == "__main__":

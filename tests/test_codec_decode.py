@@ -9,7 +9,6 @@ bytes, where it must return what fastavro returns or raise the same ValidationEr
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import json
 import math
@@ -19,7 +18,6 @@ import time
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
-from uuid import UUID
 
 import fastavro
 import pytest
@@ -43,36 +41,10 @@ from journal.errors import ValidationError
 from journal.events import ChangeEvent, LogicalMessage, TransactionMarker
 from journal.packages import STREAM_RECORD_SCHEMA
 from journal.positions import Position
+from tests.support.identical import assert_identical
 
 SETTINGS = fast.SETTINGS
 TABLE, COLUMNS = fast.TABLE, fast.COLUMNS
-
-
-def assert_identical(a: Any, b: Any, where: str = "") -> None:
-    """Equal and of the same type all the way down: a NaN's bits, a Decimal's exponent,
-    a datetime's tzinfo and a dict's key order count."""
-    assert type(a) is type(b), (where, a, b)
-    if isinstance(a, float):
-        assert struct.pack("<d", a) == struct.pack("<d", b), (where, a, b)
-    elif isinstance(a, Decimal):
-        assert a.as_tuple() == b.as_tuple(), (where, a, b)
-    elif isinstance(a, UUID):
-        assert (a.int, a.is_safe) == (b.int, b.is_safe), (where, a, b)
-    elif isinstance(a, datetime):
-        assert (a, a.tzinfo, a.fold) == (b, b.tzinfo, b.fold), (where, a, b)
-    elif isinstance(a, dict):
-        assert list(a) == list(b), where
-        for key in a:
-            assert_identical(a[key], b[key], f"{where}.{key}")
-    elif isinstance(a, list | tuple):
-        assert len(a) == len(b), (where, a, b)
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            assert_identical(x, y, f"{where}[{i}]")
-    elif dataclasses.is_dataclass(a) and not isinstance(a, TableSchema | Position):
-        for f in dataclasses.fields(a):
-            assert_identical(getattr(a, f.name), getattr(b, f.name), f"{where}.{f.name}")
-    else:
-        assert a == b, (where, a, b)
 
 
 def assert_decodes_identically(value: bytes, registry: SchemaRegistry) -> Any:

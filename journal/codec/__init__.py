@@ -10,7 +10,8 @@ parts, each in its own module:
 - ``reference``: fastavro's generic writer and reader with our row conversions, what
   every compiled path must equal and what handles whatever a compiled path leaves to it;
 - ``encoder`` and ``decoder``: the compiled paths (``bench/codec.py`` measures what they
-  buy over the reference and over fastavro alone).
+  buy over the reference and over fastavro alone); the decoder reads rows and change
+  events in C (``_fastread``) where the extension was compiled at install.
 """
 
 from journal.codec.decoder import decode, decode_compiled, record_reader

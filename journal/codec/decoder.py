@@ -1,6 +1,8 @@
 """The compiled decoder: stream records and package rows read as fastavro reads them,
-without its generic walk, from readers built once per writer schema (row readers are
-generated as straight-line code).
+without its generic walk, from readers built once per writer schema. Rows and change
+event envelopes are read in C (``_fastread.pyx``, built at install when a C compiler is
+present) from a program of column kinds; the same program generated as straight-line
+Python is the fallback and the reference the C reader is tested against.
 
 ``decode`` is what every reader of the stream calls: the compiled decoder first, the
 reference path for any bytes it leaves to fastavro (which reads them or raises
@@ -9,8 +11,9 @@ reads its row and event members with.
 
 It is kept because it pays for itself: ``bench/codec.py`` measures it at about 1.4-1.5x
 the reference path on table rows, change events and package rows, and 1.4x on
-transaction markers. Should that fall under 1.2x, routing ``decode`` to the reference
-path and deleting this module is the simpler house.
+transaction markers; the C reader at a further 2.8x on change events and 4.8x on package
+rows (4x and 7x fastavro alone). Should the Python path fall under 1.2x, routing
+``decode`` to the reference path and deleting this module is the simpler house.
 """
 
 from __future__ import annotations
@@ -32,6 +35,13 @@ from journal.positions import Position
 
 if TYPE_CHECKING:
     from journal.codec.registry import SchemaRegistry
+
+try:  # the C reader of rows and change events (_fastread.pyx), compiled at install
+    from journal.codec import _fastread
+except ImportError:  # built without a C compiler: the generated Python readers do it all
+    _fastread = None
+
+IN_C = _fastread is not None  # whether rows and change events are read in C
 
 
 def decode(value: bytes, registry: SchemaRegistry) -> Record:
@@ -265,18 +275,24 @@ _INLINE_BYTES = """\
 {i}v{n} = buf[pos:end]
 {i}pos = end
 """
-_INLINE: dict[Any, str] = {
-    "int": _INLINE_LONG, "long": _INLINE_LONG,
+# by column kind, the names the C reader (_fastread.pyx) knows them by too
+_INLINE: dict[str, str] = {
+    "long": _INLINE_LONG,
     "bytes": _INLINE_BYTES,
     "string": _INLINE_BYTES + "{i}v{n} = v{n}.decode()\n",
     "boolean": "{i}v{n} = buf[pos] != 0\n{i}pos += 1\n",
     "float": "{i}v{n} = _unpack_float(buf, pos)[0]\n{i}pos += 4\n",
     "double": "{i}v{n} = _unpack_double(buf, pos)[0]\n{i}pos += 8\n",
-    ("int", "date"): _INLINE_LONG + "{i}v{n} = _date_from_ordinal(v{n} + _DAYS_SHIFT)\n",
-    ("long", "timestamp-micros"): _INLINE_LONG
-    + "{i}v{n} = _EPOCH + timedelta(0, 0, v{n})\n",
-    ("long", "local-timestamp-micros"): _INLINE_LONG
+    "date": _INLINE_LONG + "{i}v{n} = _date_from_ordinal(v{n} + _DAYS_SHIFT)\n",
+    "timestamp-micros": _INLINE_LONG + "{i}v{n} = _EPOCH + timedelta(0, 0, v{n})\n",
+    "local-timestamp-micros": _INLINE_LONG
     + "{i}v{n} = _EPOCH_NAIVE + timedelta(0, 0, v{n})\n",
+}
+_KINDS: dict[Any, str] = {
+    "int": "long", "long": "long", "bytes": "bytes", "string": "string",
+    "boolean": "boolean", "float": "float", "double": "double", ("int", "date"): "date",
+    ("long", "timestamp-micros"): "timestamp-micros",
+    ("long", "local-timestamp-micros"): "local-timestamp-micros",
 }
 
 
@@ -287,35 +303,74 @@ def _inline_key(avro_type: Any) -> Any:
     return avro_type if isinstance(avro_type, str) else None
 
 
-def _row_reader(row_schema: Any, names: tuple[str, ...]) -> _Read | None:
-    """The reader of a Row record, returning a dict keyed by column name."""
+# A row program: per column (name, kind, nullable, text, read, extra), ``text`` for the
+# third union branch ("string": PostgreSQL's text form of the value), ``read`` the Python
+# reader of a type the generated Python does not inline (uuid, time, decimal, arrays);
+# the C reader reads "uuid", "decimal" (``extra``: fastavro's conversion and the schema)
+# and "array" (``extra``: item kind, nullable items) itself and calls ``read`` for the
+# other such kinds ("delegate").
+_Column = tuple[str, str, bool, bool, _Read | None, Any]
+
+
+def _c_kind(avro_type: Any) -> tuple[str, Any]:
+    """(kind, extra) of a type the Python rows delegate: what the C reader reads itself."""
+    key = _inline_key(avro_type)
+    if key == ("string", "uuid"):
+        return "uuid", None
+    if isinstance(avro_type, dict) and avro_type.get("logicalType") == "decimal" \
+            and avro_type.get("type") == "bytes":
+        return "decimal", (_decimal, avro_type)
+    if isinstance(avro_type, dict) and avro_type.get("type") == "array":
+        items = avro_type.get("items")
+        nullable = isinstance(items, list) and len(items) == 2 and items[0] == "null"
+        item_key = _inline_key(items[1] if nullable else items)
+        item = "uuid" if item_key == ("string", "uuid") else _KINDS.get(item_key)
+        if item is not None:
+            return "array", (item, nullable)
+    return "delegate", None
+
+
+def _row_program(row_schema: Any, names: tuple[str, ...]) -> list[_Column] | None:
+    """The program of a Row record schema, or None if a column's type is fastavro's."""
     if not (isinstance(row_schema, dict) and row_schema.get("type") == "record"):
         return None
     fields = row_schema["fields"]
     if len(fields) != len(names):
         return None
-    namespace: dict[str, Any] = {
-        "Unhandled": Unhandled, "_read_long": _read_long, "_unpack_float": _unpack_float,
-        "_unpack_double": _unpack_double, "_date_from_ordinal": _date_from_ordinal,
-        "_DAYS_SHIFT": _DAYS_SHIFT, "_EPOCH": _EPOCH, "_EPOCH_NAIVE": _EPOCH_NAIVE,
-        "timedelta": timedelta}
-    lines = ["def read(buf, pos):", "    length = len(buf)"]
-    for n, f in enumerate(fields):
+    program: list[_Column] = []
+    for name, f in zip(names, fields, strict=True):
         avro_type = f["type"]
         nullable = isinstance(avro_type, list)
-        text = False  # a third branch, "string": PostgreSQL's text form of the value
+        text = False
         if nullable:
             if len(avro_type) == 3 and avro_type[0] == "null" and avro_type[2] == "string":
                 text = True
             elif len(avro_type) != 2 or avro_type[0] != "null":
                 return None
             avro_type = avro_type[1]
-        indent = "        " if nullable else "    "
-        inline = _INLINE.get(_inline_key(avro_type))
-        if inline is None:
+        kind = _KINDS.get(_inline_key(avro_type))
+        read_value, extra = None, None
+        if kind is None:
             read_value = _compile_reader(avro_type)
             if read_value is None:
                 return None
+            kind, extra = _c_kind(avro_type)
+        program.append((name, kind, nullable, text, read_value, extra))
+    return program
+
+
+def _python_row_reader(program: list[_Column]) -> _Read:
+    """The program as generated Python: the reference the C reader is tested against."""
+    namespace: dict[str, Any] = {
+        "Unhandled": Unhandled, "_read_long": _read_long, "_unpack_float": _unpack_float,
+        "_unpack_double": _unpack_double, "_date_from_ordinal": _date_from_ordinal,
+        "_DAYS_SHIFT": _DAYS_SHIFT, "_EPOCH": _EPOCH, "_EPOCH_NAIVE": _EPOCH_NAIVE,
+        "timedelta": timedelta}
+    lines = ["def read(buf, pos):", "    length = len(buf)"]
+    for n, (_, kind, nullable, text, read_value, _extra) in enumerate(program):
+        indent = "        " if nullable else "    "
+        inline = _INLINE.get(kind)
+        if inline is None:
             namespace[f"read{n}"] = read_value
             inline = "{i}v{n}, pos = read{n}(buf, pos)\n"
         if nullable:
@@ -327,22 +382,35 @@ def _row_reader(row_schema: Any, names: tuple[str, ...]) -> _Read | None:
             lines += _INLINE["string"].format(i=indent, n=n).splitlines()
         if nullable:
             lines += ["    else:", "        raise Unhandled"]
-    items = ", ".join(f"{name!r}: v{n}" for n, name in enumerate(names))
+    items = ", ".join(f"{name!r}: v{n}" for n, (name, *_) in enumerate(program))
     lines.append(f"    return {{{items}}}, pos")
     exec("\n".join(lines), namespace)  # noqa: S102 - source built above from fixed templates
     return namespace["read"]  # type: ignore[no-any-return]
 
 
-def record_reader(schema: Any) -> Callable[[bytes, int], tuple[dict[str, Any], int]] | None:
+def _row_reader(row_schema: Any, names: tuple[str, ...], in_c: bool = True) -> _Read | None:
+    """The reader of a Row record, returning a dict keyed by column name: in C where the
+    extension is built (unless ``in_c`` is false), else generated Python."""
+    program = _row_program(row_schema, names)
+    if program is None:
+        return None
+    if in_c and _fastread is not None:
+        return _fastread.RowReader(program).read  # type: ignore[no-any-return]
+    return _python_row_reader(program)
+
+
+def record_reader(schema: Any, in_c: bool = True
+                  ) -> Callable[[bytes, int], tuple[dict[str, Any], int]] | None:
     """A compiled reader of one record of ``schema`` (as fastavro parses it): given the bytes
     and a position, the dict fastavro's schemaless_reader returns there (keyed by field
     name) and the position after it. Raises for any bytes it leaves to fastavro; None for
-    a schema with a type it does not read."""
+    a schema with a type it does not read. ``in_c=False``: the Python reader even where
+    the C one is built."""
     try:
         names = tuple(f["name"] for f in schema["fields"])
         if not all(type(n) is str for n in names):
             return None
-        return _row_reader(schema, names)
+        return _row_reader(schema, names, in_c)
     except (KeyError, TypeError, AttributeError):
         return None
 
@@ -373,10 +441,12 @@ class _ChangeDecoder:
         self.table = table
         self.read_row = read_row
 
-    @classmethod
-    def compile(cls, parsed: Any, table: TableSchema) -> _ChangeDecoder | None:
+    @staticmethod
+    def compile(parsed: Any, table: TableSchema, in_c: bool = True
+                ) -> Callable[[bytes], ChangeEvent] | None:
         """The decoder of an envelope schema, or None if it is not exactly the shape this
-        decoder reads (an older or foreign writer): fastavro then reads it."""
+        decoder reads (an older or foreign writer): fastavro then reads it. In C where the
+        extension is built, unless ``in_c`` is false."""
         try:
             fields = _field_types(parsed)
             names = [n for n, _ in fields]
@@ -393,10 +463,15 @@ class _ChangeDecoder:
                     or not isinstance(source, dict) or source.get("type") != "record"
                     or _field_types(source) != _SOURCE_FIELDS):
                 return None
-            read_row = _row_reader(before[1], table.column_names)
+            program = _row_program(before[1], table.column_names)
         except (KeyError, TypeError, AttributeError):
             return None
-        return None if read_row is None else cls(table, read_row)
+        if program is None:
+            return None
+        if in_c and _fastread is not None:
+            rows = _fastread.RowReader(program)
+            return _fastread.ChangeReader(rows, table).decode  # type: ignore[no-any-return]
+        return _ChangeDecoder(table, _python_row_reader(program)).decode
 
     def decode(self, buf: bytes) -> ChangeEvent:
         read_row = self.read_row
@@ -453,18 +528,17 @@ def _decode_message(buf: bytes) -> LogicalMessage:
                           xid, commit_ts)
 
 
-def compile_decoder(fp: bytes, parsed: Any, table: TableSchema | None
+def compile_decoder(fp: bytes, parsed: Any, table: TableSchema | None, in_c: bool = True
                     ) -> Callable[[bytes], Record] | None:
     """The compiled decoder of the values written with schema ``fp`` (``parsed`` by fastavro;
     ``table`` the version an envelope schema describes), or None for a schema it does not
-    read (fastavro does)."""
+    read (fastavro does). ``in_c=False``: change events in Python even where C is built."""
     if fp == packaged_fingerprint("transaction"):
         return _decode_marker
     if fp == packaged_fingerprint("message"):
         return _decode_message
     if table is not None:
-        compiled = _ChangeDecoder.compile(parsed, table)
-        return None if compiled is None else compiled.decode
+        return _ChangeDecoder.compile(parsed, table, in_c)
     return None
 
 

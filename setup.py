@@ -1,0 +1,18 @@
+"""The C decoder of rows and change events, compiled when a C compiler is present: without
+one (``optional``) the install goes on and the pure-Python decoder is used."""
+
+from setuptools import Extension, setup
+
+try:
+    from Cython.Build import cythonize
+except ImportError:  # a build without Cython (not from pyproject's build requirements)
+    extensions = []
+else:
+    extensions = cythonize(
+        [Extension("journal.codec._fastread", ["journal/codec/_fastread.pyx"])],
+        language_level=3,
+    )
+    for extension in extensions:  # cythonize's copies drop the flag: set it on them
+        extension.optional = True
+
+setup(ext_modules=extensions)

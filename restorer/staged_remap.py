@@ -64,8 +64,15 @@ def why_not_staged(writer: TargetWriter, table: str, deferred: frozenset[str]) -
     fks = remapper.graph.foreign_keys.get(table, ())
     deferred_columns = {c for fk in fks if fk.name in deferred for c in fk.columns}
     other_columns = {c for fk in fks if fk.name not in deferred for c in fk.columns}
-    if deferred_columns & (other_columns | set(spec.primary_key)):
+    nk = writer.keys.get(table)
+    if deferred_columns & (other_columns | set(spec.primary_key)
+                           | set(nk.columns if nk else ())):
         return "a column of a deferred foreign key is in another key"
+    remapped = [c for fk in fks if fk.name not in deferred and remapper.remaps(fk)
+                for c in fk.columns]
+    if len(remapped) != len(set(remapped)):
+        # row by row each key maps from the source's value; the stage's UPDATEs run in turn
+        return "foreign keys that share a column"
     keyed = set(spec.primary_key) | {c for fk in fks if remapper.remaps(fk)
                                      for c in fk.columns}
     oids = {c.name: c.type_oid for c in spec.columns}

@@ -339,3 +339,40 @@ def _generic_dump(url: str) -> dict[str, list[tuple[Any, ...]]]:
             sql.Identifier(t))).fetchall()
                 for t in ("django_content_type", "app_thing", "app_blob", "comment",
                           "app_reply")}
+
+
+SHARED_SCHEMA = """
+CREATE TABLE shelf (id serial PRIMARY KEY, code text NOT NULL UNIQUE);
+CREATE TABLE slot (shelf_id int NOT NULL REFERENCES shelf (id), n int NOT NULL,
+                   label text NOT NULL, PRIMARY KEY (shelf_id, n));
+CREATE TABLE box (id serial PRIMARY KEY, shelf_id int NOT NULL REFERENCES shelf (id),
+                  n int NOT NULL, name text NOT NULL UNIQUE,
+                  FOREIGN KEY (shelf_id, n) REFERENCES slot (shelf_id, n));
+"""
+
+
+def _shared_source(conn: psycopg.Connection[Any]) -> None:
+    conn.execute(SHARED_SCHEMA)
+    conn.execute("INSERT INTO shelf (code) VALUES ('s1'), ('s2'), ('s3')")
+    conn.execute("INSERT INTO slot SELECT s, n, 'slot' FROM generate_series(1, 3) s,"
+                 " generate_series(1, 2) n")
+    conn.execute("INSERT INTO box (shelf_id, n, name) SELECT s, 1 + s % 2, 'box ' || s"
+                 " FROM generate_series(1, 3) s")
+
+
+def test_foreign_keys_sharing_a_column_keep_the_per_row_path(source_db, tmp_path, target_db,
+                                                             staged):
+    """Two foreign keys through one column: row by row each maps from the source's value,
+    which the stage's UPDATEs, one key after the other, would not."""
+    rec = _recorded(source_db, tmp_path, _shared_source)
+    with psycopg.connect(target_db, autocommit=True) as conn:
+        conn.execute(SHARED_SCHEMA)
+        conn.execute("INSERT INTO shelf (code) VALUES ('own'), ('s3')")
+    _restore(rec, target_db)
+    assert "public.box" not in staged and "public.shelf" in staged
+    query = ("SELECT b.name, s.code, b.n FROM box b JOIN shelf s ON s.id = b.shelf_id"
+             " JOIN slot l ON l.shelf_id = b.shelf_id AND l.n = b.n ORDER BY 1")
+    with psycopg.connect(source_db) as conn:
+        source = conn.execute(query).fetchall()
+    with psycopg.connect(target_db) as conn:
+        assert conn.execute(query).fetchall() == source

@@ -111,9 +111,16 @@ class _Stage:
         self.remapped = [fk for fk in fks if fk.name not in deferred
                          and writer.remapper.remaps(fk)]
         self.content = table in writer.content_matched
-        # the deferred keys' source values, beside the row until they are set
+        # A DEFERRABLE key (all are deferred by the restore) is written with its source
+        # value and corrected after the load only where its parent moved: one UPDATE of
+        # those few rows instead of all of them (an UPDATE of rows inserted by the same
+        # transaction fires every foreign-key trigger again). Other deferred keys are
+        # written NULL, their source values kept aside until they are set. Content
+        # matching compares rows as the per-row path does: with the deferred keys NULL.
+        self.direct = [fk for fk in self.deferred if fk.deferrable and not self.content]
+        self.nulled = [fk for fk in self.deferred if fk not in self.direct]
         self.aside = {c: f"_journal_deferred_{k}" for k, c in enumerate(
-            c for fk in self.deferred for c in fk.columns)}
+            c for fk in self.nulled for c in fk.columns)}
 
     def run(self, rows: Iterable[Mapping[str, Any]]) -> int:
         n = self._copy(rows)
@@ -137,8 +144,8 @@ class _Stage:
 
     def _copy(self, rows: Iterable[Mapping[str, Any]]) -> int:
         """The source rows COPYed into the stage, each with its number and source key
-        beside it, deferred foreign keys NULL (their source values aside); then the
-        foreign keys whose parent moved rewritten through the key map."""
+        beside it, the deferred keys that must wait NULL (their source values aside);
+        then the foreign keys whose parent moved rewritten through the key map."""
         types = self.types = staging_types(self.conn, self.ident)
         extra = [(_N, "bigint NOT NULL"),
                  *((s, types[c]) for s, c in zip(self.srcs, self.pk, strict=True)),
@@ -399,7 +406,25 @@ class _Stage:
         self.store.flush()
         written = (sql.SQL("") if self.writer.on_conflict == "update" and not self.content
                    else sql.SQL(" AND NOT s.{}").format(sql.Identifier(_MATCHED)))
-        for j, fk in enumerate(self.deferred):
+        on = sql.SQL(" AND ").join(
+            sql.SQL("t.{} = ({})").format(sql.Identifier(c), e)
+            for c, e in zip(self.pk, self._target_key_parts("s"), strict=True))
+        for fk in self.direct:
+            if not (self.writer.remapper.remaps(fk) and self.store.may_have(fk.ref_table)):
+                continue  # the source value is the target's
+            built = sql.SQL("jsonb_build_array({})").format(self.cols("s", fk.columns))
+            with self._explained():
+                self.conn.execute(sql.SQL(
+                    "UPDATE {table} t SET {sets} FROM {stage} s JOIN {keymap} m"
+                    " ON m.table_name = %s AND m.key = {built}::text AND m.value <> {built}"
+                    " WHERE {on}{written}").format(
+                        table=self.ident, stage=self.stage, keymap=self.store.table,
+                        built=built, on=on, written=written, sets=sql.SQL(", ").join(
+                            sql.SQL("{c} = (m.value ->> {i})::{t}").format(
+                                c=sql.Identifier(c), i=sql.Literal(i),
+                                t=sql.SQL(self.types[c]))
+                            for i, c in enumerate(fk.columns))), (fk.ref_table,))
+        for j, fk in enumerate(self.nulled):
             m = sql.Identifier(f"m{j}")
             through = self.writer.remapper.remaps(fk) and self.store.may_have(fk.ref_table)
             sets = []
@@ -419,10 +444,7 @@ class _Stage:
                     "UPDATE {table} t SET {sets} FROM {stage} s{join} WHERE {on} AND {present}"
                     "{written}").format(written=written, table=self.ident,
                                         sets=sql.SQL(", ").join(sets), stage=self.stage,
-                         join=join, on=sql.SQL(" AND ").join(
-                             sql.SQL("t.{} = ({})").format(sql.Identifier(c), e)
-                             for c, e in zip(self.pk, self._target_key_parts("s"),
-                                             strict=True)),
+                         join=join, on=on,
                          present=sql.SQL(" AND ").join(
                              sql.SQL("s.{} IS NOT NULL").format(sql.Identifier(self.aside[c]))
                              for c in fk.columns)),

@@ -242,11 +242,13 @@ cdef class RowWriter:
                 continue
             kind = self.kinds[i]
             if type(value) is tuple:
-                # fastavro's tuple notation: only the text branch is ours to write
-                if not (self.text[i] and len(value) == 2 and type(value[0]) is str
+                # fastavro's tuple notation, as avro_field_value names the "string" branch:
+                # the text branch, or the typed one where that is a plain string
+                if not (self.nullable[i] and (self.text[i] or kind == K_STRING)
+                        and len(value) == 2 and type(value[0]) is str
                         and value[0] == _STRING and type(value[1]) is str):
                     _unhandled()
-                out.byte(4)
+                out.byte(4 if self.text[i] else 2)
                 out.string(value[1])
                 continue
             if self.text[i] and type(value) is str:

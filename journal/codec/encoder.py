@@ -148,6 +148,13 @@ def _bytes(v: Any) -> bytes:
     return _long(len(v)) + v
 
 
+def _bytes_only(v: Any) -> bytes:
+    # a datum as fastavro takes it: its union branches refuse a memoryview
+    if type(v) is not bytes:
+        raise Unhandled
+    return _long(len(v)) + v
+
+
 def _logical(kind: type, prepare: Callable[[Any, Any], Any], schema: dict[str, Any],
              base: _Encode) -> _Encode:
     # fastavro's own conversion (the function its writer calls), then the base type
@@ -188,15 +195,16 @@ _LOGICAL_KINDS: dict[str, type] = {
 }
 
 
-def _compile(avro_type: Any) -> _Encode:
-    """The encoder of one non-union Avro type as ``catalog._avro_base`` spells it."""
+def _compile(avro_type: Any, journal_rows: bool = True) -> _Encode:
+    """The encoder of one non-union Avro type as ``catalog._avro_base`` spells it.
+    ``journal_rows``: values as a journal row holds them (memoryviews for bytes)."""
     if isinstance(avro_type, str):
-        return _PRIMITIVES[avro_type]
+        return _PRIMITIVES[avro_type] if journal_rows or avro_type != "bytes" else _bytes_only
     if avro_type["type"] == "array":
         items = avro_type["items"]
         if not (isinstance(items, list) and len(items) == 2 and items[0] == "null"):
             raise ValueError(f"unexpected array items {items!r}")
-        return _array(_compile(items[1]))
+        return _array(_compile(items[1], journal_rows))
     base = _PRIMITIVES[avro_type["type"]]
     logical = f"{avro_type['type']}-{avro_type.get('logicalType')}"
     if logical == "string-uuid":
@@ -236,7 +244,8 @@ def _kind_key(avro_type: Any) -> Any:
     return avro_type if isinstance(avro_type, str) else None
 
 
-def _write_program(field_types: list[Any], names: tuple[str, ...]) -> list[_WriteColumn] | None:
+def _write_program(field_types: list[Any], names: tuple[str, ...], journal_rows: bool
+                   ) -> list[_WriteColumn] | None:
     """The program of a Row record's fields, or None if a field's type is fastavro's."""
     if len(field_types) != len(names):
         return None
@@ -251,7 +260,7 @@ def _write_program(field_types: list[Any], names: tuple[str, ...]) -> list[_Writ
                 return None
             avro_type = avro_type[1]
         try:
-            write = _compile(avro_type)
+            write = _compile(avro_type, journal_rows)
         except (KeyError, ValueError, TypeError):
             return None
         program.append((name, _C_KINDS.get(_kind_key(avro_type), "delegate"), nullable, text,
@@ -261,24 +270,26 @@ def _write_program(field_types: list[Any], names: tuple[str, ...]) -> list[_Writ
 
 def _python_row_writer(program: list[_WriteColumn], journal_rows: bool) -> _Encode:
     """The program in Python: what the C writer is tested against (same rules, see
-    _fastwrite.pyx: a tuple only as ``("string", text)`` in a text column, a bare str
-    there and memoryviews only in journal rows)."""
-    columns = tuple((name, nullable, text, write) for name, _, nullable, text, write in program)
+    _fastwrite.pyx: a tuple only as ``("string", text)`` in a text or string column, a bare
+    str in a text column and memoryviews only in journal rows)."""
+    columns = tuple((name, nullable, text, kind == "string", write)
+                    for name, kind, nullable, text, write in program)
 
     def write_row(row: Any) -> bytes:
         if type(row) is not dict:
             raise Unhandled
         parts = []
-        for name, nullable, text, write in columns:
+        for name, nullable, text, plain_string, write in columns:
             v = row.get(name)
             if v is None:
                 if not nullable:
                     raise Unhandled
                 parts.append(_NULL)
             elif type(v) is tuple:
-                if not (text and len(v) == 2 and type(v[0]) is str and v[0] == "string"):
+                if not (nullable and (text or plain_string) and len(v) == 2
+                        and type(v[0]) is str and v[0] == "string"):
                     raise Unhandled
-                parts.append(_TEXT + _string(v[1]))
+                parts.append((_TEXT if text else _SOME) + _string(v[1]))
             elif text and type(v) is str:
                 if not journal_rows:
                     raise Unhandled
@@ -302,7 +313,7 @@ def row_writer(schema: Any, in_c: bool = True, journal_rows: bool = False) -> _E
         names = tuple(f["name"] for f in fields)
         if not all(type(n) is str for n in names):
             return None
-        program = _write_program([f["type"] for f in fields], names)
+        program = _write_program([f["type"] for f in fields], names, journal_rows)
     except (KeyError, TypeError, AttributeError):
         return None
     if program is None:
@@ -332,7 +343,7 @@ class ChangeEncoder:
         self.key_columns = tuple(self.columns[i] for i in self.key_indexes)
         # the whole row image in C, keyed by column name (a journal row): its text-branch
         # values and memoryviews as to_avro_row hands them to fastavro
-        program = _write_program([f["type"] for f in row_schema["fields"]], names)
+        program = _write_program([f["type"] for f in row_schema["fields"]], names, True)
         self.write_row: _Encode | None = None
         if in_c and _fastwrite is not None and program is not None:
             self.write_row = _fastwrite.RowWriter(program, True).write

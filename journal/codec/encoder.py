@@ -68,8 +68,9 @@ def encode_compiled(record: Record, registry: SchemaRegistry) -> tuple[bytes | N
 # fastavro's generic writer validates every union branch of every record it writes, which
 # made encoding the most expensive step of capture. These encoders are built once per
 # table version from the same Avro types, write the same bytes (tests/test_codec_fast.py
-# proves it against fastavro), and hand any value they do not recognise to fastavro by
-# raising: a record is always either encoded exactly as fastavro would, or by fastavro.
+# and, for the C row writer, tests/test_codec_fastwrite.py prove it against fastavro), and
+# hand any value they do not recognise to fastavro by raising: a record is always either
+# encoded exactly as fastavro would, or by fastavro.
 
 _LONG_MIN, _LONG_MAX = -(1 << 63), (1 << 63) - 1
 _INT_MIN, _INT_MAX = -(1 << 31), (1 << 31) - 1

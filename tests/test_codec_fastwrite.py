@@ -322,3 +322,23 @@ def test_a_package_member_is_the_same_file_written_in_c_or_by_fastavro(rows: lis
             writer.append(odd_row("real", 1e300))  # fastavro's, in both
             files.append((writer.close(), (Path(tmp) / name).read_bytes()))
         assert files[0] == files[1]
+
+
+def test_a_row_written_while_the_same_writer_is_writing_another_leaves_both_intact() -> None:
+    # what a thread switch inside a delegate's Python does: the inner write must not reuse
+    # the outer write's buffer
+    from journal.codec import _fastwrite
+
+    inner: list[bytes] = []
+
+    def nested(value: Any) -> bytes:
+        if value:
+            inner.append(writer.write({"a": 2**40, "b": 0}))
+        return b"\x01\x02"
+
+    program = [("a", "long", False, False, None), ("b", "delegate", False, False, nested)]
+    writer = _fastwrite.RowWriter(program)
+    assert writer.write({"a": 1, "b": 1}) == b"\x02\x01\x02"
+    assert inner == [fastavro_writes(fastavro.parse_schema({
+        "type": "record", "name": "R", "fields": [{"name": "a", "type": "long"}]}),
+        {"a": 2**40}) + b"\x01\x02"]

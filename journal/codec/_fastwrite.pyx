@@ -182,6 +182,7 @@ cdef class RowWriter:
     cdef Py_ssize_t count
     cdef bint journal_rows
     cdef _Buffer out
+    cdef bint busy
 
     def __cinit__(self, program, bint journal_rows=False):
         self.count = 0
@@ -224,13 +225,25 @@ cdef class RowWriter:
 
     def write(self, row):
         """The Avro binary of ``row`` (a dict keyed by column name), or Unhandled."""
-        cdef _Buffer out = self.out
+        cdef _Buffer out
+        if type(row) is not dict:
+            _unhandled()
+        # the Python a row may call (a delegate, utcoffset, str of a UUID) lets another
+        # thread in, which may write with this writer too: it gets a buffer of its own
+        if self.busy:
+            return self._write(row, _Buffer())
+        self.busy = True
+        try:
+            out = self.out
+            out.size = 0
+            return self._write(row, out)
+        finally:
+            self.busy = False
+
+    cdef bytes _write(self, dict row, _Buffer out):
         cdef Py_ssize_t i
         cdef PyObject* found
         cdef int kind
-        if type(row) is not dict:
-            _unhandled()
-        out.size = 0
         for i in range(self.count):
             found = PyDict_GetItem(row, self.names[i])
             # a missing field is null, as fastavro's record writer takes it

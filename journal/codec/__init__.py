@@ -16,7 +16,13 @@ parts, each in its own module:
 """
 
 from journal.codec.decoder import decode, decode_compiled, record_reader
-from journal.codec.encoder import avro_long, encode, encode_compiled, row_writer
+from journal.codec.encoder import (
+    avro_long,
+    encode,
+    encode_compiled,
+    row_writer,
+    table_row_writer,
+)
 from journal.codec.reference import (
     avro_field_value,
     decode_generic,
@@ -45,5 +51,6 @@ __all__ = [
     "record_reader",
     "row_writer",
     "split_header",
+    "table_row_writer",
     "to_avro_row",
 ]

@@ -324,6 +324,20 @@ def row_writer(schema: Any, in_c: bool = True, journal_rows: bool = False) -> _E
     return _python_row_writer(program, journal_rows)
 
 
+def table_row_writer(table: TableSchema, in_c: bool = True) -> _Encode | None:
+    """A compiled writer of a table's journal rows (dicts keyed by column name) as its Row
+    record: the bytes fastavro writes for ``reference.to_avro_row(table, row)``, without
+    building that datum; Unhandled for a row it leaves to that path. In C where the
+    extension is built, unless ``in_c`` is false."""
+    fields = table.avro_row_schema()["fields"]
+    program = _write_program([f["type"] for f in fields], table.column_names, True)
+    if program is None:
+        return None
+    if in_c and _fastwrite is not None:
+        return _fastwrite.RowWriter(program, True).write  # type: ignore[no-any-return]
+    return _python_row_writer(program, True)
+
+
 class ChangeEncoder:
     """The envelope (and key) of one table version's change events. ``in_c=False``: the
     row images in Python even where the C writer is built."""

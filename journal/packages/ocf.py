@@ -149,6 +149,7 @@ class OcfWriter:
         self._parsed = fastavro.parse_schema(schema)
         # compiled once per member: fastavro's writer walks and validates the schema per
         # record, which was most of the cost of writing a package
+        self.in_c = in_c
         self._write_row = row_writer(self._parsed) if in_c else None
         self._cctx = zstandard.ZstdCompressor(level=3)
         schema_json = json.dumps(schema, separators=(",", ":")).encode()
@@ -178,6 +179,13 @@ class OcfWriter:
             out = io.BytesIO()
             fastavro.schemaless_writer(out, self._parsed, datum)
             self._buf += out.getvalue()
+        self._pending += 1
+        if self._pending >= _BLOCK_RECORDS or len(self._buf) >= _BLOCK_BYTES:
+            self._flush_block()
+
+    def append_encoded(self, record: bytes) -> None:
+        """Append one record already written as the schema's Avro binary."""
+        self._buf += record
         self._pending += 1
         if self._pending >= _BLOCK_RECORDS or len(self._buf) >= _BLOCK_BYTES:
             self._flush_block()

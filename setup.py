@@ -1,5 +1,6 @@
-"""The C decoder of rows and change events, compiled when a C compiler is present: without
-one (``optional``) the install goes on and the pure-Python decoder is used."""
+"""The C decoder of rows and change events and the C writer of rows, compiled when a C
+compiler is present: without one (``optional``) the install goes on and the pure-Python
+codec is used."""
 
 from setuptools import Extension, setup
 
@@ -9,7 +10,8 @@ except ImportError:  # a build without Cython (not from pyproject's build requir
     extensions = []
 else:
     extensions = cythonize(
-        [Extension("journal.codec._fastread", ["journal/codec/_fastread.pyx"])],
+        [Extension("journal.codec._fastread", ["journal/codec/_fastread.pyx"]),
+         Extension("journal.codec._fastwrite", ["journal/codec/_fastwrite.pyx"])],
         language_level=3,
     )
     for extension in extensions:  # cythonize's copies drop the flag: set it on them

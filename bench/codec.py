@@ -12,9 +12,10 @@ rows as a package holds them (Row records, no envelope); BEGIN and END markers.
 
 ``reference`` is fastavro's generic writer/reader plus our conversions (``encode_generic``,
 ``decode_generic``), what every compiled path must equal; ``compiled`` is the compiled
-path in Python (generated row readers, the Python envelope decoder); ``C`` is what
-``encode`` and ``decode`` try first where the C decoder (``journal/codec/_fastread.pyx``)
-is built: rows and change events read in C, markers as ``compiled``; ``fastavro`` is
+path in Python (generated row readers and writers, the Python envelope decoder); ``C`` is
+what ``encode``, ``decode`` and a package's writer try first where the C decoder and writer
+(``journal/codec/_fastread.pyx``, ``_fastwrite.pyx``) are built: rows and change events
+read in C, row images written in C, markers as ``compiled``; ``fastavro`` is
 ``schemaless_writer``/``schemaless_reader`` alone on the same schema and the datum fastavro
 itself reads back: the floor of the generic path, without our conversions. Ratios are
 compiled over reference, C over compiled and C over fastavro.
@@ -66,6 +67,11 @@ try:  # the C decoder and the switch to its Python twin
     from journal.codec.decoder import IN_C, MAGIC, Unhandled, compile_decoder
 except ImportError:
     IN_C = False
+try:  # the C writer of rows and the switch to its Python twin
+    from journal.codec.encoder import IN_C as ENCODE_IN_C
+    from journal.codec.encoder import ChangeEncoder, row_writer
+except ImportError:
+    ENCODE_IN_C = False
 
 
 def _oid(name: str) -> int:
@@ -206,6 +212,22 @@ def python_decoder(registry: SchemaRegistry) -> Callable[[bytes], Any]:
     return decode
 
 
+def python_encoder(registry: SchemaRegistry) -> Callable[[Any], Any]:
+    """``encode_compiled`` with the row images of change events written in Python, not C."""
+    encoders: dict[int, Any] = {}
+
+    def encode_python(record: Any) -> Any:
+        if type(record) is not ChangeEvent:
+            return encode_compiled(record, registry)
+        encoder = encoders.get(id(record.table))
+        if encoder is None:
+            fp, parsed, key_schema = registry.for_table(record.table)
+            encoder = encoders[id(record.table)] = ChangeEncoder(
+                record.table, fp, parsed, key_schema, in_c=False)
+        return encoder.encode(record)
+    return encode_python
+
+
 def stream_paths(records: Sequence[Any]) -> tuple[Paths, Paths]:
     """(encode paths, decode paths) of single-object encoded stream records."""
     registry = SchemaRegistry()
@@ -214,11 +236,16 @@ def stream_paths(records: Sequence[Any]) -> tuple[Paths, Paths]:
     parsed = [registry.parsed(fp) for fp, _ in split]
     datums = [_read(p, body) for p, (_, body) in zip(parsed, split, strict=True)]
     pairs = list(zip(parsed, datums, strict=True))
+    encode_python = python_encoder(registry) if ENCODE_IN_C else None
+
+    def encoding_py() -> list[Any]:
+        return [encode_python(r) for r in records] if encode_python is not None \
+            else [encode_compiled(r, registry) for r in records]
     encoding: Paths = {
         "reference": lambda: [encode_generic(r, registry) for r in records],
-        "compiled": None if encode_compiled is None
-        else lambda: [encode_compiled(r, registry) for r in records],
-        "C": None,  # the encoders are Python
+        "compiled": None if encode_compiled is None else encoding_py,
+        "C": (lambda: [encode_compiled(r, registry) for r in records]) if ENCODE_IN_C
+        else None,
         "fastavro": lambda: [_write(p, d) for p, d in pairs],
     }
     bodies = list(zip(parsed, [body for _, body in split], strict=True))
@@ -247,6 +274,8 @@ def row_paths(rows: Sequence[dict[str, Any]]) -> tuple[Paths, Paths]:
     data = b"".join(_write(parsed, d) for d in datums)
     read_row = record_reader(parsed, in_c=False) if IN_C else record_reader(parsed)
     read_row_c = record_reader(parsed) if IN_C else None
+    write_row = row_writer(parsed, in_c=False) if ENCODE_IN_C else None
+    write_row_c = row_writer(parsed) if ENCODE_IN_C else None
 
     def read_all(read: Callable[[bytes, int], tuple[Any, int]]) -> None:
         at = 0
@@ -260,8 +289,9 @@ def row_paths(rows: Sequence[dict[str, Any]]) -> tuple[Paths, Paths]:
 
     encoding: Paths = {
         "reference": lambda: [_write(parsed, to_avro_row(DOCUMENT, r)) for r in rows],
-        "compiled": None,  # packages write rows with fastavro's writer
-        "C": None,
+        # a package's writer: the datum converted as fastavro takes it, then the row writer
+        "compiled": None if write_row is None else lambda: [write_row(d) for d in datums],
+        "C": None if write_row_c is None else lambda: [write_row_c(d) for d in datums],
         "fastavro": lambda: [_write(parsed, d) for d in datums],
     }
     decoding: Paths = {

@@ -11,11 +11,18 @@ parts, each in its own module:
   every compiled path must equal and what handles whatever a compiled path leaves to it;
 - ``encoder`` and ``decoder``: the compiled paths (``bench/codec.py`` measures what they
   buy over the reference and over fastavro alone); the decoder reads rows and change
-  events in C (``_fastread``) where the extension was compiled at install.
+  events in C (``_fastread``), the encoder writes rows (package members and the images of
+  change events) in C (``_fastwrite``), where the extensions were compiled at install.
 """
 
 from journal.codec.decoder import decode, decode_compiled, record_reader
-from journal.codec.encoder import avro_long, encode, encode_compiled
+from journal.codec.encoder import (
+    avro_long,
+    encode,
+    encode_compiled,
+    row_writer,
+    table_row_writer,
+)
 from journal.codec.reference import (
     avro_field_value,
     decode_generic,
@@ -42,6 +49,8 @@ __all__ = [
     "from_avro_row",
     "packaged_schema",
     "record_reader",
+    "row_writer",
     "split_header",
+    "table_row_writer",
     "to_avro_row",
 ]

@@ -1,5 +1,8 @@
 """The compiled encoder: stream records written as fastavro writes them, without its
-generic walk, from encoders built once per table version.
+generic walk, from encoders built once per table version. Row images (of change events
+and of package members) are written in C (``_fastwrite.pyx``) where the extension was
+compiled at install, by the Python writers below elsewhere; ``bench/codec.py`` measures
+both against fastavro.
 
 ``encode`` is what capture calls: the compiled encoder first, the reference path for any
 value it leaves to fastavro, and an UnencodableValue naming the table, the column and the
@@ -24,6 +27,13 @@ from journal.events import ChangeEvent, LogicalMessage, Record, TransactionMarke
 
 if TYPE_CHECKING:
     from journal.codec.registry import SchemaRegistry
+
+try:  # the C writer of rows (_fastwrite.pyx), compiled at install
+    from journal.codec import _fastwrite
+except ImportError:  # no C compiler at install: the Python writers below
+    _fastwrite = None
+
+IN_C = _fastwrite is not None  # whether row images are written in C
 
 
 def encode(record: Record, registry: SchemaRegistry) -> tuple[bytes | None, bytes]:
@@ -58,14 +68,16 @@ def encode_compiled(record: Record, registry: SchemaRegistry) -> tuple[bytes | N
 # fastavro's generic writer validates every union branch of every record it writes, which
 # made encoding the most expensive step of capture. These encoders are built once per
 # table version from the same Avro types, write the same bytes (tests/test_codec_fast.py
-# proves it against fastavro), and hand any value they do not recognise to fastavro by
-# raising: a record is always either encoded exactly as fastavro would, or by fastavro.
+# and, for the C row writer, tests/test_codec_fastwrite.py prove it against fastavro), and
+# hand any value they do not recognise to fastavro by raising: a record is always either
+# encoded exactly as fastavro would, or by fastavro.
 
 _LONG_MIN, _LONG_MAX = -(1 << 63), (1 << 63) - 1
 _INT_MIN, _INT_MAX = -(1 << 31), (1 << 31) - 1
 _BYTE = tuple(bytes((i,)) for i in range(128))
 _NULL = b"\x00"  # union branch 0 ("null")
 _SOME = b"\x02"  # union branch 1
+_TEXT = b"\x04"  # union branch 2: the "string" branch of catalog.avro_value_type
 _TRUE, _FALSE = b"\x01", b"\x00"
 _EMPTY_ARRAY = b"\x00"
 _pack_float = struct.Struct("<f").pack
@@ -137,6 +149,13 @@ def _bytes(v: Any) -> bytes:
     return _long(len(v)) + v
 
 
+def _bytes_only(v: Any) -> bytes:
+    # a datum as fastavro takes it: its union branches refuse a memoryview
+    if type(v) is not bytes:
+        raise Unhandled
+    return _long(len(v)) + v
+
+
 def _logical(kind: type, prepare: Callable[[Any, Any], Any], schema: dict[str, Any],
              base: _Encode) -> _Encode:
     # fastavro's own conversion (the function its writer calls), then the base type
@@ -177,15 +196,16 @@ _LOGICAL_KINDS: dict[str, type] = {
 }
 
 
-def _compile(avro_type: Any) -> _Encode:
-    """The encoder of one non-union Avro type as ``catalog._avro_base`` spells it."""
+def _compile(avro_type: Any, journal_rows: bool = True) -> _Encode:
+    """The encoder of one non-union Avro type as ``catalog._avro_base`` spells it.
+    ``journal_rows``: values as a journal row holds them (memoryviews for bytes)."""
     if isinstance(avro_type, str):
-        return _PRIMITIVES[avro_type]
+        return _PRIMITIVES[avro_type] if journal_rows or avro_type != "bytes" else _bytes_only
     if avro_type["type"] == "array":
         items = avro_type["items"]
         if not (isinstance(items, list) and len(items) == 2 and items[0] == "null"):
             raise ValueError(f"unexpected array items {items!r}")
-        return _array(_compile(items[1]))
+        return _array(_compile(items[1], journal_rows))
     base = _PRIMITIVES[avro_type["type"]]
     logical = f"{avro_type['type']}-{avro_type.get('logicalType')}"
     if logical == "string-uuid":
@@ -205,10 +225,125 @@ def _typed_branch(field_type: Any) -> Any:
     raise ValueError(f"unexpected row field type {field_type!r}")
 
 
-class ChangeEncoder:
-    """The envelope (and key) of one table version's change events."""
+# A row program: per column (name, kind, nullable, text, write): ``text`` for the third
+# union branch ("string": PostgreSQL's text form of the value), ``write`` the Python writer
+# of the typed branch; the C writer writes the kinds below itself and calls ``write`` for
+# the others ("delegate": time, decimal, arrays).
+_WriteColumn = tuple[str, str, bool, bool, _Encode]
+_C_KINDS: dict[Any, str] = {
+    "int": "int", "long": "long", "string": "string", "bytes": "bytes",
+    "boolean": "boolean", "float": "float", "double": "double", ("int", "date"): "date",
+    ("long", "timestamp-micros"): "timestamp-micros",
+    ("long", "local-timestamp-micros"): "local-timestamp-micros", ("string", "uuid"): "uuid",
+}
 
-    def __init__(self, table: TableSchema, fp: bytes, parsed: Any, key_schema: Any) -> None:
+
+def _kind_key(avro_type: Any) -> Any:
+    if isinstance(avro_type, dict) and set(avro_type) <= {"type", "logicalType"}:
+        return (avro_type["type"], avro_type["logicalType"]) if "logicalType" in avro_type \
+            else avro_type["type"]
+    return avro_type if isinstance(avro_type, str) else None
+
+
+def _write_program(field_types: list[Any], names: tuple[str, ...], journal_rows: bool
+                   ) -> list[_WriteColumn] | None:
+    """The program of a Row record's fields, or None if a field's type is fastavro's."""
+    if len(field_types) != len(names):
+        return None
+    program: list[_WriteColumn] = []
+    for name, avro_type in zip(names, field_types, strict=True):
+        nullable = isinstance(avro_type, list)
+        text = False
+        if nullable:
+            if len(avro_type) == 3 and avro_type[0] == "null" and avro_type[2] == "string":
+                text = True
+            elif len(avro_type) != 2 or avro_type[0] != "null":
+                return None
+            avro_type = avro_type[1]
+        try:
+            write = _compile(avro_type, journal_rows)
+        except (KeyError, ValueError, TypeError):
+            return None
+        program.append((name, _C_KINDS.get(_kind_key(avro_type), "delegate"), nullable, text,
+                        write))
+    return program
+
+
+def _python_row_writer(program: list[_WriteColumn], journal_rows: bool) -> _Encode:
+    """The program in Python: what the C writer is tested against (same rules, see
+    _fastwrite.pyx: a tuple only as ``("string", text)`` in a text or string column, a bare
+    str in a text column and memoryviews only in journal rows)."""
+    columns = tuple((name, nullable, text, kind == "string", write)
+                    for name, kind, nullable, text, write in program)
+
+    def write_row(row: Any) -> bytes:
+        if type(row) is not dict:
+            raise Unhandled
+        parts = []
+        for name, nullable, text, plain_string, write in columns:
+            v = row.get(name)
+            if v is None:
+                if not nullable:
+                    raise Unhandled
+                parts.append(_NULL)
+            elif type(v) is tuple:
+                if not (nullable and (text or plain_string) and len(v) == 2
+                        and type(v[0]) is str and v[0] == "string"):
+                    raise Unhandled
+                parts.append((_TEXT if text else _SOME) + _string(v[1]))
+            elif text and type(v) is str:
+                if not journal_rows:
+                    raise Unhandled
+                parts.append(_TEXT + _string(v))
+            elif type(v) is memoryview and not journal_rows:
+                raise Unhandled
+            else:
+                parts.append(_SOME + write(v) if nullable else write(v))
+        return b"".join(parts)
+    return write_row
+
+
+def row_writer(schema: Any, in_c: bool = True, journal_rows: bool = False) -> _Encode | None:
+    """A compiled writer of one record of ``schema`` (as fastavro parses it): the bytes
+    fastavro's schemaless_writer writes for a datum keyed by field name, or Unhandled for
+    a datum it leaves to fastavro; None for a schema with a type it does not write. In C
+    where the extension is built, unless ``in_c`` is false. ``journal_rows``: the datum
+    is a journal row, as ``reference.to_avro_row`` converts it for fastavro."""
+    try:
+        fields = schema["fields"]
+        names = tuple(f["name"] for f in fields)
+        if not all(type(n) is str for n in names):
+            return None
+        program = _write_program([f["type"] for f in fields], names, journal_rows)
+    except (KeyError, TypeError, AttributeError):
+        return None
+    if program is None:
+        return None
+    if in_c and _fastwrite is not None:
+        return _fastwrite.RowWriter(program, journal_rows).write  # type: ignore[no-any-return]
+    return _python_row_writer(program, journal_rows)
+
+
+def table_row_writer(table: TableSchema, in_c: bool = True) -> _Encode | None:
+    """A compiled writer of a table's journal rows (dicts keyed by column name) as its Row
+    record: the bytes fastavro writes for ``reference.to_avro_row(table, row)``, without
+    building that datum; Unhandled for a row it leaves to that path. In C where the
+    extension is built, unless ``in_c`` is false."""
+    fields = table.avro_row_schema()["fields"]
+    program = _write_program([f["type"] for f in fields], table.column_names, True)
+    if program is None:
+        return None
+    if in_c and _fastwrite is not None:
+        return _fastwrite.RowWriter(program, True).write  # type: ignore[no-any-return]
+    return _python_row_writer(program, True)
+
+
+class ChangeEncoder:
+    """The envelope (and key) of one table version's change events. ``in_c=False``: the
+    row images in Python even where the C writer is built."""
+
+    def __init__(self, table: TableSchema, fp: bytes, parsed: Any, key_schema: Any,
+                 in_c: bool = True) -> None:
         self.table = table
         self.header = MAGIC + fp
         row_schema = parsed["fields"][0]["type"][1]
@@ -220,6 +355,13 @@ class ChangeEncoder:
             for c, f in zip(table.columns, row_schema["fields"], strict=True))
         names = table.column_names
         self.key_indexes = tuple(names.index(n) for n in table.primary_key)
+        self.key_columns = tuple(self.columns[i] for i in self.key_indexes)
+        # the whole row image in C, keyed by column name (a journal row): its text-branch
+        # values and memoryviews as to_avro_row hands them to fastavro
+        program = _write_program([f["type"] for f in row_schema["fields"]], names, True)
+        self.write_row: _Encode | None = None
+        if in_c and _fastwrite is not None and program is not None:
+            self.write_row = _fastwrite.RowWriter(program, True).write
         # a key field with a text branch is the union [typed, "string"]: branch 0 first
         self.key_prefixes = tuple(_NULL if isinstance(f["type"], list) else b""
                                   for f in key_schema["fields"])
@@ -246,18 +388,25 @@ class ChangeEncoder:
         parts = [self.header]
         add = parts.append
         before_bases = after_bases = None
-        if record.before is None:
-            add(_NULL)
+        write_row = self.write_row
+        if write_row is not None:
+            add(_NULL if record.before is None else _SOME + write_row(record.before))
+            add(_NULL if record.after is None else _SOME + write_row(record.after))
+            key = self._row_key(record)
         else:
-            before_bases = self._bases(record.before)
-            add(_SOME)
-            parts.extend([_NULL if b is None else _SOME + b for b in before_bases])
-        if record.after is None:
-            add(_NULL)
-        else:
-            after_bases = self._bases(record.after)
-            add(_SOME)
-            parts.extend([_NULL if b is None else _SOME + b for b in after_bases])
+            if record.before is None:
+                add(_NULL)
+            else:
+                before_bases = self._bases(record.before)
+                add(_SOME)
+                parts.extend([_NULL if b is None else _SOME + b for b in before_bases])
+            if record.after is None:
+                add(_NULL)
+            else:
+                after_bases = self._bases(record.after)
+                add(_SOME)
+                parts.extend([_NULL if b is None else _SOME + b for b in after_bases])
+            key = self._key(record, before_bases, after_bases)
         op = self.ops.get(record.op)
         if op is None:
             op = self.ops[record.op] = _string(record.op)
@@ -282,7 +431,20 @@ class ChangeEncoder:
             add(_long(len(toast)))
             parts.extend([_string(name) for name in toast])
         add(_EMPTY_ARRAY)
-        return self._key(record, before_bases, after_bases), b"".join(parts)
+        return key, b"".join(parts)
+
+    def _row_key(self, record: ChangeEvent) -> bytes | None:
+        # _key's bytes where the row image was written whole (in C): the key columns again
+        row = record.after if record.after is not None else record.before
+        if row is None or not self.key_indexes:
+            return None
+        parts = []
+        for prefix, (name, write) in zip(self.key_prefixes, self.key_columns, strict=True):
+            v = row.get(name)
+            if v is None:
+                raise Unhandled  # a missing or null key column: fastavro reports it
+            parts.append(prefix + write(v))
+        return b"".join(parts)
 
     def _key(self, record: ChangeEvent, before: list[bytes | None] | None,
              after: list[bytes | None] | None) -> bytes | None:

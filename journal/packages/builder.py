@@ -21,7 +21,14 @@ from typing import Any
 
 from journal import __version__
 from journal.catalog import TableSchema, has_text_fallback
-from journal.codec import avro_field_value, envelope_schema, fingerprint, from_avro_row
+from journal.codec import (
+    avro_field_value,
+    envelope_schema,
+    fingerprint,
+    from_avro_row,
+    table_row_writer,
+)
+from journal.codec.wire import Unhandled
 from journal.durable import storage
 from journal.packages.manifest import (
     EVENTS,
@@ -47,8 +54,17 @@ class RowWriter:
         self._names = table.avro_field_names()
         self._columns = table.column_names
         self._text_fallback = tuple(has_text_fallback(c.type_oid) for c in table.columns)
+        # the row written as it is, without building fastavro's datum first, where the
+        # member's writer writes in C
+        self._write_row = table_row_writer(table) if writer.in_c else None
 
     def write(self, row: dict[str, Any]) -> None:
+        if self._write_row is not None:
+            try:
+                self._writer.append_encoded(self._write_row(row))
+                return
+            except Unhandled:
+                pass  # the datum fastavro takes, written or refused as before
         self._writer.append({f: avro_field_value(row.get(c), text) for f, c, text in zip(
             self._names, self._columns, self._text_fallback, strict=True)})
 

@@ -20,7 +20,8 @@ import fastavro
 import zstandard
 from fastavro.schema import to_parsing_canonical_form
 
-from journal.codec import avro_long, record_reader
+from journal.codec import avro_long, record_reader, row_writer
+from journal.codec.wire import Unhandled
 from journal.durable import storage
 from journal.errors import PackageCorrupt
 from journal.packages.manifest import MemberInfo
@@ -133,9 +134,11 @@ def _decompress(dctx: zstandard.ZstdDecompressor, data: bytes, limit: int,
 
 
 class OcfWriter:
-    """Writes one container file, hashing and counting what it writes."""
+    """Writes one container file, hashing and counting what it writes. Records are written
+    by the compiled row writer (in C where built; ``in_c=False``: fastavro alone), any
+    record it leaves to fastavro by fastavro's schemaless writer."""
 
-    def __init__(self, path: Path, schema: dict[str, Any]) -> None:
+    def __init__(self, path: Path, schema: dict[str, Any], in_c: bool = True) -> None:
         self.path = path
         with storage(path):
             self._fh = path.open("wb")
@@ -144,6 +147,10 @@ class OcfWriter:
         self.decoded_bytes = 0
         self.bytes = 0
         self._parsed = fastavro.parse_schema(schema)
+        # compiled once per member: fastavro's writer walks and validates the schema per
+        # record, which was most of the cost of writing a package
+        self.in_c = in_c
+        self._write_row = row_writer(self._parsed) if in_c else None
         self._cctx = zstandard.ZstdCompressor(level=3)
         schema_json = json.dumps(schema, separators=(",", ":")).encode()
         # deterministic sync marker: equal content gives equal bytes
@@ -154,7 +161,7 @@ class OcfWriter:
             header += avro_long(len(key)) + key + avro_long(len(value)) + value
         header += avro_long(0) + self._sync
         self._write(bytes(header))
-        self._buf = io.BytesIO()
+        self._buf = bytearray()
         self._pending = 0
 
     def _write(self, data: bytes) -> None:
@@ -164,20 +171,34 @@ class OcfWriter:
         self.bytes += len(data)
 
     def append(self, datum: dict[str, Any]) -> None:
-        fastavro.schemaless_writer(self._buf, self._parsed, datum)
+        try:
+            if self._write_row is None:
+                raise Unhandled
+            self._buf += self._write_row(datum)
+        except Unhandled:  # fastavro writes it, or raises what it raises for such a datum
+            out = io.BytesIO()
+            fastavro.schemaless_writer(out, self._parsed, datum)
+            self._buf += out.getvalue()
         self._pending += 1
-        if self._pending >= _BLOCK_RECORDS or self._buf.tell() >= _BLOCK_BYTES:
+        if self._pending >= _BLOCK_RECORDS or len(self._buf) >= _BLOCK_BYTES:
+            self._flush_block()
+
+    def append_encoded(self, record: bytes) -> None:
+        """Append one record already written as the schema's Avro binary."""
+        self._buf += record
+        self._pending += 1
+        if self._pending >= _BLOCK_RECORDS or len(self._buf) >= _BLOCK_BYTES:
             self._flush_block()
 
     def _flush_block(self) -> None:
         if not self._pending:
             return
-        data = self._buf.getvalue()
+        data = bytes(self._buf)
         packed = self._cctx.compress(data)
         self._write(avro_long(self._pending) + avro_long(len(packed)) + packed + self._sync)
         self.rows += self._pending
         self.decoded_bytes += len(data)
-        self._buf = io.BytesIO()
+        self._buf = bytearray()
         self._pending = 0
 
     @property
@@ -188,7 +209,7 @@ class OcfWriter:
     @property
     def appended_bytes(self) -> int:
         """Bytes written so far plus the uncompressed size of the block being filled."""
-        return self.bytes + self._buf.tell()
+        return self.bytes + len(self._buf)
 
     def close(self) -> tuple[str, int, int, int]:
         """(sha256, bytes, rows, decoded_bytes)."""

@@ -1,0 +1,353 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""Row records written in C: the bytes fastavro's ``schemaless_writer`` writes for a Row
+datum (and the Python writers of ``journal/codec/encoder.py``, which stay the reference),
+several times faster.
+
+A row is written by a ``RowWriter`` built once per row schema from a program: one
+``(name, kind, nullable, text, write)`` per column (see encoder.py's ``_write_program``):
+``write`` is encoder.py's Python writer of the column's typed branch, called for the
+"delegate" kind (time, decimal, arrays...). Any value not plainly valid for its branch
+raises ``Unhandled`` (the caller then hands the whole row to fastavro, which writes or
+refuses it as before).
+
+``journal_rows``: the row is a journal row (as ``reference.to_avro_row`` converts it for
+fastavro): a ``str`` in a column with a text branch goes to that branch and a memoryview
+is bytes. Otherwise the row is the datum fastavro would be given, where only the tuple
+notation ``("string", text)`` selects the text branch.
+"""
+
+from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.datetime cimport (
+    date_day,
+    date_month,
+    date_year,
+    datetime_day,
+    datetime_hour,
+    datetime_microsecond,
+    datetime_minute,
+    datetime_month,
+    datetime_second,
+    datetime_tzinfo,
+    datetime_year,
+    import_datetime,
+    timedelta_days,
+    timedelta_microseconds,
+    timedelta_seconds,
+)
+from cpython.dict cimport PyDict_GetItem
+from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
+from cpython.ref cimport PyObject
+from libc.stdint cimport INT64_MAX, INT64_MIN, int64_t, uint64_t
+from libc.string cimport memcpy
+
+from datetime import date, datetime, timedelta
+from uuid import UUID
+
+from journal.codec.wire import Unhandled
+
+
+cdef extern from "Python.h":
+    # struct's own packing (struct.pack("<f") raises OverflowError where this does)
+    int PyFloat_Pack4(double x, char *p, int le) except -1
+    int PyFloat_Pack8(double x, char *p, int le) except -1
+    const char* PyUnicode_AsUTF8AndSize(object text, Py_ssize_t *size) except NULL
+
+
+import_datetime()
+
+cdef object _DATE = date
+cdef object _DATETIME = datetime
+cdef object _TIMEDELTA = timedelta
+cdef object _UUID = UUID
+cdef object _STRING = "string"
+
+cdef enum:
+    K_LONG, K_INT, K_STRING, K_BYTES, K_BOOLEAN, K_FLOAT, K_DOUBLE, K_DATE, K_TIMESTAMP
+    K_LOCAL_TIMESTAMP, K_UUID, K_DELEGATE
+
+_KINDS = {"long": K_LONG, "int": K_INT, "string": K_STRING, "bytes": K_BYTES,
+          "boolean": K_BOOLEAN, "float": K_FLOAT, "double": K_DOUBLE, "date": K_DATE,
+          "timestamp-micros": K_TIMESTAMP, "local-timestamp-micros": K_LOCAL_TIMESTAMP,
+          "uuid": K_UUID, "delegate": K_DELEGATE}
+
+cdef enum:
+    EPOCH_ORDINAL = 719163  # date(1970, 1, 1).toordinal()
+cdef int64_t MICROS_PER_DAY = 86400000000
+cdef int64_t INT_MIN = -2147483648
+cdef int64_t INT_MAX = 2147483647
+
+cdef int[13] _DAYS_BEFORE_MONTH = [0, 0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334]
+
+
+cdef int _unhandled() except -1:
+    raise Unhandled
+
+
+cdef inline int64_t _ordinal(int y, int m, int d) noexcept:
+    # CPython's ymd2ord: date.toordinal() without the call
+    cdef int64_t before = y - 1
+    cdef int64_t days = before * 365 + before // 4 - before // 100 + before // 400
+    days += _DAYS_BEFORE_MONTH[m] + (m > 2 and (y % 4 == 0 and (y % 100 != 0 or y % 400 == 0)))
+    return days + d
+
+
+cdef class _Buffer:
+    # one growing block reused for every row a writer writes
+    cdef char* data
+    cdef Py_ssize_t size
+    cdef Py_ssize_t capacity
+
+    def __cinit__(self):
+        self.capacity = 256
+        self.size = 0
+        self.data = <char*>PyMem_Malloc(self.capacity)
+        if self.data == NULL:
+            raise MemoryError
+
+    def __dealloc__(self):
+        PyMem_Free(self.data)
+
+    cdef inline int reserve(self, Py_ssize_t more) except -1:
+        cdef Py_ssize_t need = self.size + more
+        cdef Py_ssize_t capacity = self.capacity
+        cdef char* grown
+        if need <= capacity:
+            return 0
+        while capacity < need:
+            capacity *= 2
+        grown = <char*>PyMem_Realloc(self.data, capacity)
+        if grown == NULL:
+            raise MemoryError
+        self.data = grown
+        self.capacity = capacity
+        return 0
+
+    cdef inline int byte(self, unsigned char b) except -1:
+        self.reserve(1)
+        self.data[self.size] = <char>b
+        self.size += 1
+        return 0
+
+    cdef inline int raw(self, const char* src, Py_ssize_t n) except -1:
+        self.reserve(n)
+        memcpy(self.data + self.size, src, n)
+        self.size += n
+        return 0
+
+    cdef inline int long(self, int64_t value) except -1:
+        # zigzag, then a little-endian base-128 varint (at most 10 bytes)
+        cdef uint64_t n = (<uint64_t>value << 1) ^ <uint64_t>(value >> 63)
+        self.reserve(10)
+        while n > 0x7F:
+            self.data[self.size] = <char>((n & 0x7F) | 0x80)
+            self.size += 1
+            n >>= 7
+        self.data[self.size] = <char>n
+        self.size += 1
+        return 0
+
+    cdef inline int string(self, object text) except -1:
+        cdef Py_ssize_t n = 0
+        cdef const char* utf8
+        try:
+            utf8 = PyUnicode_AsUTF8AndSize(text, &n)
+        except UnicodeEncodeError:  # lone surrogates: fastavro's to refuse
+            raise Unhandled from None
+        self.long(n)
+        return self.raw(utf8, n)
+
+
+cdef inline int64_t _as_long(object value, int64_t low, int64_t high) except? -1:
+    # an exact int (not a bool) within the Avro type's range, as encoder.py's _long/_int
+    cdef int64_t n = 0
+    if type(value) is not int:
+        _unhandled()
+    try:
+        n = value
+    except OverflowError:
+        _unhandled()
+    if n < low or n > high:
+        _unhandled()
+    return n
+
+
+cdef class RowWriter:
+    """The writer of one Row record schema: ``write(row)`` returns the record's bytes."""
+
+    cdef tuple names
+    cdef tuple writers
+    cdef int* kinds
+    cdef unsigned char* nullable
+    cdef unsigned char* text
+    cdef Py_ssize_t count
+    cdef bint journal_rows
+    cdef _Buffer out
+    cdef bint busy
+
+    def __cinit__(self, program, bint journal_rows=False):
+        self.count = 0
+        self.kinds = NULL
+        self.nullable = NULL
+        self.text = NULL
+
+    def __init__(self, program, bint journal_rows=False):
+        cdef Py_ssize_t i
+        columns = tuple(program)
+        n = len(columns)
+        self.kinds = <int*>PyMem_Malloc(n * sizeof(int) + 1)
+        self.nullable = <unsigned char*>PyMem_Malloc(n + 1)
+        self.text = <unsigned char*>PyMem_Malloc(n + 1)
+        if self.kinds == NULL or self.nullable == NULL or self.text == NULL:
+            raise MemoryError
+        self.count = n
+        self.journal_rows = journal_rows
+        self.out = _Buffer()
+        names = []
+        writers = []
+        for i, (name, kind_name, nullable, text, write) in enumerate(columns):
+            if type(name) is not str:
+                raise TypeError(f"column name {name!r} is not a str")
+            kind = _KINDS[kind_name]
+            if kind == K_DELEGATE and not callable(write):
+                raise TypeError(f"column {name!r}: a delegate needs a writer")
+            self.kinds[i] = kind
+            self.nullable[i] = bool(nullable)
+            self.text[i] = bool(text)
+            names.append(name)
+            writers.append(write)
+        self.names = tuple(names)
+        self.writers = tuple(writers)
+
+    def __dealloc__(self):
+        PyMem_Free(self.kinds)
+        PyMem_Free(self.nullable)
+        PyMem_Free(self.text)
+
+    def write(self, row):
+        """The Avro binary of ``row`` (a dict keyed by column name), or Unhandled."""
+        cdef _Buffer out
+        if type(row) is not dict:
+            _unhandled()
+        # the Python a row may call (a delegate, utcoffset, str of a UUID) lets another
+        # thread in, which may write with this writer too: it gets a buffer of its own
+        if self.busy:
+            return self._write(row, _Buffer())
+        self.busy = True
+        try:
+            out = self.out
+            out.size = 0
+            return self._write(row, out)
+        finally:
+            self.busy = False
+
+    cdef bytes _write(self, dict row, _Buffer out):
+        cdef Py_ssize_t i
+        cdef PyObject* found
+        cdef int kind
+        for i in range(self.count):
+            found = PyDict_GetItem(row, self.names[i])
+            # a missing field is null, as fastavro's record writer takes it
+            value = None if found == NULL else <object>found
+            if value is None:
+                if not self.nullable[i]:
+                    _unhandled()
+                out.byte(0)
+                continue
+            kind = self.kinds[i]
+            if type(value) is tuple:
+                # fastavro's tuple notation, as avro_field_value names the "string" branch:
+                # the text branch, or the typed one where that is a plain string
+                if not (self.nullable[i] and (self.text[i] or kind == K_STRING)
+                        and len(value) == 2 and type(value[0]) is str
+                        and value[0] == _STRING and type(value[1]) is str):
+                    _unhandled()
+                out.byte(4 if self.text[i] else 2)
+                out.string(value[1])
+                continue
+            if self.text[i] and type(value) is str:
+                if not self.journal_rows:
+                    _unhandled()  # fastavro would try the typed branch on the text first
+                out.byte(4)  # PostgreSQL's text form of the value
+                out.string(value)
+                continue
+            if self.nullable[i]:
+                out.byte(2)
+            self._value(kind, i, value, out)
+        return PyBytes_FromStringAndSize(out.data, out.size)
+
+    cdef int _value(self, int kind, Py_ssize_t i, object value, _Buffer out) except -1:
+        cdef char packed[8]
+        cdef int64_t micros
+        cdef object offset
+        if kind == K_LONG:
+            return out.long(_as_long(value, INT64_MIN, INT64_MAX))
+        if kind == K_INT:
+            return out.long(_as_long(value, INT_MIN, INT_MAX))
+        if kind == K_STRING:
+            if type(value) is not str:
+                _unhandled()
+            return out.string(value)
+        if kind == K_BYTES:
+            if type(value) is memoryview and self.journal_rows:
+                value = bytes(value)
+            elif type(value) is not bytes:
+                _unhandled()
+            out.long(len(value))
+            return out.raw(<const char*>value, len(<bytes>value))
+        if kind == K_BOOLEAN:
+            if value is True:
+                return out.byte(1)
+            if value is False:
+                return out.byte(0)
+            return _unhandled()
+        if kind == K_FLOAT or kind == K_DOUBLE:
+            if type(value) is not float:
+                _unhandled()
+            try:
+                if kind == K_FLOAT:
+                    PyFloat_Pack4(<double>value, packed, 1)
+                    return out.raw(packed, 4)
+                PyFloat_Pack8(<double>value, packed, 1)
+                return out.raw(packed, 8)
+            except OverflowError:  # beyond a float's range: fastavro's to judge
+                return _unhandled()
+        if kind == K_DATE:
+            if type(value) is not _DATE:
+                _unhandled()
+            return out.long(_ordinal(date_year(value), date_month(value), date_day(value))
+                            - EPOCH_ORDINAL)
+        if kind == K_TIMESTAMP or kind == K_LOCAL_TIMESTAMP:
+            if type(value) is not _DATETIME:
+                _unhandled()
+            micros = ((_ordinal(datetime_year(value), datetime_month(value),
+                                datetime_day(value)) - EPOCH_ORDINAL) * MICROS_PER_DAY
+                      + (datetime_hour(value) * 3600 + datetime_minute(value) * 60
+                         + datetime_second(value)) * <int64_t>1000000
+                      + datetime_microsecond(value))
+            if kind == K_TIMESTAMP:
+                # an aware datetime minus the UTC epoch, as fastavro's writer; a naive one
+                # it reads as local time (mktime): left to it
+                if datetime_tzinfo(value) is None:
+                    _unhandled()
+                offset = value.utcoffset()
+                if type(offset) is not _TIMEDELTA:
+                    _unhandled()
+                micros -= ((timedelta_days(offset) * <int64_t>86400
+                            + timedelta_seconds(offset)) * <int64_t>1000000
+                           + timedelta_microseconds(offset))
+            return out.long(micros)
+        if kind == K_UUID:
+            if type(value) is _UUID:
+                value = str(value)
+            elif type(value) is not str:
+                _unhandled()
+            return out.string(value)
+        # delegate: encoder.py's writer of the typed branch; anything it raises is the
+        # reference path's to report
+        try:
+            data = self.writers[i](value)
+        except Exception as exc:
+            raise Unhandled from exc
+        if type(data) is not bytes:
+            _unhandled()
+        return out.raw(<const char*>data, len(<bytes>data))

@@ -29,7 +29,7 @@ from fastavro._logical_readers import LOGICAL_READERS
 
 from journal.catalog import TableSchema
 from journal.codec.reference import decode_generic
-from journal.codec.wire import MAGIC, Unhandled, packaged_fingerprint
+from journal.codec.wire import MAGIC, Unhandled, packaged_fingerprint, type_key
 from journal.events import ChangeEvent, LogicalMessage, Record, TransactionMarker
 from journal.positions import Position
 
@@ -296,13 +296,6 @@ _KINDS: dict[Any, str] = {
 }
 
 
-def _inline_key(avro_type: Any) -> Any:
-    if isinstance(avro_type, dict) and set(avro_type) <= {"type", "logicalType"}:
-        return (avro_type["type"], avro_type["logicalType"]) if "logicalType" in avro_type \
-            else avro_type["type"]
-    return avro_type if isinstance(avro_type, str) else None
-
-
 # A row program: per column (name, kind, nullable, text, read, extra), ``text`` for the
 # third union branch ("string": PostgreSQL's text form of the value), ``read`` the Python
 # reader of a type the generated Python does not inline (uuid, time, decimal, arrays);
@@ -314,7 +307,7 @@ _Column = tuple[str, str, bool, bool, _Read | None, Any]
 
 def _c_kind(avro_type: Any) -> tuple[str, Any]:
     """(kind, extra) of a type the Python rows delegate: what the C reader reads itself."""
-    key = _inline_key(avro_type)
+    key = type_key(avro_type)
     if key == ("string", "uuid"):
         return "uuid", None
     if isinstance(avro_type, dict) and avro_type.get("logicalType") == "decimal" \
@@ -323,7 +316,7 @@ def _c_kind(avro_type: Any) -> tuple[str, Any]:
     if isinstance(avro_type, dict) and avro_type.get("type") == "array":
         items = avro_type.get("items")
         nullable = isinstance(items, list) and len(items) == 2 and items[0] == "null"
-        item_key = _inline_key(items[1] if nullable else items)
+        item_key = type_key(items[1] if nullable else items)
         item = "uuid" if item_key == ("string", "uuid") else _KINDS.get(item_key)
         if item is not None:
             return "array", (item, nullable)
@@ -348,7 +341,7 @@ def _row_program(row_schema: Any, names: tuple[str, ...]) -> list[_Column] | Non
             elif len(avro_type) != 2 or avro_type[0] != "null":
                 return None
             avro_type = avro_type[1]
-        kind = _KINDS.get(_inline_key(avro_type))
+        kind = _KINDS.get(type_key(avro_type))
         read_value, extra = None, None
         if kind is None:
             read_value = _compile_reader(avro_type)

@@ -22,7 +22,7 @@ from fastavro._logical_writers import LOGICAL_WRITERS
 
 from journal.catalog import TableSchema
 from journal.codec.reference import encode_generic, unencodable
-from journal.codec.wire import MAGIC, Unhandled, packaged_fingerprint
+from journal.codec.wire import MAGIC, Unhandled, packaged_fingerprint, type_key
 from journal.events import ChangeEvent, LogicalMessage, Record, TransactionMarker
 
 if TYPE_CHECKING:
@@ -238,13 +238,6 @@ _C_KINDS: dict[Any, str] = {
 }
 
 
-def _kind_key(avro_type: Any) -> Any:
-    if isinstance(avro_type, dict) and set(avro_type) <= {"type", "logicalType"}:
-        return (avro_type["type"], avro_type["logicalType"]) if "logicalType" in avro_type \
-            else avro_type["type"]
-    return avro_type if isinstance(avro_type, str) else None
-
-
 def _write_program(field_types: list[Any], names: tuple[str, ...], journal_rows: bool
                    ) -> list[_WriteColumn] | None:
     """The program of a Row record's fields, or None if a field's type is fastavro's."""
@@ -264,7 +257,7 @@ def _write_program(field_types: list[Any], names: tuple[str, ...], journal_rows:
             write = _compile(avro_type, journal_rows)
         except (KeyError, ValueError, TypeError):
             return None
-        program.append((name, _C_KINDS.get(_kind_key(avro_type), "delegate"), nullable, text,
+        program.append((name, _C_KINDS.get(type_key(avro_type), "delegate"), nullable, text,
                         write))
     return program
 

@@ -72,3 +72,12 @@ def split_header(value: bytes) -> tuple[bytes, bytes]:
 class Unhandled(ValueError):
     """A value or bytes a compiled path leaves to the reference path (fastavro's generic
     writer or reader), which then encodes, decodes or refuses it."""
+
+
+def type_key(avro_type: Any) -> Any:
+    """A non-union Avro type as the compiled paths index their readers and writers: the
+    primitive's name, ``(type, logicalType)``, or None for a type with more to it."""
+    if isinstance(avro_type, dict) and set(avro_type) <= {"type", "logicalType"}:
+        return (avro_type["type"], avro_type["logicalType"]) if "logicalType" in avro_type \
+            else avro_type["type"]
+    return avro_type if isinstance(avro_type, str) else None

@@ -1,5 +1,6 @@
 """Package benchmarks: compaction events/s, fold rows/s and peak RSS per table size,
-package bytes per row against ``pg_dump -Fc``, verify MB/s.
+package bytes per row and write and fold rows/s against ``pg_dump -Fc`` of the same rows
+(timed in the same run), verify MB/s.
 
     python bench/packages.py                       # 1M and 5M rows
     python bench/packages.py --rows 100000,500000  # scaled down
@@ -166,7 +167,8 @@ def run_compaction(transactions: int, workdir: Path) -> dict[str, Any]:
 
 # -- pg_dump comparison ----------------------------------------------------------------------
 
-def pg_dump_bytes(server_url: str, rows: int, workdir: Path) -> int:
+def pg_dump_figures(server_url: str, rows: int, workdir: Path) -> tuple[int, float]:
+    """(bytes, seconds) of ``pg_dump -Fc`` of the same rows, in a database of their own."""
     import psycopg
     from psycopg import sql
 
@@ -186,9 +188,10 @@ def pg_dump_bytes(server_url: str, rows: int, workdir: Path) -> int:
                     d = document(i)
                     copy.write_row([d[c] for c in DOCUMENT.column_names])
         out = workdir / "dump.pgdump"
+        started = time.perf_counter()
         subprocess.run([str(default_bindir() / "pg_dump"), "-Fc", "-t", "bench_document",
                         "-f", str(out), db_url], check=True)
-        return out.stat().st_size
+        return out.stat().st_size, time.perf_counter() - started
     finally:
         with psycopg.connect(server_url, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
@@ -232,10 +235,14 @@ def main() -> None:
                   f"peak RSS {r['peak_rss_mb']:.0f} MB")
         if args.pg and results:
             rows = sizes[0]
-            dump = pg_dump_bytes(args.pg, rows, workdir)
+            dump, seconds = pg_dump_figures(args.pg, rows, workdir)
             ours = results[0]["bytes_per_row"]
             print(f"size vs pg_dump -Fc ({rows} rows): package {ours:.1f} bytes/row, "
                   f"pg_dump {dump / rows:.1f} bytes/row, ratio {ours / (dump / rows):.2f}")
+            dumped = rows / seconds
+            write, fold = results[0]["write_rows_per_s"], results[0]["fold_rows_per_s"]
+            print(f"speed vs pg_dump -Fc ({rows} rows): pg_dump {dumped:,.0f} rows/s; package "
+                  f"write {write / dumped:.2f}x, fold {fold / dumped:.2f}x (goal >= 0.5x)")
         else:
             print("pg_dump comparison skipped: no --pg server (set JOURNAL_TEST_PG18_URL)")
     finally:

@@ -105,20 +105,7 @@ def test_rows_of_every_column_type_read_alike_in_c_python_and_fastavro(rows: lis
 
 # every kind the C reader reads itself, not nullable, and as array items
 PLAIN = {"type": "record", "name": "Plain", "fields": [
-    {"name": "long", "type": "long"},
-    {"name": "int", "type": "int"},
-    {"name": "string", "type": "string"},
-    {"name": "bytes", "type": "bytes"},
-    {"name": "boolean", "type": "boolean"},
-    {"name": "float", "type": "float"},
-    {"name": "double", "type": "double"},
-    {"name": "date", "type": {"type": "int", "logicalType": "date"}},
-    {"name": "ts", "type": {"type": "long", "logicalType": "timestamp-micros"}},
-    {"name": "local", "type": {"type": "long", "logicalType": "local-timestamp-micros"}},
-    {"name": "uuid", "type": {"type": "string", "logicalType": "uuid"}},
-    {"name": "amount", "type": {"type": "bytes", "logicalType": "decimal", "precision": 12,
-                                "scale": 2}},
-    {"name": "clock", "type": {"type": "long", "logicalType": "time-micros"}},
+    *fast.PLAIN_FIELDS,
     {"name": "longs", "type": {"type": "array", "items": "long"}},
     {"name": "strings", "type": {"type": "array", "items": "string"}},
     {"name": "dates", "type": {"type": "array", "items": {"type": "int",

@@ -157,20 +157,7 @@ def test_journal_rows_write_as_fastavro_writes_their_datum(row: dict) -> None:
 
 # every kind the C writer writes itself, not nullable, and delegated ones beside them
 PLAIN = fastavro.parse_schema({"type": "record", "name": "Plain", "fields": [
-    {"name": "long", "type": "long"},
-    {"name": "int", "type": "int"},
-    {"name": "string", "type": "string"},
-    {"name": "bytes", "type": "bytes"},
-    {"name": "boolean", "type": "boolean"},
-    {"name": "float", "type": "float"},
-    {"name": "double", "type": "double"},
-    {"name": "date", "type": {"type": "int", "logicalType": "date"}},
-    {"name": "ts", "type": {"type": "long", "logicalType": "timestamp-micros"}},
-    {"name": "local", "type": {"type": "long", "logicalType": "local-timestamp-micros"}},
-    {"name": "uuid", "type": {"type": "string", "logicalType": "uuid"}},
-    {"name": "amount", "type": {"type": "bytes", "logicalType": "decimal", "precision": 12,
-                                "scale": 2}},
-    {"name": "clock", "type": {"type": "long", "logicalType": "time-micros"}},
+    *fast.PLAIN_FIELDS,
     {"name": "longs", "type": {"type": "array", "items": ["null", "long"]}},
 ]})
 PLAIN_C, PLAIN_PYTHON = writers(PLAIN)

@@ -19,7 +19,7 @@ from journal.cli import main
 from journal.errors import RestoreError
 from restorer.restore import RestoreOptions, restore
 from tests.support.cli import one_error
-from tests.support.restore import Recorder
+from tests.support.restore import Recorder, recorded_full
 
 pytestmark = pytest.mark.integration
 
@@ -30,16 +30,16 @@ CREATE TABLE note (id serial PRIMARY KEY, kind_id int NOT NULL REFERENCES kind (
 """
 
 
+def _source(conn: psycopg.Connection[Any]) -> None:
+    conn.execute(SCHEMA)
+    conn.execute("INSERT INTO kind (code) VALUES ('a'), ('b')")
+    conn.execute("INSERT INTO note (kind_id, body) SELECT 1 + g % 2, 'n' || g"
+                 " FROM generate_series(1, 50) g")
+
+
 @pytest.fixture
 def packages(source_db: str, tmp_path) -> Recorder:
-    with psycopg.connect(source_db, autocommit=True) as conn:
-        conn.execute(SCHEMA)
-        conn.execute("INSERT INTO kind (code) VALUES ('a'), ('b')")
-        conn.execute("INSERT INTO note (kind_id, body) SELECT 1 + g % 2, 'n' || g"
-                     " FROM generate_series(1, 50) g")
-    rec = Recorder(source_db, str(tmp_path / "packages"))
-    rec.full()
-    return rec
+    return recorded_full(source_db, str(tmp_path / "packages"), _source)
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ import restorer.load
 from journal.errors import RestoreRefused
 from restorer.restore import RestoreOptions, restore
 from tests.support.databases import scratch_database
-from tests.support.restore import Recorder
+from tests.support.restore import Recorder, recorded_full
 
 pytestmark = pytest.mark.integration
 
@@ -106,18 +106,9 @@ def fill_target(conn: psycopg.Connection[Any], clash_email: bool = False) -> Non
                      " 'u5@example.org', 'clash')", (uuid.UUID(int=2000),))
 
 
-def _recorded(source_db: str, tmp_path: Any, fill: Any) -> Recorder:
-    """A full package of the source once ``fill`` has made it."""
-    with psycopg.connect(source_db, autocommit=True) as conn:
-        fill(conn)
-    rec = Recorder(source_db, str(tmp_path / "packages"))
-    rec.full()
-    return rec
-
-
 @pytest.fixture
 def packages(source_db: str, tmp_path) -> Recorder:
-    return _recorded(source_db, tmp_path, fill_source)
+    return recorded_full(source_db, str(tmp_path / "packages"), fill_source)
 
 
 def _restore(rec: Recorder, target: str, **options: Any) -> Any:
@@ -306,7 +297,7 @@ def _generic_target(conn: psycopg.Connection[Any]) -> None:
 
 @pytest.fixture
 def generic_packages(source_db: str, tmp_path) -> Recorder:
-    return _recorded(source_db, tmp_path, _generic_source)
+    return recorded_full(source_db, str(tmp_path / "packages"), _generic_source)
 
 
 def test_generic_foreign_keys_follow_their_objects_as_row_by_row(
@@ -364,7 +355,7 @@ def test_foreign_keys_sharing_a_column_keep_the_per_row_path(source_db, tmp_path
                                                              staged):
     """Two foreign keys through one column: row by row each maps from the source's value,
     which the stage's UPDATEs, one key after the other, would not."""
-    rec = _recorded(source_db, tmp_path, _shared_source)
+    rec = recorded_full(source_db, str(tmp_path / "packages"), _shared_source)
     with psycopg.connect(target_db, autocommit=True) as conn:
         conn.execute(SHARED_SCHEMA)
         conn.execute("INSERT INTO shelf (code) VALUES ('own'), ('s3')")

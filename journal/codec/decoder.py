@@ -29,7 +29,13 @@ from fastavro._logical_readers import LOGICAL_READERS
 
 from journal.catalog import TableSchema
 from journal.codec.reference import decode_generic
-from journal.codec.wire import MAGIC, Unhandled, packaged_fingerprint, type_key
+from journal.codec.wire import (
+    MAGIC,
+    Unhandled,
+    column_shape,
+    packaged_fingerprint,
+    type_key,
+)
 from journal.events import ChangeEvent, LogicalMessage, Record, TransactionMarker
 from journal.positions import Position
 
@@ -332,15 +338,10 @@ def _row_program(row_schema: Any, names: tuple[str, ...]) -> list[_Column] | Non
         return None
     program: list[_Column] = []
     for name, f in zip(names, fields, strict=True):
-        avro_type = f["type"]
-        nullable = isinstance(avro_type, list)
-        text = False
-        if nullable:
-            if len(avro_type) == 3 and avro_type[0] == "null" and avro_type[2] == "string":
-                text = True
-            elif len(avro_type) != 2 or avro_type[0] != "null":
-                return None
-            avro_type = avro_type[1]
+        shape = column_shape(f["type"])
+        if shape is None:
+            return None
+        avro_type, nullable, text = shape
         kind = _KINDS.get(type_key(avro_type))
         read_value, extra = None, None
         if kind is None:

@@ -22,7 +22,13 @@ from fastavro._logical_writers import LOGICAL_WRITERS
 
 from journal.catalog import TableSchema
 from journal.codec.reference import encode_generic, unencodable
-from journal.codec.wire import MAGIC, Unhandled, packaged_fingerprint, type_key
+from journal.codec.wire import (
+    MAGIC,
+    Unhandled,
+    column_shape,
+    packaged_fingerprint,
+    type_key,
+)
 from journal.events import ChangeEvent, LogicalMessage, Record, TransactionMarker
 
 if TYPE_CHECKING:
@@ -244,15 +250,11 @@ def _write_program(field_types: list[Any], names: tuple[str, ...], journal_rows:
     if len(field_types) != len(names):
         return None
     program: list[_WriteColumn] = []
-    for name, avro_type in zip(names, field_types, strict=True):
-        nullable = isinstance(avro_type, list)
-        text = False
-        if nullable:
-            if len(avro_type) == 3 and avro_type[0] == "null" and avro_type[2] == "string":
-                text = True
-            elif len(avro_type) != 2 or avro_type[0] != "null":
-                return None
-            avro_type = avro_type[1]
+    for name, field_type in zip(names, field_types, strict=True):
+        shape = column_shape(field_type)
+        if shape is None:
+            return None
+        avro_type, nullable, text = shape
         try:
             write = _compile(avro_type, journal_rows)
         except (KeyError, ValueError, TypeError):
@@ -380,26 +382,23 @@ class ChangeEncoder:
     def encode(self, record: ChangeEvent) -> tuple[bytes | None, bytes]:
         parts = [self.header]
         add = parts.append
-        before_bases = after_bases = None
         write_row = self.write_row
         if write_row is not None:
             add(_NULL if record.before is None else _SOME + write_row(record.before))
             add(_NULL if record.after is None else _SOME + write_row(record.after))
             key = self._row_key(record)
         else:
-            if record.before is None:
-                add(_NULL)
-            else:
-                before_bases = self._bases(record.before)
+            bases: list[list[bytes | None] | None] = []
+            for image in (record.before, record.after):
+                if image is None:
+                    add(_NULL)
+                    bases.append(None)
+                    continue
+                columns = self._bases(image)
                 add(_SOME)
-                parts.extend([_NULL if b is None else _SOME + b for b in before_bases])
-            if record.after is None:
-                add(_NULL)
-            else:
-                after_bases = self._bases(record.after)
-                add(_SOME)
-                parts.extend([_NULL if b is None else _SOME + b for b in after_bases])
-            key = self._key(record, before_bases, after_bases)
+                parts.extend([_NULL if b is None else _SOME + b for b in columns])
+                bases.append(columns)
+            key = self._key(record, bases[0], bases[1])
         op = self.ops.get(record.op)
         if op is None:
             op = self.ops[record.op] = _string(record.op)

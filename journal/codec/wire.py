@@ -81,3 +81,15 @@ def type_key(avro_type: Any) -> Any:
         return (avro_type["type"], avro_type["logicalType"]) if "logicalType" in avro_type \
             else avro_type["type"]
     return avro_type if isinstance(avro_type, str) else None
+
+
+def column_shape(avro_type: Any) -> tuple[Any, bool, bool] | None:
+    """A row field's type as the compiled paths take it: (the typed branch, nullable, has
+    the third "string" branch of PostgreSQL's text form); None for another union."""
+    if not isinstance(avro_type, list):
+        return avro_type, False, False
+    if len(avro_type) == 3 and avro_type[0] == "null" and avro_type[2] == "string":
+        return avro_type[1], True, True
+    if len(avro_type) == 2 and avro_type[0] == "null":
+        return avro_type[1], True, False
+    return None

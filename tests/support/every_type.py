@@ -129,3 +129,23 @@ def change(op: str, before: dict | None, after: dict | None, position: Position,
            ) -> ChangeEvent:
     return ChangeEvent(op, "edms", TABLE, position, xid, commit_ts, before, after, toast,
                        snapshot=op == "r", ts_ms=ts_ms)
+
+
+# one field of each kind the compiled codec paths handle, none nullable: the start of the
+# "plain" record schemas their tests build
+PLAIN_FIELDS: list[dict[str, Any]] = [
+    {"name": "long", "type": "long"},
+    {"name": "int", "type": "int"},
+    {"name": "string", "type": "string"},
+    {"name": "bytes", "type": "bytes"},
+    {"name": "boolean", "type": "boolean"},
+    {"name": "float", "type": "float"},
+    {"name": "double", "type": "double"},
+    {"name": "date", "type": {"type": "int", "logicalType": "date"}},
+    {"name": "ts", "type": {"type": "long", "logicalType": "timestamp-micros"}},
+    {"name": "local", "type": {"type": "long", "logicalType": "local-timestamp-micros"}},
+    {"name": "uuid", "type": {"type": "string", "logicalType": "uuid"}},
+    {"name": "amount", "type": {"type": "bytes", "logicalType": "decimal", "precision": 12,
+                                "scale": 2}},
+    {"name": "clock", "type": {"type": "long", "logicalType": "time-micros"}},
+]

@@ -163,3 +163,13 @@ class Recorder:
         self.parent = manifest.package_id
         self.pending = []
         return manifest
+
+
+def recorded_full(source_url: str, store_dir: str, fill: Any) -> Recorder:
+    """A Recorder holding a full package of the source once ``fill(conn)`` (autocommit)
+    has made it."""
+    with psycopg.connect(source_url, autocommit=True) as conn:
+        fill(conn)
+    rec = Recorder(source_url, store_dir)
+    rec.full()
+    return rec

@@ -15,8 +15,11 @@ from typing import Any
 import pytest
 from kafka import KafkaProducer, TopicPartition
 from kafka.producer.future import FutureRecordMetadata
+from kafka.record.default_records import DefaultRecordBatch
 
+from journal.transport import kafka_internals
 from journal.transport.kafka_internals import DirectPartition, direct_partition, missing
+from tests.support import ci
 
 
 @pytest.fixture
@@ -74,3 +77,144 @@ def test_an_accumulator_append_of_another_shape_is_named(producer: Any,
 def test_a_producer_with_serializers_keeps_to_send(producer: Any):
     producer.config["value_serializer"] = bytes
     assert direct_partition(producer, "t", 0) is None
+
+
+# -- records written into the open batch at once ----------------------------------------------
+
+TOPIC = "edms_journal.db.changes"
+
+
+def _small_batches(batch_size: int) -> Any:
+    return KafkaProducer(bootstrap_servers="127.0.0.1:1", api_version=(2, 5),
+                         enable_idempotence=True, acks="all", batch_size=batch_size,
+                         transactional_id="edms_journal.test.writer")
+
+
+def _records(count: int) -> list[tuple[bytes | None, bytes, bytes]]:
+    # keys absent and present, values across the varint length boundaries (63/64, 8191/8192)
+    sizes = [0, 1, 63, 64, 127, 128, 8191, 8192, 300, 5]
+    return [(None if i % 7 == 3 else f"key{i}".encode() * (i % 5),
+             bytes([i % 251]) * sizes[i % len(sizes)], i.to_bytes(12, "big"))
+            for i in range(count)]
+
+
+def _built(producer: Any) -> list[bytes]:
+    # every batch of the partition, closed as the sender closes it before sending
+    out = []
+    for batch in producer._accumulator._batches[TopicPartition(TOPIC, 0)]:
+        batch.records.close()
+        out.append(bytes(batch.records.buffer()))
+    return out
+
+
+def _close(producer: Any) -> None:
+    producer._accumulator.abort_incomplete_batches()
+    producer.close(timeout=0)
+
+
+@pytest.mark.parametrize("batch_size", [1024, 16384, 512 * 1024])
+def test_records_written_at_once_are_the_bytes_appending_one_by_one_writes(
+        batch_size: int, monkeypatch: pytest.MonkeyPatch):
+    ci.unavailable("the C record writer") if kafka_internals._records is None else None
+    records = _records(400)
+    one, many = _small_batches(batch_size), _small_batches(batch_size)
+    try:
+        stamp = 1_780_000_000_123
+        tp = TopicPartition(TOPIC, 0)
+        for key, value, header in records:  # kafka-python's own path, the reference
+            one._accumulator.append(tp, stamp, key, value, [("position", header)])
+        monkeypatch.setattr(kafka_internals.time, "time", lambda: stamp / 1000)
+        direct = direct_partition(many, TOPIC, 0)
+        assert direct is not None and direct.in_batches
+        # handed over in lists of uneven lengths, as capture hands them over
+        placed = []
+        for start, end in [(0, 1), (1, 150), (150, 151), (151, 400)]:
+            placed += direct.append_many(records[start:end], "position")
+        assert sum(n for _, n in placed) == len(records)
+        expected = _built(one)
+        assert len(expected) >= (2 if batch_size < 512 * 1024 else 1)
+        assert _built(many) == expected
+    finally:
+        _close(one)
+        _close(many)
+
+
+def test_records_written_at_once_read_back_in_order_with_their_headers():
+    ci.unavailable("the C record writer") if kafka_internals._records is None else None
+    records = _records(50)
+    producer = _small_batches(2048)
+    try:
+        direct = direct_partition(producer, TOPIC, 0)
+        assert direct is not None
+        direct.append_many(records, "position")
+        read = []
+        for raw in _built(producer):
+            for record in DefaultRecordBatch(raw):
+                read.append((record.offset, record.key, record.value, record.headers))
+        assert [(k, v, [("position", h)]) for k, v, h in records] == [
+            (key, value, headers) for _, key, value, headers in read]
+        # offsets count from 0 in each batch, as the broker expects of a producer's batch
+        assert [o for o, *_ in read][0] == 0
+    finally:
+        _close(producer)
+
+
+def test_every_record_written_at_once_is_answered_by_a_future_that_fails_with_its_batch():
+    producer = _small_batches(1024)
+    try:
+        direct = direct_partition(producer, TOPIC, 0)
+        assert direct is not None
+        placed = direct.append_many(_records(120), "position")
+        assert sum(n for _, n in placed) == 120
+        assert [kafka_internals.unanswered(f) for f, _ in placed] == ["no answer"] * len(placed)
+        producer._accumulator.abort_incomplete_batches()
+        assert all(f.is_done for f, _ in placed)
+        assert {kafka_internals.unanswered(f) for f, _ in placed} == {
+            "IllegalStateError: Producer is closed forcefully."}
+    finally:
+        producer.close(timeout=0)
+
+
+def test_a_batch_acknowledged_by_the_broker_counts_as_answered():
+    producer = _small_batches(1024)
+    try:
+        direct = direct_partition(producer, TOPIC, 0)
+        assert direct is not None
+        placed = direct.append_many(_records(40), "position")
+        # what the sender does on a successful produce response: each batch completes
+        queue = producer._accumulator._batches[TopicPartition(TOPIC, 0)]
+        assert len(queue) > 1
+        while queue:
+            batch = queue.popleft()
+            batch.complete(100, -1)
+            producer._accumulator.deallocate(batch)
+        assert [kafka_internals.unanswered(f) for f, _ in placed] == [None] * len(placed)
+    finally:
+        producer.close(timeout=0)
+
+
+def test_without_the_c_writer_records_go_one_by_one_through_append(
+        monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(kafka_internals, "_records", None)
+    producer = _small_batches(1024)
+    try:
+        direct = direct_partition(producer, TOPIC, 0)
+        assert direct is not None and not direct.in_batches
+        placed = direct.append_many(_records(30), "position")
+        assert [n for _, n in placed] == [1] * 30
+        assert all(isinstance(f, FutureRecordMetadata) for f, _ in placed)
+    finally:
+        _close(producer)
+
+
+def test_a_kafka_python_without_the_batch_internals_is_named(producer: Any,
+                                                             monkeypatch: pytest.MonkeyPatch):
+    from kafka.record.default_records import DefaultRecordBatchBuilder
+
+    assert kafka_internals.missing_for_batches(producer) == []
+    monkeypatch.setattr(DefaultRecordBatchBuilder, "__slots__",
+                        tuple(s for s in DefaultRecordBatchBuilder.__slots__
+                              if s != "_num_records"))
+    assert kafka_internals.missing_for_batches(producer) == [
+        "DefaultRecordBatchBuilder._num_records"]
+    assert not direct_partition(producer, TOPIC, 0).in_batches  # type: ignore[union-attr]

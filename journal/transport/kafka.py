@@ -48,7 +48,7 @@ from journal.codec import SchemaRegistry
 from journal.errors import ConfigError, TransportError
 from journal.positions import Position
 from journal.transport import Committed, JournalReader, JournalWriter, RawRecord
-from journal.transport.kafka_internals import direct_partition
+from journal.transport.kafka_internals import direct_partition, unanswered
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,7 @@ POSITION_HEADER = "position"
 PARTITION_BITS = 12
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # large document rows must still fit in one record
 _DIRECT_MAX_BYTES = MAX_MESSAGE_BYTES // 2  # larger records take send()'s size check
+_PENDING_RECORDS = 512  # records appended before they are handed to the producer at once
 _TOPIC_OK = re.compile(r"^[A-Za-z0-9._-]+$")
 _TOPIC_EXISTS = 36  # TOPIC_ALREADY_EXISTS
 T = TypeVar("T")
@@ -249,7 +250,8 @@ class KafkaJournalWriter(JournalWriter):
         from kafka import KafkaProducer
 
         self.journal = journal
-        self._futures: list[Any] = []
+        self._futures: list[tuple[Any, int]] = []  # (future, how many records it answers for)
+        self._pending: list[tuple[bytes | None, bytes, bytes]] = []
         self._in_transaction = False
         self._ready = False  # open and in a transaction (if transactional): append may send
         self._broken: str | None = None
@@ -304,29 +306,47 @@ class KafkaJournalWriter(JournalWriter):
         if not self._ready:
             self._check()
             self._begin()
-        headers = [(POSITION_HEADER, position.to_bytes())]
+        if self._direct is not None and len(value) < _DIRECT_MAX_BYTES:
+            # handed to the producer a list at a time: written into its batch in C
+            self._pending.append((key, value, position.to_bytes()))
+            if len(self._pending) >= _PENDING_RECORDS:
+                self._hand_over()
+            return
+        self._hand_over()
         try:
-            if self._direct is not None and len(value) < _DIRECT_MAX_BYTES:
-                future = self._direct.append(key, value, headers)
-            else:
-                future = self._producer.send(self._changes_topic, value, key, headers,
-                                             self._changes_partition)
+            future = self._producer.send(self._changes_topic, value, key,
+                                         [(POSITION_HEADER, position.to_bytes())],
+                                         self._changes_partition)
         except Exception as exc:
             self._send_failed(exc)
-        self._futures.append(future)
+        self._futures.append((future, 1))
+
+    def _hand_over(self) -> None:
+        """The records appended since the last hand-over, into the producer, in order."""
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        try:
+            placed = self._direct.append_many(pending, POSITION_HEADER)  # type: ignore[union-attr]
+        except Exception as exc:
+            self._send_failed(exc)
+        self._futures.extend(placed)
 
     def flush(self) -> None:
         self._check()
+        self._hand_over()
         if not self._futures and not self._in_transaction:
             return
         timeout = self.journal.delivery_timeout + 10
         try:
             self.journal._call(lambda: self._producer.flush(timeout=timeout), "flush")
-            failed = [f for f in self._futures if not f.is_done or f.failed()]
+            # one future per batch of records, or per record sent alone
+            failed = [(why, n) for f, n in self._futures if (why := unanswered(f))]
             if failed:
-                cause = failed[0].exception if failed[0].is_done else "no answer"
-                raise TransportError(f"Kafka at {self.journal.address} did not acknowledge "
-                                     f"{len(failed)} of {len(self._futures)} records: {cause}")
+                raise TransportError(
+                    f"Kafka at {self.journal.address} did not acknowledge "
+                    f"{sum(n for _, n in failed)} of {sum(n for _, n in self._futures)} "
+                    f"records: {failed[0][0]}")
             if self._in_transaction:
                 self.journal._call(lambda: self._commit(timeout), "committing the transaction")
                 self._in_transaction = False
@@ -388,11 +408,12 @@ class KafkaJournalWriter(JournalWriter):
     def _send(self, topic: str, key: bytes | None, value: bytes,
               headers: list[tuple[str, bytes]] | None) -> None:
         self._begin()
+        self._hand_over()
         try:
             future = self._producer.send(topic, key=key, value=value, headers=headers)
         except Exception as exc:
             self._send_failed(exc)
-        self._futures.append(future)
+        self._futures.append((future, 1))
 
     def _send_failed(self, exc: Exception) -> NoReturn:
         from kafka.errors import KafkaError
@@ -410,6 +431,7 @@ class KafkaJournalWriter(JournalWriter):
         # epoch or drop batches): no further record may go through it.
         self._broken = reason
         self._ready = False
+        self._pending = []  # never to be sent: the writer is unusable from here
         if self._in_transaction:
             try:
                 _bounded(self._producer.abort_transaction, 10, "aborting the Kafka transaction")

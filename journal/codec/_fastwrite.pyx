@@ -241,6 +241,10 @@ cdef class RowWriter:
             self.busy = False
 
     cdef bytes _write(self, dict row, _Buffer out):
+        self._append(row, out)
+        return PyBytes_FromStringAndSize(out.data, out.size)
+
+    cdef int _append(self, dict row, _Buffer out) except -1:
         cdef Py_ssize_t i
         cdef PyObject* found
         cdef int kind
@@ -273,7 +277,7 @@ cdef class RowWriter:
             if self.nullable[i]:
                 out.byte(2)
             self._value(kind, i, value, out)
-        return PyBytes_FromStringAndSize(out.data, out.size)
+        return 0
 
     cdef int _value(self, int kind, Py_ssize_t i, object value, _Buffer out) except -1:
         cdef char packed[8]
@@ -351,3 +355,115 @@ cdef class RowWriter:
         if type(data) is not bytes:
             _unhandled()
         return out.raw(<const char*>data, len(<bytes>data))
+
+
+cdef inline int _text(_Buffer out, object value) except -1:
+    # encoder.py's _string: a str, or the reference path's to judge
+    if type(value) is not str:
+        _unhandled()
+    return out.string(value)
+
+
+cdef class ChangeWriter:
+    """A table version's whole change event in C: ``write(...)`` returns ``(key, value)``,
+    the bytes encoder.py's ``ChangeEncoder.encode`` writes (its Python envelope stays the
+    reference), or raises Unhandled for a record it leaves to fastavro."""
+
+    cdef RowWriter rows
+    cdef bytes header
+    cdef bytes schema_name
+    cdef tuple key_indexes
+    cdef bytes key_prefixed
+    cdef _Buffer out
+    cdef _Buffer key
+    cdef bint busy
+
+    def __init__(self, RowWriter rows not None, bytes header not None,
+                 str schema not None, str name not None, tuple key_indexes not None,
+                 tuple key_prefixed not None):
+        cdef _Buffer source = _Buffer()
+        self.rows = rows
+        self.header = header
+        source.string(schema)
+        source.string(name)
+        self.schema_name = PyBytes_FromStringAndSize(source.data, source.size)
+        for i in key_indexes:
+            if not 0 <= i < rows.count:
+                raise ValueError(f"key column {i} outside the row's {rows.count}")
+        if len(key_prefixed) != len(key_indexes):
+            raise ValueError("one key prefix flag per key column")
+        self.key_indexes = key_indexes
+        self.key_prefixed = bytes(bool(p) for p in key_prefixed)
+        self.out = _Buffer()
+        self.key = _Buffer()
+
+    def write(self, before, after, op, database, commit_lsn, seq, xid, commit_ts, snapshot,
+              ts_ms, toast):
+        if self.busy:  # another thread came in through the Python a row may call
+            return self._write(before, after, op, database, commit_lsn, seq, xid, commit_ts,
+                               snapshot, ts_ms, toast, _Buffer(), _Buffer())
+        self.busy = True
+        try:
+            self.out.size = 0
+            self.key.size = 0
+            return self._write(before, after, op, database, commit_lsn, seq, xid, commit_ts,
+                               snapshot, ts_ms, toast, self.out, self.key)
+        finally:
+            self.busy = False
+
+    cdef tuple _write(self, before, after, op, database, commit_lsn, seq, xid, commit_ts,
+                      snapshot, ts_ms, toast, _Buffer out, _Buffer key):
+        cdef RowWriter rows = self.rows
+        out.raw(<const char*>self.header, len(self.header))
+        for image in (before, after):
+            if image is None:
+                out.byte(0)
+                continue
+            if type(image) is not dict:
+                _unhandled()
+            out.byte(2)
+            rows._append(<dict>image, out)
+        _text(out, op)
+        _text(out, database)
+        out.raw(<const char*>self.schema_name, len(self.schema_name))
+        out.long(_as_long(commit_lsn, INT64_MIN, INT64_MAX))
+        out.long(_as_long(seq, INT64_MIN, INT64_MAX))
+        out.long(_as_long(xid, INT64_MIN, INT64_MAX))
+        out.long(_as_long(commit_ts, INT64_MIN, INT64_MAX))  # a datetime: Python's path
+        if snapshot is True:
+            out.byte(1)
+        elif snapshot is False:
+            out.byte(0)
+        else:
+            _unhandled()
+        out.long(_as_long(ts_ms, INT64_MIN, INT64_MAX))
+        if toast:
+            if type(toast) is not tuple:
+                _unhandled()
+            out.long(len(<tuple>toast))
+            for name in <tuple>toast:
+                _text(out, name)
+        out.byte(0)  # the end of the (empty) array
+        value = PyBytes_FromStringAndSize(out.data, out.size)
+        row = after if after is not None else before
+        if row is None or not self.key_indexes:
+            return None, value
+        self._key(<dict>row, key)
+        return PyBytes_FromStringAndSize(key.data, key.size), value
+
+    cdef int _key(self, dict row, _Buffer key) except -1:
+        # the key record: each key column's typed branch, after branch 0 of its
+        # [typed, "string"] union where the key field is one
+        cdef RowWriter rows = self.rows
+        cdef Py_ssize_t k = 0, i
+        cdef PyObject* found
+        for index in self.key_indexes:
+            i = index
+            found = PyDict_GetItem(row, rows.names[i])
+            if found == NULL or <object>found is None or type(<object>found) is tuple:
+                _unhandled()  # a missing or null key column: fastavro reports it
+            if self.key_prefixed[k]:
+                key.byte(0)
+            rows._value(rows.kinds[i], i, <object>found, key)
+            k += 1
+        return 0

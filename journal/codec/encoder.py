@@ -355,11 +355,17 @@ class ChangeEncoder:
         # values and memoryviews as to_avro_row hands them to fastavro
         program = _write_program([f["type"] for f in row_schema["fields"]], names, True)
         self.write_row: _Encode | None = None
-        if in_c and _fastwrite is not None and program is not None:
-            self.write_row = _fastwrite.RowWriter(program, True).write
         # a key field with a text branch is the union [typed, "string"]: branch 0 first
         self.key_prefixes = tuple(_NULL if isinstance(f["type"], list) else b""
                                   for f in key_schema["fields"])
+        # the whole event, envelope and key included, in C
+        self.write_change: Callable[..., tuple[bytes | None, bytes]] | None = None
+        if in_c and _fastwrite is not None and program is not None:
+            rows = _fastwrite.RowWriter(program, True)
+            self.write_row = rows.write
+            self.write_change = _fastwrite.ChangeWriter(
+                rows, self.header, table.schema, table.name, self.key_indexes,
+                tuple(bool(p) for p in self.key_prefixes)).write
         self.ops: dict[str, bytes] = {}
         self.sources: dict[str, bytes] = {}  # database -> its encoded source strings
         # the longs every record of a transaction repeats (commit LSN, xid, timestamps)
@@ -380,6 +386,15 @@ class ChangeEncoder:
         return [None if (v := get(name)) is None else write(v) for name, write in self.columns]
 
     def encode(self, record: ChangeEvent) -> tuple[bytes | None, bytes]:
+        if self.write_change is not None:
+            pos = record.position
+            return self.write_change(record.before, record.after, record.op, record.database,
+                                     pos.commit_lsn, pos.seq, record.xid, record.commit_ts,
+                                     record.snapshot, record.ts_ms, record.unchanged_toast)
+        return self.encode_in_python(record)
+
+    def encode_in_python(self, record: ChangeEvent) -> tuple[bytes | None, bytes]:
+        """``encode`` with the envelope in Python (the reference for the C one)."""
         parts = [self.header]
         add = parts.append
         write_row = self.write_row

@@ -288,10 +288,10 @@ cdef Py_ssize_t _skip_uuid(const unsigned char* buf, Py_ssize_t length, Py_ssize
     return start
 
 
-cdef int _uuid_digits(const unsigned char* buf, Py_ssize_t length, Py_ssize_t p,
-                      unsigned char* digits) except -1:
-    # a plain uuid's 32 hex digits in lower case: their text order is the UUIDs' order;
-    # other text (braces, urn:uuid:) is left to the row by row path
+cdef bint _uuid_digits(const unsigned char* buf, Py_ssize_t length, Py_ssize_t p,
+                       unsigned char* digits) except -1:
+    # a plain uuid's 32 hex digits in lower case (their text order is the UUIDs' order),
+    # or False for other text (braces, urn:uuid:)
     cdef Py_ssize_t size = 0, j, count = 0
     cdef unsigned char c
     _read_size(buf, length, &p, &size)
@@ -300,12 +300,10 @@ cdef int _uuid_digits(const unsigned char* buf, Py_ssize_t length, Py_ssize_t p,
         if c == 45:
             continue
         if count == 32 or not _hex(c):
-            return _unhandled()
+            return False
         digits[count] = c | 0x20
         count += 1
-    if count != 32:
-        return _unhandled()
-    return 0
+    return count == 32
 
 
 cdef int _compare_value(int kind, const unsigned char* buf, Py_ssize_t length,
@@ -328,10 +326,13 @@ cdef int _compare_value(int kind, const unsigned char* buf, Py_ssize_t length,
     if kind == K_BOOLEAN:
         return (buf[a] != 0) - (buf[b] != 0)
     if kind == K_UUID:
-        _uuid_digits(buf, length, a, dx)
-        _uuid_digits(buf, length, b, dy)
-        r = memcmp(dx, dy, 32)
-        return (r > 0) - (r < 0)
+        if _uuid_digits(buf, length, a, dx) and _uuid_digits(buf, length, b, dy):
+            r = memcmp(dx, dy, 32)
+            return (r > 0) - (r < 0)
+        # other text: the UUIDs _read_uuid makes of it, ordered by their numbers as UUID is
+        x_int = _read_uuid(buf, length, &a).int
+        y_int = _read_uuid(buf, length, &b).int
+        return (x_int > y_int) - (x_int < y_int)
     # long, date, timestamps: the days or microseconds order the values
     _read_long(buf, length, &a, &x)
     _read_long(buf, length, &b, &y)

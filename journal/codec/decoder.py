@@ -7,7 +7,8 @@ Python is the fallback and the reference the C reader is tested against.
 ``decode`` is what every reader of the stream calls: the compiled decoder first, the
 reference path for any bytes it leaves to fastavro (which reads them or raises
 ValidationError exactly as it would alone). ``record_reader`` is what a package reader
-reads its row and event members with.
+reads its row and event members with; ``record_walker`` what verification walks a table
+member's blocks with, judging their rows as the C reader does without building them.
 
 It is kept because it pays for itself: ``bench/codec.py`` measures it at about 1.4-1.5x
 the reference path on table rows, change events and package rows, and 1.4x on

@@ -452,7 +452,9 @@ cdef class RowReader:
                     raise ValueError(f"key columns {key_columns!r}")
                 columns[j] = column
                 slot[column] = j
-                in_c = in_c and _ordered_in_c(self.kinds[column])
+                # a text form beside typed str values would be ordered apart from them
+                in_c = in_c and _ordered_in_c(self.kinds[column]) and not (
+                    self.kinds[column] == K_STRING and self.text[column])
             for r in range(count):
                 here = at + (r & 1) * nkeys
                 before = at + (1 - (r & 1)) * nkeys
@@ -461,18 +463,15 @@ cdef class RowReader:
                 self._walk(buf, data, length, &p, slot, here, here_class)
                 if not nkeys:
                     continue
-                if in_c and 0 < r < count - 1:
-                    # rows inside the block: compared in C, no key values built
+                if in_c and r > 0:
+                    # compared in C with the row before: key values are built only for
+                    # the first row (against ``previous``) and the last (returned)
                     if self._compare(data, length, columns, nkeys, before, before_class,
                                      here, here_class) >= 0:
                         raise KeyOrder(r)
-                    continue
-                if in_c and r == count - 1 and r > 0:
-                    if self._compare(data, length, columns, nkeys, before, before_class,
-                                     here, here_class) >= 0:
-                        raise KeyOrder(r)
-                    previous = order(self._key_values(buf, data, length, columns, nkeys,
-                                                      here, here_class))
+                    if r == count - 1:
+                        previous = order(self._key_values(buf, data, length, columns,
+                                                          nkeys, here, here_class))
                     continue
                 key = order(self._key_values(buf, data, length, columns, nkeys, here,
                                              here_class))

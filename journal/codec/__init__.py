@@ -15,7 +15,7 @@ parts, each in its own module:
   change events) in C (``_fastwrite``), where the extensions were compiled at install.
 """
 
-from journal.codec.decoder import decode, decode_compiled, record_reader
+from journal.codec.decoder import decode, decode_compiled, record_reader, record_walker
 from journal.codec.encoder import (
     avro_long,
     encode,
@@ -49,6 +49,7 @@ __all__ = [
     "from_avro_row",
     "packaged_schema",
     "record_reader",
+    "record_walker",
     "row_writer",
     "split_header",
     "table_row_writer",

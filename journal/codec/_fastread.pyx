@@ -10,6 +10,9 @@ for the "delegate" kind (time, arrays of other items...); ``extra`` is what a "d
 (fastavro's conversion and the schema) or an "array" (item kind, nullable items) needs.
 Any bytes not plainly valid raise ``Unhandled`` (the caller then hands them to fastavro);
 every read is bounds-checked against the buffer's length.
+
+``RowReader.check`` walks rows judging their bytes as ``read`` does without building them,
+and checks their primary keys' order: what verifying a package's table members needs.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
@@ -20,11 +23,12 @@ from cpython.list cimport PyList_Append
 from cpython.long cimport PyLong_FromString
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.stdint cimport int64_t, uint64_t
+from libc.string cimport memcmp, memcpy
 
 from datetime import timezone
 from uuid import UUID, SafeUUID
 
-from journal.codec.wire import Unhandled
+from journal.codec.wire import KeyOrder, Unhandled
 from journal.events import ChangeEvent
 from journal.positions import Position
 
@@ -53,6 +57,13 @@ _KINDS = {"long": K_LONG, "int": K_LONG, "string": K_STRING, "bytes": K_BYTES,
           "boolean": K_BOOLEAN, "float": K_FLOAT, "double": K_DOUBLE, "date": K_DATE,
           "timestamp-micros": K_TIMESTAMP, "local-timestamp-micros": K_LOCAL_TIMESTAMP,
           "uuid": K_UUID, "decimal": K_DECIMAL, "array": K_ARRAY, "delegate": K_DELEGATE}
+
+# a key column's value as packages' sort_key orders them: typed values, then text forms
+# (a text-branch column's), then NULL
+cdef enum:
+    CLASS_TYPED = 1
+    CLASS_TEXT = 2
+    CLASS_NULL = 3
 
 cdef enum:
     MAX_ORDINAL = 3652059  # date(9999, 12, 31).toordinal()
@@ -202,29 +213,138 @@ cdef inline void _ymd(int64_t ordinal, int* year, int* month, int* day) noexcept
     day[0] = <int>(n - preceding + 1)
 
 
+cdef inline int _check_days(int64_t days) except -1:
+    # date.fromordinal's range; beyond it the Python reader raises too (for a timestamp
+    # the Python sum overflows, OverflowError, for the same days)
+    if days < 1 - EPOCH_ORDINAL or days > MAX_ORDINAL - EPOCH_ORDINAL:
+        return _unhandled()
+    return 0
+
+
+cdef inline int _split_micros(int64_t micros, int64_t* days, int64_t* rest) except -1:
+    # the epoch + timedelta(microseconds=micros): floor division, as timedelta normalises
+    days[0] = micros // MICROS_PER_DAY
+    rest[0] = micros % MICROS_PER_DAY
+    if rest[0] < 0:
+        rest[0] += MICROS_PER_DAY
+        days[0] -= 1
+    return _check_days(days[0])
+
+
 cdef inline object _date(int64_t days):
     cdef int y, m, d
-    # date.fromordinal's range; beyond it the Python reader raises too
-    if days < 1 - EPOCH_ORDINAL or days > MAX_ORDINAL - EPOCH_ORDINAL:
-        _unhandled()
+    _check_days(days)
     _ymd(days + EPOCH_ORDINAL, &y, &m, &d)
     return date_new(y, m, d)
 
 
 cdef inline object _timestamp(int64_t micros, object tz):
-    # the epoch + timedelta(microseconds=micros): floor division, as timedelta normalises
-    cdef int64_t days = micros // MICROS_PER_DAY
-    cdef int64_t rest = micros % MICROS_PER_DAY
+    cdef int64_t days = 0, rest = 0
     cdef int y, m, d
-    if rest < 0:
-        rest += MICROS_PER_DAY
-        days -= 1
-    if days < 1 - EPOCH_ORDINAL or days > MAX_ORDINAL - EPOCH_ORDINAL:
-        _unhandled()  # the Python sum overflows (OverflowError) for the same values
+    _split_micros(micros, &days, &rest)
     _ymd(days + EPOCH_ORDINAL, &y, &m, &d)
     cdef int64_t seconds = rest // 1000000
     return datetime_new(y, m, d, <int>(seconds // 3600), <int>(seconds // 60 % 60),
                         <int>(seconds % 60), <int>(rest % 1000000), tz)
+
+
+cdef inline int _check_utf8(const unsigned char* text, Py_ssize_t size) except -1:
+    # ASCII is valid UTF-8 as it is; any other byte: the decoder ``read`` uses judges
+    cdef Py_ssize_t j = 0
+    cdef uint64_t word
+    while j + 8 <= size:
+        memcpy(&word, text + j, 8)
+        if word & 0x8080808080808080ULL:
+            break
+        j += 8
+    while j < size:
+        if text[j] >= 0x80:
+            try:
+                PyUnicode_DecodeUTF8(<const char*>text, size, NULL)
+            except UnicodeDecodeError:
+                raise Unhandled from None
+            return 0
+        j += 1
+    return 0
+
+
+cdef Py_ssize_t _skip_uuid(const unsigned char* buf, Py_ssize_t length, Py_ssize_t p
+                           ) except -1:
+    # the 32 hex digits _read_uuid reads directly; any other text it judges itself
+    cdef Py_ssize_t start = p, size = 0, j, count = 0
+    cdef unsigned char c
+    _read_size(buf, length, &p, &size)
+    for j in range(size):
+        c = buf[p + j]
+        if c == 45:  # "-"
+            continue
+        if count == 32 or not _hex(c):
+            count = -1
+            break
+        count += 1
+    if count == 32:
+        return p + size
+    _read_uuid(buf, length, &start)
+    return start
+
+
+cdef bint _uuid_digits(const unsigned char* buf, Py_ssize_t length, Py_ssize_t p,
+                       unsigned char* digits) except -1:
+    # a plain uuid's 32 hex digits in lower case (their text order is the UUIDs' order),
+    # or False for other text (braces, urn:uuid:)
+    cdef Py_ssize_t size = 0, j, count = 0
+    cdef unsigned char c
+    _read_size(buf, length, &p, &size)
+    for j in range(size):
+        c = buf[p + j]
+        if c == 45:
+            continue
+        if count == 32 or not _hex(c):
+            return False
+        digits[count] = c | 0x20
+        count += 1
+    return count == 32
+
+
+cdef int _compare_value(int kind, const unsigned char* buf, Py_ssize_t length,
+                        Py_ssize_t a, Py_ssize_t b) except? -2:
+    # two values of one key column (already walked), ordered as Python orders the values
+    # ``read`` makes of them: -1, 0 or 1
+    cdef int64_t x = 0, y = 0
+    cdef Py_ssize_t xs = 0, ys = 0
+    cdef int r
+    cdef unsigned char dx[32]
+    cdef unsigned char dy[32]
+    if kind == K_STRING or kind == K_BYTES:
+        # bytes compare bytewise; str by code point, which is UTF-8's byte order
+        _read_size(buf, length, &a, &xs)
+        _read_size(buf, length, &b, &ys)
+        r = memcmp(buf + a, buf + b, xs if xs < ys else ys)
+        if r:
+            return -1 if r < 0 else 1
+        return (xs > ys) - (xs < ys)
+    if kind == K_BOOLEAN:
+        return (buf[a] != 0) - (buf[b] != 0)
+    if kind == K_UUID:
+        if _uuid_digits(buf, length, a, dx) and _uuid_digits(buf, length, b, dy):
+            r = memcmp(dx, dy, 32)
+            return (r > 0) - (r < 0)
+        # other text: the UUIDs _read_uuid makes of it, ordered by their numbers as UUID is
+        x_int = _read_uuid(buf, length, &a).int
+        y_int = _read_uuid(buf, length, &b).int
+        return (x_int > y_int) - (x_int < y_int)
+    # long, date, timestamps: the days or microseconds order the values
+    _read_long(buf, length, &a, &x)
+    _read_long(buf, length, &b, &y)
+    return (x > y) - (x < y)
+
+
+cdef inline bint _ordered_in_c(int kind) noexcept:
+    # kinds whose values _compare_value orders; floats (NaN), decimals, arrays and
+    # delegated types are ordered by building their values
+    return (kind == K_LONG or kind == K_STRING or kind == K_BYTES or kind == K_BOOLEAN
+            or kind == K_DATE or kind == K_TIMESTAMP or kind == K_LOCAL_TIMESTAMP
+            or kind == K_UUID)
 
 
 cdef class RowReader:
@@ -296,6 +416,195 @@ cdef class RowReader:
         cdef Py_ssize_t p = pos
         row = self._read(buf, &p)
         return row, p
+
+    def check(self, bytes buf not None, Py_ssize_t pos, Py_ssize_t count, key_columns,
+              previous, order):
+        """Walk ``count`` rows from ``pos``, judging their bytes as ``read`` does without
+        building them: ``(position after them, order(last row's key values))``, the key
+        values those of the columns at indices ``key_columns`` (no key: None). Each row's
+        ``order(key)`` must be greater than the row's before (the first row's than
+        ``previous``, unless it is None), else KeyOrder; bytes ``read`` refuses, and any a
+        walk leaves to the row by row path, raise Unhandled."""
+        cdef const unsigned char* data = <const unsigned char*>PyBytes_AS_STRING(buf)
+        cdef Py_ssize_t length = PyBytes_GET_SIZE(buf)
+        cdef Py_ssize_t p = pos, r, j, nkeys = len(key_columns)
+        cdef Py_ssize_t* slot = NULL
+        cdef Py_ssize_t* columns = NULL
+        cdef Py_ssize_t* at = NULL
+        cdef unsigned char* classes = NULL
+        cdef Py_ssize_t *here
+        cdef Py_ssize_t *before
+        cdef unsigned char *here_class
+        cdef unsigned char *before_class
+        cdef bint in_c = True
+        if p < 0 or p > length:
+            _unhandled()
+        try:
+            slot = <Py_ssize_t*>_alloc(self.count * sizeof(Py_ssize_t))
+            columns = <Py_ssize_t*>_alloc(nkeys * sizeof(Py_ssize_t))
+            # this row's key and the row's before: where each value starts, and its class
+            at = <Py_ssize_t*>_alloc(2 * nkeys * sizeof(Py_ssize_t))
+            classes = <unsigned char*>_alloc(2 * nkeys)
+            for j in range(self.count):
+                slot[j] = -1
+            for j, column in enumerate(key_columns):
+                if not 0 <= column < self.count or slot[column] >= 0:
+                    raise ValueError(f"key columns {key_columns!r}")
+                columns[j] = column
+                slot[column] = j
+                # a text form beside typed str values would be ordered apart from them
+                in_c = in_c and _ordered_in_c(self.kinds[column]) and not (
+                    self.kinds[column] == K_STRING and self.text[column])
+            for r in range(count):
+                here = at + (r & 1) * nkeys
+                before = at + (1 - (r & 1)) * nkeys
+                here_class = classes + (r & 1) * nkeys
+                before_class = classes + (1 - (r & 1)) * nkeys
+                self._walk(buf, data, length, &p, slot, here, here_class)
+                if not nkeys:
+                    continue
+                if in_c and r > 0:
+                    # compared in C with the row before: key values are built only for
+                    # the first row (against ``previous``) and the last (returned)
+                    if self._compare(data, length, columns, nkeys, before, before_class,
+                                     here, here_class) >= 0:
+                        raise KeyOrder(r)
+                    if r == count - 1:
+                        previous = order(self._key_values(buf, data, length, columns,
+                                                          nkeys, here, here_class))
+                    continue
+                key = order(self._key_values(buf, data, length, columns, nkeys, here,
+                                             here_class))
+                if previous is not None and not previous < key:
+                    raise KeyOrder(r)
+                previous = key
+        finally:
+            _free(slot)
+            _free(columns)
+            _free(at)
+            _free(classes)
+        return p, previous if nkeys else None
+
+    cdef int _walk(self, bytes buf, const unsigned char* data, Py_ssize_t length,
+                   Py_ssize_t* pos, Py_ssize_t* slot, Py_ssize_t* at,
+                   unsigned char* classes) except -1:
+        # one row as _read judges it; a key column's value position and class noted
+        cdef Py_ssize_t p = pos[0]
+        cdef Py_ssize_t i, k
+        cdef unsigned char tag, value_class
+        cdef int kind
+        for i in range(self.count):
+            kind = self.kinds[i]
+            k = slot[i]
+            value_class = CLASS_TYPED
+            if self.nullable[i]:
+                if p >= length:
+                    _unhandled()
+                tag = data[p]
+                p += 1
+                if tag == 0:
+                    if k >= 0:
+                        at[k] = p
+                        classes[k] = CLASS_NULL
+                    continue
+                if tag == 4 and self.text[i]:
+                    kind = K_STRING
+                    value_class = CLASS_TEXT
+                elif tag != 2:
+                    _unhandled()
+            if k >= 0:
+                at[k] = p
+                classes[k] = value_class
+            p = self._skip(kind, i, buf, data, length, p)
+        pos[0] = p
+        return 0
+
+    cdef Py_ssize_t _skip(self, int kind, Py_ssize_t i, bytes buf, const unsigned char* data,
+                          Py_ssize_t length, Py_ssize_t p) except -1:
+        # the position after one value, judged as _scalar, _array or _delegate judge it
+        cdef int64_t n = 0, days = 0, rest = 0
+        cdef Py_ssize_t size = 0
+        if kind == K_LONG:
+            _read_long(data, length, &p, &n)
+            return p
+        if kind == K_STRING:
+            _read_size(data, length, &p, &size)
+            _check_utf8(data + p, size)
+            return p + size
+        if kind == K_BYTES:
+            _read_size(data, length, &p, &size)
+            return p + size
+        if kind == K_BOOLEAN:
+            if p >= length:
+                _unhandled()
+            return p + 1
+        if kind == K_FLOAT:
+            if length - p < 4:
+                _unhandled()
+            return p + 4
+        if kind == K_DOUBLE:
+            if length - p < 8:
+                _unhandled()
+            return p + 8
+        if kind == K_DATE:
+            _read_long(data, length, &p, &n)
+            _check_days(n)
+            return p
+        if kind == K_TIMESTAMP or kind == K_LOCAL_TIMESTAMP:
+            _read_long(data, length, &p, &n)
+            _split_micros(n, &days, &rest)
+            return p
+        if kind == K_UUID:
+            return _skip_uuid(data, length, p)
+        if kind == K_ARRAY:
+            self._array(i, data, length, &p)
+            return p
+        if kind == K_DELEGATE:
+            return self._delegate(i, buf, p)[1]
+        self._scalar(kind, i, data, length, &p)  # a decimal: fastavro's conversion judges
+        return p
+
+    cdef int _compare(self, const unsigned char* data, Py_ssize_t length,
+                      Py_ssize_t* columns, Py_ssize_t nkeys, Py_ssize_t* a_at,
+                      unsigned char* a_class, Py_ssize_t* b_at, unsigned char* b_class
+                      ) except? -2:
+        # two walked rows' keys as sort_key orders them: by class, then by value
+        cdef Py_ssize_t j
+        cdef int r
+        for j in range(nkeys):
+            if a_class[j] != b_class[j]:
+                return -1 if a_class[j] < b_class[j] else 1
+            if a_class[j] == CLASS_NULL:
+                continue
+            r = _compare_value(K_STRING if a_class[j] == CLASS_TEXT
+                               else self.kinds[columns[j]], data, length, a_at[j], b_at[j])
+            if r:
+                return r
+        return 0
+
+    cdef tuple _key_values(self, bytes buf, const unsigned char* data, Py_ssize_t length,
+                           Py_ssize_t* columns, Py_ssize_t nkeys, Py_ssize_t* at,
+                           unsigned char* classes):
+        # a walked row's key values, as ``read`` makes them
+        cdef Py_ssize_t j, i, p
+        cdef int kind
+        values = []
+        for j in range(nkeys):
+            i = columns[j]
+            p = at[j]
+            kind = self.kinds[i]
+            if classes[j] == CLASS_NULL:
+                value = None
+            elif classes[j] == CLASS_TEXT:
+                value = _read_string(data, length, &p)
+            elif kind == K_ARRAY:
+                value = self._array(i, data, length, &p)
+            elif kind == K_DELEGATE:
+                value = self._delegate(i, buf, p)[0]
+            else:
+                value = self._scalar(kind, i, data, length, &p)
+            values.append(value)
+        return tuple(values)
 
     cdef dict _read(self, bytes buf, Py_ssize_t* pos):
         cdef const unsigned char* data = <const unsigned char*>PyBytes_AS_STRING(buf)

@@ -7,7 +7,8 @@ Python is the fallback and the reference the C reader is tested against.
 ``decode`` is what every reader of the stream calls: the compiled decoder first, the
 reference path for any bytes it leaves to fastavro (which reads them or raises
 ValidationError exactly as it would alone). ``record_reader`` is what a package reader
-reads its row and event members with.
+reads its row and event members with; ``record_walker`` what verification walks a table
+member's blocks with, judging their rows as the C reader does without building them.
 
 It is kept because it pays for itself: ``bench/codec.py`` measures it at about 1.4-1.5x
 the reference path on table rows, change events and package rows, and 1.4x on
@@ -393,6 +394,14 @@ def _row_reader(row_schema: Any, names: tuple[str, ...], in_c: bool = True) -> _
     return _python_row_reader(program)
 
 
+def _field_names(schema: Any) -> tuple[str, ...] | None:
+    try:
+        names = tuple(f["name"] for f in schema["fields"])
+    except (KeyError, TypeError, AttributeError):
+        return None
+    return names if all(type(n) is str for n in names) else None
+
+
 def record_reader(schema: Any, in_c: bool = True
                   ) -> Callable[[bytes, int], tuple[dict[str, Any], int]] | None:
     """A compiled reader of one record of ``schema`` (as fastavro parses it): given the bytes
@@ -400,13 +409,35 @@ def record_reader(schema: Any, in_c: bool = True
     name) and the position after it. Raises for any bytes it leaves to fastavro; None for
     a schema with a type it does not read. ``in_c=False``: the Python reader even where
     the C one is built."""
+    names = _field_names(schema)
+    if names is None:
+        return None
     try:
-        names = tuple(f["name"] for f in schema["fields"])
-        if not all(type(n) is str for n in names):
-            return None
         return _row_reader(schema, names, in_c)
     except (KeyError, TypeError, AttributeError):
         return None
+
+
+RecordWalk = Callable[[bytes, int, int, tuple[int, ...], Any, Callable[[tuple[Any, ...]], Any]],
+                      tuple[int, Any]]
+
+
+def record_walker(schema: Any) -> RecordWalk | None:
+    """The C walk over records of ``schema`` (``RowReader.check`` in ``_fastread.pyx``):
+    ``walk(buf, pos, count, key_columns, previous, order)`` judges ``count`` records as
+    ``record_reader``'s C reader does, without building them, and checks their keys'
+    order. None where that reader is not the C one (no extension, or a type it leaves to
+    fastavro): then records are read one by one."""
+    names = _field_names(schema)
+    if names is None or _fastread is None:
+        return None
+    try:
+        program = _row_program(schema, names)
+    except (KeyError, TypeError, AttributeError):
+        return None
+    if program is None:
+        return None
+    return _fastread.RowReader(program).check  # type: ignore[no-any-return]
 
 
 def _read_optional_row(buf: bytes, pos: int, read_row: _Read) -> tuple[Any, int]:

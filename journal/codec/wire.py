@@ -74,6 +74,15 @@ class Unhandled(ValueError):
     writer or reader), which then encodes, decodes or refuses it."""
 
 
+class KeyOrder(ValueError):
+    """A walk over rows found a key not after the one before it: ``row`` is that row's
+    index among the rows walked."""
+
+    def __init__(self, row: int) -> None:
+        super().__init__(f"row {row}: key not after the previous row's")
+        self.row = row
+
+
 def type_key(avro_type: Any) -> Any:
     """A non-union Avro type as the compiled paths index their readers and writers: the
     primitive's name, ``(type, logicalType)``, or None for a type with more to it."""

@@ -20,7 +20,8 @@ import fastavro
 import zstandard
 from fastavro.schema import to_parsing_canonical_form
 
-from journal.codec import avro_long, record_reader, row_writer
+from journal.codec import avro_long, record_reader, record_walker, row_writer
+from journal.codec.decoder import RecordWalk
 from journal.codec.wire import Unhandled
 from journal.durable import storage
 from journal.errors import PackageCorrupt
@@ -35,9 +36,19 @@ _BLOCK_RECORDS = 4096
 _BLOCK_BYTES = 1024 * 1024
 
 
+# given the member's compiled walk, a block's bytes and its record count: True when the
+# block is judged whole, so its records need not be built
+BlockCheck = Callable[[RecordWalk, bytes, int], bool]
+
+
 def read_ocf(span: Span, info: MemberInfo, expected_schema: dict[str, Any] | None,
-             ) -> Iterator[Any]:
-    """Records of one container file, holding it to the manifest's counts as it goes."""
+             check_block: BlockCheck | None = None) -> Iterator[Any]:
+    """Records of one container file, holding it to the manifest's counts as it goes.
+
+    With ``check_block`` (verification), each block is first offered to it with the C walk
+    over the writer schema's records (where there is one): a block it accepts yields no
+    records; any other block is read record by record as without it, so what is accepted
+    and what is refused, and how, stays the row by row path's."""
     pkg, name = span.package, span.member
 
     def corrupt(expected: str, actual: str) -> PackageCorrupt:
@@ -75,6 +86,7 @@ def read_ocf(span: Span, info: MemberInfo, expected_schema: dict[str, Any] | Non
         raise corrupt("the schema named in the manifest", "a different writer schema")
     # compiled once per member: fastavro's reader parses the schema again for every record
     read_record = record_reader(parsed)
+    walk = record_walker(parsed) if check_block is not None else None
     rows_left, decoded_left = info.rows, info.decoded_bytes
     dctx = zstandard.ZstdDecompressor()
     while span.left:
@@ -91,6 +103,8 @@ def read_ocf(span: Span, info: MemberInfo, expected_schema: dict[str, Any] | Non
             raise corrupt("the header's sync marker after each block", "other bytes")
         rows_left -= count
         decoded_left -= len(data)
+        if walk is not None and check_block is not None and check_block(walk, data, count):
+            continue
         buf = io.BytesIO(data)
         at = 0
         try:

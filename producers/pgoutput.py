@@ -18,6 +18,13 @@ from typing import Any
 
 from journal.errors import SourceError
 
+try:  # the C decoder of row changes, begin and commit (_pgoutput.pyx), compiled at install
+    from producers import _pgoutput
+except ImportError:  # built without a C compiler: the Python decoder reads every message
+    _pgoutput = None
+
+IN_C = _pgoutput is not None  # whether row changes, begin and commit are decoded in C
+
 # microseconds between the Unix epoch and PostgreSQL's (2000-01-01)
 PG_EPOCH_OFFSET_US = 946_684_800_000_000
 
@@ -147,6 +154,14 @@ class ProtocolError(SourceError):
 
 def decode(data: bytes | memoryview) -> PgOutputMessage:
     """Decode one pgoutput message (the payload of an XLogData message)."""
+    if IN_C:
+        return _pgoutput.decode(data)  # type: ignore[union-attr]
+    return decode_python(data)
+
+
+def decode_python(data: bytes | memoryview) -> PgOutputMessage:
+    """``decode`` in Python: the reference the C decoder of row changes is tested against,
+    and the decoder of every other message."""
     buf = bytes(data)
     if not buf:
         raise ProtocolError("empty pgoutput message")
@@ -289,6 +304,11 @@ _DECODERS: dict[int, Any] = {
     ord("Y"): _type, ord("I"): _insert, ord("U"): _update, ord("D"): _delete,
     ord("T"): _truncate, ord("M"): _message,
 }
+
+
+if _pgoutput is not None:  # the C decoder makes these classes' values and raises this error
+    _pgoutput.bind(Begin, Commit, Insert, Update, Delete, UNCHANGED, ProtocolError,
+                   decode_python, PG_EPOCH_OFFSET_US)
 
 
 def row_of(names: tuple[str, ...], loader: Any, values: TupleData

@@ -8,6 +8,10 @@ Tuple data keeps each column as one of: ``None`` (SQL NULL), ``UNCHANGED`` (an u
 TOASTed value PostgreSQL did not send) or the value's text bytes. ``row_of`` turns that
 into a journal row with psycopg's loaders, listing unchanged columns instead of inventing
 a value for them.
+
+Row changes, begins and commits, most of what a slot sends, are decoded in C where
+``_pgoutput.pyx`` is built (``IN_C``); ``decode_python``, which reads every message, is the
+reference it is tested against.
 """
 
 from __future__ import annotations

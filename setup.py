@@ -1,6 +1,6 @@
-"""The C decoder of rows and change events, the C writer of rows and the C writer of
-Kafka records, compiled when a C compiler is present: without one (``optional``) the
-install goes on and the pure-Python paths are used."""
+"""The C decoder of rows and change events, the C writer of rows, the C writer of Kafka
+records and the C decoder of pgoutput row changes, compiled when a C compiler is present:
+without one (``optional``) the install goes on and the pure-Python paths are used."""
 
 from setuptools import Extension, setup
 
@@ -12,7 +12,8 @@ else:
     extensions = cythonize(
         [Extension("journal.codec._fastread", ["journal/codec/_fastread.pyx"]),
          Extension("journal.codec._fastwrite", ["journal/codec/_fastwrite.pyx"]),
-         Extension("journal.transport._records", ["journal/transport/_records.pyx"])],
+         Extension("journal.transport._records", ["journal/transport/_records.pyx"]),
+         Extension("producers._pgoutput", ["producers/_pgoutput.pyx"])],
         language_level=3,
     )
     for extension in extensions:  # cythonize's copies drop the flag: set it on them

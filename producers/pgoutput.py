@@ -8,6 +8,10 @@ Tuple data keeps each column as one of: ``None`` (SQL NULL), ``UNCHANGED`` (an u
 TOASTed value PostgreSQL did not send) or the value's text bytes. ``row_of`` turns that
 into a journal row with psycopg's loaders, listing unchanged columns instead of inventing
 a value for them.
+
+Row changes, begins and commits, most of what a slot sends, are decoded in C where
+``_pgoutput.pyx`` is built (``IN_C``); ``decode_python``, which reads every message, is the
+reference it is tested against.
 """
 
 from __future__ import annotations
@@ -17,6 +21,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from journal.errors import SourceError
+
+try:  # the C decoder of row changes, begin and commit (_pgoutput.pyx), compiled at install
+    from producers import _pgoutput
+except ImportError:  # built without a C compiler: the Python decoder reads every message
+    _pgoutput = None
+
+IN_C = _pgoutput is not None  # whether row changes, begin and commit are decoded in C
 
 # microseconds between the Unix epoch and PostgreSQL's (2000-01-01)
 PG_EPOCH_OFFSET_US = 946_684_800_000_000
@@ -147,6 +158,14 @@ class ProtocolError(SourceError):
 
 def decode(data: bytes | memoryview) -> PgOutputMessage:
     """Decode one pgoutput message (the payload of an XLogData message)."""
+    if IN_C:
+        return _pgoutput.decode(data)  # type: ignore[union-attr]
+    return decode_python(data)
+
+
+def decode_python(data: bytes | memoryview) -> PgOutputMessage:
+    """``decode`` in Python: the reference the C decoder of row changes is tested against,
+    and the decoder of every other message."""
     buf = bytes(data)
     if not buf:
         raise ProtocolError("empty pgoutput message")
@@ -289,6 +308,11 @@ _DECODERS: dict[int, Any] = {
     ord("Y"): _type, ord("I"): _insert, ord("U"): _update, ord("D"): _delete,
     ord("T"): _truncate, ord("M"): _message,
 }
+
+
+if _pgoutput is not None:  # the C decoder makes these classes' values and raises this error
+    _pgoutput.bind(Begin, Commit, Insert, Update, Delete, UNCHANGED, ProtocolError,
+                   decode_python, PG_EPOCH_OFFSET_US)
 
 
 def row_of(names: tuple[str, ...], loader: Any, values: TupleData

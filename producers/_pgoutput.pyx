@@ -5,11 +5,10 @@ ProtocolError.
 
 Insert, Update, Delete, Begin and Commit are read here; every other message goes to the
 Python decoder. So do bytes whose error the Python decoder takes from CPython itself
-(struct's and bytes' words for a message cut short, which vary between Python versions) and
-a negative value length, which the Python decoder's slicing turns into a step backwards:
-it then raises, or returns, what it always did. The errors the protocol reader words itself
-(a truncated value, binary or unknown tuple data, a missing new or old tuple) are raised
-here, at the same point of the message.
+(struct's and bytes' words for a message cut short, which vary between Python versions),
+and a negative column count or value length, which it refuses by name. The errors the
+protocol reader words itself (a truncated value, binary or unknown tuple data, a missing new
+or old tuple) are raised here, at the same point of the message.
 
 The message values are frozen slotted dataclasses, made as ``object.__new__`` makes them and
 filled as ``object.__setattr__`` fills them: 30 ns a message against 210 ns for calling the
@@ -97,8 +96,8 @@ cdef object _tuple(const unsigned char* buf, Py_ssize_t size, Py_ssize_t* at):
         return None
     count = <int16_t>((buf[pos] << 8) | buf[pos + 1])
     pos += 2
-    if count < 0:  # range() of a negative count: no columns
-        count = 0
+    if count < 0:  # the Python decoder's error
+        return None
     values = PyTuple_New(count)
     for i in range(count):
         if pos >= size:

@@ -185,6 +185,8 @@ def _string(buf: bytes, pos: int) -> tuple[str, int]:
 
 def _tuple(buf: bytes, pos: int) -> tuple[TupleData, int]:
     (count,) = _I16.unpack_from(buf, pos)
+    if count < 0:
+        raise ProtocolError(f"tuple data with a negative column count ({count})")
     pos += 2
     values: list[Any] = []
     append = values.append
@@ -193,6 +195,8 @@ def _tuple(buf: bytes, pos: int) -> tuple[TupleData, int]:
         pos += 1
         if kind == 0x74:  # 't' text
             (length,) = _I32.unpack_from(buf, pos)
+            if length < 0:
+                raise ProtocolError(f"tuple value with a negative length ({length})")
             pos += 4
             end = pos + length
             if end > len(buf):

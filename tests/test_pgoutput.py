@@ -173,3 +173,16 @@ def test_row_of_rejects_tuple_of_other_width():
 def test_tuple_data_round_trips_any_values(values: list, relid: int):
     body = b"I" + struct.pack(">I", relid) + b"N" + tuple_data(*values)
     assert pgoutput.decode(body) == pgoutput.Insert(relid, tuple(values))
+
+
+@pytest.mark.parametrize(("tuple_bytes", "message"), [
+    (struct.pack(">h", 1) + b"t" + struct.pack(">i", -1) + b"abc",
+     "tuple value with a negative length (-1)"),
+    (struct.pack(">h", -3), "tuple data with a negative column count (-3)"),
+])
+@pytest.mark.parametrize("in_c", [True, False])
+def test_negative_lengths_and_counts_are_refused_by_name(
+        tuple_bytes: bytes, message: str, in_c: bool, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(pgoutput, "IN_C", in_c and pgoutput.IN_C)
+    with pytest.raises(ProtocolError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        pgoutput.decode(b"I" + struct.pack(">I", 16384) + b"N" + tuple_bytes)

@@ -167,7 +167,7 @@ def test_malformed_change_raises_the_python_decoders_error(data: bytes, message:
     b"I" + RELID + b"N", b"I" + RELID + b"N\x00", b"I" + RELID + b"N\x00\x01",
     b"I" + RELID + b"N\x00\x01t\x00\x00", b"U" + RELID + b"O" + tuple_data([b"1"]),
     b"I" + RELID + b"N" + struct.pack(">h", -3),
-    # a negative length: the Python decoder steps back and reads on from there
+    # negative lengths and counts: refused, by the Python decoder
     b"I" + RELID + b"N" + value_with_length(-1), b"I" + RELID + b"N" + value_with_length(-40),
     b"U" + RELID + b"K" + value_with_length(-9) + b"N" + tuple_data([]),
 ])

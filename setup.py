@@ -1,6 +1,6 @@
-"""The C decoder of rows and change events and the C writer of rows, compiled when a C
-compiler is present: without one (``optional``) the install goes on and the pure-Python
-codec is used."""
+"""The C decoder of rows and change events, the C writer of rows and the C formatter of
+COPY text, compiled when a C compiler is present: without one (``optional``) the install
+goes on and the pure-Python codec (and psycopg's own COPY formatting) is used."""
 
 from setuptools import Extension, setup
 
@@ -11,7 +11,8 @@ except ImportError:  # a build without Cython (not from pyproject's build requir
 else:
     extensions = cythonize(
         [Extension("journal.codec._fastread", ["journal/codec/_fastread.pyx"]),
-         Extension("journal.codec._fastwrite", ["journal/codec/_fastwrite.pyx"])],
+         Extension("journal.codec._fastwrite", ["journal/codec/_fastwrite.pyx"]),
+         Extension("journal.codec._copytext", ["journal/codec/_copytext.pyx"])],
         language_level=3,
     )
     for extension in extensions:  # cythonize's copies drop the flag: set it on them

@@ -5,10 +5,12 @@ per-value dumper lookup, which cost restores about 5 µs a row.
 
 A ``RowFormatter`` is built once per COPY from its column names; ``add(row)`` appends one
 row (a dict or other mapping) to its buffer and ``take()`` hands the buffered bytes over.
-Values are dispatched on their exact type; any value this does not format as psycopg would
-(lists, times, intervals, subclasses, NaN decimals, text with NUL...) raises ``Unhandled``
-with the buffer as it was before the row, so the caller sends that row through psycopg,
-which formats or refuses it as it always did. A missing column raises KeyError.
+Values are dispatched on their exact type, one-dimensional lists of one such type as
+psycopg's ``ListDumper`` writes them; any value this does not format as psycopg would
+(nested or mixed lists, bytea arrays, times, intervals, subclasses, NaN decimals, text with
+NUL...) raises ``Unhandled`` with the buffer as it was before the row, so the caller sends
+that row through psycopg, which formats or refuses it as it always did. A missing column
+raises KeyError.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
@@ -32,9 +34,9 @@ from cpython.dict cimport PyDict_GetItem
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.ref cimport PyObject
 from libc.stdint cimport int64_t, uint64_t
-from libc.string cimport memcpy, strlen
+from libc.string cimport memcpy, memmove, strlen
 
-from datetime import timezone
+from datetime import date, datetime, timezone
 from decimal import Decimal
 from uuid import UUID
 
@@ -49,6 +51,7 @@ cdef extern from "Python.h":
     bint PyBytes_CheckExact(object o)
     bint PyBool_Check(object o)
     bint PyDict_CheckExact(object o)
+    bint PyList_CheckExact(object o)
     long long PyLong_AsLongLongAndOverflow(object o, int* overflow) except? -1
     unsigned long long PyLong_AsUnsignedLongLongMask(object o) except? -1
     double PyFloat_AS_DOUBLE(object o)
@@ -65,10 +68,43 @@ cdef object _DECIMAL = Decimal
 cdef object _UUID = UUID
 cdef object _SIXTY_FOUR = 64
 cdef const char* _HEX = b"0123456789abcdef"
+# the item types of a list formatted here (bytes: psycopg's escaping depends on the
+# connection's libpq escaping, left to it)
+cdef frozenset _ARRAY_ITEMS = frozenset([str, int, float, bool, Decimal, date, datetime, UUID])
 
 
 cdef int _unhandled() except -1:
     raise Unhandled
+
+
+cdef bint _needs_quotes(const unsigned char* s, Py_ssize_t n) noexcept:
+    # psycopg's ListDumper quotes an element (its _get_needs_quotes_regexp): empty, any of
+    # " { } , \ or ASCII white space, the word NULL in any case, or a Unicode space
+    # CockroachDB strips (U+1680, U+2000-U+200A, U+2028, U+2029, U+202F, U+205F, U+3000)
+    cdef Py_ssize_t j
+    cdef unsigned char c
+    if n == 0:
+        return True
+    if n == 4 and (s[0] | 0x20) == 110 and (s[1] | 0x20) == 117 and (s[2] | 0x20) == 108 \
+            and (s[3] | 0x20) == 108:
+        return True
+    for j in range(n):
+        c = s[j]
+        if c == 34 or c == 123 or c == 125 or c == 44 or c == 92 or c == 32 \
+                or (9 <= c <= 13):
+            return True
+        if c >= 0xE1 and j + 2 < n:
+            if c == 0xE1 and s[j + 1] == 0x9A and s[j + 2] == 0x80:
+                return True
+            if c == 0xE2 and s[j + 1] == 0x80 and (s[j + 2] <= 0x8A and s[j + 2] >= 0x80
+                                                   or s[j + 2] == 0xA8 or s[j + 2] == 0xA9
+                                                   or s[j + 2] == 0xAF):
+                return True
+            if c == 0xE2 and s[j + 1] == 0x81 and s[j + 2] == 0x9F:
+                return True
+            if c == 0xE3 and s[j + 1] == 0x80 and s[j + 2] == 0x80:
+                return True
+    return False
 
 
 cdef class RowFormatter:
@@ -228,6 +264,68 @@ cdef class RowFormatter:
         self._byte(45)
         return self._digits(day, 2)
 
+    cdef int _array(self, list items) except -1:
+        # a one-dimensional list of one handled type, as psycopg's ListDumper writes it:
+        # {a,NULL,"b c"}; nested, mixed or other items are left to psycopg, which picks the
+        # element type from them (or refuses a mix)
+        cdef Py_ssize_t j, n = len(items), start, k
+        cdef object cls = None
+        cdef const char* s
+        cdef Py_ssize_t size = 0
+        for item in items:
+            if item is None:
+                continue
+            if cls is None:
+                cls = type(item)
+                if cls not in _ARRAY_ITEMS:
+                    return _unhandled()
+            elif type(item) is not cls:
+                return _unhandled()
+        if n == 0:
+            return self._raw(b"{}", 2)
+        self._byte(123)  # {
+        for j in range(n):
+            if j:
+                self._byte(44)  # ,
+            item = items[j]
+            if item is None:
+                self._raw(b"NULL", 4)
+            elif cls is str:
+                try:
+                    s = PyUnicode_AsUTF8AndSize(item, &size)
+                except UnicodeEncodeError:  # lone surrogates: psycopg's error to raise
+                    return _unhandled()
+                if _needs_quotes(<const unsigned char*>s, size):
+                    self._quoted(s, size)
+                else:
+                    self._text(s, size)
+            else:
+                # numbers, dates, timestamps, UUIDs: no quote or backslash in their text,
+                # and nothing COPY escapes, but a space (a timestamp's) asks for quotes
+                start = self.size
+                self._value(item)
+                k = self.size - start
+                if _needs_quotes(<const unsigned char*>self.data + start, k):
+                    self._reserve(2)
+                    memmove(self.data + start + 1, self.data + start, k)
+                    self.data[start] = 34
+                    self.data[start + k + 1] = 34
+                    self.size += 2
+        return self._byte(125)  # }
+
+    cdef int _quoted(self, const char* s, Py_ssize_t n) except -1:
+        # a quoted array element: " and \ backslash-escaped, then all of it COPY-escaped
+        cdef Py_ssize_t j
+        self._byte(34)
+        for j in range(n):
+            if s[j] == 34:
+                self._raw(b'\\\\"', 3)
+            elif s[j] == 92:
+                self._raw(b"\\\\\\\\", 4)
+            else:
+                self._text(s + j, 1)
+        return self._byte(34)
+
     cdef int _value(self, object value) except -1:
         cdef Py_ssize_t n = 0
         cdef const char* s
@@ -300,6 +398,8 @@ cdef class RowFormatter:
             return 0
         if PyDate_CheckExact(value):
             return self._date(date_year(value), date_month(value), date_day(value))
+        if PyList_CheckExact(value):
+            return self._array(value)
         cls = type(value)
         if cls is _UUID:
             number_obj = value.int

@@ -28,12 +28,8 @@ from psycopg.adapt import Transformer
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.codec import DOCUMENT, document, rates  # noqa: E402
+from journal.codec.copytext import row_formatter  # noqa: E402
 from journal.codec.wire import Unhandled  # noqa: E402
-
-try:
-    from journal.codec._copytext import RowFormatter
-except ImportError:  # built without a C compiler
-    RowFormatter = None
 
 COLUMNS = [c.name for c in DOCUMENT.columns]
 
@@ -49,12 +45,12 @@ def psycopg_path(rows: list[dict[str, Any]]) -> Callable[[], None]:
 
 
 def c_path(rows: list[dict[str, Any]]) -> Callable[[], None] | None:
-    if RowFormatter is None:
+    if row_formatter(COLUMNS) is None:  # built without a C compiler
         return None
     transformer = Transformer()
 
     def run() -> None:
-        formatter = RowFormatter(COLUMNS)
+        formatter = row_formatter(COLUMNS)
         for row in rows:
             try:
                 formatter.add(row)

@@ -17,15 +17,11 @@ import psycopg
 from psycopg import sql
 
 from journal.catalog import TableEntry
+from journal.codec import copytext
 from journal.codec.wire import Unhandled
 from journal.errors import RestoreError
 
-try:  # the C formatter of COPY text (_copytext.pyx), compiled at install
-    from journal.codec import _copytext
-except ImportError:  # built without a C compiler: psycopg formats every row
-    _copytext = None
-
-IN_C = _copytext is not None  # whether rows are formatted in C (tests turn it off)
+IN_C = copytext.BUILT  # whether rows are formatted in C (tests turn it off)
 
 # psycopg hands libpq at most 128 KiB at a time and slices (copies) anything larger:
 # chunks a little under that go out whole
@@ -46,9 +42,8 @@ class CopyWriter:
         self._context = self._cursor.copy(query)
         self._copy = self._context.__enter__()
         # the C formatter writes UTF-8 only: another client encoding leaves it to psycopg
-        self._formatter = (_copytext.RowFormatter(columns)
-                           if IN_C and _copytext is not None and conn.info.encoding == "utf-8"
-                           else None)
+        self._formatter = (copytext.row_formatter(columns)
+                           if IN_C and conn.info.encoding == "utf-8" else None)
         self.rows = 0
 
     @classmethod

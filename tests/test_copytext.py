@@ -22,6 +22,7 @@ from psycopg.adapt import Transformer
 
 import restorer.copying as copying
 import tests.support.every_type as every
+from journal.codec.copytext import row_formatter
 from journal.codec.wire import Unhandled
 from journal.errors import RestoreError
 from restorer.copying import CopyWriter
@@ -37,8 +38,7 @@ def _c_formatter_built() -> None:
 
 
 def c_formats(values: list[Any]) -> bytes:
-    assert copying._copytext is not None
-    formatter = copying._copytext.RowFormatter([str(i) for i in range(len(values))])
+    formatter = row_formatter([str(i) for i in range(len(values))])
     formatter.add({str(i): v for i, v in enumerate(values)})
     return bytes(formatter.take())
 
@@ -102,8 +102,7 @@ UNHANDLED = [
 
 @pytest.mark.parametrize("value", UNHANDLED, ids=repr)
 def test_what_psycopg_must_format_is_unhandled_and_leaves_the_buffer_as_it_was(value):
-    assert copying._copytext is not None
-    formatter = copying._copytext.RowFormatter(["a", "b"])
+    formatter = row_formatter(["a", "b"])
     formatter.add({"a": 1, "b": "x"})
     with pytest.raises(Unhandled):
         formatter.add({"a": 2, "b": value})
@@ -111,8 +110,7 @@ def test_what_psycopg_must_format_is_unhandled_and_leaves_the_buffer_as_it_was(v
 
 
 def test_a_missing_column_is_a_key_error_naming_it_and_rows_of_any_mapping_are_read():
-    assert copying._copytext is not None
-    formatter = copying._copytext.RowFormatter(["a", "b"])
+    formatter = row_formatter(["a", "b"])
     with pytest.raises(KeyError, match="'b'"):
         formatter.add({"a": 1})
     formatter.add(_Mapping({"a": 1, "b": 2}))

@@ -65,7 +65,8 @@ scalars = st.one_of(
 )
 # psycopg quotes an array element by its text (spaces, quotes, braces, commas, backslashes,
 # the word NULL, Unicode spaces): texts made of those, beside any text
-quoted = st.text(st.sampled_from(list(' "{},\\\t\nNnUuLlx\u3000\u2003\u205f\u1680\u2028é')))
+quoted = st.text(st.sampled_from(list(' "{},\\\t\nNnUuLlx\u1680\u2000\u2003\u200a\u2028\u2029'
+                                      '\u202f\u205f\u3000é\u200b\u205e\u1681\u3001')))
 item_types = [st.booleans(), st.integers(), quoted, text, st.floats(),
               st.decimals(allow_nan=False), st.dates(), every.naive, every.aware, st.uuids()]
 arrays = st.one_of(*(st.lists(st.one_of(st.none(), items), max_size=6)

@@ -13,6 +13,9 @@ parts, each in its own module:
   buy over the reference and over fastavro alone); the decoder reads rows and change
   events in C (``_fastread``), the encoder writes rows (package members and the images of
   change events) in C (``_fastwrite``), where the extensions were compiled at install.
+
+Beside them, ``copytext`` hands the restorer's COPY writer the C formatter of COPY text
+(``_copytext``): journal values as psycopg's ``write_row`` would send them.
 """
 
 from journal.codec.decoder import decode, decode_compiled, record_reader, record_walker

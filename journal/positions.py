@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import struct
 from dataclasses import dataclass
 
 _LSN = re.compile(r"^([0-9A-Fa-f]{1,8})/([0-9A-Fa-f]{1,8})$")
@@ -18,6 +19,9 @@ def parse_lsn(text: str) -> int:
 
 def format_lsn(lsn: int) -> str:
     return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
+
+
+_PACKED = struct.Struct(">QQ")
 
 
 @dataclass(frozen=True, order=True, slots=True)
@@ -42,7 +46,9 @@ class Position:
         return cls(parse_lsn(lsn), int(seq))
 
     def to_bytes(self) -> bytes:
-        return self.commit_lsn.to_bytes(8, "big") + self.seq.to_bytes(8, "big")
+        if not (0 <= self.commit_lsn < 1 << 64 and 0 <= self.seq < 1 << 64):
+            raise OverflowError(f"position {self.commit_lsn}:{self.seq} outside 64 bits")
+        return _PACKED.pack(self.commit_lsn, self.seq)  # once per captured record
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Position:

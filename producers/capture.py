@@ -423,7 +423,6 @@ class _Session:
                 self.published.add(record.table)
             self.last_published = id(record.table)
             self.metrics.events += 1
-            self.last_activity = time.monotonic()
         key, value = encode(record, self.registry)
         writer.append(record.position, key, value)
         self.metrics.bytes += len(value)

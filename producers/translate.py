@@ -159,6 +159,15 @@ class Translator:
     def _record(self, out: list[Record],
                 make: Callable[[Position, pgoutput.Begin, int], Record]) -> None:
         """Add one record of the current transaction, opening it on first use."""
+        txn, position = self._next(out)
+        record = make(position, txn.begin, txn.ts_ms)
+        if isinstance(record, ChangeEvent):
+            txn.events += 1
+        out.append(record)
+
+    def _next(self, out: list[Record]) -> tuple[_Txn, Position]:
+        """The current transaction and its next record's position; its BEGIN marker goes
+        into ``out`` before its first record."""
         txn = self.txn
         if txn is None:
             raise SourceError("pgoutput sent a change outside a transaction")
@@ -168,10 +177,7 @@ class Translator:
                                          Position(begin.final_lsn, 0), begin.xid,
                                          begin.commit_ts))
         txn.seq += 1
-        record = make(Position(begin.final_lsn, txn.seq), begin, txn.ts_ms)
-        if isinstance(record, ChangeEvent):
-            txn.events += 1
-        out.append(record)
+        return txn, Position(begin.final_lsn, txn.seq)
 
     def _change(self, msg: pgoutput.Insert | pgoutput.Update | pgoutput.Delete,
                 out: list[Record]) -> None:
@@ -188,20 +194,24 @@ class Translator:
                     "sets publish_via_partition_root)")
             return
         table, names, loader = rel.table, rel.names, rel.loader
-        db = self.database
-        if isinstance(msg, pgoutput.Insert):
-            after, unchanged = pgoutput.row_of(names, loader, msg.new)
-            self._record(out, lambda pos, b, ts: ChangeEvent(
-                "c", db, table, pos, b.xid, b.commit_ts, None, after, unchanged, ts_ms=ts))
-        elif isinstance(msg, pgoutput.Update):
-            after, unchanged = pgoutput.row_of(names, loader, msg.new)
+        # the rows are loaded before the position is taken: a row that does not load
+        # leaves the transaction's numbering as it was
+        kind = type(msg)
+        if kind is pgoutput.Insert:
+            op, before = "c", None
+            after, unchanged = pgoutput.row_of(names, loader, msg.new)  # type: ignore[union-attr]
+        elif kind is pgoutput.Update:
+            op = "u"
+            after, unchanged = pgoutput.row_of(names, loader, msg.new)  # type: ignore[union-attr]
             before = None if msg.old is None else pgoutput.row_of(names, loader, msg.old)[0]
-            self._record(out, lambda pos, b, ts: ChangeEvent(
-                "u", db, table, pos, b.xid, b.commit_ts, before, after, unchanged, ts_ms=ts))
         else:
+            op, after, unchanged = "d", None, ()
             before = pgoutput.row_of(names, loader, msg.old)[0]
-            self._record(out, lambda pos, b, ts: ChangeEvent(
-                "d", db, table, pos, b.xid, b.commit_ts, before, None, ts_ms=ts))
+        txn, position = self._next(out)
+        begin = txn.begin
+        txn.events += 1
+        out.append(ChangeEvent(op, self.database, table, position, begin.xid, begin.commit_ts,
+                               before, after, unchanged, ts_ms=txn.ts_ms))
 
     def _truncate(self, msg: pgoutput.Truncate, out: list[Record]) -> None:
         for relid in msg.relids:

@@ -48,6 +48,8 @@ def encode(record: Record, registry: SchemaRegistry) -> tuple[bytes | None, byte
     A change whose value no branch of its column's type holds raises UnencodableValue
     naming the table, the column and the value."""
     try:
+        if type(record) is ChangeEvent:  # capture's every event: one call fewer
+            return registry.encoder(record.table).encode(record)  # type: ignore[arg-type]
         return encode_compiled(record, registry)
     except Exception:  # fastavro writes it, or raises what it raises for such a value
         try:

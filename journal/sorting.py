@@ -29,6 +29,7 @@ from journal.row_identity import is_keyless, row_identity
 log = logging.getLogger(__name__)
 
 DEFAULT_SPILL_BYTES = 64 * 1024 * 1024
+RUN_CHUNK = 512  # pairs pickled together in a run file (memory: a chunk per run merged)
 
 
 # -- external sort ------------------------------------------------------------------------
@@ -68,11 +69,15 @@ class ExternalSorter:
     def _spill(self) -> None:
         self._buffer.sort(key=lambda item: item[0])
         path = self._dir / f"run{len(self._runs)}.pickle"
+        # a run is pickled a chunk of pairs at a time: one call per pair cost more than
+        # the sort; a sized payload goes as the object it is, an added one as its bytes
         with path.open("wb") as fh:
-            for key, data in self._buffer:
-                if isinstance(data, _Live):
-                    data = pickle.dumps(data.payload, protocol=pickle.HIGHEST_PROTOCOL)
-                pickle.dump((key, data), fh, protocol=pickle.HIGHEST_PROTOCOL)
+            buffer = self._buffer
+            for start in range(0, len(buffer), RUN_CHUNK):
+                pickle.dump([(key, data.payload, True) if type(data) is _Live
+                             else (key, data, False)
+                             for key, data in buffer[start:start + RUN_CHUNK]],
+                            fh, protocol=pickle.HIGHEST_PROTOCOL)
         self._runs.append(path)
         self._buffer = []
         self._buffered = 0
@@ -80,9 +85,11 @@ class ExternalSorter:
     def items(self) -> Iterator[tuple[Any, Any]]:
         """Every pair in key order (may be called more than once)."""
         self._buffer.sort(key=lambda item: item[0])
-        streams = [_read_run(p) for p in self._runs] + [iter(self._buffer)]
-        for key, data in heapq.merge(*streams, key=lambda item: item[0]):
-            yield key, data.payload if isinstance(data, _Live) else pickle.loads(data)
+        buffered = ((key, data.payload, True) if type(data) is _Live else (key, data, False)
+                    for key, data in self._buffer)
+        streams = [_read_run(p) for p in self._runs] + [buffered]
+        for key, data, live in heapq.merge(*streams, key=lambda item: item[0]):
+            yield key, data if live else pickle.loads(data)
 
     def freeze(self) -> tuple[Path, list[Path]]:
         """Everything spilled to run files, for another process to ``thaw``; this object
@@ -119,13 +126,14 @@ def approximate_size(row: dict[str, Any]) -> int:
     return 96 * len(row) + sum(len(v) for v in row.values() if isinstance(v, str | bytes))
 
 
-def _read_run(path: Path) -> Iterator[tuple[Any, bytes]]:
+def _read_run(path: Path) -> Iterator[tuple[Any, Any, bool]]:
     with path.open("rb") as fh:
         while True:
             try:
-                yield pickle.load(fh)  # noqa: S301 - our own temporary file
+                chunk = pickle.load(fh)  # noqa: S301 - our own temporary file
             except EOFError:
                 return
+            yield from chunk
 
 
 def row_sort_key(table: TableSchema, row: dict[str, Any]) -> tuple[Any, ...]:

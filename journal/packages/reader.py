@@ -240,6 +240,7 @@ def _transactions(records: Iterator[Record], manifest: Manifest, label: str
     low, high = manifest.from_position, manifest.to_position
     current: Transaction | None = None
     last: Position | None = None
+    changes = 0  # the change events of the current transaction, counted as they come
     for record in records:
         pos = record.position
         if last is not None and pos <= last:
@@ -251,13 +252,13 @@ def _transactions(records: Iterator[Record], manifest: Manifest, label: str
             if current is not None or pos.seq != 0:
                 raise corrupt("BEGIN at seq 0 after a complete transaction", f"BEGIN at {pos}")
             current = Transaction(record)
+            changes = 0
             continue
         if current is None or pos.commit_lsn != current.commit_lsn:
             raise corrupt("records inside a transaction", f"{type(record).__name__} at {pos}")
         if pos.seq != len(current.records) + 1:
             raise corrupt(f"seq {len(current.records) + 1}", f"{pos}")
         if isinstance(record, TransactionMarker):
-            changes = sum(isinstance(r, ChangeEvent) for r in current.records)
             if record.event_count != changes:
                 raise corrupt(f"END counting {changes} changes", f"{record.event_count}")
             current.end = record
@@ -265,6 +266,7 @@ def _transactions(records: Iterator[Record], manifest: Manifest, label: str
             current = None
         else:
             current.records.append(record)
+            changes += type(record) is ChangeEvent
     if current is not None:
         raise corrupt("the last transaction to end", f"no END after {current.begin.position}")
     if last != high:

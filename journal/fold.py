@@ -300,30 +300,37 @@ def _change(event: ChangeEvent, state: FoldState, sorter: ExternalSorter,
     info.has_changes = True
 
     # keys before and after a replaced primary key differ in kind: each epoch sorts apart
-    epoch = sum(e.rekeyed for e in info.evolutions)
-
-    def add(key: tuple[Any, ...], kind: int, payload: tuple[Any, ...],
-            row: dict[str, Any] | None = None) -> None:
-        sorter.add_sized((ident, (epoch, sort_key(key)), pos, next(counter)),
-                         (kind, key, *payload), 64 + (approximate_size(row) if row else 0))
+    epoch = sum(e.rekeyed for e in info.evolutions) if info.evolutions else 0
+    add = sorter.add_sized  # per event: what follows is the fold's per-change cost
 
     if is_keyless(table):
-        _keyless_change(event, add)
+        def put(key: tuple[Any, ...], kind: int, payload: tuple[Any, ...],
+                row: dict[str, Any] | None = None) -> None:
+            add((ident, (epoch, sort_key(key)), pos, next(counter)),
+                (kind, key, *payload), 64 + (approximate_size(row) if row else 0))
+
+        _keyless_change(event, put)
         return
-    if event.op in ("c", "r", "u"):
+    op = event.op
+    if op == "c" or op == "r" or op == "u":
         after = _require(event, event.after, "after")
         new_key = table.key_of(after)
-        old_key = table.key_of(event.before) if event.op == "u" and event.before else new_key
-        toast = tuple(event.unchanged_toast) if event.op == "u" else ()
+        old_key = table.key_of(event.before) if op == "u" and event.before else new_key
+        toast = tuple(event.unchanged_toast) if op == "u" else ()
         row = dict(after)
+        size = 64 + approximate_size(row)
         if old_key != new_key:
             info.cross_key_toast |= bool(toast)
-            add(old_key, _DEL, (bool(toast),))
-            add(new_key, _PUT, (row, toast, old_key if toast else None), row)
+            add((ident, (epoch, sort_key(old_key)), pos, next(counter)),
+                (_DEL, old_key, bool(toast)), 64)
+            add((ident, (epoch, sort_key(new_key)), pos, next(counter)),
+                (_PUT, new_key, row, toast, old_key if toast else None), size)
         else:
-            add(new_key, _PUT, (row, toast, None), row)
-    elif event.op == "d":
-        add(table.key_of(_require(event, event.before, "before")), _DEL, (False,))
+            add((ident, (epoch, sort_key(new_key)), pos, next(counter)),
+                (_PUT, new_key, row, toast, None), size)
+    elif op == "d":
+        key = table.key_of(_require(event, event.before, "before"))
+        add((ident, (epoch, sort_key(key)), pos, next(counter)), (_DEL, key, False), 64)
 
 
 def _keyless_change(event: ChangeEvent,

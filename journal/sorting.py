@@ -123,7 +123,12 @@ class _Live:
 def approximate_size(row: dict[str, Any]) -> int:
     """About what ``row`` takes as Python objects in memory: its text and bytes values,
     plus what a dict entry and a small value cost (a value of a kilobyte counts)."""
-    return 96 * len(row) + sum(len(v) for v in row.values() if isinstance(v, str | bytes))
+    size = 96 * len(row)
+    for v in row.values():
+        kind = type(v)
+        if kind is str or kind is bytes:
+            size += len(v)
+    return size
 
 
 def _read_run(path: Path) -> Iterator[tuple[Any, Any, bool]]:

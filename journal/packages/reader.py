@@ -349,6 +349,9 @@ def sort_key(key: tuple[Any, ...]) -> tuple[Any, ...]:
     package is written or merged.) A key column with a text branch holds typed values and
     text forms ('infinity', a BC date) side by side: the text forms sort after the typed
     values, so the order stays total; a column holding only str keeps its order."""
+    if len(key) == 1:  # most keys: no generator
+        v = key[0]
+        return ((2, 0, 0) if v is None else (1, 1, v) if type(v) is str else (1, 0, v),)
     return tuple((2, 0, 0) if v is None else (1, 1, v) if type(v) is str else (1, 0, v)
                  for v in key)
 

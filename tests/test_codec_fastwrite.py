@@ -391,7 +391,8 @@ def test_a_row_written_while_the_same_writer_is_writing_another_leaves_both_inta
             inner.append(writer.write({"a": 2**40, "b": 0}))
         return b"\x01\x02"
 
-    program = [("a", "long", False, False, None), ("b", "delegate", False, False, nested)]
+    program = [("a", "long", False, False, None, None),
+               ("b", "delegate", False, False, nested, None)]
     writer = _fastwrite.RowWriter(program)
     assert writer.write({"a": 1, "b": 1}) == b"\x02\x01\x02"
     assert inner == [fastavro_writes(fastavro.parse_schema({
@@ -417,3 +418,66 @@ def test_a_package_member_of_journal_rows_is_the_same_file_written_in_c_or_by_fa
                 member.write(row)
             files.append((writer.close(), (Path(tmp) / name).read_bytes()))
         assert files[0] == files[1]
+
+
+# -- decimals: written in C up to 18 digits, by fastavro's conversion beyond ----------------
+
+DECIMALS = fastavro.parse_schema({"type": "record", "name": "Money", "fields": [
+    {"name": "p18", "type": {"type": "bytes", "logicalType": "decimal", "precision": 18,
+                             "scale": 2}},
+    {"name": "p30", "type": {"type": "bytes", "logicalType": "decimal", "precision": 30,
+                             "scale": 0}},
+]})
+EDGE_DECIMALS = [
+    Decimal("0"), Decimal("-0"), Decimal("0.00"), Decimal("-0.00"), Decimal("0.01"),
+    Decimal("-0.01"), Decimal("1.27"), Decimal("1.28"), Decimal("-1.28"), Decimal("-1.29"),
+    Decimal("327.67"), Decimal("-327.68"), Decimal("1E+2"), Decimal("1.5"),
+    Decimal("9999999999999999.99"), Decimal("-9999999999999999.99"),
+    Decimal("99999999999999999.9"),  # 18 digits at scale 2: 19 digits unscaled, Python's
+    Decimal("1.234"),  # a scale beyond the schema's: refused
+    Decimal("12345678901234567890"), Decimal("NaN"), Decimal("Infinity"), Decimal("-sNaN"),
+]
+
+
+@pytest.mark.parametrize("value", EDGE_DECIMALS, ids=str)
+def test_decimals_write_as_fastavro_writes_them_or_are_refused_alike(value: Decimal) -> None:
+    write_c = row_writer(DECIMALS)
+    write_python = row_writer(DECIMALS, in_c=False)
+    assert write_c is not None and write_python is not None
+    for datum in ({"p18": value, "p30": Decimal(7)}, {"p18": Decimal("1.00"), "p30": value}):
+        expected = outcome(fastavro_writes, DECIMALS, datum)
+        assert as_ocf_writes(write_c, DECIMALS, datum) == expected
+        # the Python reference raises where fastavro would (it is never the fallback)
+        in_python = outcome(write_python, datum)
+        assert in_python == expected if expected[0] == "bytes" else in_python[0] == "raises"
+
+
+@SETTINGS
+@given(st.integers(-(10**18) + 1, 10**18 - 1), st.integers(0, 6))
+def test_decimals_up_to_eighteen_digits_write_as_fastavro_writes_them(unscaled: int,
+                                                                      shift: int) -> None:
+    value = Decimal(unscaled).scaleb(-2 - shift).quantize(Decimal("0.01")) if shift else \
+        Decimal(unscaled).scaleb(-2)
+    datum = {"p18": value, "p30": Decimal(unscaled)}
+    assert as_ocf_writes(row_writer(DECIMALS), DECIMALS, datum) == outcome(
+        fastavro_writes, DECIMALS, datum)
+
+
+def test_a_decimal_of_up_to_eighteen_digits_is_written_without_its_python_writer() -> None:
+    from journal.codec import _fastwrite  # here: without the extension the module skips
+
+    called: list[Any] = []
+
+    def python_writer(value: Any) -> bytes:
+        called.append(value)
+        return codec_encoder._compile(DECIMALS["fields"][1]["type"])(value)
+
+    writer = _fastwrite.RowWriter([("d", "decimal", False, False, python_writer, (30, 0))])
+    schema = fastavro.parse_schema({"type": "record", "name": "D", "fields": [
+        {"name": "d", "type": DECIMALS["fields"][1]["type"]}]})
+    for value in (Decimal(-(10**18) + 1), Decimal(0), Decimal(10**17 + 3)):
+        assert writer.write({"d": value}) == fastavro_writes(schema, {"d": value})
+    assert called == []
+    wide = Decimal(10**18)  # 19 digits: Python's
+    assert writer.write({"d": wide}) == fastavro_writes(schema, {"d": wide})
+    assert called == [wide]

@@ -4,9 +4,10 @@ datum (and the Python writers of ``journal/codec/encoder.py``, which stay the re
 several times faster.
 
 A row is written by a ``RowWriter`` built once per row schema from a program: one
-``(name, kind, nullable, text, write)`` per column (see encoder.py's ``_write_program``):
-``write`` is encoder.py's Python writer of the column's typed branch, called for the
-"delegate" kind (time, decimal, arrays...). Any value not plainly valid for its branch
+``(name, kind, nullable, text, write, extra)`` per column (see encoder.py's
+``_write_program``): ``write`` is encoder.py's Python writer of the column's typed branch,
+called for the "delegate" kind (time, arrays...) and for a decimal of more than 18 digits;
+``extra`` is a decimal's (precision, scale). Any value not plainly valid for its branch
 raises ``Unhandled`` (the caller then hands the whole row to fastavro, which writes or
 refuses it as before).
 
@@ -41,6 +42,7 @@ from libc.stdint cimport INT64_MAX, INT64_MIN, int64_t, uint64_t
 from libc.string cimport memcpy
 
 from datetime import date, datetime, timedelta
+from decimal import Decimal
 from uuid import UUID
 
 from journal.codec.wire import Unhandled
@@ -59,16 +61,18 @@ cdef object _DATE = date
 cdef object _DATETIME = datetime
 cdef object _TIMEDELTA = timedelta
 cdef object _UUID = UUID
+cdef object _DECIMAL = Decimal
 cdef object _STRING = "string"
 
 cdef enum:
     K_LONG, K_INT, K_STRING, K_BYTES, K_BOOLEAN, K_FLOAT, K_DOUBLE, K_DATE, K_TIMESTAMP
-    K_LOCAL_TIMESTAMP, K_UUID, K_DELEGATE
+    K_LOCAL_TIMESTAMP, K_UUID, K_DECIMAL, K_DELEGATE
 
 _KINDS = {"long": K_LONG, "int": K_INT, "string": K_STRING, "bytes": K_BYTES,
           "boolean": K_BOOLEAN, "float": K_FLOAT, "double": K_DOUBLE, "date": K_DATE,
           "timestamp-micros": K_TIMESTAMP, "local-timestamp-micros": K_LOCAL_TIMESTAMP,
-          "uuid": K_UUID, "delegate": K_DELEGATE}
+          "uuid": K_UUID, "decimal": K_DECIMAL, "delegate": K_DELEGATE}
+cdef int64_t MAX_C_DIGITS = 18  # an unscaled decimal of up to 18 digits fits an int64
 
 cdef enum:
     EPOCH_ORDINAL = 719163  # date(1970, 1, 1).toordinal()
@@ -176,6 +180,7 @@ cdef class RowWriter:
 
     cdef tuple names
     cdef tuple writers
+    cdef tuple extras
     cdef int* kinds
     cdef unsigned char* nullable
     cdef unsigned char* text
@@ -204,12 +209,18 @@ cdef class RowWriter:
         self.out = _Buffer()
         names = []
         writers = []
-        for i, (name, kind_name, nullable, text, write) in enumerate(columns):
+        extras = []
+        for i, (name, kind_name, nullable, text, write, extra) in enumerate(columns):
             if type(name) is not str:
                 raise TypeError(f"column name {name!r} is not a str")
             kind = _KINDS[kind_name]
-            if kind == K_DELEGATE and not callable(write):
+            if (kind == K_DELEGATE or kind == K_DECIMAL) and not callable(write):
                 raise TypeError(f"column {name!r}: a delegate needs a writer")
+            if kind == K_DECIMAL and not (type(extra) is tuple and len(extra) == 2
+                                          and type(extra[0]) is int and type(extra[1]) is int
+                                          and extra[0] >= 1 and extra[1] >= 0):
+                raise TypeError(f"column {name!r}: a decimal needs (precision, scale)")
+            extras.append(extra)
             self.kinds[i] = kind
             self.nullable[i] = bool(nullable)
             self.text[i] = bool(text)
@@ -217,6 +228,7 @@ cdef class RowWriter:
             writers.append(write)
         self.names = tuple(names)
         self.writers = tuple(writers)
+        self.extras = tuple(extras)
 
     def __dealloc__(self):
         PyMem_Free(self.kinds)
@@ -278,6 +290,42 @@ cdef class RowWriter:
                 out.byte(2)
             self._value(kind, i, value, out)
         return 0
+
+    cdef bint _decimal(self, Py_ssize_t i, object value, _Buffer out) except -1:
+        # fastavro's prepare_bytes_decimal: the unscaled value's shortest two's complement
+        # (a byte for the sign beyond its bit length), for up to 18 digits; False leaves
+        # the value (more digits, NaN, Infinity, a scale or precision it refuses) to it
+        cdef int64_t precision, scale, exponent, delta, j
+        cdef uint64_t unscaled = 0
+        cdef int64_t signed_value
+        cdef int size, b
+        cdef char packed[8]
+        precision, scale = self.extras[i]
+        sign, digits, exp = value.as_tuple()
+        if type(exp) is not int or type(digits) is not tuple:
+            return False
+        try:
+            exponent = exp
+        except OverflowError:
+            return False
+        if len(<tuple>digits) > precision:
+            return False
+        delta = exponent + scale
+        if delta < 0 or len(<tuple>digits) + delta > MAX_C_DIGITS:
+            return False
+        for digit in <tuple>digits:
+            if type(digit) is not int:
+                return False
+            unscaled = unscaled * 10 + <int64_t>digit
+        for j in range(delta):
+            unscaled *= 10
+        size = (_bit_length(unscaled) + 8) // 8
+        signed_value = -<int64_t>unscaled if sign else <int64_t>unscaled
+        for b in range(size):
+            packed[size - 1 - b] = <char>((<uint64_t>signed_value >> (8 * b)) & 0xFF)
+        out.long(size)
+        out.raw(packed, size)
+        return True
 
     cdef int _value(self, int kind, Py_ssize_t i, object value, _Buffer out) except -1:
         cdef char packed[8]
@@ -346,8 +394,11 @@ cdef class RowWriter:
             elif type(value) is not str:
                 _unhandled()
             return out.string(value)
-        # delegate: encoder.py's writer of the typed branch; anything it raises is the
-        # reference path's to report
+        if kind == K_DECIMAL and type(value) is _DECIMAL:
+            if self._decimal(i, value, out):
+                return 0
+        # delegate (and a decimal C leaves): encoder.py's writer of the typed branch;
+        # anything it raises is the reference path's to report
         try:
             data = self.writers[i](value)
         except Exception as exc:
@@ -355,6 +406,14 @@ cdef class RowWriter:
         if type(data) is not bytes:
             _unhandled()
         return out.raw(<const char*>data, len(<bytes>data))
+
+
+cdef inline int _bit_length(uint64_t n) noexcept:
+    cdef int bits = 0
+    while n:
+        n >>= 1
+        bits += 1
+    return bits
 
 
 cdef inline int _text(_Buffer out, object value) except -1:

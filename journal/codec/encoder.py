@@ -233,11 +233,12 @@ def _typed_branch(field_type: Any) -> Any:
     raise ValueError(f"unexpected row field type {field_type!r}")
 
 
-# A row program: per column (name, kind, nullable, text, write): ``text`` for the third
-# union branch ("string": PostgreSQL's text form of the value), ``write`` the Python writer
-# of the typed branch; the C writer writes the kinds below itself and calls ``write`` for
-# the others ("delegate": time, decimal, arrays).
-_WriteColumn = tuple[str, str, bool, bool, _Encode]
+# A row program: per column (name, kind, nullable, text, write, extra): ``text`` for the
+# third union branch ("string": PostgreSQL's text form of the value), ``write`` the Python
+# writer of the typed branch; the C writer writes the kinds below itself and calls
+# ``write`` for the others ("delegate": time, arrays) and for decimals of more than 18
+# digits; ``extra`` is a decimal's (precision, scale).
+_WriteColumn = tuple[str, str, bool, bool, _Encode, Any]
 _C_KINDS: dict[Any, str] = {
     "int": "int", "long": "long", "string": "string", "bytes": "bytes",
     "boolean": "boolean", "float": "float", "double": "double", ("int", "date"): "date",
@@ -261,9 +262,21 @@ def _write_program(field_types: list[Any], names: tuple[str, ...], journal_rows:
             write = _compile(avro_type, journal_rows)
         except (KeyError, ValueError, TypeError):
             return None
-        program.append((name, _C_KINDS.get(type_key(avro_type), "delegate"), nullable, text,
-                        write))
+        decimal = _decimal_shape(avro_type)
+        kind = "decimal" if decimal else _C_KINDS.get(type_key(avro_type), "delegate")
+        program.append((name, kind, nullable, text, write, decimal))
     return program
+
+
+def _decimal_shape(avro_type: Any) -> tuple[int, int] | None:
+    """(precision, scale) of a bytes decimal, as fastavro's writer reads them; None else."""
+    if not (isinstance(avro_type, dict) and avro_type.get("type") == "bytes"
+            and avro_type.get("logicalType") == "decimal"):
+        return None
+    precision, scale = avro_type.get("precision"), avro_type.get("scale", 0)
+    if type(precision) is not int or type(scale) is not int or precision < 1 or scale < 0:
+        return None
+    return precision, scale
 
 
 def _python_row_writer(program: list[_WriteColumn], journal_rows: bool) -> _Encode:
@@ -271,7 +284,7 @@ def _python_row_writer(program: list[_WriteColumn], journal_rows: bool) -> _Enco
     _fastwrite.pyx: a tuple only as ``("string", text)`` in a text or string column, a bare
     str in a text column and memoryviews only in journal rows)."""
     columns = tuple((name, nullable, text, kind == "string", write)
-                    for name, kind, nullable, text, write in program)
+                    for name, kind, nullable, text, write, _ in program)
 
     def write_row(row: Any) -> bytes:
         if type(row) is not dict:

@@ -14,25 +14,13 @@ from journal.catalog import Column, TableSchema
 from journal.values import RowLoader
 from producers import pgoutput
 from producers.pgoutput import UNCHANGED, ProtocolError
+from tests.support.pgoutput import tuple_data
 
 PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 def cstr(text: str) -> bytes:
     return text.encode() + b"\0"
-
-
-def tuple_data(*values: bytes | None | object) -> bytes:
-    out = struct.pack(">h", len(values))
-    for v in values:
-        if v is None:
-            out += b"n"
-        elif v is UNCHANGED:
-            out += b"u"
-        else:
-            assert isinstance(v, bytes)
-            out += b"t" + struct.pack(">i", len(v)) + v
-    return out
 
 
 def test_begin_gives_commit_lsn_unix_micros_and_xid():

@@ -18,6 +18,7 @@ from producers import pgoutput
 from producers.pgoutput import UNCHANGED, ProtocolError
 from tests.support.ci import unavailable
 from tests.support.identical import assert_identical
+from tests.support.pgoutput import tuple_data as support_tuple_data
 
 SETTINGS = settings(max_examples=300, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
@@ -46,15 +47,7 @@ def assert_c_decodes_as_python(data: Any) -> None:
 
 
 def tuple_data(values: list[Any]) -> bytes:
-    out = struct.pack(">h", len(values))
-    for v in values:
-        if v is None:
-            out += b"n"
-        elif v is UNCHANGED:
-            out += b"u"
-        else:
-            out += b"t" + struct.pack(">i", len(v)) + v
-    return out
+    return support_tuple_data(*values)
 
 
 large_values = st.integers(10_000, 70_000).map(lambda n: bytes([n % 251]) * n)

@@ -39,6 +39,18 @@ cdef inline char* _put_bytes(char* out, object data) noexcept:
     return out + size
 
 
+cdef inline Py_ssize_t _body_size(object key, object value, object header,
+                                  Py_ssize_t name_size, int64_t timestamp_delta,
+                                  int64_t offset_delta) noexcept:
+    # a record less its length prefix: attributes, deltas, key, value and the one header
+    return (1 + _varint_size(timestamp_delta) + _varint_size(offset_delta)
+            + (1 if key is None else _varint_size(PyBytes_GET_SIZE(key))
+               + PyBytes_GET_SIZE(key))
+            + _varint_size(PyBytes_GET_SIZE(value)) + PyBytes_GET_SIZE(value)
+            + 1 + _varint_size(name_size) + name_size
+            + _varint_size(PyBytes_GET_SIZE(header)) + PyBytes_GET_SIZE(header))
+
+
 def append_records(bytearray buffer not None, list records not None, Py_ssize_t start,
                    Py_ssize_t batch_size, int64_t offset, int64_t timestamp_delta,
                    bytes header_name not None, bint first):
@@ -63,12 +75,8 @@ def append_records(bytearray buffer not None, list records not None, Py_ssize_t 
             raise TypeError(f"Not supported type for key: {type(key)}")
         if type(value) is not bytes or type(header) is not bytes:
             raise TypeError("a record's value and header value are bytes")
-        body = (1 + _varint_size(timestamp_delta) + _varint_size(offset + (i - start))
-                + (1 if key is None else _varint_size(PyBytes_GET_SIZE(key))
-                   + PyBytes_GET_SIZE(key))
-                + _varint_size(PyBytes_GET_SIZE(value)) + PyBytes_GET_SIZE(value)
-                + 1 + _varint_size(name_size) + name_size
-                + _varint_size(PyBytes_GET_SIZE(header)) + PyBytes_GET_SIZE(header))
+        body = _body_size(key, value, header, name_size, timestamp_delta,
+                          offset + (i - start))
         length = body + _varint_size(body)
         if used + grow + length > batch_size and not (first and i == start):
             break
@@ -83,12 +91,8 @@ def append_records(bytearray buffer not None, list records not None, Py_ssize_t 
     out = PyByteArray_AS_STRING(buffer) + used
     for i in range(start, end):
         key, value, header = <tuple>records[i]
-        body = (1 + _varint_size(timestamp_delta) + _varint_size(offset + (i - start))
-                + (1 if key is None else _varint_size(PyBytes_GET_SIZE(key))
-                   + PyBytes_GET_SIZE(key))
-                + _varint_size(PyBytes_GET_SIZE(value)) + PyBytes_GET_SIZE(value)
-                + 1 + _varint_size(name_size) + name_size
-                + _varint_size(PyBytes_GET_SIZE(header)) + PyBytes_GET_SIZE(header))
+        body = _body_size(key, value, header, name_size, timestamp_delta,
+                          offset + (i - start))
         out = _put_varint(out, body)
         out[0] = 0  # attributes
         out = _put_varint(out + 1, timestamp_delta)

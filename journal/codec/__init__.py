@@ -18,7 +18,13 @@ Beside them, ``copytext`` hands the restorer's COPY writer the C formatter of CO
 (``_copytext``): journal values as psycopg's ``write_row`` would send them.
 """
 
-from journal.codec.decoder import decode, decode_compiled, record_reader, record_walker
+from journal.codec.decoder import (
+    decode,
+    decode_compiled,
+    record_copier,
+    record_reader,
+    record_walker,
+)
 from journal.codec.encoder import (
     avro_long,
     encode,
@@ -51,6 +57,7 @@ __all__ = [
     "fingerprint",
     "from_avro_row",
     "packaged_schema",
+    "record_copier",
     "record_reader",
     "record_walker",
     "row_writer",

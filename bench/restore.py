@@ -232,7 +232,7 @@ def measure(server: str, documents: int, transactions: int, remap: bool) -> dict
                                                   packages_url=f"file://{store_dir}")
         print(f"full restore into an empty database ({mode}): {ours_s:.1f}s; pg_restore of "
               f"pg_dump -Fc: {pg_restore_s:.1f}s; ratio {ours_s / pg_restore_s:.2f}x "
-              f"(goal <= 1.2x); peak RSS {rss_full:.0f} MB; client CPU {cpu_full:.1f}s")
+              f"(goal <= 1.2x); peak RSS {rss_full:.0f} MB; client CPU {cpu_full:.2f}s")
         figures["rows"] = f"{sum(counts.values()):,}"
         figures["pg_restore (s)"] = f"{pg_restore_s:.1f}"
         figures["full restore (s)"] = f"{ours_s:.1f}"

@@ -11,6 +11,11 @@ cdef extern from "Python.h":
     int Py_DTSF_ADD_DOT_0
 
 cdef const char* _COPY_HEX = b"0123456789abcdef"
+# each byte's two hex digits, so bytea is written two output bytes per lookup
+cdef char _COPY_HEX_PAIRS[512]
+for _byte in range(256):
+    _COPY_HEX_PAIRS[2 * _byte] = _COPY_HEX[_byte >> 4]
+    _COPY_HEX_PAIRS[2 * _byte + 1] = _COPY_HEX[_byte & 15]
 
 
 cdef struct CopyOut:
@@ -90,10 +95,24 @@ cdef int _out_text(CopyOut* out, const char* s, Py_ssize_t n) except -1:
     cdef Py_ssize_t j
     cdef unsigned char c
     cdef char* to
+    cdef uint64_t word
     _out_reserve(out, 2 * n)
     to = out.data + out.size
-    for j in range(n):
+    j = 0
+    while j < n:
+        if j + 8 <= n:
+            # eight bytes at a time while none is a control byte up to \r or a backslash
+            # (most text has none: a byte at a time was most of formatting's time)
+            memcpy(&word, s + j, 8)
+            if not (((word - 0x0E0E0E0E0E0E0E0EULL) & ~word)
+                    | (((word ^ 0x5C5C5C5C5C5C5C5CULL) - 0x0101010101010101ULL)
+                       & ~(word ^ 0x5C5C5C5C5C5C5C5CULL))) & 0x8080808080808080ULL:
+                memcpy(to, s + j, 8)
+                to += 8
+                j += 8
+                continue
         c = <unsigned char>s[j]
+        j += 1
         if c > 13 and c != 92:  # the common case: nothing to escape
             to[0] = <char>c
             to += 1
@@ -141,8 +160,7 @@ cdef int _out_bytea(CopyOut* out, const unsigned char* raw, Py_ssize_t n) except
     to[2] = 120  # x
     to += 3
     for j in range(n):
-        to[0] = _COPY_HEX[raw[j] >> 4]
-        to[1] = _COPY_HEX[raw[j] & 15]
+        memcpy(to, _COPY_HEX_PAIRS + 2 * raw[j], 2)
         to += 2
     out.size = to - out.data
     return 0

@@ -15,7 +15,9 @@ parts, each in its own module:
   change events) in C (``_fastwrite``), where the extensions were compiled at install.
 
 Beside them, ``copytext`` hands the restorer's COPY writer the C formatter of COPY text
-(``_copytext``): journal values as psycopg's ``write_row`` would send them.
+(``_copytext``): journal values as psycopg's ``write_row`` would send them. The decoder's
+``record_copier`` writes a package's rows as the same COPY text straight from their Avro
+bytes (the formatting code of both is ``_copyout.pxi``).
 """
 
 from journal.codec.decoder import (

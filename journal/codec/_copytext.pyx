@@ -3,6 +3,9 @@
 for the same values (its text dumpers, then COPY's backslash escapes), without its
 per-value dumper lookup, which cost restores about 5 µs a row.
 
+How each kind of value is written lives in ``_copyout.pxi``, which ``_fastread.pyx`` shares
+to write a package's rows as COPY text straight from their Avro bytes.
+
 A ``RowFormatter`` is built once per COPY from its column names; ``add(row)`` appends one
 row (a dict or other mapping) to its buffer and ``take()`` hands the buffered bytes over.
 Values are dispatched on their exact type, one-dimensional lists of one such type as

@@ -11,9 +11,10 @@ formatter into the same chunk, so the rows keep their order.
 A package's table member is written without building its rows where it can be
 (``copy_member``): the C reader writes each block's rows as COPY text straight from
 their Avro bytes (``PackageReader.copy_text``), the same text the formatter writes of the
-decoded rows (``tests/test_copy_direct.py``); a dict per row in between was most of a full
-restore's client time. A row it leaves (decimals, arrays, ...) is decoded and written as
-above, in its place.
+decoded rows (``tests/test_copy_direct.py``), without a dict and its values per row. A
+row it leaves (decimals, arrays, ...) is decoded and written as above, in its place. On
+``bench/restore.py``'s sample, where COPY text is about 1.3 KB a row, it takes the client's
+CPU for a full restore from about 0.45 s to 0.4 s: the bytes, not the rows, cost most there.
 """
 
 from __future__ import annotations

@@ -152,14 +152,15 @@ def peak_rss_mb() -> float:
 def _child_restore(queue: Any, kwargs: dict[str, Any]) -> None:
     from restorer.restore import RestoreOptions, restore
 
-    started = time.monotonic()
+    started, cpu = time.monotonic(), time.process_time()
     report = restore(RestoreOptions(**kwargs))
     queue.put((time.monotonic() - started, report.events_replayed, report.mode,
-               peak_rss_mb(), report.replay_seconds))
+               peak_rss_mb(), report.replay_seconds, time.process_time() - cpu))
 
 
-def timed_restore(**kwargs: Any) -> tuple[float, int, str, float, float]:
-    """(seconds, events replayed, mode, peak RSS MB, replay seconds) of one restore in a
+def timed_restore(**kwargs: Any) -> tuple[float, int, str, float, float, float]:
+    """(seconds, events replayed, mode, peak RSS MB, replay seconds, the client's CPU
+    seconds: on a shared machine a steadier figure than the time) of one restore in a
     child process."""
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
@@ -227,11 +228,11 @@ def measure(server: str, documents: int, transactions: int, remap: bool) -> dict
 
         empty = _create_db(server, "bench_empty")
         made.append(empty)
-        ours_s, _, mode, rss_full, _ = timed_restore(target_url=_db_url(server, empty),
+        ours_s, _, mode, rss_full, _, cpu_full = timed_restore(target_url=_db_url(server, empty),
                                                   packages_url=f"file://{store_dir}")
         print(f"full restore into an empty database ({mode}): {ours_s:.1f}s; pg_restore of "
               f"pg_dump -Fc: {pg_restore_s:.1f}s; ratio {ours_s / pg_restore_s:.2f}x "
-              f"(goal <= 1.2x); peak RSS {rss_full:.0f} MB")
+              f"(goal <= 1.2x); peak RSS {rss_full:.0f} MB; client CPU {cpu_full:.2f}s")
         figures["rows"] = f"{sum(counts.values()):,}"
         figures["pg_restore (s)"] = f"{pg_restore_s:.1f}"
         figures["full restore (s)"] = f"{ours_s:.1f}"
@@ -244,7 +245,7 @@ def measure(server: str, documents: int, transactions: int, remap: bool) -> dict
             with psycopg.connect(_db_url(server, populated), autocommit=True) as conn:
                 sample.create_schema(conn)
                 sample.load(conn, max(10, documents // 100), seed=99)
-            remap_s, _, mode, rss_remap, _ = timed_restore(
+            remap_s, _, mode, rss_remap, _, _ = timed_restore(
                 target_url=_db_url(server, populated), packages_url=f"file://{store_dir}",
                 generic_foreign_keys={t: {"content_type": "content_type_id",
                                           "object_id": "object_id"}
@@ -277,7 +278,7 @@ def measure(server: str, documents: int, transactions: int, remap: bool) -> dict
               f"built in {time.monotonic() - t:.1f}s")
         pitr = _create_db(server, "bench_pitr")
         made.append(pitr)
-        pitr_s, folded, mode, rss_pitr, past = timed_restore(
+        pitr_s, folded, mode, rss_pitr, past, _ = timed_restore(
             target_url=_db_url(server, pitr), packages_url=f"file://{store_dir}")
         # past the snapshot: what the restore spent after the snapshot's COPY (waiting for
         # the changes read beside it, applying them), as the restore measures it; the
@@ -294,14 +295,14 @@ def measure(server: str, documents: int, transactions: int, remap: bool) -> dict
             f"{folded / past:,.0f}" if past > 0 else "inf")
         ordered = _create_db(server, "bench_ordered")
         made.append(ordered)
-        ordered_s, _, _, rss_ordered, ordered_replay_s = timed_restore(
+        ordered_s, _, _, rss_ordered, ordered_replay_s, _ = timed_restore(
             target_url=_db_url(server, ordered), packages_url=f"file://{store_dir}",
             replay="ordered")
         print(f"the same, each transaction applied in turn (--replay ordered): "
               f"{ordered_s:.1f}s, {ordered_s / ours_s:.2f}x; "
               f"{n_events / ordered_replay_s:,.0f} events/s; peak RSS {rss_ordered:.0f} MB")
         figures["ordered replay / full"] = f"{ordered_s / ours_s:.2f}x"
-        total_s, replayed, mode, rss_replay, replay_s = timed_restore(
+        total_s, replayed, mode, rss_replay, replay_s, _ = timed_restore(
             target_url=_db_url(server, empty), packages_url=f"file://{store_dir}",
             incremental=True)
         print(f"incremental restore ({mode} target): {replayed:,} events in {replay_s:.1f}s "

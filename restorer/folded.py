@@ -45,7 +45,7 @@ from journal.sorting import ExternalSorter
 from journal.targets import Cutoff
 from journal.transport import JournalReader
 from restorer import schema
-from restorer.copying import CopyWriter
+from restorer.copying import CopyWriter, copy_member
 from restorer.net_apply import apply_to_live
 from restorer.plan import TAIL_ID
 from restorer.replay import end_position
@@ -101,9 +101,9 @@ class CopySink:
         return self._current
 
     def copy_table(self, reader: PackageReader, table: str) -> None:
-        out = self.table(reader.table_schema(table))
-        for row in reader.rows(table):
-            out.write(row)
+        """``reader``'s rows of ``table``, as COPY text written from the member's bytes
+        where the member has the target's columns (``copy_member``)."""
+        copy_member(self.table(reader.table_schema(table)), reader, table)
 
     def _finish(self, exc: BaseException | None = None) -> None:
         current, self._current = self._current, None

@@ -1,5 +1,6 @@
-"""Loading a full snapshot's rows: COPY into an empty target, batches through natural keys
-into a populated one."""
+"""Loading a full snapshot's rows: COPY into an empty target (a package's members written
+as COPY text without building their rows, ``restorer.copying.copy_member``), batches
+through natural keys into a populated one."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from typing import Any
 import psycopg
 
 from journal.catalog import Catalog, TableEntry
+from journal.packages import PackageReader
 from restorer import schema
-from restorer.copying import CopyWriter
+from restorer.copying import CopyWriter, copy_member
 from restorer.graph import LoadOrder
 from restorer.report import TableCounts
 from restorer.staged_remap import why_not_staged, write_staged
@@ -41,15 +43,33 @@ def copy_rows(conn: psycopg.Connection[Any], table: TableEntry,
     return out.rows
 
 
+def copy_package_rows(conn: psycopg.Connection[Any], table: TableEntry,
+                      package: PackageReader, name: str) -> int:
+    """COPY the rows of ``package``'s member of ``name`` into ``table``; returns how many."""
+    out = CopyWriter.into(conn, table)
+    try:
+        copy_member(out, package, name)
+    except BaseException as exc:
+        out.close(exc)
+        raise
+    out.close()
+    return out.rows
+
+
 def load_empty(conn: psycopg.Connection[Any], catalog: Catalog, order: LoadOrder,
                rows_of: RowSource, counts: dict[str, TableCounts],
-               progress: Callable[[str, int], None] | None = None) -> None:
+               progress: Callable[[str, int], None] | None = None,
+               package: PackageReader | None = None) -> None:
     """pg_restore's order: types and tables, data, constraints and indexes, foreign keys,
-    sequences."""
+    sequences. ``package``: the full snapshot ``rows_of`` reads, whose members are then
+    COPYed block by block rather than row by row."""
     schema.create_types(conn, catalog)
     schema.create_tables(conn, catalog, order.tables)
     for name in order.tables:
-        n = copy_rows(conn, catalog.tables[name], rows_of(name))
+        if package is not None:
+            n = copy_package_rows(conn, catalog.tables[name], package, name)
+        else:
+            n = copy_rows(conn, catalog.tables[name], rows_of(name))
         counts.setdefault(name, TableCounts()).inserted += n
         if progress is not None:
             progress(name, n)

@@ -28,6 +28,7 @@ from journal.errors import (
     ValidationError,
 )
 from journal.events import LogicalMessage
+from journal.packages import PackageReader
 from journal.positions import ORIGIN, Position
 from journal.schema_change import CatalogChange
 from journal.targets import RestoreTarget
@@ -344,7 +345,8 @@ def _run(conn: psycopg.Connection[Any], store: Any, plan: RestorePlan,
         else:
             report.replay = "ordered"
             if rows_of is not None:
-                _load(conn, mode, catalog, order, rows_of, writer, existing, progress)
+                _load(conn, mode, catalog, order, rows_of, writer, existing, progress,
+                      package=full)
             if options.before_replay is not None:
                 options.before_replay(conn)
             if mode == "empty":
@@ -484,9 +486,11 @@ def _decide_keys(conn: psycopg.Connection[Any], catalog: Catalog, wanted: list[s
 
 def _load(conn: psycopg.Connection[Any], mode: str, catalog: Catalog, order: Any,
           rows_of: Callable[[str], Any], writer: TargetWriter, existing: set[str],
-          progress: Progress | None) -> None:
+          progress: Progress | None, package: PackageReader | None = None) -> None:
+    # ``package``: the full snapshot ``rows_of`` reads, which an empty target COPYs
+    # block by block
     if mode == "empty":
-        load_empty(conn, catalog, order, rows_of, writer.counts, progress)
+        load_empty(conn, catalog, order, rows_of, writer.counts, progress, package)
         return
     missing = [t for t in order.tables if t not in existing]
     if missing:  # tables the populated target lacks are created as in an empty one

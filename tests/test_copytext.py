@@ -101,6 +101,16 @@ UNHANDLED = [
 ]
 
 
+@pytest.mark.parametrize("special", ["\\", "\b", "\t", "\n", "\v", "\f", "\r", "\x01",
+                                     "\x0e", "[", "é"])
+def test_text_is_escaped_wherever_its_special_bytes_fall_in_eight_byte_words(special):
+    # plain text is copied eight bytes at a time: each position of a word, and past it
+    for length in range(20):
+        for at in range(length):
+            value = "a" * at + special + "b" * (length - at - 1)
+            assert c_formats([value]) == psycopg_formats([value])
+
+
 @pytest.mark.parametrize("value", UNHANDLED, ids=repr)
 def test_what_psycopg_must_format_is_unhandled_and_leaves_the_buffer_as_it_was(value):
     formatter = row_formatter(["a", "b"])

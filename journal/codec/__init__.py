@@ -15,10 +15,18 @@ parts, each in its own module:
   change events) in C (``_fastwrite``), where the extensions were compiled at install.
 
 Beside them, ``copytext`` hands the restorer's COPY writer the C formatter of COPY text
-(``_copytext``): journal values as psycopg's ``write_row`` would send them.
+(``_copytext``): journal values as psycopg's ``write_row`` would send them. The decoder's
+``record_copier`` writes a package's rows as the same COPY text straight from their Avro
+bytes (the formatting code of both is ``_copyout.pxi``).
 """
 
-from journal.codec.decoder import decode, decode_compiled, record_reader, record_walker
+from journal.codec.decoder import (
+    decode,
+    decode_compiled,
+    record_copier,
+    record_reader,
+    record_walker,
+)
 from journal.codec.encoder import (
     avro_long,
     encode,
@@ -51,6 +59,7 @@ __all__ = [
     "fingerprint",
     "from_avro_row",
     "packaged_schema",
+    "record_copier",
     "record_reader",
     "record_walker",
     "row_writer",

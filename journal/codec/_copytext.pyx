@@ -3,6 +3,9 @@
 for the same values (its text dumpers, then COPY's backslash escapes), without its
 per-value dumper lookup, which cost restores about 5 µs a row.
 
+How each kind of value is written lives in ``_copyout.pxi``, which ``_fastread.pyx`` shares
+to write a package's rows as COPY text straight from their Avro bytes.
+
 A ``RowFormatter`` is built once per COPY from its column names; ``add(row)`` appends one
 row (a dict or other mapping) to its buffer and ``take()`` hands the buffered bytes over.
 Values are dispatched on their exact type, one-dimensional lists of one such type as
@@ -55,10 +58,6 @@ cdef extern from "Python.h":
     long long PyLong_AsLongLongAndOverflow(object o, int* overflow) except? -1
     unsigned long long PyLong_AsUnsignedLongLongMask(object o) except? -1
     double PyFloat_AS_DOUBLE(object o)
-    # float's repr: the shortest digits that read back as the same double
-    char* PyOS_double_to_string(double val, char format_code, int precision, int flags,
-                                int *type) except NULL
-    int Py_DTSF_ADD_DOT_0
 
 
 import_datetime()
@@ -67,7 +66,6 @@ cdef object _UTC = timezone.utc
 cdef object _DECIMAL = Decimal
 cdef object _UUID = UUID
 cdef object _SIXTY_FOUR = 64
-cdef const char* _HEX = b"0123456789abcdef"
 # the item types of a list formatted here (bytes: psycopg's escaping depends on the
 # connection's libpq escaping, left to it)
 cdef frozenset _ARRAY_ITEMS = frozenset([str, int, float, bool, Decimal, date, datetime, UUID])
@@ -75,6 +73,9 @@ cdef frozenset _ARRAY_ITEMS = frozenset([str, int, float, bool, Decimal, date, d
 
 cdef int _unhandled() except -1:
     raise Unhandled
+
+
+include "_copyout.pxi"
 
 
 cdef bint _needs_quotes(const unsigned char* s, Py_ssize_t n) noexcept:
@@ -111,31 +112,26 @@ cdef class RowFormatter:
     """COPY text of rows with ``columns``, in that order, buffered until ``take()``."""
 
     cdef tuple columns
-    cdef char* data
-    cdef Py_ssize_t size
-    cdef Py_ssize_t capacity
+    cdef CopyOut out
 
     def __cinit__(self, columns):
         self.columns = tuple(columns)
-        self.capacity = 1 << 16
-        self.size = 0
-        self.data = <char*>PyMem_Malloc(self.capacity)
-        if self.data == NULL:
-            raise MemoryError
+        self.out.data = NULL
+        _out_init(&self.out, 1 << 16)
 
     def __dealloc__(self):
-        PyMem_Free(self.data)
+        _out_free(&self.out)
 
     @property
     def buffered(self) -> int:
         """How many bytes wait for ``take()``."""
-        return self.size
+        return self.out.size
 
     def take(self) -> bytes:
         """The rows added since the last ``take()``, as one block of COPY text."""
-        out = PyBytes_FromStringAndSize(self.data, self.size)
-        self.size = 0
-        return out
+        text = PyBytes_FromStringAndSize(self.out.data, self.out.size)
+        self.out.size = 0
+        return text
 
     def append(self, text: bytes) -> None:
         """Appends rows already formatted (psycopg's, for a row ``add`` refused)."""
@@ -144,7 +140,7 @@ cdef class RowFormatter:
     def add(self, row) -> int:
         """Appends ``row``'s values; returns the bytes now buffered. Unhandled (buffer
         unchanged) for a value psycopg must format; KeyError for a missing column."""
-        cdef Py_ssize_t start = self.size
+        cdef Py_ssize_t start = self.out.size
         cdef Py_ssize_t i, n = len(self.columns)
         cdef PyObject* found
         cdef bint exact = PyDict_CheckExact(row)
@@ -162,107 +158,24 @@ cdef class RowFormatter:
                     self._value(row[column])
             self._byte(10)  # newline
         except BaseException:
-            self.size = start
+            self.out.size = start
             raise
-        return self.size
-
-    cdef inline int _reserve(self, Py_ssize_t more) except -1:
-        cdef Py_ssize_t need = self.size + more
-        cdef Py_ssize_t capacity = self.capacity
-        cdef char* grown
-        if need <= capacity:
-            return 0
-        while capacity < need:
-            capacity *= 2
-        grown = <char*>PyMem_Realloc(self.data, capacity)
-        if grown == NULL:
-            raise MemoryError
-        self.data = grown
-        self.capacity = capacity
-        return 0
+        return self.out.size
 
     cdef inline int _byte(self, char b) except -1:
-        self._reserve(1)
-        self.data[self.size] = b
-        self.size += 1
-        return 0
+        return _out_byte(&self.out, b)
 
     cdef inline int _raw(self, const char* src, Py_ssize_t n) except -1:
-        self._reserve(n)
-        memcpy(self.data + self.size, src, n)
-        self.size += n
-        return 0
+        return _out_raw(&self.out, src, n)
 
-    cdef int _digits(self, uint64_t value, int width) except -1:
-        # decimal digits, zero-padded to ``width``
-        cdef char tmp[24]
-        cdef int k = 24
-        while True:
-            k -= 1
-            tmp[k] = <char>(48 + value % 10)
-            value //= 10
-            width -= 1
-            if value == 0 and width <= 0:
-                break
-        return self._raw(tmp + k, 24 - k)
-
-    cdef int _text(self, const char* s, Py_ssize_t n) except -1:
-        # COPY's escapes for the bytes psycopg escapes (\b \t \n \v \f \r \\); a NUL is
-        # refused by psycopg's text dumper, so it is left to it
-        cdef Py_ssize_t j
-        cdef unsigned char c
-        cdef char* out
-        self._reserve(2 * n)
-        out = self.data + self.size
-        for j in range(n):
-            c = <unsigned char>s[j]
-            if c > 13 and c != 92:  # the common case: nothing to escape
-                out[0] = <char>c
-                out += 1
-                continue
-            if c == 92:
-                out[0] = 92
-                out[1] = 92
-            elif c == 8:
-                out[0] = 92
-                out[1] = 98  # b
-            elif c == 9:
-                out[0] = 92
-                out[1] = 116  # t
-            elif c == 10:
-                out[0] = 92
-                out[1] = 110  # n
-            elif c == 11:
-                out[0] = 92
-                out[1] = 118  # v
-            elif c == 12:
-                out[0] = 92
-                out[1] = 102  # f
-            elif c == 13:
-                out[0] = 92
-                out[1] = 114  # r
-            elif c == 0:
-                return _unhandled()
-            else:
-                out[0] = <char>c
-                out += 1
-                continue
-            out += 2
-        self.size = out - self.data
-        return 0
+    cdef inline int _text(self, const char* s, Py_ssize_t n) except -1:
+        return _out_text(&self.out, s, n)
 
     cdef int _str_of(self, object value) except -1:
         # str(value), escaped: for the few values psycopg formats with str() we do not
         cdef Py_ssize_t n = 0
         cdef const char* s = PyUnicode_AsUTF8AndSize(str(value), &n)
         return self._text(s, n)
-
-    cdef int _date(self, int year, int month, int day) except -1:
-        self._digits(year, 4)
-        self._byte(45)
-        self._digits(month, 2)
-        self._byte(45)
-        return self._digits(day, 2)
 
     cdef int _array(self, list items) except -1:
         # a one-dimensional list of one handled type, as psycopg's ListDumper writes it:
@@ -302,15 +215,15 @@ cdef class RowFormatter:
             else:
                 # numbers, dates, timestamps, UUIDs: no quote or backslash in their text,
                 # and nothing COPY escapes, but a space (a timestamp's) asks for quotes
-                start = self.size
+                start = self.out.size
                 self._value(item)
-                k = self.size - start
-                if _needs_quotes(<const unsigned char*>self.data + start, k):
-                    self._reserve(2)
-                    memmove(self.data + start + 1, self.data + start, k)
-                    self.data[start] = 34
-                    self.data[start + k + 1] = 34
-                    self.size += 2
+                k = self.out.size - start
+                if _needs_quotes(<const unsigned char*>self.out.data + start, k):
+                    _out_reserve(&self.out, 2)
+                    memmove(self.out.data + start + 1, self.out.data + start, k)
+                    self.out.data[start] = 34
+                    self.out.data[start + k + 1] = 34
+                    self.out.size += 2
         return self._byte(125)  # }
 
     cdef int _quoted(self, const char* s, Py_ssize_t n) except -1:
@@ -331,8 +244,6 @@ cdef class RowFormatter:
         cdef const char* s
         cdef long long number
         cdef int overflow = 0
-        cdef char* repr
-        cdef const unsigned char* raw
         cdef Py_ssize_t j
         cdef char* out
         cdef uint64_t high, low
@@ -351,53 +262,23 @@ cdef class RowFormatter:
             number = PyLong_AsLongLongAndOverflow(value, &overflow)
             if overflow:
                 return self._str_of(value)
-            if number < 0:
-                self._byte(45)
-                return self._digits(<uint64_t>0 - <uint64_t>number, 0)
-            return self._digits(<uint64_t>number, 0)
+            return _out_long(&self.out, number)
         if PyFloat_CheckExact(value):
-            repr = PyOS_double_to_string(PyFloat_AS_DOUBLE(value), b"r", 0, Py_DTSF_ADD_DOT_0,
-                                         NULL)
-            try:
-                self._raw(repr, strlen(repr))
-            finally:
-                PyMem_Free(repr)
-            return 0
+            return _out_double(&self.out, PyFloat_AS_DOUBLE(value))
         if PyBytes_CheckExact(value):
-            # the bytea hex literal \x..., its backslash escaped for COPY
-            n = PyBytes_GET_SIZE(value)
-            raw = <const unsigned char*>PyBytes_AS_STRING(value)
-            self._reserve(3 + 2 * n)
-            out = self.data + self.size
-            out[0] = 92
-            out[1] = 92
-            out[2] = 120  # x
-            out += 3
-            for j in range(n):
-                out[0] = _HEX[raw[j] >> 4]
-                out[1] = _HEX[raw[j] & 15]
-                out += 2
-            self.size = out - self.data
-            return 0
+            return _out_bytea(&self.out, <const unsigned char*>PyBytes_AS_STRING(value),
+                              PyBytes_GET_SIZE(value))
         if PyDateTime_CheckExact(value):
             tz = datetime_tzinfo(value)
             if tz is not None and tz is not _UTC:  # another offset: str() spells it
                 return self._str_of(value)
-            self._date(datetime_year(value), datetime_month(value), datetime_day(value))
-            self._byte(32)
-            self._digits(datetime_hour(value), 2)
-            self._byte(58)
-            self._digits(datetime_minute(value), 2)
-            self._byte(58)
-            self._digits(datetime_second(value), 2)
-            if datetime_microsecond(value):
-                self._byte(46)
-                self._digits(datetime_microsecond(value), 6)
-            if tz is not None:
-                self._raw(b"+00:00", 6)
-            return 0
+            _out_date(&self.out, datetime_year(value), datetime_month(value),
+                      datetime_day(value))
+            return _out_clock(&self.out, datetime_hour(value), datetime_minute(value),
+                              datetime_second(value), datetime_microsecond(value),
+                              tz is not None)
         if PyDate_CheckExact(value):
-            return self._date(date_year(value), date_month(value), date_day(value))
+            return _out_date(&self.out, date_year(value), date_month(value), date_day(value))
         if PyList_CheckExact(value):
             return self._array(value)
         cls = type(value)
@@ -405,14 +286,14 @@ cdef class RowFormatter:
             number_obj = value.int
             low = PyLong_AsUnsignedLongLongMask(number_obj)
             high = PyLong_AsUnsignedLongLongMask(number_obj >> _SIXTY_FOUR)
-            self._reserve(32)
-            out = self.data + self.size
+            _out_reserve(&self.out, 32)
+            out = self.out.data + self.out.size
             for k in range(16):
-                out[15 - k] = _HEX[high & 15]
-                out[31 - k] = _HEX[low & 15]
+                out[15 - k] = _COPY_HEX[high & 15]
+                out[31 - k] = _COPY_HEX[low & 15]
                 high >>= 4
                 low >>= 4
-            self.size += 32
+            self.out.size += 32
             return 0
         if cls is _DECIMAL:
             text = str(value)

@@ -8,7 +8,8 @@ Python is the fallback and the reference the C reader is tested against.
 reference path for any bytes it leaves to fastavro (which reads them or raises
 ValidationError exactly as it would alone). ``record_reader`` is what a package reader
 reads its row and event members with; ``record_walker`` what verification walks a table
-member's blocks with, judging their rows as the C reader does without building them.
+member's blocks with, judging their rows as the C reader does without building them;
+``record_copier`` what a restore writes them into COPY with, without building them.
 
 It is kept because it pays for itself: ``bench/codec.py`` measures it at about 1.4-1.5x
 the reference path on table rows, change events and package rows, and 1.4x on
@@ -438,6 +439,29 @@ def record_walker(schema: Any) -> RecordWalk | None:
     if program is None:
         return None
     return _fastread.RowReader(program).check  # type: ignore[no-any-return]
+
+
+# (buf, pos, count, fields, chunk) -> (chunks of (COPY text, rows), rows, position after)
+RecordCopy = Callable[[bytes, int, int, tuple[int, ...], int],
+                      tuple[list[tuple[bytes, int]], int, int]]
+
+
+def record_copier(schema: Any) -> RecordCopy | None:
+    """The C writer of records of ``schema`` as COPY text (``RowReader.copy`` in
+    ``_fastread.pyx``): ``copy(buf, pos, count, fields, chunk)`` writes up to ``count``
+    records' fields at indices ``fields`` as ``_copytext`` formats the rows
+    ``record_reader``'s C reader makes, stopping before a record it leaves to that
+    reader. None where there is no C reader for ``schema``."""
+    names = _field_names(schema)
+    if names is None or _fastread is None:
+        return None
+    try:
+        program = _row_program(schema, names)
+    except (KeyError, TypeError, AttributeError):
+        return None
+    if program is None:
+        return None
+    return _fastread.RowReader(program).copy  # type: ignore[no-any-return]
 
 
 def _read_optional_row(buf: bytes, pos: int, read_row: _Read) -> tuple[Any, int]:

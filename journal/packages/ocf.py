@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ import fastavro
 import zstandard
 from fastavro.schema import to_parsing_canonical_form
 
-from journal.codec import avro_long, record_reader, record_walker, row_writer
+from journal.codec import avro_long, record_copier, record_reader, record_walker, row_writer
 from journal.codec.decoder import RecordWalk
 from journal.codec.wire import Unhandled
 from journal.durable import storage
@@ -41,14 +42,36 @@ _BLOCK_BYTES = 1024 * 1024
 BlockCheck = Callable[[RecordWalk, bytes, int], bool]
 
 
+@dataclass(frozen=True)
+class CopyText:
+    """What ``read_ocf`` writes records as COPY text of: the writer schema's fields at
+    ``fields``, in that order, in chunks handed over from ``chunk`` bytes."""
+
+    fields: tuple[int, ...]
+    chunk: int
+
+
+@dataclass(frozen=True)
+class CopyChunk:
+    """COPY text of ``rows`` consecutive records, each a line ending in a newline."""
+
+    text: bytes
+    rows: int
+
+
 def read_ocf(span: Span, info: MemberInfo, expected_schema: dict[str, Any] | None,
-             check_block: BlockCheck | None = None) -> Iterator[Any]:
+             check_block: BlockCheck | None = None,
+             copy: CopyText | None = None) -> Iterator[Any]:
     """Records of one container file, holding it to the manifest's counts as it goes.
 
     With ``check_block`` (verification), each block is first offered to it with the C walk
     over the writer schema's records (where there is one): a block it accepts yields no
     records; any other block is read record by record as without it, so what is accepted
-    and what is refused, and how, stays the row by row path's."""
+    and what is refused, and how, stays the row by row path's.
+
+    With ``copy`` (a restore's COPY), records the C writer writes as COPY text
+    (``record_copier``) come as ``CopyChunk``s, and any record it leaves (or every one,
+    where there is no C reader) as the record read as without ``copy``, in their order."""
     pkg, name = span.package, span.member
 
     def corrupt(expected: str, actual: str) -> PackageCorrupt:
@@ -87,6 +110,7 @@ def read_ocf(span: Span, info: MemberInfo, expected_schema: dict[str, Any] | Non
     # compiled once per member: fastavro's reader parses the schema again for every record
     read_record = record_reader(parsed)
     walk = record_walker(parsed) if check_block is not None else None
+    copier = record_copier(parsed) if copy is not None else None
     rows_left, decoded_left = info.rows, info.decoded_bytes
     dctx = zstandard.ZstdDecompressor()
     while span.left:
@@ -107,8 +131,16 @@ def read_ocf(span: Span, info: MemberInfo, expected_schema: dict[str, Any] | Non
             continue
         buf = io.BytesIO(data)
         at = 0
+        left = count
         try:
-            for _ in range(count):
+            while left:
+                if copier is not None and copy is not None:
+                    chunks, rows, at = copier(data, at, left, copy.fields, copy.chunk)
+                    for text, chunk_rows in chunks:
+                        yield CopyChunk(text, chunk_rows)
+                    left -= rows
+                    if not left:
+                        break
                 try:
                     if read_record is None or type(data) is not bytes:
                         raise ValueError
@@ -117,6 +149,7 @@ def read_ocf(span: Span, info: MemberInfo, expected_schema: dict[str, Any] | Non
                     buf.seek(at)
                     datum = fastavro.schemaless_reader(buf, parsed, None)
                     at = buf.tell()
+                left -= 1
                 yield datum
         except Exception as exc:
             raise corrupt("records that decode with the member's schema",

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any, Protocol
 
@@ -26,7 +26,7 @@ from journal.codec.decoder import RecordWalk
 from journal.errors import PackageCorrupt, ValidationError
 from journal.events import ChangeEvent, LogicalMessage, Record, Transaction, TransactionMarker
 from journal.packages.manifest import EVENTS, MANIFEST, STREAM_RECORD_SCHEMA, Manifest, MemberInfo
-from journal.packages.ocf import BlockCheck, read_ocf
+from journal.packages.ocf import BlockCheck, CopyChunk, CopyText, read_ocf
 from journal.packages.tar import READ_CHUNK, Span, TarMember, iter_tar, read_exact, sha256_of
 from journal.positions import Position
 
@@ -148,14 +148,15 @@ class PackageReader:
         return TableSchema.from_avro_envelope(json.loads(self.manifest.schemas[info.fingerprint]))
 
     def _member(self, info: MemberInfo, schema: dict[str, Any] | None, *, check_hash: bool = True,
-                check_block: BlockCheck | None = None) -> Iterator[Any]:
+                check_block: BlockCheck | None = None,
+                copy: CopyText | None = None) -> Iterator[Any]:
         if self._closed:
             raise ValidationError(f"package {self.label} is closed")
         where = self._layout[info.name]
         hasher = hashlib.sha256() if check_hash else None
         with self.source.open("rb") as fh:
             span = Span(fh, where.offset, where.size, self.label, info.name, hasher)
-            yield from read_ocf(span, info, schema, check_block)
+            yield from read_ocf(span, info, schema, check_block, copy)
             if hasher is not None:
                 self._check_hash(info, hasher)
 
@@ -181,6 +182,23 @@ class PackageReader:
         schema = self.table_schema(table)
         for datum in self._member(info, schema.avro_row_schema()):
             yield from_avro_row(schema, datum)
+
+    def copy_text(self, table: str, columns: Sequence[str], chunk: int
+                  ) -> Iterator[CopyChunk | dict[str, Any]]:
+        """``rows(table)`` as COPY text of ``columns`` (every one a column of the member:
+        ValueError otherwise), in chunks of about ``chunk`` bytes written in C from the
+        member's bytes; a row the C writer leaves comes as the row ``rows`` yields, for
+        the caller to format, in its place. The member is checked (SHA-256, counts,
+        records) exactly as ``rows`` checks it, with the same PackageCorrupt."""
+        info = self.manifest.table_member(table)
+        schema = self.table_schema(table)
+        names = schema.column_names
+        missing = [c for c in columns if c not in names]
+        if missing:
+            raise ValueError(f"{table} has no column {', '.join(missing)}")
+        copy = CopyText(tuple(names.index(c) for c in columns), chunk)
+        for item in self._member(info, schema.avro_row_schema(), copy=copy):
+            yield item if type(item) is CopyChunk else from_avro_row(schema, item)
 
     def raw_records(self) -> Iterator[tuple[Position, bytes | None, bytes]]:
         """A segment's stream records as stored: (position, key, single-object value)."""

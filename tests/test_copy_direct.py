@@ -42,8 +42,7 @@ from tests.test_verify_walk import (
     KEYED,
     KEYED_FIELDS,
     TABLE,
-    TABLE_SCHEMA,
-    arranged,
+    damaged_blocks,
     encoded,
     keyed_rows,
     package,
@@ -225,22 +224,7 @@ def outcome(path: Path, columns: list[str], direct: bool) -> str:
 def test_a_member_copied_directly_reads_and_refuses_as_its_rows(
         tmp_path_factory: pytest.TempPathFactory, rows: list[tuple], in_order: bool,
         per_block: int, how: str, index: int, patch: bytes, columns: list[str]) -> None:
-    records = [encoded({"id": i, "title": t, "day": d, "uid": u}) for i, t, d, u in rows]
-    records = arranged(TABLE_SCHEMA, records, (0,), in_order)
-    index %= len(records)
-    record = records[index]
-    at = index % len(record)
-    if how == "cut":
-        records[index] = record[:at]
-    elif how == "flip":
-        records[index] = record[:at] + bytes([record[at] ^ patch[0]]) + record[at + 1:]
-    elif how == "patch":
-        records[index] = record[:at] + patch + record[at + len(patch):]
-    elif how == "trailing":
-        records[index] = record + patch
-    elif how == "merge" and index + 1 < len(records):  # two records counted as one
-        records[index:index + 2] = [record + records[index + 1]]
-    blocks = [records[i:i + per_block] for i in range(0, len(records), per_block)]
+    blocks = damaged_blocks(rows, in_order, per_block, how, index, patch)
     path = package(tmp_path_factory.mktemp("p"), blocks)
     direct = outcome(path, columns, True)
     assert direct == outcome(path, columns, False)

@@ -325,6 +325,29 @@ def encoded(row: dict[str, Any]) -> bytes:
 titles = st.sampled_from(["", "a", "é", "title"]) | fast.text
 
 
+def damaged_blocks(rows: list[tuple], in_order: bool, per_block: int, how: str, index: int,
+                   patch: bytes) -> list[list[bytes]]:
+    """The rows' records in blocks of ``per_block``, the one at ``index`` damaged ``how``:
+    cut, a bit flipped, patched over, with trailing bytes, merged with the next."""
+    records = [encoded({"id": i, "title": t, "day": d, "uid": u}) for i, t, d, u in rows]
+    records = arranged(TABLE_SCHEMA, records, (0,), in_order)
+    index %= len(records)
+    record = records[index]
+    at = index % len(record)
+    if how == "cut":
+        records[index] = record[:at]
+    elif how == "flip":
+        records[index] = record[:at] + bytes([record[at] ^ patch[0]]) + record[at + 1:]
+    elif how == "patch":
+        records[index] = record[:at] + patch + record[at + len(patch):]
+    elif how == "trailing":
+        records[index] = record + patch
+    elif how == "merge" and index + 1 < len(records):  # two records counted as one
+        records[index:index + 2] = [record + records[index + 1]]
+    blocks = [records[i:i + per_block] for i in range(0, len(records), per_block)]
+    return blocks
+
+
 def package(tmp_path: Path, blocks: list[list[bytes]]) -> Path:
     """A full package whose table member holds exactly these blocks of records."""
     builder = PackageBuilder("full", tmp_path)
@@ -368,22 +391,7 @@ def assert_verified_as_row_by_row(path: Path, monkeypatch: pytest.MonkeyPatch) -
 def test_verify_refuses_a_corrupted_member_as_it_did_row_by_row(
         tmp_path_factory: pytest.TempPathFactory, rows: list[tuple], in_order: bool,
         per_block: int, how: str, index: int, patch: bytes) -> None:
-    records = [encoded({"id": i, "title": t, "day": d, "uid": u}) for i, t, d, u in rows]
-    records = arranged(TABLE_SCHEMA, records, (0,), in_order)
-    index %= len(records)
-    record = records[index]
-    at = index % len(record)
-    if how == "cut":
-        records[index] = record[:at]
-    elif how == "flip":
-        records[index] = record[:at] + bytes([record[at] ^ patch[0]]) + record[at + 1:]
-    elif how == "patch":
-        records[index] = record[:at] + patch + record[at + len(patch):]
-    elif how == "trailing":
-        records[index] = record + patch
-    elif how == "merge" and index + 1 < len(records):  # two records counted as one
-        records[index:index + 2] = [record + records[index + 1]]
-    blocks = [records[i:i + per_block] for i in range(0, len(records), per_block)]
+    blocks = damaged_blocks(rows, in_order, per_block, how, index, patch)
     with pytest.MonkeyPatch.context() as monkeypatch:
         assert_verified_as_row_by_row(package(tmp_path_factory.mktemp("p"), blocks),
                                       monkeypatch)

@@ -429,16 +429,8 @@ def record_walker(schema: Any) -> RecordWalk | None:
     ``record_reader``'s C reader does, without building them, and checks their keys'
     order. None where that reader is not the C one (no extension, or a type it leaves to
     fastavro): then records are read one by one."""
-    names = _field_names(schema)
-    if names is None or _fastread is None:
-        return None
-    try:
-        program = _row_program(schema, names)
-    except (KeyError, TypeError, AttributeError):
-        return None
-    if program is None:
-        return None
-    return _fastread.RowReader(program).check  # type: ignore[no-any-return]
+    reader = _c_row_reader(schema)
+    return None if reader is None else reader.check  # type: ignore[no-any-return]
 
 
 # (buf, pos, count, fields, chunk) -> (chunks of (COPY text, rows), rows, position after)
@@ -452,6 +444,13 @@ def record_copier(schema: Any) -> RecordCopy | None:
     records' fields at indices ``fields`` as ``_copytext`` formats the rows
     ``record_reader``'s C reader makes, stopping before a record it leaves to that
     reader. None where there is no C reader for ``schema``."""
+    reader = _c_row_reader(schema)
+    return None if reader is None else reader.copy  # type: ignore[no-any-return]
+
+
+def _c_row_reader(schema: Any) -> Any | None:
+    """The C ``RowReader`` of records of ``schema``, or None (no extension, or a type it
+    leaves to fastavro)."""
     names = _field_names(schema)
     if names is None or _fastread is None:
         return None
@@ -459,9 +458,7 @@ def record_copier(schema: Any) -> RecordCopy | None:
         program = _row_program(schema, names)
     except (KeyError, TypeError, AttributeError):
         return None
-    if program is None:
-        return None
-    return _fastread.RowReader(program).copy  # type: ignore[no-any-return]
+    return None if program is None else _fastread.RowReader(program)
 
 
 def _read_optional_row(buf: bytes, pos: int, read_row: _Read) -> tuple[Any, int]:

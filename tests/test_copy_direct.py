@@ -38,7 +38,7 @@ from restorer.load import copy_package_rows
 from restorer.restore import RestoreOptions, restore
 from tests.support.ci import unavailable
 from tests.support.databases import scratch_database
-from tests.test_verify_walk import (
+from tests.support.walked import (
     KEYED,
     KEYED_FIELDS,
     TABLE,
@@ -50,7 +50,7 @@ from tests.test_verify_walk import (
     uuids,
     written,
 )
-from tests.test_verify_walk import days as some_days
+from tests.support.walked import days as some_days
 
 SETTINGS = fast.SETTINGS
 

@@ -79,21 +79,30 @@ def write_state(conn: psycopg.Connection[Any], state: RestoreState) -> None:
 
 def write_keymap(conn: psycopg.Connection[Any], keymap: KeyMap) -> None:
     # made anew each time, its key built after the rows: a sorted build is several times
-    # cheaper than maintaining the index row by row, and the map may be large
+    # cheaper than maintaining the index row by row, and the map may be large. A source
+    # key is kept as its JSON text (jsonb's canonical spelling) under the "C" collation,
+    # as the restore's own work table holds it: copied as it is, and sorted bytewise
     conn.execute("DROP TABLE IF EXISTS public.journal_restore_keymap")
     conn.execute(
         "CREATE TABLE public.journal_restore_keymap ("
-        " table_name text NOT NULL, source_key jsonb NOT NULL, target_key jsonb NOT NULL)")
+        " table_name text COLLATE \"C\" NOT NULL, source_key text COLLATE \"C\" NOT NULL,"
+        " target_key jsonb NOT NULL)")
     if keymap.store.in_database:  # copied inside the server
         keymap.store.flush()
         conn.execute(sql.SQL(
             "INSERT INTO public.journal_restore_keymap (table_name, source_key, target_key)"
-            " SELECT table_name, key::jsonb, value FROM {}").format(keymap.store.table))
+            " SELECT table_name, key, value FROM {}").format(keymap.store.table))
     else:
-        with conn.cursor().copy("COPY public.journal_restore_keymap FROM STDIN") as copy:
+        conn.execute("CREATE TEMPORARY TABLE journal_restore_keymap_copy (table_name text,"
+                     " source_key jsonb, target_key jsonb) ON COMMIT DROP")
+        with conn.cursor().copy("COPY journal_restore_keymap_copy FROM STDIN") as copy:
             for table, source, target in keymap.items():
                 copy.write_row((table, json.dumps(source, default=str),
                                 json.dumps(target, default=str)))
+        conn.execute("INSERT INTO public.journal_restore_keymap (table_name, source_key,"
+                     " target_key) SELECT table_name, source_key::text, target_key"
+                     " FROM journal_restore_keymap_copy")
+        conn.execute("DROP TABLE journal_restore_keymap_copy")
     conn.execute("ALTER TABLE public.journal_restore_keymap"
                  " ADD PRIMARY KEY (table_name, source_key)")
 
@@ -110,14 +119,17 @@ def read_keymap(conn: psycopg.Connection[Any], catalog: Catalog,
         tables = [r[0] for r in conn.execute(sql.SQL(
             "WITH copied AS (INSERT INTO {} (table_name, key, value)"
             " SELECT table_name, source_key::text, target_key FROM public.journal_restore_keymap"
-            " WHERE table_name = ANY(%s) AND (source_key <> target_key OR table_name = ANY(%s))"
+            # source_key: jsonb in targets restored by earlier versions, its text now
+            " WHERE table_name = ANY(%s) AND (source_key::text <> target_key::text"
+            " OR table_name = ANY(%s))"
             " RETURNING table_name)"
             " SELECT DISTINCT table_name FROM copied").format(keymap.store.table),
             (sorted(catalog.tables), sorted(keymap.tracked)))]
         keymap.store.note_tables(tables)
         return keymap
     for table, source, target in conn.execute(
-            "SELECT table_name, source_key, target_key FROM public.journal_restore_keymap"):
+            "SELECT table_name, source_key::jsonb, target_key"
+            " FROM public.journal_restore_keymap"):
         spec = catalog.tables.get(table)
         if spec is None:
             continue

@@ -64,6 +64,7 @@ from restorer.target import TargetWriter
 
 log = logging.getLogger(__name__)
 REPLAY = ("net", "ordered")
+TEMP_BUFFERS = "128MB"
 Progress = Callable[[str, int], None]
 
 
@@ -131,6 +132,11 @@ def restore(options: RestoreOptions) -> RestoreReport:
         raise RestoreError(f"cannot connect to the target {redact(options.target_url)}: "
                            f"{first_line(exc)}") from None
     with conn, ExitStack() as closing:
+        # the restore's temporary tables (stages, key map) are read and written many times
+        # over; in the default 8 MB of local buffers each pass goes through the kernel.
+        # Allocated as used, and settable only before a session's first temporary table
+        conn.execute("SELECT set_config('temp_buffers', %s, false)", (TEMP_BUFFERS,))
+        conn.commit()
         state = read_state(conn)
         conn.rollback()
         journal, tail, tail_text, manifests = scan_after_packages(  # before any write

@@ -195,10 +195,20 @@ def test_strict_refuses_generic_references_to_nothing(recorded, target_db):
         restore(RestoreOptions(target_url=target_db, store=recorded.store, strict=True))
 
 
-def test_incremental_restore_into_populated_target_follows_the_key_map(recorded, target_db):
+@pytest.mark.parametrize("kept_as", ["text", "jsonb"])
+def test_incremental_restore_into_populated_target_follows_the_key_map(recorded, target_db,
+                                                                       kept_as):
     populate(target_db, recorded.state)
     restore(RestoreOptions(target_url=target_db, store=recorded.store,
                            generic_foreign_keys=GENERIC))
+    with psycopg.connect(target_db, autocommit=True) as conn:
+        kept = conn.execute("SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE"
+                            " attrelid = 'journal_restore_keymap'::regclass"
+                            " AND attname = 'source_key'").fetchone()[0]
+        assert kept == "text"
+        if kept_as == "jsonb":  # as targets restored by earlier versions keep it
+            conn.execute("ALTER TABLE journal_restore_keymap ALTER COLUMN source_key"
+                         " TYPE jsonb USING source_key::jsonb")
     for i in range(2):
         recorded.step(lambda c, seed=100 + i: sample.workload(c, 14, seed=seed))
     recorded.segment()

@@ -60,8 +60,13 @@ class KeyStore:
             conn.execute(sql.SQL(
                 "CREATE TEMP TABLE {} (table_name text COLLATE \"C\" NOT NULL,"
                 " key text COLLATE \"C\" NOT NULL, value jsonb NOT NULL,"
+                " moved boolean GENERATED ALWAYS AS (key <> value::text) STORED,"
                 " PRIMARY KEY (table_name, key)) ON COMMIT DROP"
             ).format(sql.Identifier(name)))
+            # the entries whose key differs, on their own: a join of many rows against
+            # them finds the few that move without probing every entry that maps to itself
+            conn.execute(sql.SQL("CREATE INDEX ON {} (table_name, key) WHERE moved").format(
+                sql.Identifier(name)))
 
     @property
     def in_database(self) -> bool:

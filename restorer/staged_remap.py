@@ -195,7 +195,7 @@ class _Stage:
         built = sql.SQL("jsonb_build_array({})").format(self.cols("s", fk.columns))
         self.conn.execute(sql.SQL(
             "UPDATE {stage} s SET {sets} FROM {keymap} m WHERE m.table_name = %s"
-            " AND m.key = {built}::text AND m.value <> {built}").format(
+            " AND m.key = {built}::text AND m.moved").format(
                 stage=self.stage, keymap=self.store.table, built=built,
                 sets=sql.SQL(", ").join(
                     sql.SQL("{c} = (m.value ->> {i})::{t}").format(
@@ -416,7 +416,7 @@ class _Stage:
             with self._explained():
                 self.conn.execute(sql.SQL(
                     "UPDATE {table} t SET {sets} FROM {stage} s JOIN {keymap} m"
-                    " ON m.table_name = %s AND m.key = {built}::text AND m.value <> {built}"
+                    " ON m.table_name = %s AND m.key = {built}::text AND m.moved"
                     " WHERE {on}{written}").format(
                         table=self.ident, stage=self.stage, keymap=self.store.table,
                         built=built, on=on, written=written, sets=sql.SQL(", ").join(

@@ -122,6 +122,8 @@ def read_keymap(conn: psycopg.Connection[Any], catalog: Catalog,
             # source_key: jsonb in targets restored by earlier versions, its text now
             " WHERE table_name = ANY(%s) AND (source_key::text <> target_key::text"
             " OR table_name = ANY(%s))"
+            # in the index's order: a large map's index costs 2.5x inserted at random
+            " ORDER BY table_name COLLATE \"C\", source_key::text COLLATE \"C\""
             " RETURNING table_name)"
             " SELECT DISTINCT table_name FROM copied").format(keymap.store.table),
             (sorted(catalog.tables), sorted(keymap.tracked)))]

@@ -388,12 +388,17 @@ class _Stage:
         tracked = self.name in self.writer.keymap.tracked
         where = (sql.SQL("true") if tracked else sql.SQL("({}) IS DISTINCT FROM ({})").format(
             self.cols("s", self.srcs), self._target_key("s")))
+        self.store.flush()
+        # a table with no entry yet takes a plain insert: an upsert costs half as much again
+        upsert = sql.SQL(" ON CONFLICT (table_name, key) DO UPDATE SET value = excluded.value"
+                         if self.store.may_have(self.name) else "")
         added = self.conn.execute(sql.SQL(
             "INSERT INTO {keymap} (table_name, key, value) SELECT %s,"
             " jsonb_build_array({srcs})::text, jsonb_build_array({tos}) FROM {stage} s"
-            " WHERE {where} ON CONFLICT (table_name, key) DO UPDATE SET value = excluded.value"
+            # in the index's order: inserted at random, a large map's index costs 2.5x
+            " WHERE {where} ORDER BY jsonb_build_array({srcs})::text COLLATE \"C\"{upsert}"
         ).format(keymap=self.store.table, srcs=self.cols("s", self.srcs),
-                 tos=self._target_key("s"), stage=self.stage, where=where),
+                 tos=self._target_key("s"), stage=self.stage, where=where, upsert=upsert),
             (self.name,)).rowcount
         if added:
             self.store.written_in_database(self.name)

@@ -268,11 +268,23 @@ class _Collector:
                  start: Position | None, workdir: Path) -> None:
         ctx = multiprocessing.get_context("spawn")  # no fork of a process holding sockets
         self._receive, send = ctx.Pipe(duplex=False)
+        take, give = ctx.Pipe(duplex=False)
+        # The work (manifests with their catalogs) goes through a pipe of its own once the
+        # worker runs: handed to Process() it is written to the child before start()
+        # returns, and a child that dies before reading it all would leave that write,
+        # and the restore, blocked for ever.
         self._process = ctx.Process(
             target=_collect_in_worker, name="journal-restore-changes", daemon=True,
-            args=(send, store, base_id, manifests, cutoff, start, workdir))
+            args=(send, take))
         self._process.start()
         send.close()
+        take.close()
+        try:
+            give.send((store, base_id, manifests, cutoff, start, workdir))
+        except OSError:  # the worker ended before it read its work: result() says so
+            pass
+        finally:
+            give.close()
 
     def result(self) -> tuple[FoldState, Position, ExternalSorter] | None:
         """The worker's pass, or None when it ended without an answer (it could not start,
@@ -307,10 +319,11 @@ class _Collector:
         self._receive.close()
 
 
-def _collect_in_worker(send: Any, store: Any, base_id: str, manifests: list[Any],
-                       cutoff: Cutoff, start: Position | None, workdir: Path) -> None:
+def _collect_in_worker(send: Any, take: Any) -> None:
     try:
         with ExitStack() as stack:
+            store, base_id, manifests, cutoff, start, workdir = take.recv()
+            take.close()
             base = stack.enter_context(store.open(base_id, verify=False))
             sorter = ExternalSorter(workdir)
             reached = [start or base.manifest.to_position]

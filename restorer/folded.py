@@ -14,6 +14,7 @@ snapshot compacted at the target would hold it.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import logging
 import multiprocessing
@@ -30,6 +31,7 @@ import psycopg
 
 from journal.catalog import Catalog, TableSchema
 from journal.errors import RestoreError
+from journal.events import ChangeEvent, Transaction
 from journal.fold import (
     FoldState,
     collect_changes,
@@ -46,11 +48,13 @@ from journal.targets import Cutoff
 from journal.transport import JournalReader
 from restorer import schema
 from restorer.copying import CopyWriter, copy_member
+from restorer.graph import LoadOrder
 from restorer.net_apply import apply_to_live
 from restorer.plan import TAIL_ID
-from restorer.replay import end_position
+from restorer.replay import end_position, replay
 from restorer.report import TableCounts, diagnosed
 from restorer.tail import transactions_of
+from restorer.target import TargetWriter
 
 log = logging.getLogger(__name__)
 
@@ -225,8 +229,13 @@ def _apply_to_snapshot(conn: psycopg.Connection[Any], catalog: Catalog, tables: 
         conn.execute("SAVEPOINT journal_net")
         truncated = [catalog.tables[info.name] for info in state.tables.values()
                      if info.truncated_at is not None]
-        apply_to_live(conn, ((catalog.tables[net.name], net.changes)
-                             for net in net_changes(state, changes)), tables, truncated)
+        applied = apply_to_live(conn, ((catalog.tables[net.name], net.changes)
+                                       for net in net_changes(state, changes)), tables,
+                                truncated)
+        if applied.aside:  # the unique indexes are built after the changes: not expected
+            conn.execute("ROLLBACK TO SAVEPOINT journal_net")
+            return ("rows exchanged unique values the restored tables already enforce: "
+                    f"{', '.join(sorted(applied.aside))}")
         conn.execute("RELEASE SAVEPOINT journal_net")
     except (psycopg.OperationalError, psycopg.InterfaceError):
         raise  # the connection, not the statements
@@ -346,14 +355,18 @@ class LiveResult:
     transactions: int
     events: int
     counts: dict[str, tuple[int, int, int]]  # per table: inserted, updated, deleted
+    # rows that exchanged unique values, replayed in order: how many, and their events
+    ordered_rows: int = 0
+    ordered_events: int = 0
 
 
 def apply_incremental(conn: psycopg.Connection[Any], store: Any, plan: Any,
                       journal: JournalReader | None, catalog: Catalog, order: list[str],
-                      cutoff: Cutoff, start: Position) -> LiveResult | str:
+                      cutoff: Cutoff, start: Position, writer: TargetWriter) -> LiveResult | str:
     """The net changes of the plan's segments after ``start`` (where an earlier restore
-    left the target, ids kept) up to ``cutoff``, applied set-wise; or why they cannot be
-    (the caller replays in order; nothing was written)."""
+    left the target, ids kept) up to ``cutoff``, applied set-wise; rows that exchange the
+    values of a unique index are replayed in order, event by event, with ``writer``. Or
+    why they cannot be (the caller replays in order; nothing was written)."""
     box = [start]
     with tempfile.TemporaryDirectory(prefix="journal-restore-") as workdir, \
             ExitStack() as stack:
@@ -369,8 +382,62 @@ def apply_incremental(conn: psycopg.Connection[Any], store: Any, plan: Any,
             return why
         truncated = [catalog.tables[info.name] for info in state.tables.values()
                      if info.truncated_at is not None]
-        counts = apply_to_live(conn, ((catalog.tables[net.name], net.changes)
-                                      for net in net_changes(state, sorter)), order,
-                               truncated)
-    reached = max(box[0], state.position) if state.transactions else box[0]
-    return LiveResult(reached, state.transactions, state.events, counts)
+        applied = apply_to_live(conn, ((catalog.tables[net.name], net.changes)
+                                       for net in net_changes(state, sorter)), order,
+                                truncated)
+        result = LiveResult(max(box[0], state.position) if state.transactions else box[0],
+                            state.transactions, state.events, applied.counts)
+        if applied.aside:
+            why = _replay_aside(store, plan, journal, catalog, cutoff, start, applied.aside,
+                                writer, stack, result)
+            if why is not None:
+                return why
+    return result
+
+
+def _replay_aside(store: Any, plan: Any, journal: JournalReader | None, catalog: Catalog,
+                  cutoff: Cutoff, start: Position, aside: dict[str, list[tuple[Any, ...]]],
+                  writer: TargetWriter, stack: ExitStack, result: LiveResult) -> str | None:
+    """The events of the rows set aside, read again and applied in the source's order
+    (they start from the target's rows, which the net changes left as they were); None,
+    or why that cannot be exact (a set-aside row's key moves: the caller replays all)."""
+    keys = {table: {tuple(k) for k in ks} for table, ks in aside.items()}
+    pks = {table: catalog.tables[table].primary_key for table in keys}
+
+    def key_of(row: dict[str, Any] | None, pk: tuple[str, ...]) -> tuple[Any, ...] | None:
+        if row is None or any(c not in row for c in pk):
+            return None
+        return tuple(row[c] for c in pk)
+
+    class _Moved(Exception):
+        pass
+
+    def only_aside(transactions: Iterable[Transaction]) -> Iterator[Transaction]:
+        for tx in transactions:
+            records: list[Any] = []
+            for record in tx.records:
+                if not isinstance(record, ChangeEvent):
+                    continue  # schema changes: none, or the changes were not net
+                table = record.table.qualified
+                if table not in keys:
+                    continue
+                pk = pks[table]
+                after, before = key_of(record.after, pk), key_of(record.before, pk)
+                involved = {k for k in (before, after) if k is not None} & keys[table]
+                if not involved:
+                    continue
+                if before is not None and after is not None and before != after:
+                    raise _Moved(f"a row of {table} that exchanged unique values also "
+                                 "changed its primary key")
+                records.append(record)
+            yield dataclasses.replace(tx, records=records)
+
+    try:
+        replayed = replay(((m, only_aside(transactions_of(store, m, journal, stack)))
+                           for m in plan.segments), writer, cutoff, start,
+                          LoadOrder((), frozenset()))
+    except _Moved as exc:
+        return str(exc)
+    result.ordered_rows = sum(len(k) for k in keys.values())
+    result.ordered_events = replayed.events
+    return None

@@ -10,7 +10,9 @@ action of a foreign key on a row that stays.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -21,7 +23,13 @@ from journal.errors import RestoreError
 from journal.fold import NetChange
 from restorer.copying import CopyWriter
 
-_OP, _KEEP = "_journal_op", "_journal_keep"  # staging columns: 'p' put / 'd' delete; kept
+# staging columns: 'p' put / 'd' delete / 'o' put left to be replayed in order; kept
+_OP, _KEEP = "_journal_op", "_journal_keep"
+
+
+def _cols(alias: str, names: Iterable[str]) -> sql.Composable:
+    return sql.SQL(", ").join(sql.SQL("{}.{}").format(sql.Identifier(alias), sql.Identifier(c))
+                              for c in names)
 
 
 class Staged:
@@ -38,7 +46,7 @@ class Staged:
         pk = table.primary_key
         self.on_key = sql.SQL(" AND ").join(
             sql.SQL("t.{c} = s.{c}").format(c=sql.Identifier(c)) for c in pk)
-        types = staging_types(conn, self.ident)
+        types = self._types = staging_types(conn, self.ident)
         conn.execute(sql.SQL("CREATE TEMPORARY TABLE {} ({}, {} \"char\" NOT NULL, {} text[]) "
                              "ON COMMIT DROP").format(
             self.stage,
@@ -101,6 +109,65 @@ class Staged:
                                  .format(self.ident, self.stage, self.on_key,
                                          sql.Identifier(_OP))).rowcount
 
+    def write_or_set_aside(self) -> tuple[int, int, list[tuple[Any, ...]]]:
+        """``write``; where a non-deferrable unique value refuses that (rows exchanging
+        values: each meets the other's old one), the rows involved are set aside and the
+        others written. Returns (inserted, updated, the keys set aside); a refusal
+        with no exchange to explain it is raised."""
+        try:
+            with self.conn.transaction():
+                return (*self.write(), [])
+        except psycopg.errors.UniqueViolation:
+            aside = self._exchanging()
+            if not aside:
+                raise
+        return (*self.write(), aside)
+
+    def _exchanging(self) -> list[tuple[Any, ...]]:
+        """The put rows whose value of a non-deferrable unique index (not the primary key,
+        no expression, no predicate) another put row holds in the target, and that row:
+        marked in the stage so ``write`` leaves them; their keys."""
+        pk = self.table.primary_key
+        indexes = self.conn.execute(
+            "SELECT array_agg(a.attname ORDER BY k.n) FROM pg_index i"
+            " CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, n)"
+            " JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum"
+            " LEFT JOIN pg_constraint c ON c.conindid = i.indexrelid"
+            " WHERE i.indrelid = %s::regclass AND i.indisunique AND NOT i.indisprimary"
+            " AND i.indexprs IS NULL AND i.indpred IS NULL"
+            " AND NOT coalesce(c.condeferrable, false)"
+            " GROUP BY i.indexrelid", (self.ident.as_string(self.conn),)).fetchall()
+        op = sql.Identifier(_OP)
+        keys: set[tuple[Any, ...]] = set()
+        for (columns,) in indexes:
+            if not set(columns) <= set(self.columns):
+                continue
+            rows = self.conn.execute(sql.SQL(
+                "SELECT {s_pk}, {t_pk} FROM {stage} s JOIN {table} t ON {same}"
+                " WHERE s.{op} = 'p' AND ({s_pk}) IS DISTINCT FROM ({t_pk})"
+                " AND EXISTS (SELECT 1 FROM {stage} o WHERE {o_is_t} AND o.{op} = 'p')").format(
+                    s_pk=_cols("s", pk), t_pk=_cols("t", pk), stage=self.stage,
+                    table=self.ident, op=op,
+                    same=sql.SQL(" AND ").join(sql.SQL("t.{c} = s.{c}").format(
+                        c=sql.Identifier(c)) for c in columns),
+                    o_is_t=sql.SQL(" AND ").join(sql.SQL("o.{c} = t.{c}").format(
+                        c=sql.Identifier(c)) for c in pk))).fetchall()
+            for row in rows:
+                keys.add(tuple(row[:len(pk)]))
+                keys.add(tuple(row[len(pk):]))
+        if keys:
+            # 'o': left to be replayed in order
+            self.conn.execute(sql.SQL(
+                "UPDATE {stage} s SET {op} = 'o' FROM jsonb_to_recordset(%s::jsonb) AS k({defs})"
+                " WHERE {on} AND s.{op} = 'p'").format(
+                    stage=self.stage, op=op,
+                    defs=sql.SQL(", ").join(sql.SQL("{} {}").format(
+                        sql.Identifier(c), sql.SQL(self._types[c])) for c in pk),
+                    on=sql.SQL(" AND ").join(sql.SQL("s.{c} = k.{c}").format(
+                        c=sql.Identifier(c)) for c in pk)),
+                (json.dumps([dict(zip(pk, k, strict=True)) for k in keys], default=str),))
+        return sorted(keys, key=repr)
+
     def write(self) -> tuple[int, int]:
         """The put rows, inserted, or updated where the key is there; returns (inserted,
         updated)."""
@@ -141,17 +208,27 @@ def staging_types(conn: psycopg.Connection[Any], ident: sql.Composable) -> dict[
     return {name: text for name, text in rows}
 
 
+@dataclass
+class LiveApplied:
+    # per table: inserted, updated, deleted
+    counts: dict[str, tuple[int, int, int]] = field(default_factory=dict)
+    # per table: the keys of rows exchanging unique values, left as they were, for the
+    # caller to replay in order
+    aside: dict[str, list[tuple[Any, ...]]] = field(default_factory=dict)
+
+
 def apply_to_live(conn: psycopg.Connection[Any],
                   tables: Iterable[tuple[TableEntry, Iterable[NetChange]]],
                   order: list[str], truncated: Iterable[TableEntry] = ()
-                  ) -> dict[str, tuple[int, int, int]]:
+                  ) -> LiveApplied:
     """Net changes (per table: its entry and its ``NetChange`` iterator, in the sorted
     changes' order, each read before the next is asked for) into tables with their keys
     and constraints: all staged first; then the deleted rows, children before parents
     (which frees their unique values); then the other rows, parents before children.
     ``truncated`` tables are emptied first, in one statement (as the source's
-    TRUNCATE of tables that reference each other was). Returns per table (inserted,
-    updated, deleted)."""
+    TRUNCATE of tables that reference each other was). Rows that exchange the values of
+    a non-deferrable unique index are left as they were, for the caller to replay in
+    order (``LiveApplied.aside``)."""
     emptied = sorted(truncated, key=lambda t: t.qualified)
     if emptied:
         conn.execute(sql.SQL("TRUNCATE {}").format(sql.SQL(", ").join(
@@ -163,9 +240,11 @@ def apply_to_live(conn: psycopg.Connection[Any],
     for name in by_order:
         staged[name].keep_target_values()
     deleted = {name: staged[name].delete() for name in reversed(by_order)}
-    counts = {}
+    result = LiveApplied()
     for name in by_order:
-        inserted, updated = staged[name].write()
-        counts[name] = (inserted, updated, deleted[name])
+        inserted, updated, aside = staged[name].write_or_set_aside()
+        result.counts[name] = (inserted, updated, deleted[name])
+        if aside:
+            result.aside[name] = aside
         staged[name].drop()
-    return counts
+    return result

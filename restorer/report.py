@@ -51,6 +51,10 @@ class RestoreReport:
     # rewritten merged with them; into a live one, they were replayed in order
     net_rewrite: str = ""
     journal_tail: str = ""  # what came from the journal after the newest package
+    # rows of a set-wise replay that exchanged unique values with each other, replayed in
+    # order instead, and their events
+    ordered_rows: int = 0
+    ordered_events: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -66,6 +70,9 @@ class RestoreReport:
                  f"{self.seconds:.1f}s"]
         if self.journal_tail:
             lines.append(f"journal tail: {self.journal_tail}")
+        if self.ordered_rows:
+            lines.append(f"net changes: {self.ordered_rows} row(s) that exchanged unique "
+                         f"values replayed in order ({self.ordered_events} event(s))")
         if self.net_rewrite and self.replay == "ordered":
             lines.append(f"net changes replayed in order: {self.net_rewrite}")
         elif self.net_rewrite:

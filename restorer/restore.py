@@ -7,6 +7,7 @@ populated one gets every foreign key remapped through natural keys.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -346,7 +347,7 @@ def _run(conn: psycopg.Connection[Any], store: Any, plan: RestorePlan,
             for t in set(counts) - set(wanted):
                 del counts[t]
         elif (net_live := _apply_incremental(conn, store, plan, journal, catalog, order,
-                                             mode, options, report)) is not None:
+                                             mode, options, report, writer)) is not None:
             reached = net_live
         else:
             report.replay = "ordered"
@@ -418,7 +419,8 @@ class _NotNet(Exception):
 
 def _apply_incremental(conn: psycopg.Connection[Any], store: Any, plan: RestorePlan,
                        journal: JournalReader | None, catalog: Catalog, order: Any, mode: str,
-                       options: RestoreOptions, report: RestoreReport) -> Position | None:
+                       options: RestoreOptions, report: RestoreReport,
+                       writer: TargetWriter) -> Position | None:
     """An incremental restore into a target whose ids are the source's, by net changes
     applied set-wise, inside a savepoint; None (with the reason in the report) where the
     changes must be replayed in order instead: nothing of the attempt remains."""
@@ -426,10 +428,12 @@ def _apply_incremental(conn: psycopg.Connection[Any], store: Any, plan: RestoreP
             and options.replay == "net"):
         return None
     started = time.monotonic()
+    # rows replayed in order by the attempt are counted by the writer: undone with it
+    before = {t: dataclasses.replace(c) for t, c in report.tables.items()}
     try:
         with conn.transaction():  # a savepoint
             live = apply_incremental(conn, store, plan, journal, catalog, list(order.tables),
-                                     plan.cutoff, plan.start)
+                                     plan.cutoff, plan.start, writer)
             if isinstance(live, str):
                 raise _NotNet(live)
     except _NotNet as exc:
@@ -443,10 +447,16 @@ def _apply_incremental(conn: psycopg.Connection[Any], store: Any, plan: RestoreP
         report.replay_seconds = time.monotonic() - started
         report.transactions_replayed = live.transactions
         report.events_replayed = live.events
+        report.ordered_rows = live.ordered_rows
+        report.ordered_events = live.ordered_events
         for t, (inserted, updated, deleted) in live.counts.items():
             c = report.tables.setdefault(t, TableCounts())
-            c.inserted, c.updated, c.deleted = inserted, updated, deleted
+            c.inserted += inserted
+            c.updated += updated
+            c.deleted += deleted
         return live.reached
+    report.tables.clear()
+    report.tables.update(before)
     log.info("net changes replayed in order: %s", reason)
     report.net_rewrite = reason
     return None

@@ -326,3 +326,52 @@ def test_a_worker_that_dies_is_replaced_by_reading_the_changes_in_the_restore(
                                      + difference(target.rows, got))
     assert report.transactions_replayed > 0
     assert "ended without an answer (exit code 3)" in caplog.text
+
+
+def _seats(url: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(url) as conn:
+        return conn.execute("SELECT id, code, note FROM seat ORDER BY id").fetchall()
+
+
+def test_rows_that_exchange_unique_values_are_replayed_in_order_the_others_set_wise(
+        pg18_server: str, tmp_path: Path) -> None:
+    """An incremental restore into a target whose unique index is not deferrable: the
+    rows that pass their codes round are replayed event by event (set-wise, each would
+    meet another's old code), every other row is written set-wise, and the report counts
+    the rows replayed in order."""
+    with scratch_database(pg18_server, "src") as source:
+        with psycopg.connect(source, autocommit=True) as conn:
+            conn.execute("CREATE TABLE seat (id int PRIMARY KEY, code text NOT NULL UNIQUE,"
+                         " note text);"
+                         "INSERT INTO seat SELECT g, 'c' || g, 'n' FROM generate_series(1, 50) g")
+        cfg = capture_config(source, tmp_path, packages_url=f"file://{tmp_path}/packages")
+        env = cli_env(cfg, cfg.packages_url, tmp_path)
+        run_capture(cfg, once_until_idle=1.0)
+        _compact(env, ("--once",))
+        with scratch_database(pg18_server, "dst") as target:
+            restore(RestoreOptions(target_url=target, packages_url=cfg.packages_url))
+            with psycopg.connect(source, autocommit=True) as conn:
+                # 1, 2 and 3 pass their codes round through a spare one; 4 takes a code
+                # 5 gives up in a later transaction; 10..19 change as nothing else
+                conn.execute("BEGIN; UPDATE seat SET code = 'spare' WHERE id = 1;"
+                             "UPDATE seat SET code = 'c1' WHERE id = 2;"
+                             "UPDATE seat SET code = 'c2' WHERE id = 3;"
+                             "UPDATE seat SET code = 'c3', note = 'moved' WHERE id = 1; COMMIT")
+                conn.execute("UPDATE seat SET code = 'c5-old' WHERE id = 5")
+                conn.execute("UPDATE seat SET code = 'c5', note = 'took 5' WHERE id = 4")
+                conn.execute("UPDATE seat SET note = 'plain ' || id WHERE id BETWEEN 10 AND 19")
+                conn.execute("DELETE FROM seat WHERE id = 20")
+                conn.execute("INSERT INTO seat VALUES (51, 'c51', 'new')")
+            expected = _seats(source)
+            run_capture(cfg, once_until_idle=1.0)
+            _compact(env, ("--once",))
+            report = restore(RestoreOptions(target_url=target, packages_url=cfg.packages_url,
+                                            incremental=True))
+            assert _seats(target) == expected
+    assert report.replay == "net changes", report.summary()
+    assert report.ordered_rows == 5, report.summary()  # 1, 2, 3, 4 and 5
+    assert report.ordered_events == 6, report.summary()
+    counts = report.tables["public.seat"]
+    # ten rows set-wise, and the six updates of the rows replayed in order
+    assert (counts.inserted, counts.updated, counts.deleted) == (1, 16, 1), report.summary()
+    assert "5 row(s) that exchanged unique values replayed in order" in report.summary()

@@ -30,7 +30,7 @@ from typing import Any
 import psycopg
 
 from journal.catalog import Catalog, TableSchema
-from journal.errors import RestoreError
+from journal.errors import RestoreError, RestoreRefused
 from journal.events import ChangeEvent, Transaction
 from journal.fold import (
     FoldState,
@@ -438,6 +438,12 @@ def _replay_aside(store: Any, plan: Any, journal: JournalReader | None, catalog:
                           LoadOrder((), frozenset()))
     except _Moved as exc:
         return str(exc)
+    except (psycopg.errors.IntegrityError, RestoreRefused) as exc:
+        # a value one of them held on the way is another row's now: the order of that
+        # row's changes matters too
+        what = diagnosed(exc) if isinstance(exc, psycopg.Error) else str(exc)
+        return ("rows that exchanged unique values, replayed in order, met a value another "
+                f"row holds now: {what}")
     result.ordered_rows = sum(len(k) for k in keys.values())
     result.ordered_events = replayed.events
     return None

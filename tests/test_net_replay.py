@@ -375,3 +375,37 @@ def test_rows_that_exchange_unique_values_are_replayed_in_order_the_others_set_w
     # ten rows set-wise, and the six updates of the rows replayed in order
     assert (counts.inserted, counts.updated, counts.deleted) == (1, 16, 1), report.summary()
     assert "5 row(s) that exchanged unique values replayed in order" in report.summary()
+
+
+def test_an_exchange_whose_way_crosses_another_rows_value_is_replayed_whole_in_order(
+        pg18_server: str, tmp_path: Path) -> None:
+    """1 and 2 exchange codes through 'spare', which 3 takes afterwards: replayed alone,
+    1's way through 'spare' would meet 3's final code, so the range is replayed in order
+    (and the report says why) rather than written otherwise than the source."""
+    with scratch_database(pg18_server, "src") as source:
+        with psycopg.connect(source, autocommit=True) as conn:
+            conn.execute("CREATE TABLE seat (id int PRIMARY KEY, code text NOT NULL UNIQUE,"
+                         " note text);"
+                         "INSERT INTO seat SELECT g, 'c' || g, 'n' FROM generate_series(1, 5) g")
+        cfg = capture_config(source, tmp_path, packages_url=f"file://{tmp_path}/packages")
+        env = cli_env(cfg, cfg.packages_url, tmp_path)
+        run_capture(cfg, once_until_idle=1.0)
+        _compact(env, ("--once",))
+        with scratch_database(pg18_server, "dst") as target:
+            restore(RestoreOptions(target_url=target, packages_url=cfg.packages_url))
+            with psycopg.connect(source, autocommit=True) as conn:
+                conn.execute("BEGIN; UPDATE seat SET code = 'spare' WHERE id = 1;"
+                             "UPDATE seat SET code = 'c1' WHERE id = 2;"
+                             "UPDATE seat SET code = 'c2' WHERE id = 1; COMMIT")
+                conn.execute("UPDATE seat SET code = 'spare' WHERE id = 3")
+            expected = _seats(source)
+            run_capture(cfg, once_until_idle=1.0)
+            _compact(env, ("--once",))
+            report = restore(RestoreOptions(target_url=target, packages_url=cfg.packages_url,
+                                            incremental=True))
+            assert _seats(target) == expected
+    assert report.replay == "ordered", report.summary()
+    assert "met a value another row holds now" in report.net_rewrite, report.summary()
+    assert report.ordered_rows == 0, report.summary()
+    counts = report.tables["public.seat"]
+    assert (counts.inserted, counts.updated, counts.deleted) == (0, 4, 0), report.summary()

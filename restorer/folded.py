@@ -402,6 +402,7 @@ def _replay_aside(store: Any, plan: Any, journal: JournalReader | None, catalog:
     (they start from the target's rows, which the net changes left as they were); None,
     or why that cannot be exact (a set-aside row's key moves: the caller replays all)."""
     keys = {table: {tuple(k) for k in ks} for table, ks in aside.items()}
+    seen: set[tuple[str, tuple[Any, ...]]] = set()
     pks = {table: catalog.tables[table].primary_key for table in keys}
 
     def key_of(row: dict[str, Any] | None, pk: tuple[str, ...]) -> tuple[Any, ...] | None:
@@ -429,6 +430,7 @@ def _replay_aside(store: Any, plan: Any, journal: JournalReader | None, catalog:
                 if before is not None and after is not None and before != after:
                     raise _Moved(f"a row of {table} that exchanged unique values also "
                                  "changed its primary key")
+                seen.update((table, k) for k in involved)
                 records.append(record)
             yield dataclasses.replace(tx, records=records)
 
@@ -444,6 +446,13 @@ def _replay_aside(store: Any, plan: Any, journal: JournalReader | None, catalog:
         what = diagnosed(exc) if isinstance(exc, psycopg.Error) else str(exc)
         return ("rows that exchanged unique values, replayed in order, met a value another "
                 f"row holds now: {what}")
+    unseen = sorted((t, k) for t, ks in keys.items() for k in ks if (t, k) not in seen)
+    if unseen:
+        # every row set aside changed in the range: a key read back from the target that
+        # no event's key equals would be left as it was
+        table, key = unseen[0]
+        return (f"{len(unseen)} row(s) of {table} set aside to be replayed in order (key "
+                f"{key!r}) have no event in the range under that key")
     result.ordered_rows = sum(len(k) for k in keys.values())
     result.ordered_events = replayed.events
     return None

@@ -10,7 +10,6 @@ action of a foreign key on a row that stays.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -138,35 +137,39 @@ class Staged:
             " AND NOT coalesce(c.condeferrable, false)"
             " GROUP BY i.indexrelid", (self.ident.as_string(self.conn),)).fetchall()
         op = sql.Identifier(_OP)
-        keys: set[tuple[Any, ...]] = set()
+        put = sql.SQL("{} IN ('p', 'o')").format(op)  # 'o': left to be replayed in order
+
+        def same_key(a: str, b: str) -> sql.Composable:
+            return sql.SQL(" AND ").join(sql.SQL("{}.{} = {}.{}").format(
+                sql.Identifier(a), sql.Identifier(c), sql.Identifier(b), sql.Identifier(c))
+                for c in pk)
+
+        def side(prefix: str) -> sql.Composable:
+            return sql.SQL(" AND ").join(sql.SQL("x.{} = m.{}").format(
+                sql.Identifier(c), sql.Identifier(f"{prefix}_{i}")) for i, c in enumerate(pk))
+
         for (columns,) in indexes:
             if not set(columns) <= set(self.columns):
                 continue
-            rows = self.conn.execute(sql.SQL(
-                "SELECT {s_pk}, {t_pk} FROM {stage} s JOIN {table} t ON {same}"
-                " WHERE s.{op} = 'p' AND ({s_pk}) IS DISTINCT FROM ({t_pk})"
-                " AND EXISTS (SELECT 1 FROM {stage} o WHERE {o_is_t} AND o.{op} = 'p')").format(
-                    s_pk=_cols("s", pk), t_pk=_cols("t", pk), stage=self.stage,
-                    table=self.ident, op=op,
+            # s would take the value t holds, t being another put row (o); both set aside
+            clash = sql.SQL(
+                "JOIN {table} t ON {same} JOIN {stage} o ON {o_is_t} AND o.{put}"
+                " WHERE s.{put} AND NOT ({s_is_t})").format(
+                    table=self.ident, stage=self.stage, o_is_t=same_key("o", "t"), put=put,
                     same=sql.SQL(" AND ").join(sql.SQL("t.{c} = s.{c}").format(
-                        c=sql.Identifier(c)) for c in columns),
-                    o_is_t=sql.SQL(" AND ").join(sql.SQL("o.{c} = t.{c}").format(
-                        c=sql.Identifier(c)) for c in pk))).fetchall()
-            for row in rows:
-                keys.add(tuple(row[:len(pk)]))
-                keys.add(tuple(row[len(pk):]))
-        if keys:
-            # 'o': left to be replayed in order
+                        c=sql.Identifier(c)) for c in columns), s_is_t=same_key("s", "t"))
+            pairs = sql.SQL(", ").join(
+                [sql.SQL("s.{} AS {}").format(sql.Identifier(c), sql.Identifier(f"s_{i}"))
+                 for i, c in enumerate(pk)]
+                + [sql.SQL("o.{} AS {}").format(sql.Identifier(c), sql.Identifier(f"o_{i}"))
+                   for i, c in enumerate(pk)])
             self.conn.execute(sql.SQL(
-                "UPDATE {stage} s SET {op} = 'o' FROM jsonb_to_recordset(%s::jsonb) AS k({defs})"
-                " WHERE {on} AND s.{op} = 'p'").format(
-                    stage=self.stage, op=op,
-                    defs=sql.SQL(", ").join(sql.SQL("{} {}").format(
-                        sql.Identifier(c), sql.SQL(self._types[c])) for c in pk),
-                    on=sql.SQL(" AND ").join(sql.SQL("s.{c} = k.{c}").format(
-                        c=sql.Identifier(c)) for c in pk)),
-                (json.dumps([dict(zip(pk, k, strict=True)) for k in keys], default=str),))
-        return sorted(keys, key=repr)
+                "UPDATE {stage} x SET {op} = 'o' FROM (SELECT {pairs} FROM {stage} s {clash}) m"
+                " WHERE x.{op} = 'p' AND (({s_side}) OR ({o_side}))").format(
+                    stage=self.stage, op=op, pairs=pairs, clash=clash, s_side=side("s"),
+                    o_side=side("o")))
+        return [tuple(r) for r in self.conn.execute(sql.SQL(
+            "SELECT {} FROM {} s WHERE s.{} = 'o'").format(_cols("s", pk), self.stage, op))]
 
     def write(self) -> tuple[int, int]:
         """The put rows, inserted, or updated where the key is there; returns (inserted,

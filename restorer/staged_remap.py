@@ -185,8 +185,22 @@ class _Stage:
                 self._remap(fk)
         self.conn.execute(sql.SQL("CREATE UNIQUE INDEX ON {} ({})").format(
             self.stage, sql.Identifier(_N)))
-        self.conn.execute(sql.SQL("ANALYZE {}").format(self.stage))
+        self.conn.execute(sql.SQL("ANALYZE {} ({})").format(self.stage, sql.SQL(", ").join(
+            sql.Identifier(c) for c in self._joined())))
         return n
+
+    def _joined(self) -> list[str]:
+        """The stage's columns the decisions' joins and filters read: the planner's
+        statistics of these alone (a wide text column's cost more than the rest)."""
+        if self.content:
+            return [*self.columns, _N, *self.srcs, *self.tos]  # rows compared whole
+        nk = self.writer.keys.get(self.name)
+        fks = self.writer.remapper.graph.foreign_keys.get(self.name, ())
+        wanted = [*self.pk, *(nk.columns if nk else ()), *(c for fk in fks for c in fk.columns),
+                  *(c for g in self.writer.remapper.generic.get(self.name, ())
+                    for c in (g.content_type, g.object_id)),
+                  _N, *self.srcs, *self.tos, _MATCHED, _TAKEN, *self.aside.values()]
+        return list(dict.fromkeys(wanted))
 
     def _remap(self, fk: Any) -> None:
         """One foreign key of the staged rows through the key map: only the rows whose

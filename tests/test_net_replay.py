@@ -328,9 +328,36 @@ def test_a_worker_that_dies_is_replaced_by_reading_the_changes_in_the_restore(
     assert "ended without an answer (exit code 3)" in caplog.text
 
 
-def _seats(url: str) -> list[tuple[Any, ...]]:
-    with psycopg.connect(url) as conn:
-        return conn.execute("SELECT id, code, note FROM seat ORDER BY id").fetchall()
+def _incremental_after(server: str, tmp_path: Path, schema: str, changes: list[str],
+                       table: str, order: str) -> tuple[RestoreReport, list[Any], list[Any]]:
+    """``schema`` captured and restored into an empty database, then ``changes`` (each a
+    statement, or a transaction) captured and restored incrementally: the report, the
+    target's rows of ``table`` and the source's (ordered by ``order``)."""
+    query = sql.SQL("SELECT * FROM {} ORDER BY {}").format(sql.Identifier(table),
+                                                             sql.SQL(order))
+    with scratch_database(server, "src") as source:
+        with psycopg.connect(source, autocommit=True) as conn:
+            conn.execute(schema)
+        cfg = capture_config(source, tmp_path, packages_url=f"file://{tmp_path}/packages")
+        env = cli_env(cfg, cfg.packages_url, tmp_path)
+        run_capture(cfg, once_until_idle=1.0)
+        _compact(env, ("--once",))
+        with scratch_database(server, "dst") as target:
+            restore(RestoreOptions(target_url=target, packages_url=cfg.packages_url))
+            with psycopg.connect(source, autocommit=True) as conn:
+                for change in changes:
+                    conn.execute(change)
+                expected = conn.execute(query).fetchall()
+            run_capture(cfg, once_until_idle=1.0)
+            _compact(env, ("--once",))
+            report = restore(RestoreOptions(target_url=target, packages_url=cfg.packages_url,
+                                            incremental=True))
+            with psycopg.connect(target) as conn:
+                return report, conn.execute(query).fetchall(), expected
+
+
+SEATS = ("CREATE TABLE seat (id int PRIMARY KEY, code text NOT NULL UNIQUE, note text);"
+         "INSERT INTO seat SELECT g, 'c' || g, 'n' FROM generate_series(1, {}) g")
 
 
 def test_rows_that_exchange_unique_values_are_replayed_in_order_the_others_set_wise(
@@ -339,35 +366,18 @@ def test_rows_that_exchange_unique_values_are_replayed_in_order_the_others_set_w
     rows that pass their codes round are replayed event by event (set-wise, each would
     meet another's old code), every other row is written set-wise, and the report counts
     the rows replayed in order."""
-    with scratch_database(pg18_server, "src") as source:
-        with psycopg.connect(source, autocommit=True) as conn:
-            conn.execute("CREATE TABLE seat (id int PRIMARY KEY, code text NOT NULL UNIQUE,"
-                         " note text);"
-                         "INSERT INTO seat SELECT g, 'c' || g, 'n' FROM generate_series(1, 50) g")
-        cfg = capture_config(source, tmp_path, packages_url=f"file://{tmp_path}/packages")
-        env = cli_env(cfg, cfg.packages_url, tmp_path)
-        run_capture(cfg, once_until_idle=1.0)
-        _compact(env, ("--once",))
-        with scratch_database(pg18_server, "dst") as target:
-            restore(RestoreOptions(target_url=target, packages_url=cfg.packages_url))
-            with psycopg.connect(source, autocommit=True) as conn:
-                # 1, 2 and 3 pass their codes round through a spare one; 4 takes a code
-                # 5 gives up in a later transaction; 10..19 change as nothing else
-                conn.execute("BEGIN; UPDATE seat SET code = 'spare' WHERE id = 1;"
-                             "UPDATE seat SET code = 'c1' WHERE id = 2;"
-                             "UPDATE seat SET code = 'c2' WHERE id = 3;"
-                             "UPDATE seat SET code = 'c3', note = 'moved' WHERE id = 1; COMMIT")
-                conn.execute("UPDATE seat SET code = 'c5-old' WHERE id = 5")
-                conn.execute("UPDATE seat SET code = 'c5', note = 'took 5' WHERE id = 4")
-                conn.execute("UPDATE seat SET note = 'plain ' || id WHERE id BETWEEN 10 AND 19")
-                conn.execute("DELETE FROM seat WHERE id = 20")
-                conn.execute("INSERT INTO seat VALUES (51, 'c51', 'new')")
-            expected = _seats(source)
-            run_capture(cfg, once_until_idle=1.0)
-            _compact(env, ("--once",))
-            report = restore(RestoreOptions(target_url=target, packages_url=cfg.packages_url,
-                                            incremental=True))
-            assert _seats(target) == expected
+    # 1, 2 and 3 pass their codes round through a spare one; 4 takes a code 5 gives up in
+    # an earlier transaction; 10..19 change as nothing else
+    report, got, expected = _incremental_after(pg18_server, tmp_path, SEATS.format(50), [
+        "BEGIN; UPDATE seat SET code = 'spare' WHERE id = 1;"
+        " UPDATE seat SET code = 'c1' WHERE id = 2; UPDATE seat SET code = 'c2' WHERE id = 3;"
+        " UPDATE seat SET code = 'c3', note = 'moved' WHERE id = 1; COMMIT",
+        "UPDATE seat SET code = 'c5-old' WHERE id = 5",
+        "UPDATE seat SET code = 'c5', note = 'took 5' WHERE id = 4",
+        "UPDATE seat SET note = 'plain ' || id WHERE id BETWEEN 10 AND 19",
+        "DELETE FROM seat WHERE id = 20",
+        "INSERT INTO seat VALUES (51, 'c51', 'new')"], "seat", "id")
+    assert got == expected
     assert report.replay == "net changes", report.summary()
     assert report.ordered_rows == 5, report.summary()  # 1, 2, 3, 4 and 5
     assert report.ordered_events == 6, report.summary()
@@ -382,28 +392,12 @@ def test_an_exchange_whose_way_crosses_another_rows_value_is_replayed_whole_in_o
     """1 and 2 exchange codes through 'spare', which 3 takes afterwards: replayed alone,
     1's way through 'spare' would meet 3's final code, so the range is replayed in order
     (and the report says why) rather than written otherwise than the source."""
-    with scratch_database(pg18_server, "src") as source:
-        with psycopg.connect(source, autocommit=True) as conn:
-            conn.execute("CREATE TABLE seat (id int PRIMARY KEY, code text NOT NULL UNIQUE,"
-                         " note text);"
-                         "INSERT INTO seat SELECT g, 'c' || g, 'n' FROM generate_series(1, 5) g")
-        cfg = capture_config(source, tmp_path, packages_url=f"file://{tmp_path}/packages")
-        env = cli_env(cfg, cfg.packages_url, tmp_path)
-        run_capture(cfg, once_until_idle=1.0)
-        _compact(env, ("--once",))
-        with scratch_database(pg18_server, "dst") as target:
-            restore(RestoreOptions(target_url=target, packages_url=cfg.packages_url))
-            with psycopg.connect(source, autocommit=True) as conn:
-                conn.execute("BEGIN; UPDATE seat SET code = 'spare' WHERE id = 1;"
-                             "UPDATE seat SET code = 'c1' WHERE id = 2;"
-                             "UPDATE seat SET code = 'c2' WHERE id = 1; COMMIT")
-                conn.execute("UPDATE seat SET code = 'spare' WHERE id = 3")
-            expected = _seats(source)
-            run_capture(cfg, once_until_idle=1.0)
-            _compact(env, ("--once",))
-            report = restore(RestoreOptions(target_url=target, packages_url=cfg.packages_url,
-                                            incremental=True))
-            assert _seats(target) == expected
+    report, got, expected = _incremental_after(pg18_server, tmp_path, SEATS.format(5), [
+        "BEGIN; UPDATE seat SET code = 'spare' WHERE id = 1;"
+        " UPDATE seat SET code = 'c1' WHERE id = 2;"
+        " UPDATE seat SET code = 'c2' WHERE id = 1; COMMIT",
+        "UPDATE seat SET code = 'spare' WHERE id = 3"], "seat", "id")
+    assert got == expected
     assert report.replay == "ordered", report.summary()
     assert "met a value another row holds now" in report.net_rewrite, report.summary()
     assert report.ordered_rows == 0, report.summary()
@@ -413,29 +407,13 @@ def test_an_exchange_whose_way_crosses_another_rows_value_is_replayed_whole_in_o
 
 def test_an_exchange_between_rows_of_a_composite_key_is_replayed_in_order(
         pg18_server: str, tmp_path: Path) -> None:
-    with scratch_database(pg18_server, "src") as source:
-        with psycopg.connect(source, autocommit=True) as conn:
-            conn.execute("CREATE TABLE slot (a int, b text, code text NOT NULL UNIQUE,"
-                         " PRIMARY KEY (a, b));"
-                         "INSERT INTO slot SELECT g % 3, 'b' || g, 'c' || g"
-                         " FROM generate_series(1, 9) g")
-        cfg = capture_config(source, tmp_path, packages_url=f"file://{tmp_path}/packages")
-        env = cli_env(cfg, cfg.packages_url, tmp_path)
-        run_capture(cfg, once_until_idle=1.0)
-        _compact(env, ("--once",))
-        with scratch_database(pg18_server, "dst") as target:
-            restore(RestoreOptions(target_url=target, packages_url=cfg.packages_url))
-            with psycopg.connect(source, autocommit=True) as conn:
-                conn.execute("BEGIN; UPDATE slot SET code = 'x' WHERE b = 'b1';"
-                             "UPDATE slot SET code = 'c1' WHERE b = 'b2';"
-                             "UPDATE slot SET code = 'c2' WHERE b = 'b1'; COMMIT")
-                conn.execute("UPDATE slot SET code = code || '!' WHERE b = 'b5'")
-                expected = conn.execute("SELECT * FROM slot ORDER BY a, b").fetchall()
-            run_capture(cfg, once_until_idle=1.0)
-            _compact(env, ("--once",))
-            report = restore(RestoreOptions(target_url=target, packages_url=cfg.packages_url,
-                                            incremental=True))
-            with psycopg.connect(target) as conn:
-                assert conn.execute("SELECT * FROM slot ORDER BY a, b").fetchall() == expected
+    report, got, expected = _incremental_after(pg18_server, tmp_path, (
+        "CREATE TABLE slot (a int, b text, code text NOT NULL UNIQUE, PRIMARY KEY (a, b));"
+        "INSERT INTO slot SELECT g % 3, 'b' || g, 'c' || g FROM generate_series(1, 9) g"), [
+        "BEGIN; UPDATE slot SET code = 'x' WHERE b = 'b1';"
+        " UPDATE slot SET code = 'c1' WHERE b = 'b2';"
+        " UPDATE slot SET code = 'c2' WHERE b = 'b1'; COMMIT",
+        "UPDATE slot SET code = code || '!' WHERE b = 'b5'"], "slot", "a, b")
+    assert got == expected
     assert report.replay == "net changes", report.summary()
     assert (report.ordered_rows, report.ordered_events) == (2, 3), report.summary()

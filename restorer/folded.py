@@ -446,7 +446,7 @@ def _replay_aside(store: Any, plan: Any, journal: JournalReader | None, catalog:
         what = diagnosed(exc) if isinstance(exc, psycopg.Error) else str(exc)
         return ("rows that exchanged unique values, replayed in order, met a value another "
                 f"row holds now: {what}")
-    unseen = sorted((t, k) for t, ks in keys.items() for k in ks if (t, k) not in seen)
+    unseen = [(t, k) for t, ks in keys.items() for k in ks if (t, k) not in seen]
     if unseen:
         # every row set aside changed in the range: a key read back from the target that
         # no event's key equals would be left as it was

@@ -135,8 +135,11 @@ def restore(options: RestoreOptions) -> RestoreReport:
     with conn, ExitStack() as closing:
         # the restore's temporary tables (stages, key map) are read and written many times
         # over; in the default 8 MB of local buffers each pass goes through the kernel.
-        # Allocated as used, and settable only before a session's first temporary table
-        conn.execute("SELECT set_config('temp_buffers', %s, false)", (TEMP_BUFFERS,))
+        # Allocated as used, and settable only before a session's first temporary table;
+        # a larger setting of the server's or the URL's is kept
+        conn.execute("SELECT set_config('temp_buffers', %(b)s, false) WHERE pg_size_bytes("
+                     "current_setting('temp_buffers')) < pg_size_bytes(%(b)s)",
+                     {"b": TEMP_BUFFERS})
         conn.commit()
         state = read_state(conn)
         conn.rollback()

@@ -279,3 +279,19 @@ def test_updates_of_a_table_with_an_always_identity_are_replayed(source_db, tmp_
     query = "SELECT code, n, name FROM item ORDER BY code"
     with psycopg.connect(source_db) as a, psycopg.connect(target_db) as b:
         assert b.execute(query).fetchall() == a.execute(query).fetchall()
+
+
+@pytest.mark.parametrize(("options", "expected"), [("", "128MB"),
+                                                   ("-c temp_buffers=300MB", "300MB")])
+def test_the_restore_session_gets_local_buffers_for_its_temporary_tables(
+        recorded, target_db, options, expected):
+    seen = []
+
+    def look(conn: psycopg.Connection[Any]) -> None:
+        seen.append(conn.execute("SHOW temp_buffers").fetchone()[0])
+
+    url = f"{target_db}?options={options.replace(' ', '%20').replace('=', '%3D')}" \
+        if options else target_db
+    restore(_options(recorded, url, before_replay=look, replay="ordered"))
+    assert seen == [expected]
+    assert _state(target_db) == recorded.state

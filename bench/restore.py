@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -45,6 +46,8 @@ from journal.packages.store import open_store
 from journal.positions import Position
 from journal.values import read_rows
 from producers.source_catalog import read_catalog
+
+Run = tuple[Any, ...]  # one measurement: its seconds first
 
 
 def _db_url(server: str, name: str) -> str:
@@ -202,13 +205,18 @@ def main() -> None:
                         help="transactions in the replayed segment (3 events each)")
     parser.add_argument("--no-remap", action="store_true",
                         help="skip the natural-key restore into a populated database")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="times each restore (and each reference) runs: the median "
+                             "run is reported (one restore varies by a quarter on a busy "
+                             "machine)")
     parser.add_argument("--server", default=os.environ.get("JOURNAL_TEST_PG18_URL"))
     args = parser.parse_args()
     if not args.server:
         from tests.services import pg18_url
 
         args.server = pg18_url()
-    results = [(n, measure(args.server, n, args.transactions, not args.no_remap))
+    results = [(n, measure(args.server, n, args.transactions, not args.no_remap,
+                           max(1, args.repeat)))
                for n in args.documents]
     if len(results) > 1:
         print()
@@ -218,12 +226,37 @@ def main() -> None:
                                           for _, figures in results))
 
 
-def measure(server: str, documents: int, transactions: int, remap: bool) -> dict[str, str]:
-    """One sample of ``documents`` documents, every restore measured; the key figures."""
-    print(f"-- {documents:,} documents")
+def median_run(repeat: int, run: Callable[[], Run]) -> Run:
+    """``run`` ``repeat`` times; the run whose seconds (its first figure) are the median."""
+    runs = sorted((run() for _ in range(repeat)), key=lambda r: r[0])
+    return runs[len(runs) // 2]
+
+
+def measure(server: str, documents: int, transactions: int, remap: bool,
+            repeat: int = 1) -> dict[str, str]:
+    """One sample of ``documents`` documents, every restore measured (each ``repeat``
+    times, the median run kept); the key figures."""
+    print(f"-- {documents:,} documents" + (f", median of {repeat} runs" if repeat > 1 else ""))
     figures: dict[str, str] = {}
     work = Path(tempfile.mkdtemp(prefix="bench-restore-"))
     made: list[str] = []
+    latest: dict[str, str] = {}
+
+    def fresh(prefix: str) -> str:
+        """A new database; the one made before under ``prefix`` is dropped (repeats of
+        a large sample would fill the disk)."""
+        if prefix in latest:
+            _drop_db(server, latest[prefix])
+            made.remove(latest[prefix])
+        latest[prefix] = name = _create_db(server, prefix)
+        made.append(name)
+        return name
+
+    def timed_run(cmd: list[str]) -> tuple[float]:
+        t = time.monotonic()
+        subprocess.run(cmd, check=True)
+        return (time.monotonic() - t,)
+
     try:
         src = _create_db(server, "bench_src")
         made.append(src)
@@ -238,21 +271,21 @@ def measure(server: str, documents: int, transactions: int, remap: bool) -> dict
         store = open_store(f"file://{store_dir}")
         t = time.monotonic()
         full, catalog, _ = build_full(source, store)
+        full_only = work / "full-only"  # the full package alone, for repeated incrementals
+        if repeat > 1:
+            shutil.copytree(store_dir, full_only)
         print(f"full package: {full.size / 1e6:.1f} MB in {time.monotonic() - t:.1f}s")
 
         dump = work / "sample.dump"
         subprocess.run([_pg_bin("pg_dump"), "-Fc", "-f", str(dump), source], check=True)
-        pgr = _create_db(server, "bench_pgr")
-        made.append(pgr)
-        t = time.monotonic()
-        subprocess.run([_pg_bin("pg_restore"), "--no-owner", "-d", _db_url(server, pgr),
-                        str(dump)], check=True)
-        pg_restore_s = time.monotonic() - t
+        (pg_restore_s,) = median_run(repeat, lambda: timed_run([
+            _pg_bin("pg_restore"), "--no-owner", "-d", _db_url(server, fresh("bench_pgr")),
+            str(dump)]))
 
-        empty = _create_db(server, "bench_empty")
-        made.append(empty)
-        ours_s, _, mode, rss_full, _, cpu_full = timed_restore(target_url=_db_url(server, empty),
-                                                  packages_url=f"file://{store_dir}")
+        ours_s, _, mode, rss_full, _, cpu_full = median_run(repeat, lambda: timed_restore(
+            target_url=_db_url(server, fresh("bench_empty")),
+            packages_url=f"file://{store_dir}"))
+        empty = latest["bench_empty"]
         print(f"full restore into an empty database ({mode}): {ours_s:.1f}s; pg_restore of "
               f"pg_dump -Fc: {pg_restore_s:.1f}s; ratio {ours_s / pg_restore_s:.2f}x "
               f"(goal <= 1.2x); peak RSS {rss_full:.0f} MB; client CPU {cpu_full:.2f}s")
@@ -263,16 +296,18 @@ def measure(server: str, documents: int, transactions: int, remap: bool) -> dict
 
         rss = [rss_full]
         if remap:
-            populated = _create_db(server, "bench_pop")
-            made.append(populated)
-            with psycopg.connect(_db_url(server, populated), autocommit=True) as conn:
-                sample.create_schema(conn)
-                sample.load(conn, max(10, documents // 100), seed=99)
-            remap_s, _, mode, rss_remap, _, _ = timed_restore(
-                target_url=_db_url(server, populated), packages_url=f"file://{store_dir}",
+            def populated() -> str:
+                url = _db_url(server, fresh("bench_pop"))
+                with psycopg.connect(url, autocommit=True) as conn:
+                    sample.create_schema(conn)
+                    sample.load(conn, max(10, documents // 100), seed=99)
+                return url
+
+            remap_s, _, mode, rss_remap, _, _ = median_run(repeat, lambda: timed_restore(
+                target_url=populated(), packages_url=f"file://{store_dir}",
                 generic_foreign_keys={t: {"content_type": "content_type_id",
                                           "object_id": "object_id"}
-                                      for t in ("access_control_entry", "django_admin_log")})
+                                      for t in ("access_control_entry", "django_admin_log")}))
             print(f"natural-key restore into a populated database ({mode}): {remap_s:.1f}s, "
                   f"{remap_s / ours_s:.2f}x the empty-target restore (goal <= 2x); "
                   f"peak RSS {rss_remap:.0f} MB")
@@ -280,33 +315,26 @@ def measure(server: str, documents: int, transactions: int, remap: bool) -> dict
             # what writing rows into tables whose indexes already exist costs by itself:
             # pg_restore's data section into the schema with its indexes and keys in place
             # (triggers off: foreign keys unchecked, so a floor the restore cannot go under)
-            live = _create_db(server, "bench_live")
-            made.append(live)
-            for section in ("pre-data", "post-data"):
-                subprocess.run([_pg_bin("pg_restore"), "--no-owner", f"--section={section}",
-                                "-d", _db_url(server, live), str(dump)], check=True)
-            t = time.monotonic()
-            subprocess.run([_pg_bin("pg_restore"), "--no-owner", "--data-only",
-                            "--disable-triggers", "--single-transaction",
-                            "-d", _db_url(server, live), str(dump)], check=True)
-            live_s = time.monotonic() - t
+            def indexed_schema(prefix: str) -> str:
+                url = _db_url(server, fresh(prefix))
+                for section in ("pre-data", "post-data"):
+                    subprocess.run([_pg_bin("pg_restore"), "--no-owner",
+                                    f"--section={section}", "-d", url, str(dump)], check=True)
+                return url
+
+            (live_s,) = median_run(repeat, lambda: timed_run([
+                _pg_bin("pg_restore"), "--no-owner", "--data-only", "--disable-triggers",
+                "--single-transaction", "-d", indexed_schema("bench_live"), str(dump)]))
             print(f"pg_restore --data-only into the indexed schema (no foreign-key checks): "
                   f"{live_s:.1f}s; the natural-key restore is {remap_s / live_s:.2f}x that")
             figures["natural keys / pg_restore into indexed tables"] = f"{remap_s / live_s:.2f}x"
             # the same with the target's foreign keys checked row by row, as a restore
             # into a live database that keeps its triggers on must have them
-            checked = _create_db(server, "bench_checked")
-            made.append(checked)
-            for section in ("pre-data", "post-data"):
-                subprocess.run([_pg_bin("pg_restore"), "--no-owner", f"--section={section}",
-                                "-d", _db_url(server, checked), str(dump)], check=True)
             listing = work / "parents-first.list"
             listing.write_text(_parents_first(dump, catalog))
-            t = time.monotonic()
-            subprocess.run([_pg_bin("pg_restore"), "--no-owner", "--data-only",
-                            "--single-transaction", "-L", str(listing),
-                            "-d", _db_url(server, checked), str(dump)], check=True)
-            checked_s = time.monotonic() - t
+            (checked_s,) = median_run(repeat, lambda: timed_run([
+                _pg_bin("pg_restore"), "--no-owner", "--data-only", "--single-transaction",
+                "-L", str(listing), "-d", indexed_schema("bench_checked"), str(dump)]))
             print(f"the same with foreign keys checked: {checked_s:.1f}s, "
                   f"{checked_s / ours_s:.2f}x the empty-target restore; the natural-key "
                   f"restore is {remap_s / checked_s:.2f}x that")
@@ -319,10 +347,9 @@ def measure(server: str, documents: int, transactions: int, remap: bool) -> dict
         segment, n_events = build_segment(source, store, full, catalog, transactions)
         print(f"segment: {n_events:,} events in {transactions:,} transactions, "
               f"built in {time.monotonic() - t:.1f}s")
-        pitr = _create_db(server, "bench_pitr")
-        made.append(pitr)
-        pitr_s, folded, mode, rss_pitr, past, _ = timed_restore(
-            target_url=_db_url(server, pitr), packages_url=f"file://{store_dir}")
+        pitr_s, folded, mode, rss_pitr, past, _ = median_run(repeat, lambda: timed_restore(
+            target_url=_db_url(server, fresh("bench_pitr")),
+            packages_url=f"file://{store_dir}"))
         # past the snapshot: what the restore spent after the snapshot's COPY (waiting for
         # the changes read beside it, applying them), as the restore measures it; the
         # difference of two whole restores is within their noise at large sizes
@@ -336,18 +363,24 @@ def measure(server: str, documents: int, transactions: int, remap: bool) -> dict
         figures["point-in-time / full (<= 1.3x)"] = f"{pitr_s / ours_s:.2f}x"
         figures["events/s past the snapshot (>= 50k)"] = (
             f"{folded / past:,.0f}" if past > 0 else "inf")
-        ordered = _create_db(server, "bench_ordered")
-        made.append(ordered)
-        ordered_s, _, _, rss_ordered, ordered_replay_s, _ = timed_restore(
-            target_url=_db_url(server, ordered), packages_url=f"file://{store_dir}",
-            replay="ordered")
+        ordered_s, _, _, rss_ordered, ordered_replay_s, _ = median_run(
+            repeat, lambda: timed_restore(target_url=_db_url(server, fresh("bench_ordered")),
+                                          packages_url=f"file://{store_dir}", replay="ordered"))
         print(f"the same, each transaction applied in turn (--replay ordered): "
               f"{ordered_s:.1f}s, {ordered_s / ours_s:.2f}x; "
               f"{n_events / ordered_replay_s:,.0f} events/s; peak RSS {rss_ordered:.0f} MB")
         figures["ordered replay / full"] = f"{ordered_s / ours_s:.2f}x"
-        total_s, replayed, mode, rss_replay, replay_s, _ = timed_restore(
-            target_url=_db_url(server, empty), packages_url=f"file://{store_dir}",
-            incremental=True)
+        snapshots = [empty]  # the full restore's target, at the snapshot
+
+        def incremental() -> Run:
+            if not snapshots:  # another target at the snapshot, its restore not timed
+                snapshots.append(fresh("bench_empty"))
+                timed_restore(target_url=_db_url(server, snapshots[0]),
+                              packages_url=f"file://{full_only}")
+            return timed_restore(target_url=_db_url(server, snapshots.pop()),
+                                 packages_url=f"file://{store_dir}", incremental=True)
+
+        total_s, replayed, mode, rss_replay, replay_s, _ = median_run(repeat, incremental)
         print(f"incremental restore ({mode} target): {replayed:,} events in {replay_s:.1f}s "
               f"(reading, decoding, applying) = {replayed / replay_s:,.0f} events/s; whole "
               f"restore with verification {total_s:.1f}s; peak RSS {rss_replay:.0f} MB")

@@ -26,9 +26,18 @@ from restorer.copying import CopyWriter
 _OP, _KEEP = "_journal_op", "_journal_keep"
 
 
-def _cols(alias: str, names: Iterable[str]) -> sql.Composable:
+def aliased(alias: str, names: Iterable[str]) -> sql.Composable:
+    """``alias.a, alias.b, ...``"""
     return sql.SQL(", ").join(sql.SQL("{}.{}").format(sql.Identifier(alias), sql.Identifier(c))
                               for c in names)
+
+
+def equal(left: str, lcols: Iterable[str], right: str, rcols: Iterable[str]) -> sql.Composable:
+    """``left.a = right.x AND ...``, the columns paired in order."""
+    return sql.SQL(" AND ").join(
+        sql.SQL("{}.{} = {}.{}").format(sql.Identifier(left), sql.Identifier(a),
+                                        sql.Identifier(right), sql.Identifier(b))
+        for a, b in zip(lcols, rcols, strict=True))
 
 
 class Staged:
@@ -43,9 +52,8 @@ class Staged:
         self.puts = self.deletes = self.partial = 0
         self.kept: set[str] = set()
         pk = table.primary_key
-        self.on_key = sql.SQL(" AND ").join(
-            sql.SQL("t.{c} = s.{c}").format(c=sql.Identifier(c)) for c in pk)
-        types = self._types = staging_types(conn, self.ident)
+        self.on_key = equal("t", pk, "s", pk)
+        types = staging_types(conn, self.ident)
         conn.execute(sql.SQL("CREATE TEMPORARY TABLE {} ({}, {} \"char\" NOT NULL, {} text[]) "
                              "ON COMMIT DROP").format(
             self.stage,
@@ -138,16 +146,8 @@ class Staged:
             " GROUP BY i.indexrelid", (self.ident.as_string(self.conn),)).fetchall()
         op = sql.Identifier(_OP)
         put = sql.SQL("{} IN ('p', 'o')").format(op)  # 'o': left to be replayed in order
-
-        def same_key(a: str, b: str) -> sql.Composable:
-            return sql.SQL(" AND ").join(sql.SQL("{}.{} = {}.{}").format(
-                sql.Identifier(a), sql.Identifier(c), sql.Identifier(b), sql.Identifier(c))
-                for c in pk)
-
-        def side(prefix: str) -> sql.Composable:
-            return sql.SQL(" AND ").join(sql.SQL("x.{} = m.{}").format(
-                sql.Identifier(c), sql.Identifier(f"{prefix}_{i}")) for i, c in enumerate(pk))
-
+        s_keys = [f"s_{i}" for i in range(len(pk))]
+        o_keys = [f"o_{i}" for i in range(len(pk))]
         for (columns,) in indexes:
             if not set(columns) <= set(self.columns):
                 continue
@@ -155,21 +155,20 @@ class Staged:
             clash = sql.SQL(
                 "JOIN {table} t ON {same} JOIN {stage} o ON {o_is_t} AND o.{put}"
                 " WHERE s.{put} AND NOT ({s_is_t})").format(
-                    table=self.ident, stage=self.stage, o_is_t=same_key("o", "t"), put=put,
-                    same=sql.SQL(" AND ").join(sql.SQL("t.{c} = s.{c}").format(
-                        c=sql.Identifier(c)) for c in columns), s_is_t=same_key("s", "t"))
+                    table=self.ident, stage=self.stage, o_is_t=equal("o", pk, "t", pk), put=put,
+                    same=equal("t", columns, "s", columns), s_is_t=equal("s", pk, "t", pk))
             pairs = sql.SQL(", ").join(
-                [sql.SQL("s.{} AS {}").format(sql.Identifier(c), sql.Identifier(f"s_{i}"))
-                 for i, c in enumerate(pk)]
-                + [sql.SQL("o.{} AS {}").format(sql.Identifier(c), sql.Identifier(f"o_{i}"))
-                   for i, c in enumerate(pk)])
+                sql.SQL("{}.{} AS {}").format(sql.Identifier(a), sql.Identifier(c),
+                                              sql.Identifier(k))
+                for a, keys in (("s", s_keys), ("o", o_keys))
+                for c, k in zip(pk, keys, strict=True))
             self.conn.execute(sql.SQL(
                 "UPDATE {stage} x SET {op} = 'o' FROM (SELECT {pairs} FROM {stage} s {clash}) m"
                 " WHERE x.{op} = 'p' AND (({s_side}) OR ({o_side}))").format(
-                    stage=self.stage, op=op, pairs=pairs, clash=clash, s_side=side("s"),
-                    o_side=side("o")))
+                    stage=self.stage, op=op, pairs=pairs, clash=clash,
+                    s_side=equal("x", pk, "m", s_keys), o_side=equal("x", pk, "m", o_keys)))
         return [tuple(r) for r in self.conn.execute(sql.SQL(
-            "SELECT {} FROM {} s WHERE s.{} = 'o'").format(_cols("s", pk), self.stage, op))]
+            "SELECT {} FROM {} s WHERE s.{} = 'o'").format(aliased("s", pk), self.stage, op))]
 
     def write(self) -> tuple[int, int]:
         """The put rows, inserted, or updated where the key is there; returns (inserted,

@@ -22,6 +22,7 @@ from psycopg import sql
 
 from journal.catalog import oid_of
 from restorer.generic_keys import GenericForeignKey, object_key
+from restorer.net_apply import aliased
 
 if TYPE_CHECKING:
     from restorer.staged_remap import _Stage
@@ -129,7 +130,7 @@ class _Pair:
         rows = self.conn.execute(sql.SQL(
             "SELECT {srcs}, s.{obj} FROM {stage} s WHERE {where} AND NOT EXISTS (SELECT 1"
             " FROM {keymap} m WHERE m.table_name = %s AND m.key = {key})").format(
-                srcs=stage.cols("s", stage.srcs), obj=self.obj, stage=stage.stage,
+                srcs=aliased("s", stage.srcs), obj=self.obj, stage=stage.stage,
                 where=self._where(cts, where), keymap=stage.store.table, key=key),
             (list(cts), table)).fetchall()
         self._pend(table, rows)
@@ -154,7 +155,7 @@ class _Pair:
             rows = self.conn.execute(sql.SQL(
                 "SELECT s.{n}, s.{obj}, {srcs} FROM {stage} s WHERE {where} AND s.{n} > %s"
                 " ORDER BY s.{n} LIMIT {chunk}").format(
-                    n=n, obj=self.obj, srcs=stage.cols("s", stage.srcs), stage=stage.stage,
+                    n=n, obj=self.obj, srcs=aliased("s", stage.srcs), stage=stage.stage,
                     where=self._where(cts, rest), chunk=sql.Literal(CHUNK)),
                 (list(cts), last)).fetchall()
             if not rows:

@@ -29,7 +29,7 @@ from journal.catalog import TableEntry, oid_of
 from journal.errors import RestoreError, RestoreRefused
 from restorer.copying import CopyWriter
 from restorer.natural_keys import is_surrogate_key
-from restorer.net_apply import staging_types
+from restorer.net_apply import aliased, equal, staging_types
 from restorer.refusals import detail_key, no_fresh_id, refused_match, violation_message
 from restorer.staged_generic import stage_generic_keys
 
@@ -206,7 +206,7 @@ class _Stage:
         """One foreign key of the staged rows through the key map: only the rows whose
         parent has another key in the target are written (a tracked parent's entries
         include the ones that map to themselves)."""
-        built = sql.SQL("jsonb_build_array({})").format(self.cols("s", fk.columns))
+        built = sql.SQL("jsonb_build_array({})").format(aliased("s", fk.columns))
         self.conn.execute(sql.SQL(
             "UPDATE {stage} s SET {sets} FROM {keymap} m WHERE m.table_name = %s"
             " AND m.key = {built}::text AND m.moved").format(
@@ -216,17 +216,6 @@ class _Stage:
                         c=sql.Identifier(c), i=sql.Literal(i), t=sql.SQL(self.types[c]))
                     for i, c in enumerate(fk.columns))), (fk.ref_table,))
 
-    def cols(self, alias: str, names: Iterable[str]) -> sql.Composable:
-        return sql.SQL(", ").join(sql.SQL("{}.{}").format(sql.Identifier(alias),
-                                                          sql.Identifier(c)) for c in names)
-
-    def _equal(self, left: str, lcols: Iterable[str], right: str, rcols: Iterable[str]
-               ) -> sql.Composable:
-        return sql.SQL(" AND ").join(
-            sql.SQL("{}.{} = {}.{}").format(sql.Identifier(left), sql.Identifier(a),
-                                            sql.Identifier(right), sql.Identifier(b))
-            for a, b in zip(lcols, rcols, strict=True))
-
     # -- decisions -------------------------------------------------------------------------
 
     def _match(self) -> int:
@@ -234,12 +223,12 @@ class _Stage:
         nk = self.writer.keys.get(self.name)
         if not nk:
             return 0
-        on = self._equal("s", nk.columns, "t", nk.columns)
+        on = equal("s", nk.columns, "t", nk.columns)
         dup = self.conn.execute(sql.SQL(
             # no LIMIT: with one the planner walks the target's key index in a nested loop
             "SELECT {nk} FROM {stage} s JOIN {table} t ON {on} GROUP BY s.{n}, {nk}"
             " HAVING count(*) > 1").format(
-                nk=self.cols("s", nk.columns), stage=self.stage, table=self.ident, on=on,
+                nk=aliased("s", nk.columns), stage=self.stage, table=self.ident, on=on,
                 n=sql.Identifier(_N))).fetchone()
         if dup is not None:
             raise RestoreError(f"{self.name}: natural key {nk.columns} is not unique in the "
@@ -254,7 +243,7 @@ class _Stage:
 
     def _first(self, where: sql.Composable, cols: Iterable[str]) -> tuple[Any, ...]:
         row = self.conn.execute(sql.SQL("SELECT {} FROM {} s WHERE {} ORDER BY s.{} LIMIT 1")
-                                .format(self.cols("s", cols), self.stage, where,
+                                .format(aliased("s", cols), self.stage, where,
                                         sql.Identifier(_N))).fetchone()
         return tuple(row) if row else ()
 
@@ -267,9 +256,9 @@ class _Stage:
                 and not (is_surrogate_key(spec) and c.name in self.pk)]
 
         def text(alias: str) -> sql.Composable:
-            return sql.SQL("ROW({})::text").format(self.cols(alias, cols))
+            return sql.SQL("ROW({})::text").format(aliased(alias, cols))
 
-        tpk = self.cols("t", self.pk)
+        tpk = aliased("t", self.pk)
         keys = [sql.Identifier(f"k{i}") for i in range(len(self.pk))]
         return self.conn.execute(sql.SQL(
             "WITH src AS (SELECT s.{n} AS n, {s_text} AS body, row_number() OVER"
@@ -314,7 +303,7 @@ class _Stage:
             "UPDATE {stage} s SET {taken} = true FROM {table} t WHERE NOT s.{matched}"
             " AND {on}").format(stage=self.stage, taken=sql.Identifier(_TAKEN),
                                 table=self.ident, matched=sql.Identifier(_MATCHED),
-                                on=self._equal("s", pk, "t", pk))).rowcount
+                                on=equal("s", pk, "t", pk))).rowcount
         if taken and not is_surrogate_key(self.spec):
             first = self._first(sql.SQL("s.{}").format(sql.Identifier(_TAKEN)), self.srcs)
             raise RestoreRefused(no_fresh_id(self.name, pk, first, self.writer.catalog))
@@ -364,7 +353,7 @@ class _Stage:
             return self.conn.execute(sql.SQL(
                 "INSERT INTO {} ({}) {}SELECT {} FROM {} s WHERE {} ORDER BY s.{}").format(
                     self.ident, names, sql.SQL("OVERRIDING SYSTEM VALUE " if always else ""),
-                    self.cols("s", self.columns), self.stage, where,
+                    aliased("s", self.columns), self.stage, where,
                     sql.Identifier(_N))).rowcount
 
     def _update_matched(self, matched: int) -> None:
@@ -375,8 +364,8 @@ class _Stage:
             return  # refused (a rehearsal goes on as if skipped, uncounted)
         remapped = self.conn.execute(sql.SQL(
             "SELECT count(*) FROM {} s WHERE s.{} AND ({}) IS DISTINCT FROM ({})").format(
-                self.stage, sql.Identifier(_MATCHED), self.cols("s", self.srcs),
-                self.cols("s", self.tos))).fetchone()
+                self.stage, sql.Identifier(_MATCHED), aliased("s", self.srcs),
+                aliased("s", self.tos))).fetchone()
         self.counts.remapped += int(remapped[0]) if remapped else 0
         if self.writer.on_conflict == "skip" or self.content:
             self.counts.skipped += matched
@@ -393,7 +382,7 @@ class _Stage:
                         tos=sql.SQL(", ").join(sql.Identifier(c) for c in self.tos),
                         sets=sql.SQL(", ").join(sql.SQL("{c} = s.{c}").format(
                             c=sql.Identifier(c)) for c in settable),
-                        on=self._equal("t", self.pk, "s", self.tos)))
+                        on=equal("t", self.pk, "s", self.tos)))
         self.counts.updated += matched
 
     def _record_keys(self) -> None:
@@ -401,7 +390,7 @@ class _Stage:
         (all of them for a tracked table), written where the per-row path keeps them."""
         tracked = self.name in self.writer.keymap.tracked
         where = (sql.SQL("true") if tracked else sql.SQL("({}) IS DISTINCT FROM ({})").format(
-            self.cols("s", self.srcs), self._target_key("s")))
+            aliased("s", self.srcs), self._target_key("s")))
         self.store.flush()
         # a table with no entry yet takes a plain insert: an upsert costs half as much again
         upsert = sql.SQL(" ON CONFLICT (table_name, key) DO UPDATE SET value = excluded.value"
@@ -411,7 +400,7 @@ class _Stage:
             " jsonb_build_array({srcs})::text COLLATE \"C\" AS k, jsonb_build_array({tos}) AS v"
             # in the index's order: inserted at random, a large map's index costs 2.5x
             " FROM {stage} s WHERE {where}) e ORDER BY k{upsert}"
-        ).format(keymap=self.store.table, srcs=self.cols("s", self.srcs),
+        ).format(keymap=self.store.table, srcs=aliased("s", self.srcs),
                  tos=self._target_key("s"), stage=self.stage, where=where, upsert=upsert),
             (self.name,)).rowcount
         if added:
@@ -431,7 +420,7 @@ class _Stage:
         for fk in self.direct:
             if not (self.writer.remapper.remaps(fk) and self.store.may_have(fk.ref_table)):
                 continue  # the source value is the target's
-            built = sql.SQL("jsonb_build_array({})").format(self.cols("s", fk.columns))
+            built = sql.SQL("jsonb_build_array({})").format(aliased("s", fk.columns))
             with self._explained():
                 self.conn.execute(sql.SQL(
                     "UPDATE {table} t SET {sets} FROM {stage} s JOIN {keymap} m"
@@ -492,7 +481,7 @@ class _Stage:
         try:
             with self.conn.transaction():
                 row = self.conn.execute(sql.SQL("SELECT {} FROM {} s WHERE {} LIMIT 1").format(
-                    self.cols("s", srcs), self.stage, sql.SQL(" AND ").join(
+                    aliased("s", srcs), self.stage, sql.SQL(" AND ").join(
                         sql.SQL("s.{}::text = %s").format(sql.Identifier(c)) for c in columns)),
                     values).fetchone()
         except psycopg.Error:  # a value the DETAIL spells otherwise: no source row named

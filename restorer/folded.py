@@ -164,6 +164,11 @@ def load_folded(conn: psycopg.Connection[Any], store: Any, base: PackageReader,
         with CopySink(conn, catalog, counts, progress) as sink:
             for name in base.tables():
                 sink.copy_table(base, name)
+        # the changes find their rows through the primary keys: built now, the snapshot's
+        # own work (a full restore builds them too), while the worker may still be reading
+        constrained = bool(packaged or tail)
+        if constrained:
+            schema.add_constraints(conn, catalog, tables, primary=True)
         started = time.monotonic()
         state = None
         answer = collector.result() if collector is not None else None
@@ -180,7 +185,6 @@ def load_folded(conn: psycopg.Connection[Any], store: Any, base: PackageReader,
                              start, box), cutoff, sorters[-1], state)
             reached = box[0]
         rewritten = ""
-        constrained = False
         if state is None:  # nothing after the snapshot
             conn.execute("RELEASE SAVEPOINT journal_snapshot")
             transactions = events = 0
@@ -192,11 +196,11 @@ def load_folded(conn: psycopg.Connection[Any], store: Any, base: PackageReader,
             why = net_unsupported(state, catalog)
             if why is None:
                 why = _apply_to_snapshot(conn, catalog, tables, state, changes)
-                constrained = why is None
             if why is None:
                 conn.execute("RELEASE SAVEPOINT journal_snapshot")
             else:
                 rewritten = why
+                constrained = False
                 log.info("net changes rewrite the tables instead of being applied to them: "
                          "%s", why)
                 conn.execute("ROLLBACK TO SAVEPOINT journal_snapshot")
@@ -224,7 +228,6 @@ def _apply_to_snapshot(conn: psycopg.Connection[Any], catalog: Catalog, tables: 
     (each change finds its row through them), before its other constraints (so unique
     values that rows swapped hold only at the end, as in the source's commit); None, or
     why the tables must be rewritten instead (nothing of the attempt remains)."""
-    schema.add_constraints(conn, catalog, tables, primary=True)
     try:
         conn.execute("SAVEPOINT journal_net")
         truncated = [catalog.tables[info.name] for info in state.tables.values()

@@ -2,10 +2,10 @@
 statement for each step, never one per row.
 
 The tables have their keys and indexes (a restored snapshot's are built first), so each
-step finds its rows through them. Per table: the values kept from the target (unchanged
-TOAST) are read into the staging table; the deleted keys' rows are deleted; the other
+step finds its rows through them. Per table: the deleted keys' rows are deleted; the other
 rows are written with ``INSERT ... ON CONFLICT DO UPDATE``, which fires no ``ON DELETE``
-action of a foreign key on a row that stays.
+action of a foreign key on a row that stays, and those that keep values of the target's
+row (unchanged TOAST) with an ``UPDATE`` that leaves them in place.
 """
 
 from __future__ import annotations
@@ -81,34 +81,10 @@ class Staged:
             raise
         out.close()
         # the planner knows no statistics of the stage (nor, before its indexes, of a
-        # freshly loaded table): without them it joins them by nested loops
-        conn.execute(sql.SQL("ANALYZE {}").format(self.stage))
-
-    def keep_target_values(self) -> None:
-        """The unchanged TOAST columns take the value of the target's row of the same
-        key; a row that keeps a value from a row the target does not hold is refused."""
-        if not self.kept:
-            return
-        keep = sql.Identifier(_KEEP)
-        updated = self.conn.execute(sql.SQL(
-            "UPDATE {} s SET {} FROM {} t WHERE {} AND s.{} IS NOT NULL").format(
-            self.stage,
-            sql.SQL(", ").join(
-                sql.SQL("{c} = CASE WHEN {n} = ANY(s.{k}) THEN t.{c} ELSE s.{c} END")
-                .format(c=sql.Identifier(c), n=sql.Literal(c), k=keep)
-                for c in sorted(self.kept)),
-            self.ident, self.on_key, keep)).rowcount
-        if updated == self.partial:
-            return
-        missing = self.conn.execute(sql.SQL(
-            "SELECT s.{k} FROM {s} s LEFT JOIN {t} t ON {on} WHERE s.{k} IS NOT NULL "
-            "AND t.ctid IS NULL").format(k=keep, s=self.stage, t=self.ident, on=self.on_key)
-        ).fetchone()
-        raise RestoreError(f"an update of {self.table.qualified} leaves column(s) "
-                           f"{', '.join(missing[0] if missing else sorted(self.kept))} "
-                           "unchanged, but the target holds no row of its key to keep them "
-                           "from: the packages, or the target an earlier restore left, do "
-                           "not fit these changes")
+        # freshly loaded table): without them it joins them by nested loops. The columns
+        # the joins and filters read only (the others may hold large values)
+        conn.execute(sql.SQL("ANALYZE {} ({})").format(self.stage, sql.SQL(", ").join(
+            sql.Identifier(c) for c in (*pk, _OP, _KEEP))))
 
     def delete(self) -> int:
         """The deleted keys' rows; how many."""
@@ -172,12 +148,16 @@ class Staged:
 
     def write(self) -> tuple[int, int]:
         """The put rows, inserted, or updated where the key is there; returns (inserted,
-        updated)."""
+        updated). Rows that keep values of the target's row (unchanged TOAST) update it
+        in place, after the others (which they may reference): the kept values are never
+        read, nor written again."""
         always = {c.name for c in self.table.columns if c.identity == "a"}
         names = sql.SQL(", ").join(sql.Identifier(c) for c in self.columns)
-        insert = sql.SQL("INSERT INTO {} AS t ({}) {}SELECT {} FROM {} WHERE {} = 'p'").format(
+        op, keep = sql.Identifier(_OP), sql.Identifier(_KEEP)
+        insert = sql.SQL("INSERT INTO {} AS t ({}) {}SELECT {} FROM {} WHERE {} = 'p'{}").format(
             self.ident, names, sql.SQL("OVERRIDING SYSTEM VALUE " if always else ""), names,
-            self.stage, sql.Identifier(_OP))
+            self.stage, op,
+            sql.SQL(" AND {} IS NULL").format(keep) if self.kept else sql.SQL(""))
         pk = set(self.table.primary_key)
         settable = [c for c in self.columns if c not in pk and c not in always]
         action = (sql.SQL("DO UPDATE SET {}").format(sql.SQL(", ").join(
@@ -188,7 +168,34 @@ class Staged:
             "SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) "
             "FROM w").format(insert, sql.SQL(", ").join(
                 sql.Identifier(c) for c in self.table.primary_key), action)).fetchone()
-        return (int(row[0]), int(row[1])) if row else (0, 0)
+        inserted, updated = (int(row[0]), int(row[1])) if row else (0, 0)
+        if self.kept:
+            updated += self._write_keeping(settable)
+        return inserted, updated
+
+    def _write_keeping(self, settable: list[str]) -> int:
+        """The put rows that keep values of the target's row, as updates of it; a row
+        that keeps a value from a row the target does not hold is refused."""
+        op, keep = sql.Identifier(_OP), sql.Identifier(_KEEP)
+        where = sql.SQL("s.{} = 'p' AND s.{} IS NOT NULL").format(op, keep)
+        updated = self.conn.execute(sql.SQL("UPDATE {} t SET {} FROM {} s WHERE {} AND {}").format(
+            self.ident,
+            sql.SQL(", ").join(
+                sql.SQL("{c} = CASE WHEN {n} = ANY(s.{k}) THEN t.{c} ELSE s.{c} END").format(
+                    c=sql.Identifier(c), n=sql.Literal(c), k=keep)
+                if c in self.kept else sql.SQL("{c} = s.{c}").format(c=sql.Identifier(c))
+                for c in settable),
+            self.stage, self.on_key, where)).rowcount
+        missing = self.conn.execute(sql.SQL(
+            "SELECT s.{k} FROM {s} s LEFT JOIN {t} t ON {on} WHERE {where} AND t.ctid IS NULL "
+            "LIMIT 1").format(k=keep, s=self.stage, t=self.ident, on=self.on_key, where=where)
+        ).fetchone() if updated < self.partial else None
+        if missing is not None:
+            raise RestoreError(f"an update of {self.table.qualified} leaves column(s) "
+                               f"{', '.join(missing[0])} unchanged, but the target holds no "
+                               "row of its key to keep them from: the packages, or the target "
+                               "an earlier restore left, do not fit these changes")
+        return updated
 
     def drop(self) -> None:
         self.conn.execute(sql.SQL("DROP TABLE {}").format(self.stage))
@@ -239,8 +246,6 @@ def apply_to_live(conn: psycopg.Connection[Any],
               for n, (entry, changes) in enumerate(tables)}
     rank = {name: i for i, name in enumerate(order)}
     by_order = sorted(staged, key=lambda name: (rank.get(name, len(rank)), name))
-    for name in by_order:
-        staged[name].keep_target_values()
     deleted = {name: staged[name].delete() for name in reversed(by_order)}
     result = LiveApplied()
     for name in by_order:

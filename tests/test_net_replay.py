@@ -28,6 +28,7 @@ from psycopg import sql
 
 from journal.cli import main
 from journal.config import Config
+from journal.errors import RestoreError
 from journal.events import ChangeEvent
 from producers.capture import run_capture
 from restorer.report import RestoreReport
@@ -329,10 +330,13 @@ def test_a_worker_that_dies_is_replaced_by_reading_the_changes_in_the_restore(
 
 
 def _incremental_after(server: str, tmp_path: Path, schema: str, changes: list[str],
-                       table: str, order: str) -> tuple[RestoreReport, list[Any], list[Any]]:
+                       table: str, order: str, on_target: str | None = None,
+                       after: str = "SELECT 1") -> tuple[Any, list[Any], list[Any], list[Any]]:
     """``schema`` captured and restored into an empty database, then ``changes`` (each a
-    statement, or a transaction) captured and restored incrementally: the report, the
-    target's rows of ``table`` and the source's (ordered by ``order``)."""
+    statement, or a transaction) captured and restored incrementally (after ``on_target``
+    ran on the target): the report (or the restore's error), the target's rows of
+    ``table`` and the source's (ordered by ``order``), and the rows of the query ``after``
+    on the target."""
     query = sql.SQL("SELECT * FROM {} ORDER BY {}").format(sql.Identifier(table),
                                                              sql.SQL(order))
     with scratch_database(server, "src") as source:
@@ -350,10 +354,16 @@ def _incremental_after(server: str, tmp_path: Path, schema: str, changes: list[s
                 expected = conn.execute(query).fetchall()
             run_capture(cfg, once_until_idle=1.0)
             _compact(env, ("--once",))
-            report = restore(RestoreOptions(target_url=target, packages_url=cfg.packages_url,
-                                            incremental=True))
-            with psycopg.connect(target) as conn:
-                return report, conn.execute(query).fetchall(), expected
+            with psycopg.connect(target, autocommit=True) as conn:
+                if on_target is not None:
+                    conn.execute(on_target)
+                try:
+                    report: Any = restore(RestoreOptions(
+                        target_url=target, packages_url=cfg.packages_url, incremental=True))
+                except RestoreError as exc:
+                    report = exc
+                return (report, conn.execute(query).fetchall(), expected,
+                        conn.execute(after).fetchall())
 
 
 SEATS = ("CREATE TABLE seat (id int PRIMARY KEY, code text NOT NULL UNIQUE, note text);"
@@ -368,7 +378,7 @@ def test_rows_that_exchange_unique_values_are_replayed_in_order_the_others_set_w
     the rows replayed in order."""
     # 1, 2 and 3 pass their codes round through a spare one; 4 takes a code 5 gives up in
     # an earlier transaction; 10..19 change as nothing else
-    report, got, expected = _incremental_after(pg18_server, tmp_path, SEATS.format(50), [
+    report, got, expected, _ = _incremental_after(pg18_server, tmp_path, SEATS.format(50), [
         "BEGIN; UPDATE seat SET code = 'spare' WHERE id = 1;"
         " UPDATE seat SET code = 'c1' WHERE id = 2; UPDATE seat SET code = 'c2' WHERE id = 3;"
         " UPDATE seat SET code = 'c3', note = 'moved' WHERE id = 1; COMMIT",
@@ -392,7 +402,7 @@ def test_an_exchange_whose_way_crosses_another_rows_value_is_replayed_whole_in_o
     """1 and 2 exchange codes through 'spare', which 3 takes afterwards: replayed alone,
     1's way through 'spare' would meet 3's final code, so the range is replayed in order
     (and the report says why) rather than written otherwise than the source."""
-    report, got, expected = _incremental_after(pg18_server, tmp_path, SEATS.format(5), [
+    report, got, expected, _ = _incremental_after(pg18_server, tmp_path, SEATS.format(5), [
         "BEGIN; UPDATE seat SET code = 'spare' WHERE id = 1;"
         " UPDATE seat SET code = 'c1' WHERE id = 2;"
         " UPDATE seat SET code = 'c2' WHERE id = 1; COMMIT",
@@ -407,7 +417,7 @@ def test_an_exchange_whose_way_crosses_another_rows_value_is_replayed_whole_in_o
 
 def test_an_exchange_between_rows_of_a_composite_key_is_replayed_in_order(
         pg18_server: str, tmp_path: Path) -> None:
-    report, got, expected = _incremental_after(pg18_server, tmp_path, (
+    report, got, expected, _ = _incremental_after(pg18_server, tmp_path, (
         "CREATE TABLE slot (a int, b text, code text NOT NULL UNIQUE, PRIMARY KEY (a, b));"
         "INSERT INTO slot SELECT g % 3, 'b' || g, 'c' || g FROM generate_series(1, 9) g"), [
         "BEGIN; UPDATE slot SET code = 'x' WHERE b = 'b1';"
@@ -417,3 +427,48 @@ def test_an_exchange_between_rows_of_a_composite_key_is_replayed_in_order(
     assert got == expected
     assert report.replay == "net changes", report.summary()
     assert (report.ordered_rows, report.ordered_events) == (2, 3), report.summary()
+
+
+# a body stored out of line, which updates of the other columns leave unchanged (TOAST)
+DOCS = ("CREATE TABLE doc (id int PRIMARY KEY, parent int REFERENCES doc, title text, body text);"
+        "INSERT INTO doc SELECT g, NULL, 't' || g, (SELECT string_agg(md5(g::text || i::text),"
+        " '') FROM generate_series(1, 400) i) FROM generate_series(1, 5) g")
+
+
+def test_rows_that_keep_unchanged_toast_are_updated_in_place_after_the_other_rows(
+        pg18_server: str, tmp_path: Path) -> None:
+    """Net changes where updates leave a TOASTed body unchanged: those rows are updated in
+    the target where they are, after the table's other rows are written (1 comes to
+    reference 6, inserted in the same range), and their bodies are not written again:
+    the target's value keeps its TOAST chunk."""
+    report, got, expected, kept = _incremental_after(pg18_server, tmp_path, DOCS, [
+        "INSERT INTO doc VALUES (6, NULL, 'new', 'short')",
+        "UPDATE doc SET title = 'moved', parent = 6 WHERE id = 1",
+        "UPDATE doc SET body = 'replaced' WHERE id = 2",
+        "UPDATE doc SET title = 'again' WHERE id = 4",
+        "UPDATE doc SET title = 'twice' WHERE id = 4",
+        "DELETE FROM doc WHERE id = 3"], "doc", "id",
+        on_target="CREATE TABLE chunk AS SELECT id, pg_column_toast_chunk_id(body) FROM doc",
+        after="SELECT id, c.pg_column_toast_chunk_id = pg_column_toast_chunk_id(d.body)"
+              " FROM chunk c JOIN doc d USING (id) ORDER BY id")
+    assert got == expected
+    assert kept == [(1, True), (2, None), (4, True), (5, True)]  # 2: short now
+    assert isinstance(report, RestoreReport), report
+    assert report.replay == "net changes", report.summary()
+    counts = report.tables["public.doc"]
+    assert (counts.inserted, counts.updated, counts.deleted) == (1, 3, 1), report.summary()
+
+
+def test_a_row_that_keeps_unchanged_toast_from_a_row_the_target_lacks_is_refused(
+        pg18_server: str, tmp_path: Path) -> None:
+    """The target lost the row an update left a TOASTed body unchanged in: there is no
+    value to keep, so the restore is refused, naming the table and the column, and writes
+    nothing (the other changes included)."""
+    outcome, got, expected, _ = _incremental_after(pg18_server, tmp_path, DOCS, [
+        "UPDATE doc SET body = 'replaced' WHERE id = 2",
+        "UPDATE doc SET title = 'moved' WHERE id = 1"], "doc", "id",
+        on_target="DELETE FROM doc WHERE id = 1")
+    assert isinstance(outcome, RestoreError), outcome
+    assert "an update of public.doc leaves column(s) body unchanged" in str(outcome)
+    assert [r[0] for r in got] == [2, 3, 4, 5]
+    assert got[0][3] != "replaced" and got != expected[1:]

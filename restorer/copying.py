@@ -125,15 +125,25 @@ def _psycopg_row_text(copy: psycopg.Copy, values: list[Any]) -> bytes:
     return bytes(formatter.write_row(values)) + bytes(formatter.end())
 
 
+def member_text(out: CopyWriter, reader: PackageReader, table: str, sources: list[str]
+                ) -> Iterable[CopyChunk | dict[str, Any]] | None:
+    """``reader``'s member of ``table`` as COPY text of its columns ``sources`` (one for
+    each column ``out`` copies, in its order), written from the member's bytes, with the
+    rows the C writer leaves in their places; None where that cannot be (rows not
+    formatted in C, a column the member lacks): the caller writes rows."""
+    columns = reader.table_schema(table).column_names
+    if DIRECT and out.in_c and all(c in columns for c in sources):
+        return reader.copy_text(table, sources, CHUNK)
+    return None
+
+
 def copy_member(out: CopyWriter, reader: PackageReader, table: str) -> None:
     """Writes the rows of ``reader``'s member of ``table`` into ``out``: as COPY text
     written from the member's bytes where the rows are formatted in C and the member has
     every column ``out`` copies, else row by row (which says what a member lacks)."""
-    columns = reader.table_schema(table).column_names
-    items: Iterable[CopyChunk | Mapping[str, Any]]
-    if DIRECT and out.in_c and all(c in columns for c in out.columns):
-        items = reader.copy_text(table, out.columns, CHUNK)
-    else:
+    items: Iterable[CopyChunk | Mapping[str, Any]] | None = member_text(
+        out, reader, table, out.columns)
+    if items is None:
         items = reader.rows(table)
     for item in items:
         if isinstance(item, CopyChunk):

@@ -80,14 +80,17 @@ def load_empty(conn: psycopg.Connection[Any], catalog: Catalog, order: LoadOrder
 
 def load_populated(writer: TargetWriter, order: LoadOrder, rows_of: RowSource,
                    batch_size: int = BATCH_SIZE,
-                   progress: Callable[[str, int], None] | None = None) -> None:
-    """Every table parents first, in batches matched by natural key; cycle edges second."""
+                   progress: Callable[[str, int], None] | None = None,
+                   package: PackageReader | None = None) -> None:
+    """Every table parents first, in batches matched by natural key; cycle edges second.
+    ``package``: the full snapshot ``rows_of`` reads, whose members are staged block by
+    block rather than row by row."""
     graph = writer.remapper.graph
     for name in order.tables:
         deferred = frozenset(fk.name for fk in order.deferred_keys(
             name, graph.foreign_keys.get(name, ())))
         if why_not_staged(writer, name, deferred) is None:
-            n = write_staged(writer, name, rows_of(name), deferred)
+            n = write_staged(writer, name, rows_of(name), deferred, package)
         else:
             n = 0
             for batch in batches(rows_of(name), batch_size):

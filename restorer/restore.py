@@ -506,8 +506,8 @@ def _decide_keys(conn: psycopg.Connection[Any], catalog: Catalog, wanted: list[s
 def _load(conn: psycopg.Connection[Any], mode: str, catalog: Catalog, order: Any,
           rows_of: Callable[[str], Any], writer: TargetWriter, existing: set[str],
           progress: Progress | None, package: PackageReader | None = None) -> None:
-    # ``package``: the full snapshot ``rows_of`` reads, which an empty target COPYs
-    # block by block
+    # ``package``: the full snapshot ``rows_of`` reads, which is COPYed (into the tables
+    # of an empty target, into the stages of a populated one) block by block
     if mode == "empty":
         load_empty(conn, catalog, order, rows_of, writer.counts, progress, package)
         return
@@ -518,7 +518,7 @@ def _load(conn: psycopg.Connection[Any], mode: str, catalog: Catalog, order: Any
         schema.add_constraints(conn, catalog, missing)
         schema.add_sequences(conn, catalog, missing)
     _check_columns(conn, catalog, [t for t in order.tables if t in existing])
-    load_populated(writer, order, rows_of, progress=progress)
+    load_populated(writer, order, rows_of, progress=progress, package=package)
     if missing:
         schema.add_foreign_keys(conn, catalog, missing)
 

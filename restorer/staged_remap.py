@@ -27,7 +27,9 @@ from psycopg import sql
 
 from journal.catalog import TableEntry, oid_of
 from journal.errors import RestoreError, RestoreRefused
-from restorer.copying import CopyWriter
+from journal.packages import PackageReader
+from journal.packages.ocf import CopyChunk
+from restorer.copying import CopyWriter, member_text
 from restorer.natural_keys import is_surrogate_key
 from restorer.net_apply import aliased, equal, staging_types
 from restorer.refusals import detail_key, no_fresh_id, refused_match, violation_message
@@ -82,11 +84,14 @@ def why_not_staged(writer: TargetWriter, table: str, deferred: frozenset[str]) -
 
 
 def write_staged(writer: TargetWriter, table: str, rows: Iterable[Mapping[str, Any]],
-                 deferred: frozenset[str] = frozenset()) -> int:
+                 deferred: frozenset[str] = frozenset(),
+                 package: PackageReader | None = None) -> int:
     """Write every source row of ``table`` (the whole table, once) as ``write_rows`` would
     write them in batches; returns how many rows there were. The ``deferred`` foreign
-    keys (names) are written NULL and set by the writer's ``apply_fixups``."""
-    return _Stage(writer, table, deferred).run(rows)
+    keys (names) are written NULL and set by the writer's ``apply_fixups``. ``package``:
+    the snapshot ``rows`` come from, whose member is then staged as COPY text written
+    from its bytes (``copy_member``), not row by row."""
+    return _Stage(writer, table, deferred).run(rows, package)
 
 
 _STAGES = count()  # a stage outlives its load when its deferred keys are set later
@@ -122,8 +127,9 @@ class _Stage:
         self.aside = {c: f"_journal_deferred_{k}" for k, c in enumerate(
             c for fk in self.nulled for c in fk.columns)}
 
-    def run(self, rows: Iterable[Mapping[str, Any]]) -> int:
-        n = self._copy(rows)
+    def run(self, rows: Iterable[Mapping[str, Any]], package: PackageReader | None = None
+            ) -> int:
+        n = self._copy(rows, package)
         keep = False
         try:
             if n:
@@ -142,12 +148,14 @@ class _Stage:
 
     # -- staging ---------------------------------------------------------------------------
 
-    def _copy(self, rows: Iterable[Mapping[str, Any]]) -> int:
-        """The source rows COPYed into the stage, each with its number and source key
-        beside it, the deferred keys that must wait NULL (their source values aside);
-        then the foreign keys whose parent moved rewritten through the key map."""
+    def _copy(self, rows: Iterable[Mapping[str, Any]], package: PackageReader | None) -> int:
+        """The source rows COPYed into the stage, each numbered in order (an identity)
+        with its source key beside it, the deferred keys that must wait NULL (their source
+        values aside); then the foreign keys whose parent moved rewritten through the key
+        map. From ``package``, a row's source columns are written as COPY text straight
+        from its bytes, a key column twice, a deferred one into its place aside."""
         types = self.types = staging_types(self.conn, self.ident)
-        extra = [(_N, "bigint NOT NULL"),
+        extra = [(_N, "bigint GENERATED ALWAYS AS IDENTITY"),
                  *((s, types[c]) for s, c in zip(self.srcs, self.pk, strict=True)),
                  *((t, types[c]) for t, c in zip(self.tos, self.pk, strict=True)),
                  (_MATCHED, "boolean NOT NULL DEFAULT false"),
@@ -157,27 +165,29 @@ class _Stage:
             self.stage, sql.SQL(", ").join(
                 sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(t))
                 for c, t in [*((c, types[c]) for c in self.columns), *extra])))
-        copied = [*self.columns, _N, *self.srcs, *self.aside.values()]
+        # the stage's columns, and the source column each is written from
+        copied = [*(self.aside.get(c, c) for c in self.columns), *self.srcs]
+        sources = [*self.columns, *self.pk]
         out = CopyWriter(self.conn, self.stage, copied, self.spec.qualified)
-        key_of = list(zip(self.srcs, self.pk, strict=True))
-        nulled = dict.fromkeys(self.aside)
-        aside = list(self.aside.items())
-        n = 0
+        pairs = [(a, c) for a, c in zip(copied, sources, strict=True) if a != c]
+        items: Iterable[CopyChunk | Mapping[str, Any]] | None = (
+            member_text(out, package, self.name, sources) if package is not None else None)
+        if items is None:
+            items = rows
         try:
-            for row in rows:
-                n += 1
-                staged = {**row, _N: n}
-                for s, c in key_of:
-                    staged[s] = row[c]
-                if aside:
-                    for c, a in aside:
-                        staged[a] = row[c]
-                    staged.update(nulled)
+            for item in items:
+                if isinstance(item, CopyChunk):
+                    out.write_text(item)
+                    continue
+                staged = dict(item)
+                for a, c in pairs:
+                    staged[a] = item[c]
                 out.write(staged)
         except BaseException as exc:
             out.close(exc)
             raise
         out.close()
+        n = out.rows
         self.store.flush()
         stage_generic_keys(self)  # by the source's content types: before they are remapped
         for fk in self.remapped:

@@ -121,9 +121,10 @@ def staged(monkeypatch) -> list[str]:
     written: list[str] = []
     real = restorer.load.write_staged
 
-    def spy(writer: Any, table: str, rows: Any, deferred: frozenset[str] = frozenset()) -> int:
+    def spy(writer: Any, table: str, rows: Any, deferred: frozenset[str] = frozenset(),
+            package: Any = None) -> int:
         written.append(table)
-        return real(writer, table, rows, deferred)
+        return real(writer, table, rows, deferred, package)
 
     monkeypatch.setattr(restorer.load, "write_staged", spy)
     return written

@@ -84,7 +84,8 @@ class FoldedLoad:
     reached: Position
     transactions: int
     events: int
-    change_seconds: float  # past the snapshot's COPY: reading, sorting, applying changes
+    # past the snapshot's COPY and primary keys: waiting for the changes, applying them
+    change_seconds: float
     rewritten: str = ""  # why the tables were rewritten rather than changed set-wise
 
 

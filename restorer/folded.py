@@ -28,6 +28,7 @@ from types import TracebackType
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from journal.catalog import Catalog, TableSchema
 from journal.errors import RestoreError, RestoreRefused
@@ -49,8 +50,9 @@ from journal.transport import JournalReader
 from restorer import schema
 from restorer.copying import CopyWriter, copy_member
 from restorer.graph import LoadOrder
-from restorer.net_apply import apply_to_live
+from restorer.net_apply import aliased, apply_to_live
 from restorer.plan import TAIL_ID
+from restorer.refusals import detail_key
 from restorer.replay import end_position, replay
 from restorer.report import TableCounts, diagnosed
 from restorer.tail import transactions_of
@@ -60,6 +62,7 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[str, int], None]
 WORKER_RECORDS = 20_000  # segment records from which the changes are read in a worker
+GROW_ASIDE = 16  # rows added to those replayed in order before the whole range is instead
 
 
 def foldable(base: PackageReader, catalog: Catalog) -> str | None:
@@ -353,6 +356,26 @@ def _collect_in_worker(send: Any, take: Any) -> None:
         send.close()
 
 
+def _holder(conn: psycopg.Connection[Any], catalog: Catalog,
+            exc: psycopg.errors.UniqueViolation) -> tuple[str, tuple[Any, ...]] | None:
+    """The table and primary key of the row that holds the value ``exc`` refused (as its
+    DETAIL spells it), or None where that is not one row of a restored table."""
+    diag = exc.diag
+    table = catalog.tables.get(f"{diag.schema_name}.{diag.table_name}")
+    columns, values = detail_key(exc)
+    if table is None or not columns or len(columns) != len(values):
+        return None
+    try:
+        with conn.transaction():
+            rows = conn.execute(sql.SQL("SELECT {} FROM {} t WHERE {} LIMIT 2").format(
+                aliased("t", table.primary_key), sql.Identifier(table.schema, table.name),
+                sql.SQL(" AND ").join(sql.SQL("t.{}::text = %s").format(sql.Identifier(c))
+                                      for c in columns)), values).fetchall()
+    except psycopg.Error:  # a value the DETAIL spells otherwise
+        return None
+    return (table.qualified, tuple(rows[0])) if len(rows) == 1 else None
+
+
 @dataclass
 class LiveResult:
     reached: Position
@@ -386,25 +409,55 @@ def apply_incremental(conn: psycopg.Connection[Any], store: Any, plan: Any,
             return why
         truncated = [catalog.tables[info.name] for info in state.tables.values()
                      if info.truncated_at is not None]
-        applied = apply_to_live(conn, ((catalog.tables[net.name], net.changes)
-                                       for net in net_changes(state, sorter)), order,
-                                truncated)
-        result = LiveResult(max(box[0], state.position) if state.transactions else box[0],
-                            state.transactions, state.events, applied.counts)
-        if applied.aside:
-            why = _replay_aside(store, plan, journal, catalog, cutoff, start, applied.aside,
-                                writer, stack, result)
-            if why is not None:
-                return why
-    return result
+        more: dict[str, set[tuple[Any, ...]]] = {}  # rows found to block the ones set aside
+        counted = {t: dataclasses.replace(c) for t, c in writer.counts.items()}
+        while True:
+            try:
+                with conn.transaction():  # a savepoint: an attempt that fails leaves nothing
+                    applied = apply_to_live(
+                        conn, ((catalog.tables[net.name], net.changes)
+                               for net in net_changes(state, sorter)), order, truncated, more)
+                    result = LiveResult(
+                        max(box[0], state.position) if state.transactions else box[0],
+                        state.transactions, state.events, applied.counts)
+                    if applied.aside:
+                        why = _replay_aside(conn, store, plan, journal, catalog, cutoff, start,
+                                            applied.aside, writer, stack, result)
+                        if isinstance(why, _Blocked):
+                            raise why
+                        if why is not None:
+                            return why
+                return result
+            except _Blocked as blocked:
+                writer.counts.clear()  # the attempt's rows replayed in order: undone
+                writer.counts.update({t: dataclasses.replace(c) for t, c in counted.items()})
+                known = more.setdefault(blocked.table, set())
+                if blocked.key in known or sum(map(len, more.values())) >= GROW_ASIDE:
+                    return blocked.why
+                # that row's changes are replayed in order too, with theirs
+                known.add(blocked.key)
+                log.info("net changes: %s; %s %r replayed in order too", blocked.why,
+                         blocked.table, blocked.key)
 
 
-def _replay_aside(store: Any, plan: Any, journal: JournalReader | None, catalog: Catalog,
-                  cutoff: Cutoff, start: Position, aside: dict[str, list[tuple[Any, ...]]],
-                  writer: TargetWriter, stack: ExitStack, result: LiveResult) -> str | None:
+class _Blocked(Exception):
+    """Rows set aside, replayed in order, met a unique value the row of ``key`` of
+    ``table`` holds once the others are written: that row's order matters too."""
+
+    def __init__(self, why: str, table: str, key: tuple[Any, ...]) -> None:
+        super().__init__(why)
+        self.why, self.table, self.key = why, table, key
+
+
+def _replay_aside(conn: psycopg.Connection[Any], store: Any, plan: Any,
+                  journal: JournalReader | None, catalog: Catalog, cutoff: Cutoff,
+                  start: Position, aside: dict[str, list[tuple[Any, ...]]],
+                  writer: TargetWriter, stack: ExitStack, result: LiveResult
+                  ) -> str | _Blocked | None:
     """The events of the rows set aside, read again and applied in the source's order
     (they start from the target's rows, which the net changes left as they were); None,
-    or why that cannot be exact (a set-aside row's key moves: the caller replays all)."""
+    or why that cannot be exact (a set-aside row's key moves: the caller replays all),
+    or (``_Blocked``) the row whose unique value one of them met on its way."""
     keys = {table: {tuple(k) for k in ks} for table, ks in aside.items()}
     seen: set[tuple[str, tuple[Any, ...]]] = set()
     pks = {table: catalog.tables[table].primary_key for table in keys}
@@ -439,17 +492,22 @@ def _replay_aside(store: Any, plan: Any, journal: JournalReader | None, catalog:
             yield dataclasses.replace(tx, records=records)
 
     try:
-        replayed = replay(((m, only_aside(transactions_of(store, m, journal, stack)))
-                           for m in plan.segments), writer, cutoff, start,
-                          LoadOrder((), frozenset()))
+        with conn.transaction():  # the other rows' writes stay, to find the one in the way
+            replayed = replay(((m, only_aside(transactions_of(store, m, journal, stack)))
+                               for m in plan.segments), writer, cutoff, start,
+                              LoadOrder((), frozenset()))
     except _Moved as exc:
         return str(exc)
     except (psycopg.errors.IntegrityError, RestoreRefused) as exc:
         # a value one of them held on the way is another row's now: the order of that
         # row's changes matters too
         what = diagnosed(exc) if isinstance(exc, psycopg.Error) else str(exc)
-        return ("rows that exchanged unique values, replayed in order, met a value another "
-                f"row holds now: {what}")
+        why = ("rows that exchanged unique values, replayed in order, met a value another "
+               f"row holds now: {what}")
+        cause = exc if isinstance(exc, psycopg.Error) else exc.__cause__
+        holder = (_holder(conn, catalog, cause)
+                  if isinstance(cause, psycopg.errors.UniqueViolation) else None)
+        return _Blocked(why, *holder) if holder is not None else why
     unseen = [(t, k) for t, ks in keys.items() for k in ks if (t, k) not in seen]
     if unseen:
         # every row set aside changed in the range: a key read back from the target that

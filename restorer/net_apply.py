@@ -10,7 +10,7 @@ row (unchanged TOAST) with an ``UPDATE`` that leaves them in place.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,24 +92,34 @@ class Staged:
                                  .format(self.ident, self.stage, self.on_key,
                                          sql.Identifier(_OP))).rowcount
 
-    def write_or_set_aside(self) -> tuple[int, int, list[tuple[Any, ...]]]:
-        """``write``; where a non-deferrable unique value refuses that (rows exchanging
-        values: each meets the other's old one), the rows involved are set aside and the
-        others written. Returns (inserted, updated, the keys set aside); a refusal
-        with no exchange to explain it is raised."""
+    def write_or_set_aside(self, more: Iterable[tuple[Any, ...]] = ()
+                           ) -> tuple[int, int, list[tuple[Any, ...]]]:
+        """``write``, the put rows of the keys ``more`` set aside first; where a
+        non-deferrable unique value refuses that (rows exchanging values: each meets the
+        other's old one), the rows involved are set aside too and the others written.
+        Returns (inserted, updated, the keys set aside); a refusal with no exchange to
+        explain it is raised."""
+        op = sql.Identifier(_OP)
+        for key in more:
+            self.conn.execute(sql.SQL("UPDATE {} s SET {} = 'o' WHERE s.{} = 'p' AND {}").format(
+                self.stage, op, op, sql.SQL(" AND ").join(
+                    sql.SQL("s.{} = %s").format(sql.Identifier(c))
+                    for c in self.table.primary_key)), key)
         try:
             with self.conn.transaction():
-                return (*self.write(), [])
+                written = self.write()
         except psycopg.errors.UniqueViolation:
-            aside = self._exchanging()
-            if not aside:
+            if not self._exchanging():
                 raise
-        return (*self.write(), aside)
+            written = self.write()
+        return (*written, [tuple(r) for r in self.conn.execute(sql.SQL(
+            "SELECT {} FROM {} s WHERE s.{} = 'o'").format(
+                aliased("s", self.table.primary_key), self.stage, op))])
 
-    def _exchanging(self) -> list[tuple[Any, ...]]:
+    def _exchanging(self) -> bool:
         """The put rows whose value of a non-deferrable unique index (not the primary key,
         no expression, no predicate) another put row holds in the target, and that row:
-        marked in the stage so ``write`` leaves them; their keys."""
+        marked in the stage so ``write`` leaves them; whether there were any."""
         pk = self.table.primary_key
         indexes = self.conn.execute(
             "SELECT array_agg(a.attname ORDER BY k.n) FROM pg_index i"
@@ -143,8 +153,8 @@ class Staged:
                 " WHERE x.{op} = 'p' AND (({s_side}) OR ({o_side}))").format(
                     stage=self.stage, op=op, pairs=pairs, clash=clash,
                     s_side=equal("x", pk, "m", s_keys), o_side=equal("x", pk, "m", o_keys)))
-        return [tuple(r) for r in self.conn.execute(sql.SQL(
-            "SELECT {} FROM {} s WHERE s.{} = 'o'").format(aliased("s", pk), self.stage, op))]
+        return self.conn.execute(sql.SQL("SELECT EXISTS (SELECT FROM {} WHERE {} = 'o')").format(
+            self.stage, op)).fetchone() == (True,)
 
     def write(self) -> tuple[int, int]:
         """The put rows, inserted, or updated where the key is there; returns (inserted,
@@ -228,7 +238,8 @@ class LiveApplied:
 
 def apply_to_live(conn: psycopg.Connection[Any],
                   tables: Iterable[tuple[TableEntry, Iterable[NetChange]]],
-                  order: list[str], truncated: Iterable[TableEntry] = ()
+                  order: list[str], truncated: Iterable[TableEntry] = (),
+                  aside: Mapping[str, Iterable[tuple[Any, ...]]] | None = None
                   ) -> LiveApplied:
     """Net changes (per table: its entry and its ``NetChange`` iterator, in the sorted
     changes' order, each read before the next is asked for) into tables with their keys
@@ -237,7 +248,8 @@ def apply_to_live(conn: psycopg.Connection[Any],
     ``truncated`` tables are emptied first, in one statement (as the source's
     TRUNCATE of tables that reference each other was). Rows that exchange the values of
     a non-deferrable unique index are left as they were, for the caller to replay in
-    order (``LiveApplied.aside``)."""
+    order (``LiveApplied.aside``); ``aside``: keys (per table) whose put rows are set
+    aside from the start."""
     emptied = sorted(truncated, key=lambda t: t.qualified)
     if emptied:
         conn.execute(sql.SQL("TRUNCATE {}").format(sql.SQL(", ").join(
@@ -249,9 +261,10 @@ def apply_to_live(conn: psycopg.Connection[Any],
     deleted = {name: staged[name].delete() for name in reversed(by_order)}
     result = LiveApplied()
     for name in by_order:
-        inserted, updated, aside = staged[name].write_or_set_aside()
+        inserted, updated, keys = staged[name].write_or_set_aside(
+            (aside or {}).get(name, ()))
         result.counts[name] = (inserted, updated, deleted[name])
-        if aside:
-            result.aside[name] = aside
+        if keys:
+            result.aside[name] = keys
         staged[name].drop()
     return result

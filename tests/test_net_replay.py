@@ -31,6 +31,7 @@ from journal.config import Config
 from journal.errors import RestoreError
 from journal.events import ChangeEvent
 from producers.capture import run_capture
+from restorer import folded
 from restorer.report import RestoreReport
 from restorer.restore import RestoreOptions, restore
 from tests.support.capture import capture_config, cli_env, database_of, read_records
@@ -397,22 +398,47 @@ def test_rows_that_exchange_unique_values_are_replayed_in_order_the_others_set_w
     assert "5 row(s) that exchanged unique values replayed in order" in report.summary()
 
 
-def test_an_exchange_whose_way_crosses_another_rows_value_is_replayed_whole_in_order(
-        pg18_server: str, tmp_path: Path) -> None:
-    """1 and 2 exchange codes through 'spare', which 3 takes afterwards: replayed alone,
-    1's way through 'spare' would meet 3's final code, so the range is replayed in order
-    (and the report says why) rather than written otherwise than the source."""
+@pytest.mark.parametrize("grow", [16, 0], ids=["grown", "limit"])
+def test_a_row_in_the_way_of_an_exchange_is_replayed_in_order_with_it(
+        pg18_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, grow: int) -> None:
+    """1 and 2 exchange codes through 'spare', which 3 takes afterwards: replayed alone
+    after 3 is written set-wise, 1's way through 'spare' meets 3's final code, so 3 is
+    set aside too and the three rows' events replayed in the source's order (3 takes
+    'spare' after 1 gave it up). With no room to grow the rows set aside, the range is
+    replayed in order, and the report says why; never written otherwise than the source."""
+    monkeypatch.setattr(folded, "GROW_ASIDE", grow)
     report, got, expected, _ = _incremental_after(pg18_server, tmp_path, SEATS.format(5), [
         "BEGIN; UPDATE seat SET code = 'spare' WHERE id = 1;"
         " UPDATE seat SET code = 'c1' WHERE id = 2;"
         " UPDATE seat SET code = 'c2' WHERE id = 1; COMMIT",
-        "UPDATE seat SET code = 'spare' WHERE id = 3"], "seat", "id")
+        "UPDATE seat SET code = 'spare' WHERE id = 3",
+        "UPDATE seat SET note = 'plain' WHERE id = 4"], "seat", "id")
+    assert got == expected
+    counts = report.tables["public.seat"]
+    if grow:
+        assert report.replay == "net changes", report.summary()
+        assert (report.ordered_rows, report.ordered_events) == (3, 4), report.summary()
+        # 4 set-wise, and the four updates of the rows replayed in order
+        assert (counts.inserted, counts.updated, counts.deleted) == (0, 5, 0), report.summary()
+    else:
+        assert report.replay == "ordered", report.summary()
+        assert "met a value another row holds now" in report.net_rewrite, report.summary()
+        assert report.ordered_rows == 0, report.summary()
+        assert (counts.inserted, counts.updated, counts.deleted) == (0, 5, 0), report.summary()
+
+
+def test_an_exchange_by_a_row_that_also_moves_its_key_is_replayed_whole_in_order(
+        pg18_server: str, tmp_path: Path) -> None:
+    """1 and 2 exchange codes, and 1 moves to id 0 on the way (written before 2, set-wise
+    it meets 2's old code): its events cannot be replayed alone under one key, so the
+    range is replayed in order, saying why."""
+    report, got, expected, _ = _incremental_after(pg18_server, tmp_path, SEATS.format(5), [
+        "BEGIN; UPDATE seat SET code = 'spare' WHERE id = 1;"
+        " UPDATE seat SET code = 'c1' WHERE id = 2;"
+        " UPDATE seat SET code = 'c2', id = 0 WHERE id = 1; COMMIT"], "seat", "id")
     assert got == expected
     assert report.replay == "ordered", report.summary()
-    assert "met a value another row holds now" in report.net_rewrite, report.summary()
-    assert report.ordered_rows == 0, report.summary()
-    counts = report.tables["public.seat"]
-    assert (counts.inserted, counts.updated, counts.deleted) == (0, 4, 0), report.summary()
+    assert "also changed its primary key" in report.net_rewrite, report.summary()
 
 
 def test_an_exchange_between_rows_of_a_composite_key_is_replayed_in_order(

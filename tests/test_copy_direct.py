@@ -335,6 +335,21 @@ FROM generate_series(1, 9000) AS k;
 """
 
 
+def _count_direct_rows(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """From now on, ``["rows"]`` counts the rows packages hand over as COPY text."""
+    written_directly = {"rows": 0}
+    copy_text = PackageReader.copy_text
+
+    def counted(self: PackageReader, *args: Any) -> Any:
+        for item in copy_text(self, *args):
+            if isinstance(item, CopyChunk):
+                written_directly["rows"] += item.rows
+            yield item
+
+    monkeypatch.setattr(PackageReader, "copy_text", counted)
+    return written_directly
+
+
 @pytest.mark.integration
 def test_a_package_restored_directly_is_the_dict_paths_and_the_sources(
         source_db: str, pg18_server: str, tmp_path: Path,
@@ -347,16 +362,7 @@ def test_a_package_restored_directly_is_the_dict_paths_and_the_sources(
         conn.execute(KINDS)
     store = open_store(f"file://{tmp_path}/packages")
     build_full(source_db, store)
-    written_directly = {"rows": 0}
-    copy_text = PackageReader.copy_text
-
-    def counted(self: PackageReader, *args: Any) -> Any:
-        for item in copy_text(self, *args):
-            if isinstance(item, CopyChunk):
-                written_directly["rows"] += item.rows
-            yield item
-
-    monkeypatch.setattr(PackageReader, "copy_text", counted)
+    written_directly = _count_direct_rows(monkeypatch)
     source = _tables(source_db)
     assert len(source["public.direct_kinds"]) == 9000
     restored = {}
@@ -393,16 +399,7 @@ def test_a_natural_key_restore_stages_the_package_directly_as_row_by_row(
                                  " ORDER BY uuid").fetchall()
     store = open_store(f"file://{tmp_path}/packages")
     build_full(source_db, store)
-    written_directly = {"rows": 0}
-    copy_text = PackageReader.copy_text
-
-    def counted(self: PackageReader, *args: Any) -> Any:
-        for item in copy_text(self, *args):
-            if isinstance(item, CopyChunk):
-                written_directly["rows"] += item.rows
-            yield item
-
-    monkeypatch.setattr(PackageReader, "copy_text", counted)
+    written_directly = _count_direct_rows(monkeypatch)
     restored, counts = {}, {}
     for direct in (True, False):
         monkeypatch.setattr(copying, "DIRECT", direct)

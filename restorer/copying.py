@@ -19,7 +19,7 @@ CPU for a full restore from about 0.45 s to 0.4 s: the bytes, not the rows, cost
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import psycopg
@@ -141,12 +141,16 @@ def copy_member(out: CopyWriter, reader: PackageReader, table: str) -> None:
     """Writes the rows of ``reader``'s member of ``table`` into ``out``: as COPY text
     written from the member's bytes where the rows are formatted in C and the member has
     every column ``out`` copies, else row by row (which says what a member lacks)."""
-    items: Iterable[CopyChunk | Mapping[str, Any]] | None = member_text(
-        out, reader, table, out.columns)
-    if items is None:
-        items = reader.rows(table)
+    items = member_text(out, reader, table, out.columns)
+    write_items(out, reader.rows(table) if items is None else items)
+
+
+def write_items(out: CopyWriter, items: Iterable[CopyChunk | Mapping[str, Any]],
+                shape: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None) -> None:
+    """Writes ``items`` into ``out`` in their order: COPY text as it is, a row (given the
+    columns ``out`` copies by ``shape``, where there is one) formatted."""
     for item in items:
         if isinstance(item, CopyChunk):
             out.write_text(item)
         else:
-            out.write(item)
+            out.write(item if shape is None else shape(item))

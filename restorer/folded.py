@@ -50,9 +50,9 @@ from journal.transport import JournalReader
 from restorer import schema
 from restorer.copying import CopyWriter, copy_member
 from restorer.graph import LoadOrder
-from restorer.net_apply import aliased, apply_to_live
+from restorer.net_apply import apply_to_live
 from restorer.plan import TAIL_ID
-from restorer.refusals import detail_key
+from restorer.refusals import rows_holding
 from restorer.replay import end_position, replay
 from restorer.report import TableCounts, diagnosed
 from restorer.tail import transactions_of
@@ -360,20 +360,12 @@ def _holder(conn: psycopg.Connection[Any], catalog: Catalog,
             exc: psycopg.errors.UniqueViolation) -> tuple[str, tuple[Any, ...]] | None:
     """The table and primary key of the row that holds the value ``exc`` refused (as its
     DETAIL spells it), or None where that is not one row of a restored table."""
-    diag = exc.diag
-    table = catalog.tables.get(f"{diag.schema_name}.{diag.table_name}")
-    columns, values = detail_key(exc)
-    if table is None or not columns or len(columns) != len(values):
+    table = catalog.tables.get(f"{exc.diag.schema_name}.{exc.diag.table_name}")
+    if table is None:
         return None
-    try:
-        with conn.transaction():
-            rows = conn.execute(sql.SQL("SELECT {} FROM {} t WHERE {} LIMIT 2").format(
-                aliased("t", table.primary_key), sql.Identifier(table.schema, table.name),
-                sql.SQL(" AND ").join(sql.SQL("t.{}::text = %s").format(sql.Identifier(c))
-                                      for c in columns)), values).fetchall()
-    except psycopg.Error:  # a value the DETAIL spells otherwise
-        return None
-    return (table.qualified, tuple(rows[0])) if len(rows) == 1 else None
+    _, _, rows = rows_holding(conn, exc, sql.Identifier(table.schema, table.name),
+                              table.primary_key, 2)
+    return (table.qualified, rows[0]) if len(rows) == 1 else None
 
 
 @dataclass

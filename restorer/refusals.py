@@ -8,9 +8,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from journal.catalog import Catalog
 from restorer.natural_keys import config_line
+from restorer.net_apply import aliased
 
 
 def key_text(columns: Sequence[str], key: Sequence[Any]) -> str:
@@ -54,6 +56,26 @@ def detail_key(exc: psycopg.Error) -> tuple[list[str], list[str]]:
         return [], []
     return ([c.strip().strip('"') for c in m.group("cols").split(",")],
             [v.strip() for v in m.group("values").split(",")])
+
+
+def rows_holding(conn: psycopg.Connection[Any], exc: psycopg.Error, relation: sql.Composable,
+                 select: Sequence[str], limit: int
+                 ) -> tuple[list[str], list[str], list[tuple[Any, ...]]]:
+    """The columns and values ``exc``'s DETAIL names, and the ``select`` columns of up to
+    ``limit`` rows of ``relation`` holding them (compared as text, in a savepoint): no
+    rows where the DETAIL names none, or spells a value otherwise than the column's text."""
+    columns, values = detail_key(exc)
+    if not columns or len(columns) != len(values):
+        return columns, values, []
+    try:
+        with conn.transaction():
+            rows = conn.execute(sql.SQL("SELECT {} FROM {} t WHERE {} LIMIT {}").format(
+                aliased("t", select), relation, sql.SQL(" AND ").join(
+                    sql.SQL("t.{}::text = %s").format(sql.Identifier(c)) for c in columns),
+                sql.Literal(limit)), values).fetchall()
+    except psycopg.Error:  # a column the relation lacks, a value spelled otherwise
+        return columns, values, []
+    return columns, values, [tuple(r) for r in rows]
 
 
 def violation_message(table: str, exc: psycopg.Error, pk: Sequence[str],

@@ -28,11 +28,10 @@ from psycopg import sql
 from journal.catalog import TableEntry, oid_of
 from journal.errors import RestoreError, RestoreRefused
 from journal.packages import PackageReader
-from journal.packages.ocf import CopyChunk
-from restorer.copying import CopyWriter, member_text
+from restorer.copying import CopyWriter, member_text, write_items
 from restorer.natural_keys import is_surrogate_key
 from restorer.net_apply import aliased, equal, staging_types
-from restorer.refusals import detail_key, no_fresh_id, refused_match, violation_message
+from restorer.refusals import no_fresh_id, refused_match, rows_holding, violation_message
 from restorer.staged_generic import stage_generic_keys
 
 if TYPE_CHECKING:
@@ -170,19 +169,13 @@ class _Stage:
         sources = [*self.columns, *self.pk]
         out = CopyWriter(self.conn, self.stage, copied, self.spec.qualified)
         pairs = [(a, c) for a, c in zip(copied, sources, strict=True) if a != c]
-        items: Iterable[CopyChunk | Mapping[str, Any]] | None = (
-            member_text(out, package, self.name, sources) if package is not None else None)
-        if items is None:
-            items = rows
+        items = member_text(out, package, self.name, sources) if package is not None else None
+
+        def shape(row: Mapping[str, Any]) -> Mapping[str, Any]:
+            return {**row, **{a: row[c] for a, c in pairs}}
+
         try:
-            for item in items:
-                if isinstance(item, CopyChunk):
-                    out.write_text(item)
-                    continue
-                staged = dict(item)
-                for a, c in pairs:
-                    staged[a] = item[c]
-                out.write(staged)
+            write_items(out, rows if items is None else items, shape)
         except BaseException as exc:
             out.close(exc)
             raise
@@ -484,18 +477,8 @@ class _Stage:
 
     def _offending(self, exc: psycopg.Error) -> tuple[list[dict[str, Any]],
                                                       list[dict[str, Any]]]:
-        columns, values = detail_key(exc)
-        if not columns or len(columns) != len(values) or not set(columns) <= set(self.columns):
+        columns, values, rows = rows_holding(self.conn, exc, self.stage, self.srcs, 1)
+        if not rows or not set(columns) <= set(self.columns):
             return [], []
-        srcs = [_src(i) for i in range(len(self.pk))]
-        try:
-            with self.conn.transaction():
-                row = self.conn.execute(sql.SQL("SELECT {} FROM {} s WHERE {} LIMIT 1").format(
-                    aliased("s", srcs), self.stage, sql.SQL(" AND ").join(
-                        sql.SQL("s.{}::text = %s").format(sql.Identifier(c)) for c in columns)),
-                    values).fetchone()
-        except psycopg.Error:  # a value the DETAIL spells otherwise: no source row named
-            return [], []
-        if row is None:
-            return [], []
-        return [dict(zip(self.pk, row, strict=True))], [dict(zip(columns, values, strict=True))]
+        return ([dict(zip(self.pk, rows[0], strict=True))],
+                [dict(zip(columns, values, strict=True))])

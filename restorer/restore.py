@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -39,6 +39,7 @@ from restorer.folded import apply_incremental, foldable, load_folded
 from restorer.generic_keys import resolve_generic_foreign_keys
 from restorer.graph import TableGraph
 from restorer.journal_state import fold
+from restorer.key_checks import foreign_keys_checked_once
 from restorer.load import load_empty, load_populated
 from restorer.natural_keys import (
     NaturalKey,
@@ -356,7 +357,7 @@ def _run(conn: psycopg.Connection[Any], store: Any, plan: RestorePlan,
             report.replay = "ordered"
             if rows_of is not None:
                 _load(conn, mode, catalog, order, rows_of, writer, existing, progress,
-                      package=full)
+                      package=full, locked=set() if options.dry_run else existing)
             if options.before_replay is not None:
                 options.before_replay(conn)
             if mode == "empty":
@@ -505,9 +506,11 @@ def _decide_keys(conn: psycopg.Connection[Any], catalog: Catalog, wanted: list[s
 
 def _load(conn: psycopg.Connection[Any], mode: str, catalog: Catalog, order: Any,
           rows_of: Callable[[str], Any], writer: TargetWriter, existing: set[str],
-          progress: Progress | None, package: PackageReader | None = None) -> None:
+          progress: Progress | None, package: PackageReader | None = None,
+          locked: Collection[str] = ()) -> None:
     # ``package``: the full snapshot ``rows_of`` reads, which is COPYed (into the tables
-    # of an empty target, into the stages of a populated one) block by block
+    # of an empty target, into the stages of a populated one) block by block; ``locked``:
+    # the tables held against other writers, whose foreign keys may be checked once
     if mode == "empty":
         load_empty(conn, catalog, order, rows_of, writer.counts, progress, package)
         return
@@ -518,7 +521,10 @@ def _load(conn: psycopg.Connection[Any], mode: str, catalog: Catalog, order: Any
         schema.add_constraints(conn, catalog, missing)
         schema.add_sequences(conn, catalog, missing)
     _check_columns(conn, catalog, [t for t in order.tables if t in existing])
-    load_populated(writer, order, rows_of, progress=progress, package=package)
+    incoming = ({m.table: m.rows for m in package.manifest.members if m.table in existing}
+                if package is not None else {})
+    with foreign_keys_checked_once(conn, incoming, locked):
+        load_populated(writer, order, rows_of, progress=progress, package=package)
     if missing:
         schema.add_foreign_keys(conn, catalog, missing)
 

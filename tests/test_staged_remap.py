@@ -9,8 +9,11 @@ may differ), and the per-row path itself, forced, which must leave the very same
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
@@ -18,6 +21,7 @@ import pytest
 from psycopg import sql
 
 import restorer.load
+import restorer.restore
 from journal.errors import RestoreRefused
 from restorer.restore import RestoreOptions, restore
 from tests.support.databases import scratch_database
@@ -195,6 +199,52 @@ def test_staged_restore_equals_the_source_through_natural_keys(packages, target_
         assert [r[0] for r in own] == [5, 6, 7, 8, 9]
         last = conn.execute("SELECT last_value FROM item_id_seq").fetchone()[0]
         assert last >= conn.execute("SELECT max(id) FROM item").fetchone()[0]
+
+
+def test_foreign_keys_are_checked_once_per_constraint(packages, target_db, monkeypatch):
+    """The load writes with the referencing side's check triggers off, then checks each
+    constraint once and turns them on again: the target's triggers end as they were."""
+    seen: dict[str, Any] = {}
+    real = restorer.restore.foreign_keys_checked_once
+
+    @contextmanager
+    def spy(conn: Any, incoming: Any, locked: Any) -> Iterator[Any]:
+        with real(conn, incoming, locked) as keys:
+            seen["keys"] = {k.name for k in keys}
+            seen["off"] = conn.execute(
+                "SELECT count(*) FROM pg_trigger WHERE tgenabled = 'D'").fetchone()[0]
+            yield keys
+
+    monkeypatch.setattr(restorer.restore, "foreign_keys_checked_once", spy)
+    triggers = "SELECT tgrelid::regclass::text, tgname, tgenabled FROM pg_trigger ORDER BY 1, 2"
+    with psycopg.connect(target_db, autocommit=True) as conn:
+        fill_target(conn)
+        before = conn.execute(triggers).fetchall()
+    target_before = canonical(target_db)
+    _restore(packages, target_db)
+    assert seen["keys"] == {"item_kind_id_fkey", "item_head_id_fkey", "part_item_id_fkey",
+                            "item_tag_item_id_fkey", "item_tag_tag_id_fkey"}
+    assert seen["off"] == 2 * len(seen["keys"])  # a key's insert and update checks
+    with psycopg.connect(target_db) as conn:
+        assert conn.execute(triggers).fetchall() == before
+    expected = _expected(canonical(packages.url), target_before, KEYED, True)
+    got = canonical(target_db)
+    for t in ("kind", "item", "part"):
+        assert got[t] == expected[t], t
+
+
+def test_a_row_breaking_a_key_checked_once_refuses_and_writes_nothing(packages, target_db):
+    with psycopg.connect(target_db, autocommit=True) as conn:
+        fill_target(conn)
+        # a key only the target has, which the source's parts (n from 0) do not keep
+        conn.execute("DELETE FROM part")
+        conn.execute("ALTER TABLE part ADD CONSTRAINT part_n_kind FOREIGN KEY (n)"
+                     " REFERENCES kind (id)")
+    before = dump(target_db)
+    with pytest.raises(RestoreRefused, match=re.escape(
+            "public.part would violate foreign key constraint 'part_n_kind': key (n)=(0)")):
+        _restore(packages, target_db)
+    assert dump(target_db) == before
 
 
 @pytest.mark.parametrize("on_conflict", ["update", "skip"])

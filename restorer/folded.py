@@ -50,7 +50,7 @@ from journal.transport import JournalReader
 from restorer import schema
 from restorer.copying import CopyWriter, copy_member
 from restorer.graph import LoadOrder
-from restorer.net_apply import apply_to_live
+from restorer.net_apply import StageText, apply_to_live, write_stage_text
 from restorer.plan import TAIL_ID
 from restorer.refusals import rows_holding
 from restorer.replay import end_position, replay
@@ -157,7 +157,7 @@ def load_folded(conn: psycopg.Connection[Any], store: Any, base: PackageReader,
         # a worker costs its start (an interpreter and its imports): worth it for many
         # records only
         collector = (stack.enter_context(_Collector(store, base.manifest.package_id, packaged,
-                                                    cutoff, start, Path(workdir)))
+                                                    cutoff, start, Path(workdir), catalog))
                      if sum(m.rows for m in packaged) >= WORKER_RECORDS else None)
         sorters: list[ExternalSorter] = []
         stack.callback(lambda: [s.close() for s in sorters])
@@ -175,13 +175,15 @@ def load_folded(conn: psycopg.Connection[Any], store: Any, base: PackageReader,
             schema.add_constraints(conn, catalog, tables, primary=True)
         started = time.monotonic()
         state = None
+        texts: dict[str, StageText] | None = None
         answer = collector.result() if collector is not None else None
         if answer is not None:
-            state, reached, sorter = answer
+            state, reached, sorter, texts = answer
             sorters.append(sorter)
         else:
             tail = packaged + tail
         if tail and (state is None or not state.stopped):
+            texts = None  # the stages the worker wrote lack the tail's changes
             sorters.append(ExternalSorter(Path(workdir)))
             box = [reached]
             state = collect_changes(
@@ -199,7 +201,7 @@ def load_folded(conn: psycopg.Connection[Any], store: Any, base: PackageReader,
             changes = _Merged(sorters)
             why = net_unsupported(state, catalog)
             if why is None:
-                why = _apply_to_snapshot(conn, catalog, tables, state, changes)
+                why = _apply_to_snapshot(conn, catalog, tables, state, changes, texts)
             if why is None:
                 conn.execute("RELEASE SAVEPOINT journal_snapshot")
             else:
@@ -227,18 +229,23 @@ def load_folded(conn: psycopg.Connection[Any], store: Any, base: PackageReader,
 
 
 def _apply_to_snapshot(conn: psycopg.Connection[Any], catalog: Catalog, tables: list[str],
-                       state: FoldState, changes: _Merged) -> str | None:
+                       state: FoldState, changes: _Merged,
+                       texts: dict[str, StageText] | None = None) -> str | None:
     """The net changes applied to the COPYed snapshot once its primary keys are built
     (each change finds its row through them), before its other constraints (so unique
     values that rows swapped hold only at the end, as in the source's commit); None, or
-    why the tables must be rewritten instead (nothing of the attempt remains)."""
+    why the tables must be rewritten instead (nothing of the attempt remains). ``texts``:
+    every changed table's stage, written by the worker that read the changes."""
     try:
         conn.execute("SAVEPOINT journal_net")
         truncated = [catalog.tables[info.name] for info in state.tables.values()
                      if info.truncated_at is not None]
-        applied = apply_to_live(conn, ((catalog.tables[net.name], net.changes)
-                                       for net in net_changes(state, changes)), tables,
-                                truncated)
+        # the worker's text is UTF-8, as the C formatter writes it
+        staged: Iterable[tuple[Any, Any]] = (
+            ((catalog.tables[name], text) for name, text in texts.items())
+            if texts is not None and conn.info.encoding == "utf-8"
+            else ((catalog.tables[net.name], net.changes) for net in net_changes(state, changes)))
+        applied = apply_to_live(conn, staged, tables, truncated)
         if applied.aside:  # the unique indexes are built after the changes: not expected
             conn.execute("ROLLBACK TO SAVEPOINT journal_net")
             return ("rows exchanged unique values the restored tables already enforce: "
@@ -281,7 +288,7 @@ class _Collector:
     per-record work of the restore runs beside the snapshot's COPY)."""
 
     def __init__(self, store: Any, base_id: str, manifests: list[Any], cutoff: Cutoff,
-                 start: Position | None, workdir: Path) -> None:
+                 start: Position | None, workdir: Path, catalog: Catalog) -> None:
         ctx = multiprocessing.get_context("spawn")  # no fork of a process holding sockets
         self._receive, send = ctx.Pipe(duplex=False)
         take, give = ctx.Pipe(duplex=False)
@@ -296,15 +303,17 @@ class _Collector:
         send.close()
         take.close()
         try:
-            give.send((store, base_id, manifests, cutoff, start, workdir))
+            give.send((store, base_id, manifests, cutoff, start, workdir, catalog))
         except OSError:  # the worker ended before it read its work: result() says so
             pass
         finally:
             give.close()
 
-    def result(self) -> tuple[FoldState, Position, ExternalSorter] | None:
-        """The worker's pass, or None when it ended without an answer (it could not start,
-        or was killed): the caller then reads the segments itself."""
+    def result(self) -> tuple[FoldState, Position, ExternalSorter,
+                              dict[str, StageText] | None] | None:
+        """The worker's pass (with the stages of the net changes it wrote, where it could),
+        or None when it ended without an answer (it could not start, or was killed): the
+        caller then reads the segments itself."""
         try:
             # a worker that dies before it takes its end of the pipe leaves a copy open
             # here, so its death is watched for rather than an end of file
@@ -322,8 +331,8 @@ class _Collector:
         self._process.join()
         if outcome[0] == "error":
             raise outcome[1]
-        _, state, reached, frozen = outcome
-        return state, reached, ExternalSorter.thaw(frozen)
+        _, state, reached, frozen, texts = outcome
+        return state, reached, ExternalSorter.thaw(frozen), texts
 
     def __enter__(self) -> _Collector:
         return self
@@ -338,14 +347,16 @@ class _Collector:
 def _collect_in_worker(send: Any, take: Any) -> None:
     try:
         with ExitStack() as stack:
-            store, base_id, manifests, cutoff, start, workdir = take.recv()
+            store, base_id, manifests, cutoff, start, workdir, catalog = take.recv()
             take.close()
             base = stack.enter_context(store.open(base_id, verify=False))
             sorter = ExternalSorter(workdir)
             reached = [start or base.manifest.to_position]
             segments = ((m, transactions_of(store, m, None, stack)) for m in manifests)
             state = collect_changes(base, _after(segments, start, reached), cutoff, sorter)
-            send.send(("ok", state, reached[0], sorter.freeze()))
+            frozen = sorter.freeze()
+            send.send(("ok", state, reached[0], frozen,
+                       _stage_texts(state, catalog, sorter, workdir)))
     except BaseException as exc:  # noqa: BLE001 - every failure goes to the parent
         try:
             send.send(("error", exc))
@@ -354,6 +365,23 @@ def _collect_in_worker(send: Any, take: Any) -> None:
                                              f"{type(exc).__name__}: {exc}")))
     finally:
         send.close()
+
+
+def _stage_texts(state: FoldState, catalog: Catalog, sorter: ExternalSorter, workdir: Path
+                 ) -> dict[str, StageText] | None:
+    """Every changed table's stage as COPY text, written here so the restore only sends
+    it; None where the changes cannot be applied as net changes or a row is one the C
+    formatter leaves (the restore then stages them from the sorted changes)."""
+    if net_unsupported(state, catalog) is not None:
+        return None
+    texts = {}
+    for n, net in enumerate(net_changes(state, sorter)):
+        text = write_stage_text(catalog.tables[net.name], net.changes,
+                                workdir / f"stage-{n}.copy")
+        if text is None:
+            return None
+        texts[net.name] = text
+    return texts
 
 
 def _holder(conn: psycopg.Connection[Any], catalog: Catalog,

@@ -10,17 +10,20 @@ row (unchanged TOAST) with an ``UPDATE`` that leaves them in place.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
 from journal.catalog import TableEntry
+from journal.codec import copytext
+from journal.codec.wire import Unhandled
 from journal.errors import RestoreError
 from journal.fold import NetChange
-from restorer.copying import CopyWriter
+from restorer.copying import CHUNK, CopyWriter
 
 # staging columns: 'p' put / 'd' delete / 'o' put left to be replayed in order; kept
 _OP, _KEEP = "_journal_op", "_journal_keep"
@@ -40,17 +43,81 @@ def equal(left: str, lcols: Iterable[str], right: str, rcols: Iterable[str]) -> 
         for a, b in zip(lcols, rcols, strict=True))
 
 
+class StageRows:
+    """A table's net changes as the rows of its stage, counted as they go: a delete is
+    its key, a put its row with the values kept from the target's row NULL and named."""
+
+    def __init__(self, table: TableEntry) -> None:
+        self.table = table
+        self.columns = [c.name for c in table.columns if not c.generated]
+        self.puts = self.deletes = self.partial = 0
+        self.kept: set[str] = set()
+
+    @property
+    def stage_columns(self) -> list[str]:
+        return [*self.columns, _OP, _KEEP]
+
+    def rows(self, changes: Iterable[NetChange]) -> Iterator[dict[str, Any]]:
+        pk = self.table.primary_key
+        blank = dict.fromkeys([*self.columns, _KEEP])
+        for change in changes:
+            if change.row is None:
+                self.deletes += 1
+                yield {**blank, **dict(zip(pk, change.key, strict=True)), _OP: "d"}
+                continue
+            row = dict(change.row)
+            for c in change.from_target:
+                row[c] = None
+            self.kept.update(change.from_target)
+            self.partial += bool(change.from_target)
+            row[_OP], row[_KEEP] = "p", list(change.from_target) or None
+            self.puts += 1
+            yield row
+
+
+@dataclass(frozen=True)
+class StageText:
+    """A table's stage written ahead as COPY text (by the process that read the changes,
+    while the snapshot was being COPYed), with its counts."""
+
+    path: Path
+    puts: int
+    deletes: int
+    partial: int
+    kept: frozenset[str]
+
+
+def write_stage_text(table: TableEntry, changes: Iterable[NetChange], path: Path
+                     ) -> StageText | None:
+    """``changes`` as ``Staged`` would COPY them, into the file ``path``: the bytes the C
+    formatter writes, which ``CopyWriter`` writes too. None where a row is not one the C
+    formatter handles (or it is not built): the stage is then written from the rows."""
+    if not copytext.BUILT:
+        return None
+    shape = StageRows(table)
+    formatter = copytext.row_formatter(shape.stage_columns)
+    with path.open("wb") as out:
+        for row in shape.rows(changes):
+            try:
+                if formatter.add(row) >= CHUNK:
+                    out.write(formatter.take())
+            except (KeyError, Unhandled):
+                return None
+        if formatter.buffered:
+            out.write(formatter.take())
+    return StageText(path, shape.puts, shape.deletes, shape.partial, frozenset(shape.kept))
+
+
 class Staged:
     """One table's net changes in a temporary table of the restore's transaction."""
 
     def __init__(self, conn: psycopg.Connection[Any], table: TableEntry,
-                 changes: Iterable[NetChange], number: int = 0) -> None:
+                 changes: Iterable[NetChange] | StageText, number: int = 0) -> None:
         self.conn, self.table = conn, table
         self.ident = sql.Identifier(table.schema, table.name)
         self.stage = sql.Identifier(f"_journal_net_{number}")
-        self.columns = [c.name for c in table.columns if not c.generated]
-        self.puts = self.deletes = self.partial = 0
-        self.kept: set[str] = set()
+        shape = StageRows(table)
+        self.columns = shape.columns
         pk = table.primary_key
         self.on_key = equal("t", pk, "s", pk)
         types = staging_types(conn, self.ident)
@@ -60,31 +127,33 @@ class Staged:
             sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(types[c]))
                                for c in self.columns),
             sql.Identifier(_OP), sql.Identifier(_KEEP)))
-        out = CopyWriter(conn, self.stage, [*self.columns, _OP, _KEEP], table.qualified)
-        blank = dict.fromkeys([*self.columns, _KEEP])
-        try:
-            for change in changes:
-                if change.row is None:
-                    out.write({**blank, **dict(zip(pk, change.key, strict=True)), _OP: "d"})
-                    self.deletes += 1
-                    continue
-                row = dict(change.row)
-                for c in change.from_target:
-                    row[c] = None
-                self.kept.update(change.from_target)
-                self.partial += bool(change.from_target)
-                row[_OP], row[_KEEP] = "p", list(change.from_target) or None
-                out.write(row)
-                self.puts += 1
-        except BaseException as exc:
-            out.close(exc)
-            raise
-        out.close()
+        if isinstance(changes, StageText):
+            self._copy_text(shape.stage_columns, changes)
+            self.puts, self.deletes, self.partial = changes.puts, changes.deletes, changes.partial
+            self.kept = set(changes.kept)
+        else:
+            out = CopyWriter(conn, self.stage, shape.stage_columns, table.qualified)
+            try:
+                for row in shape.rows(changes):
+                    out.write(row)
+            except BaseException as exc:
+                out.close(exc)
+                raise
+            out.close()
+            self.puts, self.deletes, self.partial = shape.puts, shape.deletes, shape.partial
+            self.kept = shape.kept
         # the planner knows no statistics of the stage (nor, before its indexes, of a
         # freshly loaded table): without them it joins them by nested loops. The columns
         # the joins and filters read only (the others may hold large values)
         conn.execute(sql.SQL("ANALYZE {} ({})").format(self.stage, sql.SQL(", ").join(
             sql.Identifier(c) for c in (*pk, _OP, _KEEP))))
+
+    def _copy_text(self, columns: list[str], text: StageText) -> None:
+        query = sql.SQL("COPY {} ({}) FROM STDIN").format(
+            self.stage, sql.SQL(", ").join(sql.Identifier(c) for c in columns))
+        with self.conn.cursor() as cur, cur.copy(query) as copy, text.path.open("rb") as f:
+            while chunk := f.read(CHUNK):
+                copy.write(chunk)
 
     def delete(self) -> int:
         """The deleted keys' rows; how many."""
@@ -237,14 +306,15 @@ class LiveApplied:
 
 
 def apply_to_live(conn: psycopg.Connection[Any],
-                  tables: Iterable[tuple[TableEntry, Iterable[NetChange]]],
+                  tables: Iterable[tuple[TableEntry, Iterable[NetChange] | StageText]],
                   order: list[str], truncated: Iterable[TableEntry] = (),
                   aside: Mapping[str, Iterable[tuple[Any, ...]]] | None = None
                   ) -> LiveApplied:
     """Net changes (per table: its entry and its ``NetChange`` iterator, in the sorted
-    changes' order, each read before the next is asked for) into tables with their keys
-    and constraints: all staged first; then the deleted rows, children before parents
-    (which frees their unique values); then the other rows, parents before children.
+    changes' order, each read before the next is asked for, or its stage's text) into
+    tables with their keys and constraints: all staged first; then the deleted rows,
+    children before parents (which frees their unique values); then the other rows,
+    parents before children.
     ``truncated`` tables are emptied first, in one statement (as the source's
     TRUNCATE of tables that reference each other was). Rows that exchange the values of
     a non-deferrable unique index are left as they were, for the caller to replay in

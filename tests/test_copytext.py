@@ -22,10 +22,13 @@ from psycopg.adapt import Transformer
 
 import restorer.copying as copying
 import tests.support.every_type as every
+from journal.catalog import ColumnEntry, TableEntry
 from journal.codec.copytext import row_formatter
 from journal.codec.wire import Unhandled
 from journal.errors import RestoreError
+from journal.fold import NetChange
 from restorer.copying import CopyWriter
+from restorer.net_apply import write_stage_text
 from tests.support.ci import unavailable
 from tests.support.databases import scratch_database
 
@@ -270,3 +273,24 @@ def test_a_connection_not_in_utf8_is_left_to_psycopg(tables):
         out.close()
         assert conn.execute("SELECT code FROM by_c WHERE n = -1").fetchone() == ("é",)
         conn.rollback()
+
+
+def test_a_stage_written_ahead_is_the_copy_text_of_its_rows(tmp_path):
+    """The worker that reads a restore's changes writes each changed table's stage as COPY
+    text: a put row with the values the target keeps NULL and named, a delete its key."""
+    table = TableEntry("public", "doc", (ColumnEntry("id", "integer", 23),
+                                         ColumnEntry("body", "text", 25),
+                                         ColumnEntry("size", "integer", 23, generated="s")),
+                       primary_key=("id",))
+    text = write_stage_text(table, [
+        NetChange((1,), {"id": 1, "body": "a\tb", "size": 3}),
+        NetChange((2,), None),
+        NetChange((3,), {"id": 3, "body": None, "size": 0}, ("body",)),
+    ], tmp_path / "stage.copy")
+    assert text is not None
+    assert (tmp_path / "stage.copy").read_bytes() == (
+        b"1\ta\\tb\tp\t\\N\n" b"2\t\\N\td\t\\N\n" b"3\t\\N\tp\t{body}\n")
+    assert (text.puts, text.deletes, text.partial, text.kept) == (2, 1, 1, {"body"})
+    # a row the C formatter leaves: the stage is written from the rows instead
+    assert write_stage_text(table, [NetChange((4,), {"id": 4, "body": UNHANDLED[0]})],
+                            tmp_path / "other.copy") is None

@@ -31,7 +31,7 @@ from journal.config import Config
 from journal.errors import RestoreError
 from journal.events import ChangeEvent
 from producers.capture import run_capture
-from restorer import folded
+from restorer import folded, net_apply
 from restorer.report import RestoreReport
 from restorer.restore import RestoreOptions, restore
 from tests.support.capture import capture_config, cli_env, database_of, read_records
@@ -306,6 +306,11 @@ def test_changes_read_in_a_worker_process_restore_the_source(
         history: History, name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     # a history this small is read in the restore's own process unless told otherwise
     monkeypatch.setattr("restorer.folded.WORKER_RECORDS", 0)
+    sent: list[Any] = []  # the stages the worker wrote as COPY text, sent as they are
+    copy_text = net_apply.Staged._copy_text
+    monkeypatch.setattr(net_apply.Staged, "_copy_text",
+                        lambda self, columns, text: (sent.append(text),
+                                                     copy_text(self, columns, text))[1])
     target = history.targets[name]
     with scratch_database(history.server, "worker") as url:
         report = history.restore(url, target)
@@ -313,6 +318,9 @@ def test_changes_read_in_a_worker_process_restore_the_source(
     assert got == target.rows, _says(history, target, "worker:\n"
                                      + difference(target.rows, got))
     assert report.replay == "net changes" and report.transactions_replayed > 0
+    # inside the packages, changes applied to the snapshot come staged by the worker (the
+    # journal's tail, read by the restore, and rewritten tables need none)
+    assert bool(sent) == (name != "latest" and not report.net_rewrite), report.net_rewrite
 
 
 def test_a_worker_that_dies_is_replaced_by_reading_the_changes_in_the_restore(

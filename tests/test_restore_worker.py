@@ -31,7 +31,7 @@ def test_a_worker_that_dies_before_reading_its_work_is_not_waited_for(
     def collect() -> None:
         with caplog.at_level(logging.WARNING), \
                 _Collector(_DiesWhenRead(), "base", manifests, None, None,  # type: ignore[arg-type]
-                           tmp_path) as collector:
+                           tmp_path, None) as collector:  # type: ignore[arg-type]
             outcome.append(collector.result())
 
     thread = threading.Thread(target=collect, daemon=True)

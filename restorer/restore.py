@@ -67,6 +67,7 @@ from restorer.target import TargetWriter
 log = logging.getLogger(__name__)
 REPLAY = ("net", "ordered")
 TEMP_BUFFERS = "128MB"
+WORK_MEM = "64MB"
 Progress = Callable[[str, int], None]
 
 
@@ -138,9 +139,14 @@ def restore(options: RestoreOptions) -> RestoreReport:
         # over; in the default 8 MB of local buffers each pass goes through the kernel.
         # Allocated as used, and settable only before a session's first temporary table;
         # a larger setting of the server's or the URL's is kept
-        conn.execute("SELECT set_config('temp_buffers', %(b)s, false) WHERE pg_size_bytes("
-                     "current_setting('temp_buffers')) < pg_size_bytes(%(b)s)",
-                     {"b": TEMP_BUFFERS})
+        # Likewise the memory of a sort or a hash before it spills to disk (4 MB by
+        # default): the restore sorts and joins whole tables' keys and rows; and of an
+        # index build (the key map's)
+        for name, size in (("temp_buffers", TEMP_BUFFERS), ("work_mem", WORK_MEM),
+                           ("maintenance_work_mem", WORK_MEM)):
+            conn.execute("SELECT set_config(%(n)s, %(b)s, false) WHERE pg_size_bytes("
+                         "current_setting(%(n)s)) < pg_size_bytes(%(b)s)",
+                         {"n": name, "b": size})
         conn.commit()
         state = read_state(conn)
         conn.rollback()

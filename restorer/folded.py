@@ -376,8 +376,12 @@ def _stage_texts(state: FoldState, catalog: Catalog, sorter: ExternalSorter, wor
         return None
     texts = {}
     for n, net in enumerate(net_changes(state, sorter)):
-        text = write_stage_text(catalog.tables[net.name], net.changes,
-                                workdir / f"stage-{n}.copy")
+        try:
+            text = write_stage_text(catalog.tables[net.name], net.changes,
+                                    workdir / f"stage-{n}.copy")
+        except OSError as exc:  # e.g. a full disk: the restore can still stage the rows
+            log.warning("the net changes of %s were not written ahead: %s", net.name, exc)
+            return None
         if text is None:
             return None
         texts[net.name] = text

@@ -11,6 +11,7 @@ row (unchanged TOAST) with an ``UPDATE`` that leaves them in place.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ from journal.errors import RestoreError
 from journal.fold import NetChange
 from restorer.copying import CHUNK, CopyWriter
 
+# a stage of fewer rows than a quarter of its table's finds them through the primary key
+FEW_ROWS = 4
 # staging columns: 'p' put / 'd' delete / 'o' put left to be replayed in order; kept
 _OP, _KEEP = "_journal_op", "_journal_keep"
 
@@ -157,9 +160,34 @@ class Staged:
 
     def delete(self) -> int:
         """The deleted keys' rows; how many."""
-        return self.conn.execute(sql.SQL("DELETE FROM {} t USING {} s WHERE {} AND s.{} = 'd'")
-                                 .format(self.ident, self.stage, self.on_key,
-                                         sql.Identifier(_OP))).rowcount
+        with self._through_key(self.deletes):
+            return self.conn.execute(sql.SQL(
+                "DELETE FROM {} t USING {} s WHERE {} AND s.{} = 'd'").format(
+                    self.ident, self.stage, self.on_key, sql.Identifier(_OP))).rowcount
+
+    @contextmanager
+    def _through_key(self, rows: int) -> Iterator[None]:
+        """A statement joining ``rows`` staged rows to the table: where they are few beside
+        the table's rows, each finds its row through the primary key, rather than the
+        whole table being read into a hash join, which the planner prefers (it costs each
+        probe as a read from disk): at 1,000,000 documents, 20,000 rows' UPDATE took 1.6 s
+        that way. The table's row count is the one its primary key's build recorded."""
+        (tuples,) = self.conn.execute(
+            "SELECT reltuples FROM pg_class WHERE oid = %s::regclass",
+            (self.ident.as_string(self.conn),)).fetchone() or (-1,)
+        if not rows or rows * FEW_ROWS >= tuples:
+            yield
+            return
+        names = ("enable_hashjoin", "enable_mergejoin")
+        before = [self.conn.execute("SELECT current_setting(%s)", (n,)).fetchone()
+                  for n in names]
+        for n in names:
+            self.conn.execute("SELECT set_config(%s, 'off', true)", (n,))
+        yield
+        # not on an error: the transaction (or the savepoint around it, which takes the
+        # settings back with it) is rolled back
+        for n, value in zip(names, before, strict=True):
+            self.conn.execute("SELECT set_config(%s, %s, true)", (n, value[0] if value else "on"))
 
     def write_or_set_aside(self, more: Iterable[tuple[Any, ...]] = ()
                            ) -> tuple[int, int, list[tuple[Any, ...]]]:
@@ -257,14 +285,17 @@ class Staged:
         that keeps a value from a row the target does not hold is refused."""
         op, keep = sql.Identifier(_OP), sql.Identifier(_KEEP)
         where = sql.SQL("s.{} = 'p' AND s.{} IS NOT NULL").format(op, keep)
-        updated = self.conn.execute(sql.SQL("UPDATE {} t SET {} FROM {} s WHERE {} AND {}").format(
-            self.ident,
-            sql.SQL(", ").join(
-                sql.SQL("{c} = CASE WHEN {n} = ANY(s.{k}) THEN t.{c} ELSE s.{c} END").format(
-                    c=sql.Identifier(c), n=sql.Literal(c), k=keep)
-                if c in self.kept else sql.SQL("{c} = s.{c}").format(c=sql.Identifier(c))
-                for c in settable),
-            self.stage, self.on_key, where)).rowcount
+        with self._through_key(self.partial):
+            updated = self.conn.execute(sql.SQL(
+                "UPDATE {} t SET {} FROM {} s WHERE {} AND {}").format(
+                    self.ident,
+                    sql.SQL(", ").join(
+                        sql.SQL("{c} = CASE WHEN {n} = ANY(s.{k}) THEN t.{c} ELSE s.{c} END")
+                        .format(c=sql.Identifier(c), n=sql.Literal(c), k=keep)
+                        if c in self.kept else sql.SQL("{c} = s.{c}").format(
+                            c=sql.Identifier(c))
+                        for c in settable),
+                    self.stage, self.on_key, where)).rowcount
         missing = self.conn.execute(sql.SQL(
             "SELECT s.{k} FROM {s} s LEFT JOIN {t} t ON {on} WHERE {where} AND t.ctid IS NULL "
             "LIMIT 1").format(k=keep, s=self.stage, t=self.ident, on=self.on_key, where=where)

@@ -25,9 +25,9 @@ from tests.support.served import Served, child_env, served
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 CLIENTS = 50
-LOAD_SECONDS = 30.0
+LOAD_SECONDS = 25.0
 POLL_INTERVAL_S = 0.5  # each client: /jobs then /capture, every half second
-BASELINE_SECONDS = 10.0
+BASELINE_SECONDS = 8.0
 
 
 @pytest.fixture(scope="module")

@@ -130,7 +130,7 @@ def test_two_scheduler_processes_never_run_the_same_job_twice(db: JobDatabase,
                  "retention_schedule": "0 2 * * *", "drill_schedule": "0 5 * * *"}
     _configure(db, **schedules)
     log = tmp_path / "runs.jsonl"
-    factor = 4800.0  # a simulated day in 18 seconds
+    factor = 6400.0  # a simulated day in 13.5 seconds
     real_start = time.time() + 4  # both processes start their day together
     sim_end = DAY + timedelta(hours=23, minutes=59)
     env = dict(os.environ, PYTHONPATH=str(REPO))

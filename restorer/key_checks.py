@@ -37,7 +37,7 @@ _OPERATOR = re.compile(r"[-+*/<>=~!@#%^&|`?]+")
 # the constraints on ordinary tables whose referencing-side checks are enabled, validated
 # and not inherited from a partitioned parent, with their columns, operators and triggers
 _KEYS = """
-SELECT con.conname, con.conrelid, cn.nspname, c.relname, fn.nspname, f.relname,
+SELECT con.conname, cn.nspname, c.relname, fn.nspname, f.relname,
        con.confmatchtype = 'f',
        ARRAY(SELECT a.attname FROM unnest(con.conkey) WITH ORDINALITY k(n, i)
              JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.n ORDER BY k.i),
@@ -62,6 +62,12 @@ ORDER BY cn.nspname, c.relname, con.conname
 """
 
 
+def _ident(qualified: str) -> sql.Identifier:
+    """``schema.name`` (as the catalog and the restore name tables) as an identifier."""
+    schema, _, name = qualified.partition(".")
+    return sql.Identifier(schema, name)
+
+
 @dataclass(frozen=True)
 class ForeignKey:
     """One constraint checked once: its table and referenced table ("schema.name")."""
@@ -75,10 +81,6 @@ class ForeignKey:
     match_full: bool
     triggers: tuple[str, ...]
 
-    def _ident(self, qualified: str) -> sql.Identifier:
-        schema, _, name = qualified.partition(".")
-        return sql.Identifier(schema, name)
-
     def violation_query(self) -> sql.Composed:
         """A row of the table breaking the constraint, PostgreSQL's rules for it (MATCH
         SIMPLE: any null column passes; MATCH FULL: all or none null), the constraint's own
@@ -89,7 +91,7 @@ class ForeignKey:
                 sql.Identifier(ref), sql.Identifier(schema), sql.SQL(op), col)
             for ref, (schema, op), col in zip(self.ref_columns, self.operators, cols, strict=True))
         missing = sql.SQL("NOT EXISTS (SELECT 1 FROM ONLY {} p WHERE {})").format(
-            self._ident(self.ref_table), matched)
+            _ident(self.ref_table), matched)
         all_set = sql.SQL(" AND ").join(sql.SQL("{} IS NOT NULL").format(c) for c in cols)
         if self.match_full:
             none_set = sql.SQL(" AND ").join(sql.SQL("{} IS NULL").format(c) for c in cols)
@@ -98,13 +100,13 @@ class ForeignKey:
             where = sql.SQL("{} AND {}").format(all_set, missing)
         return sql.SQL("SELECT {} FROM ONLY {} c WHERE {} LIMIT 1").format(
             sql.SQL(", ").join(sql.SQL("{}::text").format(c) for c in cols),
-            self._ident(self.table), where)
+            _ident(self.table), where)
 
     def triggers_sql(self, enable: bool) -> Iterator[sql.Composed]:
         verb = sql.SQL("ENABLE" if enable else "DISABLE")
         for trigger in self.triggers:
             yield sql.SQL("ALTER TABLE {} {} TRIGGER {}").format(
-                self._ident(self.table), verb, sql.Identifier(trigger))
+                _ident(self.table), verb, sql.Identifier(trigger))
 
 
 def checked_once_keys(conn: psycopg.Connection[Any], incoming: Mapping[str, int],
@@ -119,22 +121,20 @@ def checked_once_keys(conn: psycopg.Connection[Any], incoming: Mapping[str, int]
         return []
 
     def regclasses(names: Collection[str]) -> list[str]:
-        return [sql.Identifier(*n.split(".", 1)).as_string(conn) for n in sorted(names)]
+        return [_ident(n).as_string(conn) for n in sorted(names)]
 
     keys = []
-    for (name, _oid, schema, table, ref_schema, ref_table, full, columns, ref_columns,
+    for (name, schema, table, ref_schema, ref_table, full, columns, ref_columns,
          operators, triggers, held) in conn.execute(
             _KEYS, {"tables": regclasses(incoming), "locked": regclasses(locked)}):
         qualified = f"{schema}.{table}"
         if not triggers or incoming.get(qualified, 0) < WHOLE_TABLE_SHARE * held:
             continue
-        ops = tuple((schema_, op) for schema_, op in operators)
+        ops = tuple((nsp, op) for nsp, op in operators)
         if len(ops) != len(columns) or not all(_OPERATOR.fullmatch(op) for _, op in ops):
             continue  # not an operator name (never, from the catalog): keep the row checks
         keys.append(ForeignKey(name, qualified, f"{ref_schema}.{ref_table}", tuple(columns),
-                               tuple(ref_columns),
-                               ops,
-                               bool(full), tuple(triggers)))
+                               tuple(ref_columns), ops, bool(full), tuple(triggers)))
     return keys
 
 

@@ -24,6 +24,7 @@ from journal.codec import copytext
 from journal.codec.wire import Unhandled
 from journal.errors import RestoreError
 from journal.fold import NetChange
+from journal.packages.ocf import CopyChunk
 from restorer.copying import CHUNK, CopyWriter
 
 # a stage of fewer rows than a quarter of its table's finds them through the primary key
@@ -130,33 +131,28 @@ class Staged:
             sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(types[c]))
                                for c in self.columns),
             sql.Identifier(_OP), sql.Identifier(_KEEP)))
-        if isinstance(changes, StageText):
-            self._copy_text(shape.stage_columns, changes)
-            self.puts, self.deletes, self.partial = changes.puts, changes.deletes, changes.partial
-            self.kept = set(changes.kept)
-        else:
-            out = CopyWriter(conn, self.stage, shape.stage_columns, table.qualified)
-            try:
+        out = CopyWriter(conn, self.stage, shape.stage_columns, table.qualified)
+        counted: StageRows | StageText = shape
+        try:
+            if isinstance(changes, StageText):  # written ahead: sent as it is
+                counted = changes
+                with changes.path.open("rb") as f:
+                    while chunk := f.read(CHUNK):
+                        out.write_text(CopyChunk(chunk, 0))
+            else:
                 for row in shape.rows(changes):
                     out.write(row)
-            except BaseException as exc:
-                out.close(exc)
-                raise
-            out.close()
-            self.puts, self.deletes, self.partial = shape.puts, shape.deletes, shape.partial
-            self.kept = shape.kept
+        except BaseException as exc:
+            out.close(exc)
+            raise
+        out.close()
+        self.puts, self.deletes, self.partial = counted.puts, counted.deletes, counted.partial
+        self.kept = set(counted.kept)
         # the planner knows no statistics of the stage (nor, before its indexes, of a
         # freshly loaded table): without them it joins them by nested loops. The columns
         # the joins and filters read only (the others may hold large values)
         conn.execute(sql.SQL("ANALYZE {} ({})").format(self.stage, sql.SQL(", ").join(
             sql.Identifier(c) for c in (*pk, _OP, _KEEP))))
-
-    def _copy_text(self, columns: list[str], text: StageText) -> None:
-        query = sql.SQL("COPY {} ({}) FROM STDIN").format(
-            self.stage, sql.SQL(", ").join(sql.Identifier(c) for c in columns))
-        with self.conn.cursor() as cur, cur.copy(query) as copy, text.path.open("rb") as f:
-            while chunk := f.read(CHUNK):
-                copy.write(chunk)
 
     def delete(self) -> int:
         """The deleted keys' rows; how many."""

@@ -307,10 +307,14 @@ def test_changes_read_in_a_worker_process_restore_the_source(
     # a history this small is read in the restore's own process unless told otherwise
     monkeypatch.setattr("restorer.folded.WORKER_RECORDS", 0)
     sent: list[Any] = []  # the stages the worker wrote as COPY text, sent as they are
-    copy_text = net_apply.Staged._copy_text
-    monkeypatch.setattr(net_apply.Staged, "_copy_text",
-                        lambda self, columns, text: (sent.append(text),
-                                                     copy_text(self, columns, text))[1])
+    init = net_apply.Staged.__init__
+
+    def spy(self: Any, conn: Any, table: Any, changes: Any, number: int = 0) -> None:
+        if isinstance(changes, net_apply.StageText):
+            sent.append(changes)
+        init(self, conn, table, changes, number)
+
+    monkeypatch.setattr(net_apply.Staged, "__init__", spy)
     target = history.targets[name]
     with scratch_database(history.server, "worker") as url:
         report = history.restore(url, target)

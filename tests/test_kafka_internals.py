@@ -18,7 +18,12 @@ from kafka.producer.future import FutureRecordMetadata
 from kafka.record.default_records import DefaultRecordBatch
 
 from journal.transport import kafka_internals
-from journal.transport.kafka_internals import DirectPartition, direct_partition, missing
+from journal.transport.kafka_internals import (
+    DirectPartition,
+    direct_partition,
+    fenced_stays_fenced,
+    missing,
+)
 from tests.support import ci
 
 
@@ -38,6 +43,36 @@ def producer() -> Iterator[Any]:
 def test_this_kafka_python_has_every_internal_the_writer_uses(producer: Any):
     assert missing(producer) == [], "kafka-python changed shape: the writer falls back to send"
     assert isinstance(direct_partition(producer, "edms_journal.db.changes", 0), DirectPartition)
+
+
+def test_a_transactional_producer_refused_its_epoch_stops_instead_of_taking_a_new_one(
+        producer: Any):
+    from kafka.errors import InvalidProducerEpochError, OutOfOrderSequenceNumberError
+    from kafka.producer.transaction_manager import TransactionManager
+
+    manager = producer._transaction_manager
+    batch = SimpleNamespace(topic_partition=TopicPartition("t", 0))
+    # kafka-python's own answer: bump the epoch, and take a fresh producer id if refused
+    assert manager.classify_batch_error(InvalidProducerEpochError, batch) == \
+        TransactionManager.ERROR_CLASS_NEEDS_EPOCH_BUMP
+    assert fenced_stays_fenced(producer)
+    for error in (InvalidProducerEpochError, OutOfOrderSequenceNumberError):
+        assert manager.classify_batch_error(error, batch) == TransactionManager.ERROR_CLASS_FATAL
+
+
+def test_an_idempotent_producer_keeps_its_epoch_bump():
+    from kafka.errors import InvalidProducerEpochError
+    from kafka.producer.transaction_manager import TransactionManager
+
+    plain = KafkaProducer(bootstrap_servers="127.0.0.1:1", api_version=(2, 5),
+                          enable_idempotence=True, acks="all")
+    try:
+        assert fenced_stays_fenced(plain)
+        batch = SimpleNamespace(topic_partition=TopicPartition("t", 0))
+        assert plain._transaction_manager.classify_batch_error(
+            InvalidProducerEpochError, batch) == TransactionManager.ERROR_CLASS_NEEDS_EPOCH_BUMP
+    finally:
+        plain.close(timeout=0)
 
 
 def test_a_record_appended_directly_lands_in_the_producers_batch_for_the_partition(

@@ -48,7 +48,7 @@ from journal.codec import SchemaRegistry
 from journal.errors import ConfigError, TransportError
 from journal.positions import Position
 from journal.transport import Committed, JournalReader, JournalWriter, RawRecord
-from journal.transport.kafka_internals import direct_partition, unanswered
+from journal.transport.kafka_internals import direct_partition, fenced_stays_fenced, unanswered
 
 log = logging.getLogger(__name__)
 
@@ -273,6 +273,9 @@ class KafkaJournalWriter(JournalWriter):
         self._producer = journal._connect(lambda: KafkaProducer(**config))
         try:
             if journal.transactional:
+                if not fenced_stays_fenced(self._producer):
+                    log.warning("this kafka-python may let a fenced journal writer take its "
+                                "transactional id back")
                 journal._call(self._producer.init_transactions, "initialising the writer")
             self._published = {fp for fp, _ in _read_schemas(journal)}
             self._changes_topic = journal.changes_topic

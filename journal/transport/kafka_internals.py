@@ -12,7 +12,8 @@ numbers and transaction.
 Nothing in kafka-python promises these names: ``KafkaProducer._accumulator``, ``._sender``
 and ``._transaction_manager``, and the module ``kafka.producer.record_accumulator``. They
 are touched here and nowhere else (with ``kafka.producer.transaction_manager``, whose
-result class is checked). ``missing`` says which a producer lacks; the writer then keeps to
+result class is checked, and whose ``_supports_epoch_bump`` ``fenced_stays_fenced`` turns
+off). ``missing`` says which a producer lacks; the writer then keeps to
 the public API, and tests/test_kafka_internals.py fails naming what changed.
 
 Written against kafka-python 3.0 (3.0.12): ``RecordAccumulator.append(tp, timestamp_ms,
@@ -122,6 +123,27 @@ def direct_partition(producer: Any, topic: str, partition: int) -> DirectPartiti
             or producer.config.get("value_serializer") is not None):
         return None
     return DirectPartition(producer, topic, partition)
+
+
+def fenced_stays_fenced(producer: Any) -> bool:
+    """Make a transactional ``producer`` stop for good when the broker refuses its epoch,
+    instead of asking for a new one; False when this kafka-python has no such switch.
+
+    kafka-python answers a record refused for its epoch (``INVALID_PRODUCER_EPOCH``, what
+    a writer fenced by a newer one with the same transactional id meets) by bumping the
+    epoch, and when the coordinator refuses that too, by asking for a fresh producer id
+    under the same transactional id: the fenced writer then fences the writer that fenced
+    it. The Java client treats that refusal as fatal. So does this writer, which gives up
+    at its first unacknowledged record anyway and is replaced by a new one: a producer whose
+    transaction manager says the broker cannot bump epochs takes the pre-KIP-360 path,
+    where those errors are fatal for a transactional producer."""
+    manager = getattr(producer, "_transaction_manager", None)
+    if manager is None or not callable(getattr(manager, "_supports_epoch_bump", None)):
+        return False
+    if not manager.is_transactional():
+        return True  # an idempotent producer has no one to fence: its bump is harmless
+    manager._supports_epoch_bump = lambda: False
+    return True
 
 
 def unanswered(future: Any) -> str | None:

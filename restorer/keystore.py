@@ -11,7 +11,8 @@ query per batch. A key asked for without that is still answered, by a query of i
 
 In the table a key is its JSON as PostgreSQL prints it (``jsonb::text``, one canonical
 form whoever wrote it) under the "C" collation: a text index is several times cheaper
-to maintain than a jsonb one.
+to maintain than a jsonb one. ``moved`` says the entry's value differs from its key; every
+writer sets it (a generated column would print every value again as text).
 
 Without a connection it is a plain dict (unit tests, small in-memory uses).
 """
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import psycopg
@@ -33,6 +34,19 @@ Key = tuple[Any, ...]
 Decode = Callable[[str, Any], Any]
 
 _ABSENT = object()  # cached or buffered "no entry"
+
+
+INTEGER_TYPES = frozenset({"smallint", "integer", "bigint"})  # as format_type spells them
+
+
+def key_text(values: Sequence[sql.Composable], types: Sequence[str]) -> sql.Composable:
+    """SQL for the key map's text of a key of ``values`` (of the types ``types``): what
+    ``jsonb_build_array(...)::text`` prints; for one integer the same text concatenated,
+    which costs a fraction of building and printing the jsonb (a NULL gives NULL, which
+    matches no entry, as ``[null]`` does not)."""
+    if len(values) == 1 and types[0] in INTEGER_TYPES:
+        return sql.SQL("('[' || {} || ']')").format(values[0])
+    return sql.SQL("jsonb_build_array({})::text").format(sql.SQL(", ").join(values))
 
 
 def encode(value: Any) -> str:
@@ -59,8 +73,7 @@ class KeyStore:
         if conn is not None:
             conn.execute(sql.SQL(
                 "CREATE TEMP TABLE {} (table_name text COLLATE \"C\" NOT NULL,"
-                " key text COLLATE \"C\" NOT NULL, value jsonb NOT NULL,"
-                " moved boolean GENERATED ALWAYS AS (key <> value::text) STORED,"
+                " key text COLLATE \"C\" NOT NULL, value jsonb NOT NULL, moved boolean NOT NULL,"
                 " PRIMARY KEY (table_name, key)) ON COMMIT DROP"
             ).format(sql.Identifier(name)))
             # the entries whose key differs, on their own: a join of many rows against
@@ -158,7 +171,8 @@ class KeyStore:
                 (encode(drops),), prepare=False)
         if puts:
             insert = sql.SQL(
-                "INSERT INTO {} (table_name, key, value) SELECT e ->> 0, (e -> 1)::text, e -> 2"
+                "INSERT INTO {} (table_name, key, value, moved) SELECT e ->> 0, (e -> 1)::text,"
+                " e -> 2, (e -> 1)::text <> (e -> 2)::text"
                 " FROM jsonb_array_elements(%s::jsonb) AS u(e)").format(self.table)
             document = encode(puts)
             try:
@@ -167,7 +181,8 @@ class KeyStore:
                     self.conn.execute(insert, (document,), prepare=False)
             except psycopg.errors.UniqueViolation:
                 self.conn.execute(insert + sql.SQL(
-                    " ON CONFLICT (table_name, key) DO UPDATE SET value = excluded.value"),
+                    " ON CONFLICT (table_name, key) DO UPDATE SET value = excluded.value,"
+                    " moved = excluded.moved"),
                     (document,), prepare=False)
         # what was just written is what is most likely asked for next
         self._cache.update(self._memory)

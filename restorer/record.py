@@ -117,8 +117,9 @@ def read_keymap(conn: psycopg.Connection[Any], catalog: Catalog,
         return keymap
     if keymap.store.in_database:
         tables = [r[0] for r in conn.execute(sql.SQL(
-            "WITH copied AS (INSERT INTO {} (table_name, key, value)"
-            " SELECT table_name, source_key::text, target_key FROM public.journal_restore_keymap"
+            "WITH copied AS (INSERT INTO {} (table_name, key, value, moved)"
+            " SELECT table_name, source_key::text, target_key,"
+            " source_key::text <> target_key::text FROM public.journal_restore_keymap"
             # source_key: jsonb in targets restored by earlier versions, its text now
             " WHERE table_name = ANY(%s) AND (source_key::text <> target_key::text"
             " OR table_name = ANY(%s))"

@@ -22,6 +22,7 @@ from psycopg import sql
 
 from journal.catalog import oid_of
 from restorer.generic_keys import GenericForeignKey, object_key
+from restorer.keystore import key_text
 from restorer.net_apply import aliased
 
 if TYPE_CHECKING:
@@ -84,11 +85,12 @@ class _Pair:
         key_oid = next(c.type_oid for c in spec.columns if c.name == spec.primary_key[0])
         obj, oid = sql.SQL("s.{}").format(self.obj), self.obj_oid
 
-        def built(value: sql.Composable) -> sql.Composable:
-            return sql.SQL("jsonb_build_array({})::text").format(value)
+        def built(value: sql.Composable, integer: bool = False) -> sql.Composable:
+            return key_text([value], ["bigint" if integer else "other"])
 
-        if oid == key_oid or (oid in _INTEGERS and key_oid in _INTEGERS) or (
-                oid in _TEXTS and key_oid in _TEXTS):
+        if oid in _INTEGERS and key_oid in _INTEGERS:
+            return sql.SQL("true"), built(obj, integer=True)
+        if oid == key_oid or (oid in _TEXTS and key_oid in _TEXTS):
             return sql.SQL("true"), built(obj)
         if oid in _INTEGERS and key_oid in _TEXTS:
             return sql.SQL("true"), built(sql.SQL("{}::text").format(obj))
@@ -99,7 +101,7 @@ class _Pair:
         else:
             return None
         return (sql.SQL("{} ~ {}").format(obj, sql.Literal(_CANONICAL[kind])),
-                built(sql.SQL("{}::{}").format(obj, sql.SQL(cast))))
+                built(sql.SQL("{}::{}").format(obj, sql.SQL(cast)), integer=kind == "integer"))
 
     def _resolve_into(self, table: str, cts: list[Any]) -> None:
         spelled = self._key_sql(table)

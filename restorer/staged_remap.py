@@ -29,6 +29,7 @@ from journal.catalog import TableEntry, oid_of
 from journal.errors import RestoreError, RestoreRefused
 from journal.packages import PackageReader
 from restorer.copying import CopyWriter, member_text, write_items
+from restorer.keystore import INTEGER_TYPES, key_text
 from restorer.natural_keys import is_surrogate_key
 from restorer.net_apply import aliased, equal, staging_types
 from restorer.refusals import no_fresh_id, refused_match, rows_holding, violation_message
@@ -213,10 +214,10 @@ class _Stage:
         """One foreign key of the staged rows through the key map: only the rows whose
         parent has another key in the target are written (a tracked parent's entries
         include the ones that map to themselves)."""
-        built = sql.SQL("jsonb_build_array({})").format(aliased("s", fk.columns))
+        built = self._key_of("s", fk.columns)
         self.conn.execute(sql.SQL(
             "UPDATE {stage} s SET {sets} FROM {keymap} m WHERE m.table_name = %s"
-            " AND m.key = {built}::text AND m.moved").format(
+            " AND m.key = {built} AND m.moved").format(
                 stage=self.stage, keymap=self.store.table, built=built,
                 sets=sql.SQL(", ").join(
                     sql.SQL("{c} = (m.value ->> {i})::{t}").format(
@@ -329,6 +330,12 @@ class _Stage:
                     a=a, m=m, t=sql.Identifier(t), c=sql.Identifier(c))
                 for c, t in zip(self.pk, self.tos, strict=True)]
 
+    def _key_of(self, alias: str, columns: Iterable[str]) -> sql.Composable:
+        """The key map's text of the key the stage's ``columns`` hold."""
+        columns = list(columns)
+        return key_text([sql.SQL("{}.{}").format(sql.Identifier(alias), sql.Identifier(c))
+                         for c in columns], [self.types[c] for c in columns])
+
     def _target_key(self, alias: str) -> sql.Composable:
         return sql.SQL(", ").join(self._target_key_parts(alias))
 
@@ -396,19 +403,27 @@ class _Stage:
         """The key map's entries of this table: every source key whose target key differs
         (all of them for a tracked table), written where the per-row path keeps them."""
         tracked = self.name in self.writer.keymap.tracked
-        where = (sql.SQL("true") if tracked else sql.SQL("({}) IS DISTINCT FROM ({})").format(
-            aliased("s", self.srcs), self._target_key("s")))
+        differs = sql.SQL("({}) IS DISTINCT FROM ({})").format(
+            aliased("s", self.srcs), self._target_key("s"))
+        where = sql.SQL("true") if tracked else differs
+        key = key_text([sql.SQL("s.{}").format(sql.Identifier(c)) for c in self.srcs],
+                       [self.types[c] for c in self.pk])  # the source key, aside
+        value = sql.SQL("jsonb_build_array({})").format(self._target_key("s"))
+        # moved: the value's text differs from the key's; for an integer key, whose text is
+        # its value's, the values compared (cheaper than printing the jsonb again)
+        integer = len(self.pk) == 1 and self.types[self.pk[0]] in INTEGER_TYPES
+        moved = differs if integer else sql.SQL("{} <> {}::text").format(key, value)
         self.store.flush()
         # a table with no entry yet takes a plain insert: an upsert costs half as much again
-        upsert = sql.SQL(" ON CONFLICT (table_name, key) DO UPDATE SET value = excluded.value"
-                         if self.store.may_have(self.name) else "")
+        upsert = sql.SQL(" ON CONFLICT (table_name, key) DO UPDATE SET value = excluded.value,"
+                         " moved = excluded.moved" if self.store.may_have(self.name) else "")
         added = self.conn.execute(sql.SQL(
-            "INSERT INTO {keymap} (table_name, key, value) SELECT %s, k, v FROM (SELECT"
-            " jsonb_build_array({srcs})::text COLLATE \"C\" AS k, jsonb_build_array({tos}) AS v"
+            "INSERT INTO {keymap} (table_name, key, value, moved) SELECT %s, k, v, m FROM"
+            " (SELECT {key} COLLATE \"C\" AS k, {value} AS v, {moved} AS m FROM {stage} s"
             # in the index's order: inserted at random, a large map's index costs 2.5x
-            " FROM {stage} s WHERE {where}) e ORDER BY k{upsert}"
-        ).format(keymap=self.store.table, srcs=aliased("s", self.srcs),
-                 tos=self._target_key("s"), stage=self.stage, where=where, upsert=upsert),
+            " WHERE {where}) e ORDER BY k{upsert}"
+        ).format(keymap=self.store.table, key=key, value=value, moved=moved,
+                 stage=self.stage, where=where, upsert=upsert),
             (self.name,)).rowcount
         if added:
             self.store.written_in_database(self.name)
@@ -427,11 +442,11 @@ class _Stage:
         for fk in self.direct:
             if not (self.writer.remapper.remaps(fk) and self.store.may_have(fk.ref_table)):
                 continue  # the source value is the target's
-            built = sql.SQL("jsonb_build_array({})").format(aliased("s", fk.columns))
+            built = self._key_of("s", fk.columns)
             with self._explained():
                 self.conn.execute(sql.SQL(
                     "UPDATE {table} t SET {sets} FROM {stage} s JOIN {keymap} m"
-                    " ON m.table_name = %s AND m.key = {built}::text AND m.moved"
+                    " ON m.table_name = %s AND m.key = {built} AND m.moved"
                     " WHERE {on}{written}").format(
                         table=self.ident, stage=self.stage, keymap=self.store.table,
                         built=built, on=on, written=written, sets=sql.SQL(", ").join(
@@ -450,9 +465,9 @@ class _Stage:
                         m=m, i=sql.Literal(i), t=sql.SQL(self.types[c]), kept=kept)
                     if through else kept))
             join = (sql.SQL(" LEFT JOIN {keymap} {m} ON {m}.table_name = %s AND {m}.key ="
-                            " jsonb_build_array({cols})::text").format(
-                keymap=self.store.table, m=m, cols=sql.SQL(", ").join(
-                    sql.SQL("s.{}").format(sql.Identifier(self.aside[c])) for c in fk.columns))
+                            " {key}").format(keymap=self.store.table, m=m, key=key_text(
+                                [sql.SQL("s.{}").format(sql.Identifier(self.aside[c]))
+                                 for c in fk.columns], [self.types[c] for c in fk.columns]))
                     if through else sql.SQL(""))
             with self._explained():
                 self.conn.execute(sql.SQL(

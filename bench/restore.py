@@ -1,7 +1,7 @@
 """Restore benchmark: prints figures, asserts nothing.
 
     python -m bench.restore [--documents 100000 1000000] [--transactions 20000] [--no-remap]
-                            [--server URL]
+                            [--repeat ROUNDS] [--server URL]
 
 On one EDMS sample (``--documents`` documents and their related rows) it measures:
 our full restore into an empty database against ``pg_restore`` of a ``pg_dump -Fc`` of
@@ -206,9 +206,9 @@ def main() -> None:
     parser.add_argument("--no-remap", action="store_true",
                         help="skip the natural-key restore into a populated database")
     parser.add_argument("--repeat", type=int, default=1,
-                        help="times each restore (and each reference) runs: the median "
-                             "run is reported (one restore varies by a quarter on a busy "
-                             "machine)")
+                        help="rounds, each running every restore (and reference) once: "
+                             "the median run and the median of the rounds' ratios are "
+                             "reported (one restore varies by a quarter on a busy machine)")
     parser.add_argument("--server", default=os.environ.get("JOURNAL_TEST_PG18_URL"))
     args = parser.parse_args()
     if not args.server:
@@ -226,17 +226,25 @@ def main() -> None:
                                           for _, figures in results))
 
 
-def median_run(repeat: int, run: Callable[[], Run]) -> Run:
-    """``run`` ``repeat`` times; the run whose seconds (its first figure) are the median."""
-    runs = sorted((run() for _ in range(repeat)), key=lambda r: r[0])
-    return runs[len(runs) // 2]
+def median(runs: list[Run]) -> Run:
+    """The run whose seconds (its first figure) are the median."""
+    return sorted(runs, key=lambda r: r[0])[len(runs) // 2]
+
+
+def median_ratio(runs: list[Run], bases: list[Run]) -> float:
+    """The median of the rounds' ratios of ``runs`` to ``bases`` (round by round: both
+    were measured minutes apart, on the machine as it was then)."""
+    ratios = sorted(r[0] / b[0] for r, b in zip(runs, bases, strict=True))
+    return ratios[len(ratios) // 2]
 
 
 def measure(server: str, documents: int, transactions: int, remap: bool,
             repeat: int = 1) -> dict[str, str]:
-    """One sample of ``documents`` documents, every restore measured (each ``repeat``
-    times, the median run kept); the key figures."""
-    print(f"-- {documents:,} documents" + (f", median of {repeat} runs" if repeat > 1 else ""))
+    """One sample of ``documents`` documents, every restore measured in each of ``repeat``
+    rounds (a round runs each restore once, so the restores compared are measured close
+    together in time; a shared machine's speed drifts over a run); the median run of each
+    and the median of the rounds' ratios, as the key figures."""
+    print(f"-- {documents:,} documents" + (f", {repeat} rounds" if repeat > 1 else ""))
     figures: dict[str, str] = {}
     work = Path(tempfile.mkdtemp(prefix="bench-restore-"))
     made: list[str] = []
@@ -283,92 +291,117 @@ def measure(server: str, documents: int, transactions: int, remap: bool,
         store = open_store(f"file://{store_dir}")
         t = time.monotonic()
         full, catalog, _ = build_full(source, store)
-        full_only = work / "full-only"  # the full package alone, for repeated incrementals
-        if repeat > 1:
-            shutil.copytree(store_dir, full_only)
         print(f"full package: {full.size / 1e6:.1f} MB in {time.monotonic() - t:.1f}s")
-
+        full_only = work / "full-only"  # the full package alone: the snapshot's restores
+        shutil.copytree(store_dir, full_only)
         dump = work / "sample.dump"
         subprocess.run([_pg_bin("pg_dump"), "-Fc", "-f", str(dump), source], check=True)
-        (pg_restore_s,) = median_run(repeat, lambda: timed_run([
-            _pg_bin("pg_restore"), "--no-owner", "-d", _db_url(server, fresh("bench_pgr")),
-            str(dump)]))
+        listing = work / "parents-first.list"
+        listing.write_text(_parents_first(dump, catalog))
+        t = time.monotonic()
+        _, n_events = build_segment(source, store, full, catalog, transactions)
+        print(f"segment: {n_events:,} events in {transactions:,} transactions, "
+              f"built in {time.monotonic() - t:.1f}s")
+        snapshot_only, with_segment = f"file://{full_only}", f"file://{store_dir}"
 
-        ours_s, _, mode, rss_full, _, cpu_full = median_run(repeat, lambda: ours(
-            target_url=_db_url(server, fresh("bench_empty")),
-            packages_url=f"file://{store_dir}"))
-        empty = latest["bench_empty"]
+        def populated() -> str:
+            url = _db_url(server, fresh("bench_pop"))
+            with psycopg.connect(url, autocommit=True) as conn:
+                sample.create_schema(conn)
+                sample.load(conn, max(10, documents // 100), seed=99)
+            return url
+
+        def indexed_schema(prefix: str) -> str:
+            url = _db_url(server, fresh(prefix))
+            for section in ("pre-data", "post-data"):
+                subprocess.run([_pg_bin("pg_restore"), "--no-owner",
+                                f"--section={section}", "-d", url, str(dump)], check=True)
+            return url
+
+        parts: dict[str, Callable[[], Run]] = {
+            "pg_restore": lambda: timed_run([
+                _pg_bin("pg_restore"), "--no-owner", "-d", _db_url(server, fresh("bench_pgr")),
+                str(dump)]),
+            "full": lambda: ours(target_url=_db_url(server, fresh("bench_empty")),
+                                 packages_url=snapshot_only),
+        }
+        if remap:
+            parts |= {
+                "natural": lambda: ours(
+                    target_url=populated(), packages_url=snapshot_only,
+                    generic_foreign_keys={t: {"content_type": "content_type_id",
+                                              "object_id": "object_id"}
+                                          for t in ("access_control_entry",
+                                                    "django_admin_log")}),
+                # what writing rows into tables whose indexes already exist costs by itself:
+                # pg_restore's data section into the schema with its indexes and keys in
+                # place (triggers off: foreign keys unchecked, so a floor)
+                "live": lambda: timed_run([
+                    _pg_bin("pg_restore"), "--no-owner", "--data-only", "--disable-triggers",
+                    "--single-transaction", "-d", indexed_schema("bench_live"), str(dump)]),
+                # the same with the target's foreign keys checked row by row, as a restore
+                # into a live database that keeps its triggers on must have them
+                "checked": lambda: timed_run([
+                    _pg_bin("pg_restore"), "--no-owner", "--data-only", "--single-transaction",
+                    "-L", str(listing), "-d", indexed_schema("bench_checked"), str(dump)]),
+            }
+        parts |= {
+            "pitr": lambda: ours(target_url=_db_url(server, fresh("bench_pitr")),
+                                 packages_url=with_segment),
+            "ordered": lambda: ours(target_url=_db_url(server, fresh("bench_ordered")),
+                                    packages_url=with_segment, replay="ordered"),
+            # the segment onto this round's full restore, at the snapshot
+            "incremental": lambda: ours(target_url=_db_url(server, latest["bench_empty"]),
+                                        packages_url=with_segment, incremental=True),
+        }
+        runs: dict[str, list[Run]] = {name: [] for name in parts}
+        for _ in range(repeat):
+            for name, run in parts.items():
+                runs[name].append(run())
+
+        (pg_restore_s,) = median(runs["pg_restore"])
+        ours_s, _, mode, rss_full, _, cpu_full = median(runs["full"])
+        ratio = median_ratio(runs["full"], runs["pg_restore"])
         print(f"full restore into an empty database ({mode}): {ours_s:.1f}s; pg_restore of "
-              f"pg_dump -Fc: {pg_restore_s:.1f}s; ratio {ours_s / pg_restore_s:.2f}x "
+              f"pg_dump -Fc: {pg_restore_s:.1f}s; ratio {ratio:.2f}x "
               f"(goal <= 1.2x); peak RSS {rss_full:.0f} MB; client CPU {cpu_full:.2f}s")
         figures["rows"] = f"{sum(counts.values()):,}"
         figures["pg_restore (s)"] = f"{pg_restore_s:.1f}"
         figures["full restore (s)"] = f"{ours_s:.1f}"
-        figures["full restore / pg_restore (<= 1.2x)"] = f"{ours_s / pg_restore_s:.2f}x"
-
+        figures["full restore / pg_restore (<= 1.2x)"] = f"{ratio:.2f}x"
         rss = [rss_full]
         if remap:
-            def populated() -> str:
-                url = _db_url(server, fresh("bench_pop"))
-                with psycopg.connect(url, autocommit=True) as conn:
-                    sample.create_schema(conn)
-                    sample.load(conn, max(10, documents // 100), seed=99)
-                return url
-
-            remap_s, _, mode, rss_remap, _, _ = median_run(repeat, lambda: ours(
-                target_url=populated(), packages_url=f"file://{store_dir}",
-                generic_foreign_keys={t: {"content_type": "content_type_id",
-                                          "object_id": "object_id"}
-                                      for t in ("access_control_entry", "django_admin_log")}))
+            remap_s, _, mode, rss_remap, _, _ = median(runs["natural"])
+            ratio = median_ratio(runs["natural"], runs["full"])
             print(f"natural-key restore into a populated database ({mode}): {remap_s:.1f}s, "
-                  f"{remap_s / ours_s:.2f}x the empty-target restore (goal <= 2x); "
+                  f"{ratio:.2f}x the empty-target restore (goal <= 2x); "
                   f"peak RSS {rss_remap:.0f} MB")
-            figures["natural keys / empty target (<= 2x)"] = f"{remap_s / ours_s:.2f}x"
-            # what writing rows into tables whose indexes already exist costs by itself:
-            # pg_restore's data section into the schema with its indexes and keys in place
-            # (triggers off: foreign keys unchecked, so a floor the restore cannot go under)
-            def indexed_schema(prefix: str) -> str:
-                url = _db_url(server, fresh(prefix))
-                for section in ("pre-data", "post-data"):
-                    subprocess.run([_pg_bin("pg_restore"), "--no-owner",
-                                    f"--section={section}", "-d", url, str(dump)], check=True)
-                return url
-
-            (live_s,) = median_run(repeat, lambda: timed_run([
-                _pg_bin("pg_restore"), "--no-owner", "--data-only", "--disable-triggers",
-                "--single-transaction", "-d", indexed_schema("bench_live"), str(dump)]))
+            figures["natural keys / empty target (<= 2x)"] = f"{ratio:.2f}x"
+            (live_s,) = median(runs["live"])
+            ratio = median_ratio(runs["natural"], runs["live"])
             print(f"pg_restore --data-only into the indexed schema (no foreign-key checks): "
-                  f"{live_s:.1f}s; the natural-key restore is {remap_s / live_s:.2f}x that")
-            figures["natural keys / pg_restore into indexed tables"] = f"{remap_s / live_s:.2f}x"
-            # the same with the target's foreign keys checked row by row, as a restore
-            # into a live database that keeps its triggers on must have them
-            listing = work / "parents-first.list"
-            listing.write_text(_parents_first(dump, catalog))
-            (checked_s,) = median_run(repeat, lambda: timed_run([
-                _pg_bin("pg_restore"), "--no-owner", "--data-only", "--single-transaction",
-                "-L", str(listing), "-d", indexed_schema("bench_checked"), str(dump)]))
+                  f"{live_s:.1f}s; the natural-key restore is {ratio:.2f}x that")
+            figures["natural keys / pg_restore into indexed tables"] = f"{ratio:.2f}x"
+            (checked_s,) = median(runs["checked"])
+            checked_ratio = median_ratio(runs["checked"], runs["full"])
+            ratio = median_ratio(runs["natural"], runs["checked"])
             print(f"the same with foreign keys checked: {checked_s:.1f}s, "
-                  f"{checked_s / ours_s:.2f}x the empty-target restore; the natural-key "
-                  f"restore is {remap_s / checked_s:.2f}x that")
+                  f"{checked_ratio:.2f}x the empty-target restore; the natural-key "
+                  f"restore is {ratio:.2f}x that")
             figures["pg_restore into indexed tables, keys checked / empty target"] = (
-                f"{checked_s / ours_s:.2f}x")
-            figures["natural keys / that"] = f"{remap_s / checked_s:.2f}x"
+                f"{checked_ratio:.2f}x")
+            figures["natural keys / that"] = f"{ratio:.2f}x"
             rss.append(rss_remap)
 
-        t = time.monotonic()
-        segment, n_events = build_segment(source, store, full, catalog, transactions)
-        print(f"segment: {n_events:,} events in {transactions:,} transactions, "
-              f"built in {time.monotonic() - t:.1f}s")
-        pitr_s, folded, mode, rss_pitr, past, _ = median_run(repeat, lambda: ours(
-            target_url=_db_url(server, fresh("bench_pitr")),
-            packages_url=f"file://{store_dir}"))
+        pitr_s, folded, mode, rss_pitr, past, _ = median(runs["pitr"])
         # past the snapshot: what the restore spent after the snapshot's COPY and primary
         # keys (both the snapshot's own work: waiting for the changes read beside them,
         # applying them), as the restore measures it; and, beside it, the difference of
         # the two whole restores, which is within their noise at large sizes
+        ratio = median_ratio(runs["pitr"], runs["full"])
         extra = pitr_s - ours_s
         print(f"point-in-time restore {transactions:,} transactions past the snapshot "
-              f"({mode} target, net changes): {pitr_s:.1f}s, {pitr_s / ours_s:.2f}x the full "
+              f"({mode} target, net changes): {pitr_s:.1f}s, {ratio:.2f}x the full "
               f"restore of the snapshot alone (goal <= 1.3x); effective rate {folded:,} "
               f"events / {past:.1f}s past the snapshot's COPY and keys = "
               f"{folded / past if past > 0 else float('inf'):,.0f} events/s (goal >= 50,000); "
@@ -376,27 +409,16 @@ def measure(server: str, documents: int, transactions: int, remap: bool,
               f"{f' = {folded / extra:,.0f} events/s' if extra > 0 else ''}; "
               f"peak RSS {rss_pitr:.0f} MB")
         figures["point-in-time (s)"] = f"{pitr_s:.1f}"
-        figures["point-in-time / full (<= 1.3x)"] = f"{pitr_s / ours_s:.2f}x"
+        figures["point-in-time / full (<= 1.3x)"] = f"{ratio:.2f}x"
         figures["events/s past the snapshot (>= 50k)"] = (
             f"{folded / past:,.0f}" if past > 0 else "inf")
-        ordered_s, _, _, rss_ordered, ordered_replay_s, _ = median_run(
-            repeat, lambda: ours(target_url=_db_url(server, fresh("bench_ordered")),
-                                          packages_url=f"file://{store_dir}", replay="ordered"))
+        ordered_s, _, _, rss_ordered, ordered_replay_s, _ = median(runs["ordered"])
+        ratio = median_ratio(runs["ordered"], runs["full"])
         print(f"the same, each transaction applied in turn (--replay ordered): "
-              f"{ordered_s:.1f}s, {ordered_s / ours_s:.2f}x; "
+              f"{ordered_s:.1f}s, {ratio:.2f}x; "
               f"{n_events / ordered_replay_s:,.0f} events/s; peak RSS {rss_ordered:.0f} MB")
-        figures["ordered replay / full"] = f"{ordered_s / ours_s:.2f}x"
-        snapshots = [empty]  # the full restore's target, at the snapshot
-
-        def incremental() -> Run:
-            if not snapshots:  # another target at the snapshot, its restore not timed
-                snapshots.append(fresh("bench_empty"))
-                timed_restore(target_url=_db_url(server, snapshots[0]),
-                              packages_url=f"file://{full_only}")
-            return ours(target_url=_db_url(server, snapshots.pop()),
-                                 packages_url=f"file://{store_dir}", incremental=True)
-
-        total_s, replayed, mode, rss_replay, replay_s, _ = median_run(repeat, incremental)
+        figures["ordered replay / full"] = f"{ratio:.2f}x"
+        total_s, replayed, mode, rss_replay, replay_s, _ = median(runs["incremental"])
         print(f"incremental restore ({mode} target): {replayed:,} events in {replay_s:.1f}s "
               f"(reading, decoding, applying) = {replayed / replay_s:,.0f} events/s; whole "
               f"restore with verification {total_s:.1f}s; peak RSS {rss_replay:.0f} MB")

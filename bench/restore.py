@@ -354,7 +354,7 @@ def measure(server: str, documents: int, transactions: int, remap: bool,
                                         packages_url=with_segment, incremental=True),
         }
         runs: dict[str, list[Run]] = {name: [] for name in parts}
-        for _ in range(repeat):
+        for round_ in range(repeat):
             for name, run in parts.items():
                 runs[name].append(run())
                 # every target dropped once measured (a large sample's would fill the
@@ -362,6 +362,8 @@ def measure(server: str, documents: int, transactions: int, remap: bool,
                 for prefix in [p for p in latest if p != "bench_empty" or name == "incremental"]:
                     made.remove(latest[prefix])
                     _drop_db(server, latest.pop(prefix))
+            print(f"round {round_ + 1}: " + ", ".join(
+                f"{name} {r[-1][0]:.1f}s" for name, r in runs.items()), flush=True)
 
         (pg_restore_s,) = median(runs["pg_restore"])
         ours_s, _, mode, rss_full, _, cpu_full = median(runs["full"])

@@ -284,6 +284,7 @@ def measure(server: str, documents: int, transactions: int, remap: bool,
         with psycopg.connect(source, autocommit=True) as conn:
             sample.create_schema(conn)
             counts = sample.load(conn, documents)
+            conn.execute("VACUUM (ANALYZE)")  # now, not by autovacuum during the restores
         print(f"sample: {sum(counts.values()):,} rows ({documents:,} documents) "
               f"loaded in {time.monotonic() - t:.1f}s")
         store_dir = work / "packages"
@@ -323,6 +324,9 @@ def measure(server: str, documents: int, transactions: int, remap: bool,
                 str(dump)]),
             "full": lambda: ours(target_url=_db_url(server, fresh("bench_empty")),
                                  packages_url=snapshot_only),
+            # the segment onto the full restore just made, at the snapshot
+            "incremental": lambda: ours(target_url=_db_url(server, latest["bench_empty"]),
+                                        packages_url=with_segment, incremental=True),
         }
         if remap:
             parts |= {
@@ -349,17 +353,15 @@ def measure(server: str, documents: int, transactions: int, remap: bool,
                                  packages_url=with_segment),
             "ordered": lambda: ours(target_url=_db_url(server, fresh("bench_ordered")),
                                     packages_url=with_segment, replay="ordered"),
-            # the segment onto this round's full restore, at the snapshot
-            "incremental": lambda: ours(target_url=_db_url(server, latest["bench_empty"]),
-                                        packages_url=with_segment, incremental=True),
         }
         runs: dict[str, list[Run]] = {name: [] for name in parts}
         for round_ in range(repeat):
             for name, run in parts.items():
                 runs[name].append(run())
-                # every target dropped once measured (a large sample's would fill the
-                # disk), but the full restore's: the incremental restore goes on from it
-                for prefix in [p for p in latest if p != "bench_empty" or name == "incremental"]:
+                # every target dropped once measured, but the full restore's until the
+                # incremental restore has gone on from it: a large sample's would fill the
+                # disk, and autovacuum's work on them would slow the restores after
+                for prefix in [p for p in latest if p != "bench_empty" or name != "full"]:
                     made.remove(latest[prefix])
                     _drop_db(server, latest.pop(prefix))
             print(f"round {round_ + 1}: " + ", ".join(

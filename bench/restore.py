@@ -251,10 +251,7 @@ def measure(server: str, documents: int, transactions: int, remap: bool,
     latest: dict[str, str] = {}
 
     def fresh(prefix: str) -> str:
-        """A new database; the one made before under ``prefix`` is dropped."""
-        if prefix in latest:
-            _drop_db(server, latest[prefix])
-            made.remove(latest[prefix])
+        """A new database, the latest under ``prefix`` (dropped once its part is measured)."""
         latest[prefix] = name = _create_db(server, prefix)
         made.append(name)
         return name

@@ -39,12 +39,17 @@ _ABSENT = object()  # cached or buffered "no entry"
 INTEGER_TYPES = frozenset({"smallint", "integer", "bigint"})  # as format_type spells them
 
 
-def key_text(values: Sequence[sql.Composable], types: Sequence[str]) -> sql.Composable:
-    """SQL for the key map's text of a key of ``values`` (of the types ``types``): what
-    ``jsonb_build_array(...)::text`` prints; for one integer the same text concatenated,
-    which costs a fraction of building and printing the jsonb (a NULL gives NULL, which
-    matches no entry, as ``[null]`` does not)."""
-    if len(values) == 1 and types[0] in INTEGER_TYPES:
+def integer_key(types: Sequence[str]) -> bool:
+    """Whether a key of columns of ``types`` is one integer (its text is its value's)."""
+    return len(types) == 1 and types[0] in INTEGER_TYPES
+
+
+def key_text(values: Sequence[sql.Composable], integer: bool = False) -> sql.Composable:
+    """SQL for the key map's text of a key of ``values``: what
+    ``jsonb_build_array(...)::text`` prints; for one ``integer`` the same text
+    concatenated, which costs a fraction of building and printing the jsonb (a NULL gives
+    NULL, which matches no entry, as ``[null]`` does not)."""
+    if integer and len(values) == 1:
         return sql.SQL("('[' || {} || ']')").format(values[0])
     return sql.SQL("jsonb_build_array({})::text").format(sql.SQL(", ").join(values))
 

@@ -85,15 +85,12 @@ class _Pair:
         key_oid = next(c.type_oid for c in spec.columns if c.name == spec.primary_key[0])
         obj, oid = sql.SQL("s.{}").format(self.obj), self.obj_oid
 
-        def built(value: sql.Composable, integer: bool = False) -> sql.Composable:
-            return key_text([value], ["bigint" if integer else "other"])
-
         if oid in _INTEGERS and key_oid in _INTEGERS:
-            return sql.SQL("true"), built(obj, integer=True)
+            return sql.SQL("true"), key_text([obj], integer=True)
         if oid == key_oid or (oid in _TEXTS and key_oid in _TEXTS):
-            return sql.SQL("true"), built(obj)
+            return sql.SQL("true"), key_text([obj])
         if oid in _INTEGERS and key_oid in _TEXTS:
-            return sql.SQL("true"), built(sql.SQL("{}::text").format(obj))
+            return sql.SQL("true"), key_text([sql.SQL("{}::text").format(obj)])
         if oid in _TEXTS and key_oid in _INTEGERS:
             kind, cast = "integer", "bigint"
         elif oid in _TEXTS and key_oid == _UUID:
@@ -101,7 +98,8 @@ class _Pair:
         else:
             return None
         return (sql.SQL("{} ~ {}").format(obj, sql.Literal(_CANONICAL[kind])),
-                built(sql.SQL("{}::{}").format(obj, sql.SQL(cast)), integer=kind == "integer"))
+                key_text([sql.SQL("{}::{}").format(obj, sql.SQL(cast))],
+                         integer=kind == "integer"))
 
     def _resolve_into(self, table: str, cts: list[Any]) -> None:
         spelled = self._key_sql(table)

@@ -29,7 +29,7 @@ from journal.catalog import TableEntry, oid_of
 from journal.errors import RestoreError, RestoreRefused
 from journal.packages import PackageReader
 from restorer.copying import CopyWriter, member_text, write_items
-from restorer.keystore import INTEGER_TYPES, key_text
+from restorer.keystore import integer_key, key_text
 from restorer.natural_keys import is_surrogate_key
 from restorer.net_apply import aliased, equal, staging_types
 from restorer.refusals import no_fresh_id, refused_match, rows_holding, violation_message
@@ -334,7 +334,7 @@ class _Stage:
         """The key map's text of the key the stage's ``columns`` hold."""
         columns = list(columns)
         return key_text([sql.SQL("{}.{}").format(sql.Identifier(alias), sql.Identifier(c))
-                         for c in columns], [self.types[c] for c in columns])
+                         for c in columns], integer_key([self.types[c] for c in columns]))
 
     def _target_key(self, alias: str) -> sql.Composable:
         return sql.SQL(", ").join(self._target_key_parts(alias))
@@ -406,12 +406,12 @@ class _Stage:
         differs = sql.SQL("({}) IS DISTINCT FROM ({})").format(
             aliased("s", self.srcs), self._target_key("s"))
         where = sql.SQL("true") if tracked else differs
+        integer = integer_key([self.types[c] for c in self.pk])
         key = key_text([sql.SQL("s.{}").format(sql.Identifier(c)) for c in self.srcs],
-                       [self.types[c] for c in self.pk])  # the source key, aside
+                       integer)  # the source key, aside
         value = sql.SQL("jsonb_build_array({})").format(self._target_key("s"))
         # moved: the value's text differs from the key's; for an integer key, whose text is
         # its value's, the values compared (cheaper than printing the jsonb again)
-        integer = len(self.pk) == 1 and self.types[self.pk[0]] in INTEGER_TYPES
         moved = differs if integer else sql.SQL("{} <> {}::text").format(key, value)
         self.store.flush()
         # a table with no entry yet takes a plain insert: an upsert costs half as much again
@@ -467,7 +467,8 @@ class _Stage:
             join = (sql.SQL(" LEFT JOIN {keymap} {m} ON {m}.table_name = %s AND {m}.key ="
                             " {key}").format(keymap=self.store.table, m=m, key=key_text(
                                 [sql.SQL("s.{}").format(sql.Identifier(self.aside[c]))
-                                 for c in fk.columns], [self.types[c] for c in fk.columns]))
+                                 for c in fk.columns],
+                                integer_key([self.types[c] for c in fk.columns])))
                     if through else sql.SQL(""))
             with self._explained():
                 self.conn.execute(sql.SQL(

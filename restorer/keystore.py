@@ -3,8 +3,9 @@
 A restore into a populated database remembers, for the rows it loads, things that grow
 with the data: the source ids that have another id in the target (the key map), and the
 source rows that exist (what generic foreign keys may point at). Held in Python that is a
-few hundred bytes per row. A ``KeyStore`` with a connection keeps them in a temporary
-table of the restore's own transaction (dropped at commit, gone with a rollback), with a
+few hundred bytes per row. A ``KeyStore`` with a connection keeps them in a table of the
+restore's own transaction: a temporary one (dropped at commit), or with ``schema`` a
+table the caller keeps by renaming it before commit (a rollback takes either away), with a
 bounded cache and a bounded buffer of unwritten entries in front, so its memory depends
 on batch sizes, not table sizes. Callers ``prefetch`` the keys a batch will ask for: one
 query per batch. A key asked for without that is still answered, by a query of its own.
@@ -29,6 +30,10 @@ from psycopg import sql
 
 CACHE_SIZE = 60_000  # answers kept in memory (a batch's look-ups must fit with room to spare)
 FLUSH_AT = 5_000  # unwritten entries written out in one statement
+# entries written since the planner last counted them, past which it counts them again:
+# autovacuum never sees the map (a temporary table, or one not committed yet), and a join
+# planned for a map it believes empty probes it row by row, at random
+ANALYZE_AT = 10_000
 
 Key = tuple[Any, ...]
 Decode = Callable[[str, Any], Any]
@@ -65,7 +70,7 @@ class KeyStore:
 
     def __init__(self, conn: psycopg.Connection[Any] | None = None, name: str = "",
                  decode: Decode | None = None, cache_size: int = CACHE_SIZE,
-                 flush_at: int = FLUSH_AT) -> None:
+                 flush_at: int = FLUSH_AT, schema: str | None = None) -> None:
         self.conn = conn
         self._decode = decode or (lambda table, value: value)
         self._cache_size, self._flush_at = cache_size, flush_at
@@ -74,17 +79,20 @@ class KeyStore:
         self._cache: OrderedDict[tuple[str, Key], Any] = OrderedDict()
         # tables that may have an entry: a look-up into any other needs no query
         self._tables: set[str] = set()
-        self.table = sql.Identifier("pg_temp", name)
+        self._analyzed = self._unanalyzed = 0  # entries written, as the planner knows them
+        self.schema, self.name = schema, name
+        self.table = sql.Identifier(schema or "pg_temp", name)
         if conn is not None:
             conn.execute(sql.SQL(
-                "CREATE TEMP TABLE {} (table_name text COLLATE \"C\" NOT NULL,"
+                "CREATE {temp}TABLE {table} (table_name text COLLATE \"C\" NOT NULL,"
                 " key text COLLATE \"C\" NOT NULL, value jsonb NOT NULL, moved boolean NOT NULL,"
-                " PRIMARY KEY (table_name, key)) ON COMMIT DROP"
-            ).format(sql.Identifier(name)))
+                " PRIMARY KEY (table_name, key)){drop}"
+            ).format(table=self.table, temp=sql.SQL("" if schema else "TEMP "),
+                     drop=sql.SQL("" if schema else " ON COMMIT DROP")))
             # the entries whose key differs, on their own: a join of many rows against
             # them finds the few that move without probing every entry that maps to itself
             conn.execute(sql.SQL("CREATE INDEX ON {} (table_name, key) WHERE moved").format(
-                sql.Identifier(name)))
+                self.table))
 
     @property
     def in_database(self) -> bool:
@@ -94,16 +102,28 @@ class KeyStore:
         """False when ``table`` certainly has no entry (so its look-ups cost nothing)."""
         return self.conn is None or table in self._tables
 
-    def note_tables(self, tables: Iterable[str]) -> None:
-        """Tables that got entries into the temporary table some other way (a copy)."""
+    def note_tables(self, tables: Iterable[str], rows: int = 0) -> None:
+        """Tables that got ``rows`` entries into the table some other way (a copy)."""
         self._tables.update(tables)
+        self._wrote(rows)
 
-    def written_in_database(self, table: str) -> None:
-        """Entries of ``table`` were written to the temporary table by a statement of the
+    def written_in_database(self, table: str, rows: int) -> None:
+        """``rows`` entries of ``table`` were written to the table by a statement of the
         caller's: what the cache holds of the table is no longer the answer."""
         self._tables.add(table)
         for k in [k for k in self._cache if k[0] == table]:
             del self._cache[k]
+        self._wrote(rows)
+
+    def _wrote(self, rows: int) -> None:
+        """Tell the planner of the entries written, each time they double: an estimate
+        within a factor of two plans the same joins, and a growing map is sampled a
+        logarithmic number of times."""
+        self._unanalyzed += rows
+        if self.conn is not None and self._unanalyzed >= max(ANALYZE_AT, self._analyzed):
+            self.conn.execute(sql.SQL("ANALYZE {}").format(self.table))
+            self._analyzed += self._unanalyzed
+            self._unanalyzed = 0
 
     def get(self, table: str, key: Key, default: Any = None) -> Any:
         k = (table, key)
@@ -193,6 +213,7 @@ class KeyStore:
         self._cache.update(self._memory)
         self._memory.clear()
         self._trim()
+        self._wrote(len(puts))
 
     def count(self, table: str) -> int:
         if self.conn is None:

@@ -78,31 +78,54 @@ def write_state(conn: psycopg.Connection[Any], state: RestoreState) -> None:
 
 
 def write_keymap(conn: psycopg.Connection[Any], keymap: KeyMap) -> None:
-    # made anew each time, its key built after the rows: a sorted build is several times
-    # cheaper than maintaining the index row by row, and the map may be large. A source
-    # key is kept as its JSON text (jsonb's canonical spelling) under the "C" collation,
-    # as the restore's own work table holds it: copied as it is, and sorted bytewise
+    """Record ``keymap`` as ``journal_restore_keymap``, replacing an earlier restore's.
+
+    Its format: ``(table_name text, source_key text, target_key jsonb)``, the source key
+    as its JSON text (jsonb's canonical spelling) under the "C" collation, keyed by
+    ``(table_name, source_key)``. A map kept in the target's transaction already has that
+    shape under other names, and becomes the record by renaming: no copy, no index built
+    again."""
     conn.execute("DROP TABLE IF EXISTS public.journal_restore_keymap")
+    store = keymap.store
+    if store.schema == "public":
+        store.flush()
+        for statement in (
+                "ALTER TABLE {work} RENAME TO journal_restore_keymap",
+                "ALTER TABLE public.journal_restore_keymap RENAME COLUMN key TO source_key",
+                "ALTER TABLE public.journal_restore_keymap RENAME COLUMN value TO target_key",
+                # with it goes the index of moved entries, which only the restore uses
+                "ALTER TABLE public.journal_restore_keymap DROP COLUMN moved"):
+            conn.execute(sql.SQL(statement).format(work=store.table))
+        # its constraints named as the record's own: the key, and PostgreSQL 18's NOT NULLs
+        renamed = {"pkey": "pkey", "table_name_not_null": "table_name_not_null",
+                   "key_not_null": "source_key_not_null",
+                   "value_not_null": "target_key_not_null"}
+        for (name,) in conn.execute(
+                "SELECT conname FROM pg_constraint WHERE conrelid ="
+                " 'public.journal_restore_keymap'::regclass").fetchall():
+            suffix = name.removeprefix(store.name + "_")
+            if suffix != name and suffix in renamed:
+                conn.execute(sql.SQL(
+                    "ALTER TABLE public.journal_restore_keymap RENAME CONSTRAINT {} TO {}"
+                ).format(sql.Identifier(name),
+                         sql.Identifier(f"journal_restore_keymap_{renamed[suffix]}")))
+        return
+    # made anew, its key built after the rows: a sorted build is several times cheaper
+    # than maintaining the index row by row, and the map may be large
     conn.execute(
         "CREATE TABLE public.journal_restore_keymap ("
         " table_name text COLLATE \"C\" NOT NULL, source_key text COLLATE \"C\" NOT NULL,"
         " target_key jsonb NOT NULL)")
-    if keymap.store.in_database:  # copied inside the server
-        keymap.store.flush()
-        conn.execute(sql.SQL(
-            "INSERT INTO public.journal_restore_keymap (table_name, source_key, target_key)"
-            " SELECT table_name, key, value FROM {}").format(keymap.store.table))
-    else:
-        conn.execute("CREATE TEMPORARY TABLE journal_restore_keymap_copy (table_name text,"
-                     " source_key jsonb, target_key jsonb) ON COMMIT DROP")
-        with conn.cursor().copy("COPY journal_restore_keymap_copy FROM STDIN") as copy:
-            for table, source, target in keymap.items():
-                copy.write_row((table, json.dumps(source, default=str),
-                                json.dumps(target, default=str)))
-        conn.execute("INSERT INTO public.journal_restore_keymap (table_name, source_key,"
-                     " target_key) SELECT table_name, source_key::text, target_key"
-                     " FROM journal_restore_keymap_copy")
-        conn.execute("DROP TABLE journal_restore_keymap_copy")
+    conn.execute("CREATE TEMPORARY TABLE journal_restore_keymap_copy (table_name text,"
+                 " source_key jsonb, target_key jsonb) ON COMMIT DROP")
+    with conn.cursor().copy("COPY journal_restore_keymap_copy FROM STDIN") as copy:
+        for table, source, target in keymap.items():
+            copy.write_row((table, json.dumps(source, default=str),
+                            json.dumps(target, default=str)))
+    conn.execute("INSERT INTO public.journal_restore_keymap (table_name, source_key,"
+                 " target_key) SELECT table_name, source_key::text, target_key"
+                 " FROM journal_restore_keymap_copy")
+    conn.execute("DROP TABLE journal_restore_keymap_copy")
     conn.execute("ALTER TABLE public.journal_restore_keymap"
                  " ADD PRIMARY KEY (table_name, source_key)")
 
@@ -116,8 +139,8 @@ def read_keymap(conn: psycopg.Connection[Any], catalog: Catalog,
     if not exists or exists[0] is None:
         return keymap
     if keymap.store.in_database:
-        tables = [r[0] for r in conn.execute(sql.SQL(
-            "WITH copied AS (INSERT INTO {} (table_name, key, value, moved)"
+        copied = dict(conn.execute(sql.SQL(
+            "WITH entries AS (INSERT INTO {} (table_name, key, value, moved)"
             " SELECT table_name, source_key::text, target_key,"
             " source_key::text <> target_key::text FROM public.journal_restore_keymap"
             # source_key: jsonb in targets restored by earlier versions, its text now
@@ -126,9 +149,9 @@ def read_keymap(conn: psycopg.Connection[Any], catalog: Catalog,
             # in the index's order: a large map's index costs 2.5x inserted at random
             " ORDER BY table_name COLLATE \"C\", source_key::text COLLATE \"C\""
             " RETURNING table_name)"
-            " SELECT DISTINCT table_name FROM copied").format(keymap.store.table),
-            (sorted(catalog.tables), sorted(keymap.tracked)))]
-        keymap.store.note_tables(tables)
+            " SELECT table_name, count(*) FROM entries GROUP BY 1").format(keymap.store.table),
+            (sorted(catalog.tables), sorted(keymap.tracked))).fetchall())
+        keymap.store.note_tables(copied, sum(copied.values()))
         return keymap
     for table, source, target in conn.execute(
             "SELECT table_name, source_key::jsonb, target_key"

@@ -56,9 +56,10 @@ def decide(*, matched: bool, id_taken: bool, on_conflict: str) -> Decision:
 class KeyMap:
     """source primary key -> target primary key, per table; unknown keys map to themselves.
 
-    Only differences are stored, in a ``KeyStore``: in memory by default, in a temporary
-    table of the target's transaction with ``in_target`` (what a restore uses, so the map
-    may grow with the data while memory does not). For ``tracked`` tables every mapping is
+    Only differences are stored, in a ``KeyStore``: in memory by default, in a table of
+    the target's transaction with ``in_target`` (what a restore uses, so the map may grow
+    with the data while memory does not; the restore keeps that table as the recorded map,
+    ``record.write_keymap``). For ``tracked`` tables every mapping is
     stored, identities too, so ``known`` tells the rows a restore put in the target from
     the target's own rows: the tables generic foreign keys point into (an object id not
     restored yet must not be taken for a target row that happens to have the same id),
@@ -74,7 +75,8 @@ class KeyMap:
     def in_target(cls, conn: psycopg.Connection[Any], catalog: Catalog) -> KeyMap:
         oids = {name: _pk_oids(spec) for name, spec in catalog.tables.items()}
         return cls(KeyStore(conn, WORK_TABLE,
-                            lambda table, value: typed_key(value, oids.get(table, []))))
+                            lambda table, value: typed_key(value, oids.get(table, [])),
+                            schema=WORK_SCHEMA))
 
     def set(self, table: str, source: tuple[Any, ...], target: tuple[Any, ...]) -> None:
         self.store.put(table, source,
@@ -101,7 +103,9 @@ class KeyMap:
         yield from self.store.items()
 
 
-WORK_TABLE = "journal_restore_keymap_work"
+# beside the recorded map it becomes: a rename, where a copy of millions of entries and
+# a build of their index would cost a sixth of a large natural-key restore
+WORK_SCHEMA, WORK_TABLE = "public", "journal_restore_keymap_work"
 
 
 def _pk_oids(spec: TableEntry) -> list[int]:

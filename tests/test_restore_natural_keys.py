@@ -117,6 +117,32 @@ def test_every_foreign_key_lands_on_the_row_with_the_same_natural_key(recorded, 
     assert {t: d.missing for t, d in result.tables.items() if d.missing} == missing
 
 
+def _recorded_map(conn: psycopg.Connection[Any]) -> dict[str, Any]:
+    """The recorded key map's shape: its columns, its key, and whether a work table of
+    the restore outlived it."""
+    columns = conn.execute(
+        "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute WHERE"
+        " attrelid = to_regclass('public.journal_restore_keymap') AND attnum > 0"
+        " AND NOT attisdropped ORDER BY attnum").fetchall()
+    constraints = conn.execute(
+        "SELECT conname, contype, pg_get_constraintdef(oid) FROM pg_constraint"
+        " WHERE conrelid = to_regclass('public.journal_restore_keymap')").fetchall()
+    work = conn.execute("SELECT count(*) FROM pg_class WHERE relname LIKE"
+                        " 'journal\\_restore\\_keymap\\_work%'").fetchone()[0]
+    return {"columns": columns,
+            "key": [(name, definition) for name, kind, definition in constraints
+                    if kind == "p"],
+            "named as the work table": sorted(n for n, *_ in constraints if "work" in n),
+            "work tables": work}
+
+
+RECORDED_MAP = {"columns": [("table_name", "text"), ("source_key", "text"),
+                            ("target_key", "jsonb")],
+                "key": [("journal_restore_keymap_pkey", "PRIMARY KEY (table_name, source_key)")],
+                "named as the work table": [], "work tables": 0}
+NO_MAP = {"columns": [], "key": [], "named as the work table": [], "work tables": 0}
+
+
 def _dangling_admin_log(state: dict[str, Any]) -> int:
     docs = {k[0] for k in state["public.document"]}
     ct = {r["id"]: (r["app_label"], r["model"])
@@ -167,6 +193,27 @@ def test_dry_run_reports_refusals_without_writing(recorded, target_db):
         recorded.state["public.django_content_type"])
     assert read_database(target_db, Catalog.parse(recorded.catalog),
                          sorted(recorded.catalog["tables"])) == before
+    with psycopg.connect(target_db) as conn:
+        assert _recorded_map(conn) == NO_MAP
+
+
+def test_the_recorded_key_map_leads_each_source_row_to_its_target_row(recorded, target_db):
+    populate(target_db, recorded.state)
+    restore(RestoreOptions(target_url=target_db, store=recorded.store,
+                           generic_foreign_keys=GENERIC))
+    with psycopg.connect(target_db) as conn:
+        assert _recorded_map(conn) == RECORDED_MAP
+        # documents are tracked (generic keys point at them): every one has an entry
+        mapped = dict(conn.execute(
+            "SELECT source_key, target_key ->> 0 FROM journal_restore_keymap"
+            " WHERE table_name = 'public.document'").fetchall())
+        uuids = dict(conn.execute("SELECT id::text, uuid::text FROM document").fetchall())
+    documents = recorded.state["public.document"].values()
+    assert len(mapped) == len(documents)
+    # the oracle: the source's own rows; the uuid is each document's natural key
+    assert {str(d["uuid"]): uuids[mapped[f"[{d['id']}]"]] for d in documents} == {
+        str(d["uuid"]): str(d["uuid"]) for d in documents}
+    assert any(mapped[f"[{d['id']}]"] != str(d["id"]) for d in documents)  # ids differ
 
 
 def test_generic_foreign_keys_of_the_django_convention_need_no_configuration(recorded,
@@ -202,10 +249,7 @@ def test_incremental_restore_into_populated_target_follows_the_key_map(recorded,
     restore(RestoreOptions(target_url=target_db, store=recorded.store,
                            generic_foreign_keys=GENERIC))
     with psycopg.connect(target_db, autocommit=True) as conn:
-        kept = conn.execute("SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE"
-                            " attrelid = 'journal_restore_keymap'::regclass"
-                            " AND attname = 'source_key'").fetchone()[0]
-        assert kept == "text"
+        assert _recorded_map(conn) == RECORDED_MAP
         if kept_as == "jsonb":  # as targets restored by earlier versions keep it
             conn.execute("ALTER TABLE journal_restore_keymap ALTER COLUMN source_key"
                          " TYPE jsonb USING source_key::jsonb")
@@ -221,6 +265,8 @@ def test_incremental_restore_into_populated_target_follows_the_key_map(recorded,
     extra = {t: d.extra for t, d in diff.items() if d.extra}
     extra.pop("public.django_admin_log", None)
     assert extra == {"public.auth_group": 1, "public.auth_user": 1, "public.document": 3}
+    with psycopg.connect(target_db) as conn:  # the map recorded anew, in today's format
+        assert _recorded_map(conn) == RECORDED_MAP
 
 
 def test_unique_violation_names_constraint_detail_and_source_row(recorded, target_db):
@@ -242,3 +288,4 @@ def test_unique_violation_names_constraint_detail_and_source_row(recorded, targe
     assert '[natural_keys]\n"public.auth_user" = ["email"]' in text
     with psycopg.connect(target_db) as conn:  # and nothing was written
         assert conn.execute("SELECT count(*) FROM auth_user").fetchone()[0] == 1
+        assert _recorded_map(conn) == NO_MAP

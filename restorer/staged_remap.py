@@ -191,23 +191,15 @@ class _Stage:
         self.store.flush()
         # statistics before the first join: guessing a few dozen rows, the planner probes
         # the key map once per staged row, at random (500,000 admin log entries against a
-        # map of millions: 40 s, against 4 s hashed)
-        self._analyze(self._joined())
-        stage_generic_keys(self)  # by the source's content types: before they are remapped
-        remapped = [fk for fk in self.remapped
-                    if self.store.may_have(fk.ref_table)]  # else every key maps to itself
-        for fk in remapped:
-            self._remap(fk)
-        moved = [*(c for fk in remapped for c in fk.columns),
-                 *(c for g in self.writer.remapper.generic.get(self.name, ())
-                   for c in (g.content_type, g.object_id))]
-        if moved:  # their values are the target's now
-            self._analyze(list(dict.fromkeys(moved)))
-        return n
-
-    def _analyze(self, columns: list[str]) -> None:
+        # map of millions: 40 s, against 4 s hashed). The keys the map rewrites next keep
+        # their counts and spread, which is what the plans depend on
         self.conn.execute(sql.SQL("ANALYZE {} ({})").format(self.stage, sql.SQL(", ").join(
-            sql.Identifier(c) for c in columns)))
+            sql.Identifier(c) for c in self._joined())))
+        stage_generic_keys(self)  # by the source's content types: before they are remapped
+        for fk in self.remapped:
+            if self.store.may_have(fk.ref_table):  # else every key maps to itself
+                self._remap(fk)
+        return n
 
     def _joined(self) -> list[str]:
         """The stage's columns the decisions' joins and filters read: the planner's

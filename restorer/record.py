@@ -20,7 +20,7 @@ from psycopg.types.json import Jsonb
 from journal.catalog import Catalog
 from journal.positions import Position
 from restorer.plan import Reached
-from restorer.remap import KeyMap, typed_key
+from restorer.remap import WORK_SCHEMA, KeyMap, typed_key
 
 STATE_TABLE = "journal_restore_state"
 KEYMAP_TABLE = "journal_restore_keymap"
@@ -87,7 +87,7 @@ def write_keymap(conn: psycopg.Connection[Any], keymap: KeyMap) -> None:
     again."""
     conn.execute("DROP TABLE IF EXISTS public.journal_restore_keymap")
     store = keymap.store
-    if store.schema == "public":
+    if store.schema == WORK_SCHEMA:  # the map kept in the transaction, beside the record
         store.flush()
         for statement in (
                 "ALTER TABLE {work} RENAME TO journal_restore_keymap",
@@ -97,18 +97,16 @@ def write_keymap(conn: psycopg.Connection[Any], keymap: KeyMap) -> None:
                 "ALTER TABLE public.journal_restore_keymap DROP COLUMN moved"):
             conn.execute(sql.SQL(statement).format(work=store.table))
         # its constraints named as the record's own: the key, and PostgreSQL 18's NOT NULLs
-        renamed = {"pkey": "pkey", "table_name_not_null": "table_name_not_null",
-                   "key_not_null": "source_key_not_null",
-                   "value_not_null": "target_key_not_null"}
+        columns = {"key_not_null": "source_key_not_null", "value_not_null": "target_key_not_null"}
         for (name,) in conn.execute(
                 "SELECT conname FROM pg_constraint WHERE conrelid ="
-                " 'public.journal_restore_keymap'::regclass").fetchall():
+                " 'public.journal_restore_keymap'::regclass AND starts_with(conname, %s)",
+                (store.name + "_",)).fetchall():
             suffix = name.removeprefix(store.name + "_")
-            if suffix != name and suffix in renamed:
-                conn.execute(sql.SQL(
-                    "ALTER TABLE public.journal_restore_keymap RENAME CONSTRAINT {} TO {}"
-                ).format(sql.Identifier(name),
-                         sql.Identifier(f"journal_restore_keymap_{renamed[suffix]}")))
+            conn.execute(sql.SQL(
+                "ALTER TABLE public.journal_restore_keymap RENAME CONSTRAINT {} TO {}"
+            ).format(sql.Identifier(name), sql.Identifier(
+                f"journal_restore_keymap_{columns.get(suffix, suffix)}")))
         return
     # made anew, its key built after the rows: a sorted build is several times cheaper
     # than maintaining the index row by row, and the map may be large

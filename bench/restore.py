@@ -205,25 +205,39 @@ def main() -> None:
                         help="transactions in the replayed segment (3 events each)")
     parser.add_argument("--no-remap", action="store_true",
                         help="skip the natural-key restore into a populated database")
-    parser.add_argument("--repeat", type=int, default=1,
+    parser.add_argument("--repeat", type=int, nargs="+", default=[1],
                         help="rounds, each running every restore (and reference) once: "
                              "the median run and the median of the rounds' ratios are "
-                             "reported (one restore varies by a quarter on a busy machine)")
+                             "reported (one restore varies by a quarter on a busy machine); "
+                             "one count for every size, or one per size (rounds of a small "
+                             "sample are cheap, of a large one long)")
     parser.add_argument("--server", default=os.environ.get("JOURNAL_TEST_PG18_URL"))
     args = parser.parse_args()
     if not args.server:
         from tests.services import pg18_url
 
         args.server = pg18_url()
-    results = [(n, measure(args.server, n, args.transactions, not args.no_remap,
-                           max(1, args.repeat)))
-               for n in args.documents]
+    rounds = rounds_per_size(args.documents, args.repeat)
+    if rounds is None:
+        parser.error(f"--repeat: one count, or one per size ({len(args.documents)})")
+    results = [(n, measure(args.server, n, args.transactions, not args.no_remap, r))
+               for n, r in zip(args.documents, rounds, strict=True)]
     if len(results) > 1:
         print()
         print(f"{'':44}" + "".join(f"{n:>14,}" for n, _ in results))
         for label in results[0][1]:
             print(f"{label:44}" + "".join(f"{figures.get(label, ''):>14}"
                                           for _, figures in results))
+
+
+def rounds_per_size(sizes: list[int], repeat: list[int]) -> list[int] | None:
+    """The rounds of each of ``sizes``: ``repeat``'s one count for all, or its count for
+    each in turn (at least one); None where the counts do not match the sizes."""
+    if len(repeat) == 1:
+        repeat = repeat * len(sizes)
+    if len(repeat) != len(sizes):
+        return None
+    return [max(1, r) for r in repeat]
 
 
 def median(runs: list[Run]) -> Run:

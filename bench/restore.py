@@ -226,11 +226,12 @@ def main() -> None:
     results = [(n, measure(args.server, n, args.transactions, not args.no_remap, r))
                for n, r in zip(args.documents, rounds, strict=True)]
     if len(results) > 1:
+        width = max(len(label) for label in results[0][1]) + 2
         print()
-        print(f"{'':44}" + "".join(f"{n:>14,}" for n, _ in results))
+        print(f"{'':{width}}" + "".join(f"{n:>14,}" for n, _ in results))
         for label in results[0][1]:
-            print(f"{label:44}" + "".join(f"{figures.get(label, ''):>14}"
-                                          for _, figures in results))
+            print(f"{label:{width}}" + "".join(f"{figures.get(label, ''):>14}"
+                                               for _, figures in results))
 
 
 def rounds_per_size(sizes: list[int], repeat: list[int]) -> list[int] | None:
